@@ -1,0 +1,1 @@
+"""Pure HTTP semantics: no sockets, no event loop, no file system."""
