@@ -461,7 +461,7 @@ def test_valid_headers_against_an_oracle(
     header = f"{unit}={separator.join(format_spec(spec) for spec in chosen)}"
     result = parse_range(header, size)
     wanted = [requested_bytes(spec, size) for spec in chosen]
-    wanted = [span for span in wanted if len(span)]
+    wanted = [span for span in wanted if span.stop > span.start]  # len() overflows past 2**63
     if size == 0:
         suffix_nonzero = any(first is None and last for first, last in chosen)
         assert result == (FullContent("empty representation") if suffix_nonzero else NotSatisfiable(0))

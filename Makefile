@@ -1,0 +1,31 @@
+# The two commands a new user needs:
+#   make run    install everything into .venv and serve sample_media/ with conf/mediaproxy.toml
+#   make test   install everything (test clients included) and run the whole test suite
+PYTHON ?= python3
+VENV ?= .venv
+CONFIG ?= conf/mediaproxy.toml
+BIN = $(VENV)/bin
+
+.PHONY: run test check bench system-deps clean
+
+$(BIN)/mediaproxy: setup.cfg pyproject.toml
+	scripts/system-deps.sh run
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@
+
+run: $(BIN)/mediaproxy
+	$(BIN)/mediaproxy --config $(CONFIG)
+
+test: $(BIN)/mediaproxy
+	scripts/system-deps.sh test
+	$(BIN)/python -m mypy
+	$(BIN)/python -m pytest
+
+bench: $(BIN)/mediaproxy
+	bench/setup.sh
+	$(BIN)/python bench/run.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .hypothesis

@@ -1,0 +1,3 @@
+from mediaproxy.cli import main
+
+raise SystemExit(main())

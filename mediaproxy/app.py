@@ -1,0 +1,140 @@
+"""Wiring: a validated Config into a Tornado application, a listening server and its shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import signal
+import socket
+from dataclasses import dataclass, field
+from typing import Any
+
+from tornado.httpserver import HTTPServer
+from tornado.netutil import bind_sockets
+from tornado.web import Application, RequestHandler
+
+from mediaproxy import integrations
+from mediaproxy.config import Config
+from mediaproxy.errors import Termination
+from mediaproxy.handler import GatewayHandler
+from mediaproxy.integrations.base import Integration
+
+log = logging.getLogger("mediaproxy")
+
+
+class PlainHandler(RequestHandler):
+    """Gateway-owned endpoints: short plain-text answers, never Tornado's HTML pages."""
+
+    def set_default_headers(self) -> None:
+        self.set_header("Content-Type", "text/plain; charset=utf-8")
+        self.set_header("Server", "mediaproxy")
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        self.finish(f"{status_code} {self._reason}\n")
+
+
+class HealthHandler(PlainHandler):
+    def get(self) -> None:
+        self.finish("ok\n")
+
+    head = get
+
+
+class NotFoundHandler(PlainHandler):
+    def prepare(self) -> None:
+        self.send_error(404)
+
+
+def _route_pattern(prefix: str) -> str:
+    """'/media' matches '/media' and '/media/...', never '/mediax'."""
+    return ".*" if prefix == "/" else re.escape(prefix) + "(?:/.*)?"
+
+
+@dataclass
+class Gateway:
+    """The application and what must be released with it."""
+
+    config: Config
+    application: Application
+    integrations: list[Integration] = field(default_factory=list)
+
+    @property
+    def active(self) -> set[GatewayHandler]:
+        active: set[GatewayHandler] = self.application.active  # type: ignore[attr-defined]
+        return active
+
+    async def close(self) -> None:
+        for integration in self.integrations:
+            await integration.close()
+
+
+def make_gateway(config: Config) -> Gateway:
+    built: list[Integration] = []
+    rules: list[Any] = [(r"/healthz", HealthHandler)]
+    # Longest prefix first, so '/media/private' wins over '/media'.
+    for route in sorted(config.routes, key=lambda r: len(r.prefix), reverse=True):
+        integration = integrations.build(route)
+        built.append(integration)
+        rules.append((_route_pattern(route.prefix), GatewayHandler,
+                      {"route": route, "integration": integration}))
+    application = Application(rules, default_handler_class=NotFoundHandler,
+                              log_function=lambda handler: None)  # we log our own access lines
+    application.active = set()  # type: ignore[attr-defined]
+    return Gateway(config, application, built)
+
+
+@dataclass
+class RunningServer:
+    gateway: Gateway
+    server: HTTPServer
+    sockets: list[socket.socket]
+
+    @property
+    def port(self) -> int:
+        port: int = self.sockets[0].getsockname()[1]
+        return port
+
+    async def shutdown(self) -> None:
+        """Stop accepting, let running streams finish within the grace period, cut the rest."""
+        self.server.stop()
+        grace_s = self.gateway.config.server.shutdown_grace_s
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace_s
+        while self.gateway.active and loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        for handler in list(self.gateway.active):
+            handler.terminate(Termination.SHUTDOWN)
+        await self.server.close_all_connections()
+        await self.gateway.close()
+
+
+def start(config: Config) -> RunningServer:
+    """Listen on the configured address (port 0 picks a free one) and serve."""
+    gateway = make_gateway(config)
+    # Tornado's default would be 100 MB per request body; uploads stream, so no ceiling here.
+    server = HTTPServer(gateway.application, xheaders=False, max_body_size=2**63,
+                        idle_connection_timeout=config.limits.idle_timeout_s)
+    sockets = bind_sockets(config.server.port, config.server.address)
+    server.add_sockets(sockets)
+    running = RunningServer(gateway, server, sockets)
+    host = config.server.address
+    shown = f"[{host}]" if ":" in host else host
+    routes = ", ".join(f"{r.prefix} -> {r.integration}" for r in config.routes) or "none"
+    log.info("mediaproxy listening on http://%s:%d (config %s; routes: %s)",
+             shown, running.port, config.path, routes)
+    return running
+
+
+async def serve(config: Config) -> None:
+    """Run until SIGTERM or SIGINT, then drain gracefully."""
+    running = start(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+    log.info("mediaproxy stopping: %d streams running, grace %.0f s",
+             len(running.gateway.active), config.server.shutdown_grace_s)
+    await running.shutdown()
+    log.info("mediaproxy stopped")

@@ -1,0 +1,263 @@
+"""The configuration: one TOML file read once into frozen dataclasses.
+
+Everything is validated at start-up, so a running server never meets a bad setting. A
+``ConfigError`` names the file, the dotted key and the reason on one line:
+
+    conf/mediaproxy.toml: routes[1].idle_timeout: must be a positive number of seconds, got -5
+
+Relative paths in the file are resolved against the file's own folder, so a config works from
+any working directory. Each integration's own keys are read by a parser registered in
+``_SETTINGS_PARSERS``; an integration without one is refused by name.
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, TypeVar
+
+INTEGRATIONS = ("file", "http_proxy", "csv_export", "function")
+RESERVED_PREFIXES = ("/healthz", "/metrics", "/_mediaproxy")
+
+
+class ConfigError(Exception):
+    """A setting that stops start-up: ``file: dotted.key: reason``."""
+
+    def __init__(self, path: Path | str, key: str, reason: str) -> None:
+        self.path, self.key, self.reason = str(path), key, reason
+        super().__init__(f"{path}: {key}: {reason}" if key else f"{path}: {reason}")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The two timers every stream obeys, and the buffered-mode ceilings.
+
+    Defaults are the managed gateway's own: API Gateway streams for at most 15 minutes, cuts a
+    stream idle for 5 minutes, buffers at most 10 MB and waits 29 s for a buffered integration.
+    """
+
+    max_stream_duration_s: float = 900.0
+    idle_timeout_s: float = 300.0
+    buffered_max_bytes: int = 10 * 1024 * 1024
+    buffered_timeout_s: float = 29.0
+
+
+# TOML key -> Limits field; the file speaks seconds without a suffix, the code with one.
+_LIMIT_KEYS = {
+    "max_stream_duration": "max_stream_duration_s",
+    "idle_timeout": "idle_timeout_s",
+    "buffered_max_bytes": "buffered_max_bytes",
+    "buffered_timeout": "buffered_timeout_s",
+}
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    address: str = "127.0.0.1"
+    port: int = 8080
+    # Time running streams get to finish after SIGTERM; Kubernetes' default grace is 30 s.
+    shutdown_grace_s: float = 25.0
+
+
+@dataclass(frozen=True)
+class FileSettings:
+    root: Path
+    serve_dotfiles: bool = False
+
+
+@dataclass(frozen=True)
+class Route:
+    prefix: str
+    integration: str
+    limits: Limits
+    settings: Any  # the integration's own dataclass, e.g. FileSettings
+    index: int  # position in the file, for error messages
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path
+    server: ServerConfig = field(default_factory=ServerConfig)
+    limits: Limits = field(default_factory=Limits)
+    routes: tuple[Route, ...] = ()
+
+
+_MISSING: Any = object()
+T = TypeVar("T")
+
+
+class Table:
+    """One TOML table being read: typed getters that remember the keys they consumed.
+
+    ``finish()`` then refuses whatever key nobody asked for, so a typo never passes silently.
+    """
+
+    def __init__(self, data: Mapping[str, Any], path: Path, dotted: str) -> None:
+        self._data, self.path, self.dotted = data, path, dotted
+        self._consumed: set[str] = set()
+
+    def error(self, key: str, reason: str) -> ConfigError:
+        return ConfigError(self.path, f"{self.dotted}.{key}" if self.dotted else key, reason)
+
+    def has(self, key: str) -> bool:
+        return key in self._data
+
+    def _get(self, key: str, default: Any, kinds: tuple[type, ...], kind_name: str) -> Any:
+        self._consumed.add(key)
+        if key not in self._data:
+            if default is _MISSING:
+                raise self.error(key, "is required")
+            return default
+        value = self._data[key]
+        # bool is an int in Python; TOML keeps them apart and so do we.
+        if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+            raise self.error(key, f"must be {kind_name}, got {value!r}")
+        return value
+
+    def string(self, key: str, default: str = _MISSING) -> str:
+        value: str = self._get(key, default, (str,), "a string")
+        return value
+
+    def boolean(self, key: str, default: bool = _MISSING) -> bool:
+        value: bool = self._get(key, default, (bool,), "true or false")
+        return value
+
+    def integer(self, key: str, default: int = _MISSING, *, minimum: int = 0,
+                maximum: int | None = None) -> int:
+        value: int = self._get(key, default, (int,), "an integer")
+        if value < minimum or (maximum is not None and value > maximum):
+            bound = f"between {minimum} and {maximum}" if maximum is not None else f">= {minimum}"
+            raise self.error(key, f"must be {bound}, got {value}")
+        return value
+
+    def seconds(self, key: str, default: float = _MISSING) -> float:
+        value = self._get(key, default, (int, float), "a number of seconds")
+        if not (math.isfinite(value) and value > 0):
+            raise self.error(key, f"must be a positive number of seconds, got {value!r}")
+        return float(value)
+
+    def choice(self, key: str, choices: tuple[str, ...], default: str = _MISSING) -> str:
+        value = self.string(key, default)
+        if value not in choices:
+            raise self.error(key, f"must be one of {', '.join(choices)}; got {value!r}")
+        return value
+
+    def directory(self, key: str) -> Path:
+        """A folder that exists, relative to the config file's folder."""
+        path = (self.path.parent / self.string(key)).resolve()
+        if not path.is_dir():
+            raise self.error(key, f"{path} is not an existing directory")
+        return path
+
+    def raw(self, key: str) -> Any:
+        """The value as TOML gave it (None when absent), for a caller that checks it itself."""
+        self._consumed.add(key)
+        return self._data.get(key)
+
+    def table(self, key: str) -> Table:
+        value = self._get(key, {}, (dict,), "a table")
+        return Table(value, self.path, f"{self.dotted}.{key}" if self.dotted else key)
+
+    def finish(self) -> None:
+        unknown = sorted(set(self._data) - self._consumed)
+        if unknown:
+            raise self.error(unknown[0], "unknown key")
+
+
+def _read_limits(table: Table, base: Limits) -> Limits:
+    """Read whichever ``[limits]`` keys ``table`` sets, on top of ``base``."""
+    overrides: dict[str, Any] = {}
+    for key, attribute in _LIMIT_KEYS.items():
+        if table.has(key):
+            if attribute == "buffered_max_bytes":
+                overrides[attribute] = table.integer(key, minimum=1)
+            else:
+                overrides[attribute] = table.seconds(key)
+    return replace(base, **overrides)
+
+
+def _read_server(table: Table) -> ServerConfig:
+    server = ServerConfig(
+        address=table.string("address", ServerConfig.address),
+        port=table.integer("port", ServerConfig.port, maximum=65535),
+        shutdown_grace_s=table.seconds("shutdown_grace", ServerConfig.shutdown_grace_s),
+    )
+    table.finish()
+    return server
+
+
+def _read_file_settings(table: Table) -> FileSettings:
+    return FileSettings(
+        root=table.directory("root"),
+        serve_dotfiles=table.boolean("serve_dotfiles", False),
+    )
+
+
+# Integrations with a parser for their keys; the others in INTEGRATIONS are not built yet.
+_SETTINGS_PARSERS: dict[str, Callable[[Table], Any]] = {
+    "file": _read_file_settings,
+}
+
+
+def normalize_prefix(prefix: str) -> str:
+    """'/media/' and '/media' name the same route; '/' stays '/'."""
+    return "/" + prefix.strip("/") if prefix.strip("/") else "/"
+
+
+def _read_route(table: Table, index: int, base_limits: Limits) -> Route:
+    raw_prefix = table.string("prefix")
+    if not raw_prefix.startswith("/") or any(c in raw_prefix for c in "?#%\\ ") or "//" in raw_prefix:
+        raise table.error("prefix", f"must be a plain path starting with '/', got {raw_prefix!r}")
+    prefix = normalize_prefix(raw_prefix)
+    if prefix in RESERVED_PREFIXES:
+        raise table.error("prefix", f"{prefix} is reserved for the gateway itself")
+    integration = table.choice("integration", INTEGRATIONS)
+    parser = _SETTINGS_PARSERS.get(integration)
+    if parser is None:
+        available = ", ".join(_SETTINGS_PARSERS)
+        raise table.error("integration", f"{integration!r} is not available in this version "
+                                         f"(available: {available})")
+    settings = parser(table)
+    limits = _read_limits(table, base_limits)
+    table.finish()
+    return Route(prefix=prefix, integration=integration, limits=limits, settings=settings,
+                 index=index)
+
+
+def parse(data: Mapping[str, Any], path: Path) -> Config:
+    """Validate an already-decoded TOML document."""
+    top = Table(data, path, "")
+    server = _read_server(top.table("server"))
+    limits_table = top.table("limits")
+    limits = _read_limits(limits_table, Limits())
+    limits_table.finish()
+    raw_routes = top.raw("routes") or []
+    if not isinstance(raw_routes, list) or not all(isinstance(r, dict) for r in raw_routes):
+        raise ConfigError(path, "routes", "must be an array of tables ([[routes]])")
+    routes: list[Route] = []
+    seen: dict[str, int] = {}
+    for index, raw in enumerate(raw_routes):
+        route = _read_route(Table(raw, path, f"routes[{index}]"), index, limits)
+        if route.prefix in seen:
+            raise ConfigError(path, f"routes[{index}].prefix",
+                              f"{route.prefix} is already the prefix of routes[{seen[route.prefix]}]")
+        seen[route.prefix] = index
+        routes.append(route)
+    top.finish()
+    return Config(path=path, server=server, limits=limits, routes=tuple(routes))
+
+
+def load(path: Path | str) -> Config:
+    """Read and validate a config file; any problem is a ConfigError."""
+    path = Path(path)
+    try:
+        with path.open("rb") as stream:
+            data = tomllib.load(stream)
+    except OSError as error:
+        raise ConfigError(path, "", f"cannot read: {error.strerror or error}") from error
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(path, "", f"not valid TOML: {error}") from error
+    return parse(data, path.resolve())

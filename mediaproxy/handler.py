@@ -1,0 +1,282 @@
+"""The one Tornado handler: it runs any integration against a real connection.
+
+Per request it starts the two timers, runs ``integration.respond`` as a task, and feeds that
+task the request body one chunk at a time (the next chunk is not read from the socket until the
+integration has taken the last: flow control for uploads). A timer firing or the client leaving
+cancels the task. What the client then sees depends on how far the response got: before the
+headers, a status (504 for a timer); after them, the connection is closed mid-body, so a
+chunked response lacks its terminating chunk and a Content-Length one comes up short. The
+client can always tell a cut stream from a complete one; ``finish()`` never runs on a cut one.
+
+Reference: ``shared/design/STREAMING.md`` (why every flush is awaited, why exactly one is
+outstanding, why aborting means closing the IOStream).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator, Iterable
+from typing import Any
+
+from tornado.iostream import StreamClosedError
+from tornado.web import RequestHandler, stream_request_body
+
+from mediaproxy.config import Limits, Route
+from mediaproxy.errors import MediaproxyError, ServiceUnavailable, Termination, UpstreamTimeout
+from mediaproxy.integrations.base import Exchange, Integration, Request
+from mediaproxy.limits import StreamTimers
+
+log = logging.getLogger("mediaproxy")
+access_log = logging.getLogger("mediaproxy.access")
+
+_END_OF_BODY = b""
+
+
+class BodyChannel:
+    """Request body chunks from Tornado to the integration, one at a time."""
+
+    def __init__(self) -> None:
+        self._queue: asyncio.Queue[bytes] = asyncio.Queue(maxsize=1)
+        self._closed = False
+
+    async def put(self, chunk: bytes) -> None:
+        if not self._closed:
+            await self._queue.put(chunk)
+
+    def close(self) -> None:
+        """The integration is done: whatever is still coming is discarded, nothing blocks."""
+        self._closed = True
+        while not self._queue.empty():
+            self._queue.get_nowait()
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        while (chunk := await self._queue.get()) is not _END_OF_BODY:
+            yield chunk
+
+
+class HandlerExchange(Exchange):
+    """The Exchange interface over one GatewayHandler."""
+
+    def __init__(self, handler: GatewayHandler, request: Request, limits: Limits,
+                 body: BodyChannel, timers: StreamTimers) -> None:
+        self.request = request
+        self.limits = limits
+        self._handler = handler
+        self._body = body
+        self._timers = timers
+        self._started = False
+        self._last_send_waited = False
+        self.status = 0
+        self.bytes_sent = 0
+        self.first_byte_at: float | None = None
+
+    def body(self) -> AsyncIterator[bytes]:
+        return self._body.chunks()
+
+    def start(self, status: int, headers: Iterable[tuple[str, str]],
+              reason: str | None = None) -> None:
+        handler = self._handler
+        handler.set_status(status, reason)
+        for name, value in headers:
+            handler.add_header(name, value)
+        self.status = status
+
+    @property
+    def started(self) -> bool:
+        return self._started
+
+    @property
+    def last_send_waited(self) -> bool:
+        return self._last_send_waited
+
+    async def send(self, chunk: bytes) -> None:
+        handler = self._handler
+        handler.write(chunk)
+        flushed = handler.flush()
+        self._started = True
+        stream = handler.request.connection.stream  # type: ignore[union-attr]
+        # Still writing after flush() returned: the kernel did not take it all at once.
+        self._last_send_waited = stream.writing()
+        if self.first_byte_at is None:
+            self.first_byte_at = asyncio.get_running_loop().time()
+        await flushed
+        self.bytes_sent += len(chunk)
+        self._timers.progress()
+
+    async def finish(self) -> None:
+        self._started = True
+        await self._handler.finish()
+
+    def progress(self) -> None:
+        self._timers.progress()
+
+
+@stream_request_body
+class GatewayHandler(RequestHandler):
+    SUPPORTED_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+    def initialize(self, route: Route, integration: Integration) -> None:
+        self.route = route
+        self.integration = integration
+        self.termination: Termination | None = None
+        self.bytes_received = 0
+        self._task: asyncio.Task[None] | None = None
+
+    def set_default_headers(self) -> None:
+        # Never Tornado's default text/html: a response without a type stays without one.
+        self.clear_header("Content-Type")
+        self.set_header("Server", "mediaproxy")
+
+    def compute_etag(self) -> str | None:
+        return None  # integrations set validators themselves; never hash a body
+
+    async def prepare(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.started_at = loop.time()
+        limits = self.route.limits
+        self._timers = StreamTimers(loop, idle_timeout_s=limits.idle_timeout_s,
+                                    max_duration_s=limits.max_stream_duration_s,
+                                    on_expire=self._expire)
+        self._body = BodyChannel()
+        request = self.request
+        path = request.path[len(self.route.prefix):] if self.route.prefix != "/" else request.path
+        self.exchange = HandlerExchange(
+            self,
+            Request(method=request.method or "GET", path=path, query=request.query,
+                    headers=request.headers, remote_ip=request.remote_ip or "",
+                    scheme=request.protocol, host=request.host, prefix=self.route.prefix),
+            limits, self._body, self._timers)
+        self.application.active.add(self)  # type: ignore[attr-defined]
+        self._timers.start()
+        if self._has_body():
+            # Start now so the integration can stream the upload as it arrives.
+            self._task = asyncio.ensure_future(self._run())
+
+    def _has_body(self) -> bool:
+        headers = self.request.headers
+        return (headers.get("Content-Length", "0") != "0"
+                or "chunked" in headers.get("Transfer-Encoding", "").lower())
+
+    async def data_received(self, chunk: bytes) -> None:
+        self.bytes_received += len(chunk)
+        self._timers.progress()
+        await self._body.put(chunk)
+
+    async def _respond(self) -> None:
+        """Every method: the request has been read; end its body and wait for the response.
+
+        A request without a body starts its integration only here: a response finished before
+        Tornado has marked the request read would cost the connection its keep-alive.
+        """
+        self._end_of_body = asyncio.ensure_future(self._body.put(_END_OF_BODY))
+        if self._task is None:
+            self._task = asyncio.ensure_future(self._run())
+        await self._task
+
+    get = head = post = put = patch = delete = options = _respond
+
+    async def _run(self) -> None:
+        try:
+            await self.integration.respond(self.exchange)
+            if not self._finished:
+                await self.exchange.finish()
+            self.termination = self.termination or Termination.COMPLETE
+        except asyncio.CancelledError:
+            # A timer or the client ended it; self.termination already says which.
+            if self.termination in (Termination.IDLE_TIMEOUT, Termination.MAX_DURATION):
+                self._fail(UpstreamTimeout(f"{self.termination.value} before the response began"))
+            elif self.termination is Termination.SHUTDOWN:
+                self._fail(ServiceUnavailable("shutting down", headers={"Retry-After": "1"}))
+        except StreamClosedError:
+            self.termination = self.termination or Termination.CLIENT_CLOSED
+        except MediaproxyError as error:
+            log.info("%s %s: %s (%d)", self.request.method, self.request.path, error, error.status)
+            self.termination = self.termination or (
+                Termination.REJECTED if error.status < 500 else Termination.UPSTREAM_ERROR)
+            self._fail(error)
+        except Exception:
+            log.exception("%s %s failed", self.request.method, self.request.path)
+            self.termination = self.termination or Termination.UPSTREAM_ERROR
+            self._fail(MediaproxyError("unexpected error"))
+        finally:
+            self._timers.cancel()
+            self._body.close()
+            if not self._finished:
+                # Every path has either answered or closed the stream by now; finishing a
+                # closed stream writes nothing, and it runs on_finish's bookkeeping.
+                self._abort()
+                self.finish()
+
+    def _fail(self, error: MediaproxyError) -> None:
+        """A status if the response has not begun, else a cut connection."""
+        if self.exchange.started or self._finished:
+            self._abort()
+            return
+        if self.request.connection.stream.closed():  # type: ignore[union-attr]
+            return
+        self.clear()
+        self.set_status(error.status)
+        for name, value in error.headers.items():
+            self.set_header(name, value)
+        self.set_header("Content-Type", "text/plain; charset=utf-8")
+        self.exchange.status = error.status
+        self.finish(f"{error.status} {error.phrase}\n")
+
+    def _abort(self) -> None:
+        """Close the client connection mid-response so it cannot look complete."""
+        stream = self.request.connection.stream  # type: ignore[union-attr]
+        if not stream.closed():
+            stream.close()
+
+    def _expire(self, reason: Termination) -> None:
+        self.terminate(reason)
+
+    def terminate(self, reason: Termination) -> None:
+        """End this exchange now (a timer, the client, shutdown), whatever it is doing."""
+        if self.termination is None:
+            self.termination = reason
+            level = logging.INFO if reason is Termination.CLIENT_CLOSED else logging.WARNING
+            log.log(level, "%s %s (route %s) cut: %s after %d bytes sent, %d received",
+                    self.request.method, self.request.path, self.route.prefix, reason.value,
+                    self.exchange.bytes_sent, self.bytes_received)
+        if self.exchange.started:
+            self._abort()
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+
+    def on_connection_close(self) -> None:
+        super().on_connection_close()
+        if self._task is None and hasattr(self, "exchange") and not self._finished:
+            # Gone before the response began: Tornado will not call a method now.
+            self.termination = Termination.CLIENT_CLOSED
+            self._timers.cancel()
+            self.finish()
+        elif self._task is not None and not self._task.done():
+            self.terminate(Termination.CLIENT_CLOSED)
+
+    def on_finish(self) -> None:
+        self.application.active.discard(self)  # type: ignore[attr-defined]
+        self._log_access()
+
+    def _log_access(self) -> None:
+        if not access_log.isEnabledFor(logging.INFO):
+            return
+        exchange = self.exchange
+        now = asyncio.get_running_loop().time()
+        record: dict[str, Any] = {
+            "route": self.route.prefix,
+            "integration": self.route.integration,
+            "method": self.request.method,
+            "path": self.request.path,
+            "status": self.get_status(),
+            "bytes_sent": exchange.bytes_sent,
+            "bytes_received": self.bytes_received,
+            "ttfb_ms": round((exchange.first_byte_at - self.started_at) * 1000, 3)
+            if exchange.first_byte_at is not None else None,
+            "duration_ms": round((now - self.started_at) * 1000, 3),
+            "termination": (self.termination or Termination.COMPLETE).value,
+            "client": self.request.remote_ip,
+        }
+        access_log.info(json.dumps(record, separators=(",", ":")))

@@ -1,0 +1,86 @@
+"""The one small interface between the Tornado wiring and every integration.
+
+An integration answers one request through an ``Exchange``: it reads the request (and, when it
+wants it, the request body as it arrives), starts the response, sends chunks and finishes.
+It never sees Tornado. Every ``send`` waits until the socket has taken the chunk, so an
+integration that awaits it is flow-controlled by the client for free.
+
+Timers and client disconnects reach an integration as cancellation: its task is cancelled at
+whatever it awaits, so ``finally`` blocks (closing a file, an upstream socket, a cursor) are
+where it cleans up. An integration signals failure by raising a ``MediaproxyError``: before the
+response starts it becomes a status; after, the connection is aborted.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass
+
+from tornado.httputil import HTTPHeaders
+
+from mediaproxy.config import Limits, Route
+
+
+@dataclass(frozen=True)
+class Request:
+    method: str
+    path: str  # below the route prefix, still percent-encoded: "/a/b%20c" or ""
+    query: str  # raw, without the "?"
+    headers: HTTPHeaders
+    remote_ip: str
+    scheme: str
+    host: str
+    prefix: str  # the route prefix that matched, e.g. "/media"
+
+
+class Exchange(ABC):
+    """One request and its response, as an integration sees them."""
+
+    request: Request
+    limits: Limits
+
+    @abstractmethod
+    def body(self) -> AsyncIterator[bytes]:
+        """The request body, chunk by chunk as the client sends it (read it at most once)."""
+
+    @abstractmethod
+    def start(self, status: int, headers: Iterable[tuple[str, str]],
+              reason: str | None = None) -> None:
+        """Set the status and headers; they are sent with the first chunk or on finish."""
+
+    @property
+    @abstractmethod
+    def started(self) -> bool:
+        """True once the response headers have been sent: errors can no longer be a status."""
+
+    @abstractmethod
+    async def send(self, chunk: bytes) -> None:
+        """Send a chunk and wait until the socket has taken it."""
+
+    @property
+    @abstractmethod
+    def last_send_waited(self) -> bool:
+        """True if the socket could not take the last chunk at once: the client is the limit."""
+
+    @abstractmethod
+    async def finish(self) -> None:
+        """Complete the response (the body is whole)."""
+
+    @abstractmethod
+    def progress(self) -> None:
+        """Bytes moved somewhere the exchange cannot see (an upstream): not idle."""
+
+
+class Integration(ABC):
+    """A source of responses for one route."""
+
+    def __init__(self, route: Route) -> None:
+        self.route = route
+
+    @abstractmethod
+    async def respond(self, exchange: Exchange) -> None:
+        """Answer one request; raise a MediaproxyError to fail it."""
+
+    async def close(self) -> None:
+        """Release what the integration holds across requests (pools, connections)."""

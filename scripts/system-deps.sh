@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs the Debian packages mediaproxy needs, only those missing, only when root.
+#   scripts/system-deps.sh run    libmagic (python-magic's C library) and python3-venv
+#   scripts/system-deps.sh test   the above plus the real clients the tests drive: curl, ffprobe
+set -euo pipefail
+
+want=(libmagic1)
+python3 -c 'import ensurepip, venv' 2>/dev/null || want+=(python3-venv)
+if [ "${1:-run}" = test ]; then
+  command -v curl >/dev/null || want+=(curl)
+  command -v ffprobe >/dev/null || want+=(ffmpeg)
+fi
+
+missing=()
+for package in "${want[@]}"; do
+  dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" \
+    || missing+=("$package")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "mediaproxy needs these Debian packages: ${missing[*]}" >&2
+  echo "install them with: sudo apt-get install -y ${missing[*]}" >&2
+  exit 1
+fi
+echo "installing Debian packages: ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

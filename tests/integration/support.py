@@ -1,0 +1,107 @@
+"""Real servers on real sockets: the gateway runs on its own event loop in a thread.
+
+Tests talk to it with real clients (http.client, raw sockets, curl). We use this small fixture
+instead of pytest-tornado: pytest-tornado 0.8 fails to load under ``-W error`` (pytest 9
+deprecations) and is unmaintained, and a thread per server keeps the client code plainly
+synchronous, the way a real client is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from mediaproxy import config as config_module
+from mediaproxy.app import RunningServer, start
+
+
+class GatewayThread:
+    """A mediaproxy server on an ephemeral loopback port, run by its own loop in a thread."""
+
+    def __init__(self, config: config_module.Config) -> None:
+        self.config = config
+        self._ready = threading.Event()
+        self._loop = asyncio.new_event_loop()
+        self._stop: asyncio.Event | None = None
+        self._error: BaseException | None = None
+        self.running: RunningServer | None = None
+        self._thread = threading.Thread(target=self._run, name="gateway", daemon=True)
+        self._thread.start()
+        self._ready.wait(10)
+        if self._error is not None:
+            raise self._error
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        self._loop.run_until_complete(self._main())
+        self._loop.close()
+
+    async def _main(self) -> None:
+        self._stop = asyncio.Event()
+        try:
+            self.running = start(self.config)
+        except BaseException as error:
+            self._error = error
+            self._ready.set()
+            return
+        self._ready.set()
+        await self._stop.wait()
+        await self.running.shutdown()
+
+    @property
+    def port(self) -> int:
+        assert self.running is not None
+        return self.running.port
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def call(self, function: Callable[[], object]) -> object:
+        """Run ``function`` on the server's loop and return its result (for inspection)."""
+        result: list[object] = []
+        done = threading.Event()
+
+        def run() -> None:
+            result.append(function())
+            done.set()
+
+        self._loop.call_soon_threadsafe(run)
+        done.wait(10)
+        return result[0]
+
+    def active_streams(self) -> int:
+        assert self.running is not None
+        gateway = self.running.gateway
+        return int(self.call(lambda: len(gateway.active)))  # type: ignore[arg-type]
+
+    def stop(self) -> None:
+        if self._stop is not None and self.running is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(30)
+
+
+@dataclass
+class Response:
+    status: int
+    headers: dict[str, str]
+    header_list: list[tuple[str, str]]
+    body: bytes = field(repr=False)
+
+
+def request(port: int, method: str, path: str, headers: dict[str, str] | None = None,
+            body: bytes | None = None, timeout: float = 30) -> Response:
+    """One request on a fresh connection; header names lower-cased in ``headers``."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        connection.request(method, path, body=body, headers=headers or {})
+        reply = connection.getresponse()
+        data = reply.read()
+        header_list = reply.getheaders()
+        return Response(reply.status, {k.lower(): v for k, v in header_list}, header_list, data)
+    finally:
+        connection.close()

@@ -1,0 +1,97 @@
+"""The two timers end to end on the file integration, with small real timeouts."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from .support import GatewayThread
+
+BIG_BYTES = 64 * 1024 * 1024
+
+
+@pytest.fixture
+def gateway(make_gateway, tmp_path: Path) -> GatewayThread:  # type: ignore[no-untyped-def]
+    root = tmp_path / "root"
+    root.mkdir()
+    with (root / "big.bin").open("wb") as stream:
+        stream.truncate(BIG_BYTES)  # sparse: large without costing disk
+    gateway: GatewayThread = make_gateway(f"""
+        [[routes]]
+        prefix = "/idle"
+        integration = "file"
+        root = "{root}"
+        idle_timeout = 1
+        [[routes]]
+        prefix = "/total"
+        integration = "file"
+        root = "{root}"
+        max_stream_duration = 1.5
+    """)
+    return gateway
+
+
+def open_stalled_download(port: int, path: str) -> socket.socket:
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)
+    sock.connect(("127.0.0.1", port))
+    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    return sock
+
+
+def drain(sock: socket.socket, pause_s: float = 0.0, chunk: int = 65536) -> int:
+    """Read until the server closes; the number of bytes received (headers included)."""
+    received = 0
+    sock.settimeout(20)
+    try:
+        while data := sock.recv(chunk):
+            received += len(data)
+            if pause_s:
+                time.sleep(pause_s)
+    except ConnectionResetError:
+        pass
+    return received
+
+
+def wait_for_no_streams(gateway: GatewayThread) -> None:
+    deadline = time.monotonic() + 5
+    while gateway.active_streams() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert gateway.active_streams() == 0
+
+
+def test_a_client_that_stops_reading_is_cut_after_the_idle_timeout(
+        gateway: GatewayThread) -> None:
+    sock = open_stalled_download(gateway.port, "/idle/big.bin")
+    started = time.monotonic()
+    time.sleep(2.5)  # not reading: the server's writes stall, the idle timer fires
+    received = drain(sock)
+    sock.close()
+    assert received < BIG_BYTES, "the download must be cut, not complete"
+    assert time.monotonic() - started < 15
+    wait_for_no_streams(gateway)
+
+
+def test_a_download_that_outlasts_max_stream_duration_is_cut(gateway: GatewayThread) -> None:
+    sock = open_stalled_download(gateway.port, "/total/big.bin")
+    started = time.monotonic()
+    received = drain(sock, pause_s=0.01, chunk=16384)  # a slow but steady reader
+    elapsed = time.monotonic() - started
+    sock.close()
+    assert received < BIG_BYTES
+    assert 1.0 < elapsed < 15
+    wait_for_no_streams(gateway)
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl not installed")
+def test_curl_sees_a_cut_download_as_incomplete(gateway: GatewayThread, tmp_path: Path) -> None:
+    result = subprocess.run(
+        ["curl", "-sS", "--limit-rate", "2M", "-o", str(tmp_path / "out"),
+         f"{gateway.base_url}/total/big.bin"], capture_output=True, timeout=60)
+    assert result.returncode == 18, result.stderr  # CURLE_PARTIAL_FILE
+    assert 0 < (tmp_path / "out").stat().st_size < BIG_BYTES

@@ -1,0 +1,91 @@
+"""Config validation: every bad file stops start-up with the file, the dotted key and why."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mediaproxy.config import ConfigError, Limits, load
+
+GOOD_ROUTE = """
+[[routes]]
+prefix = "/media"
+integration = "file"
+root = "."
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "mediaproxy.toml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults_and_route_overrides(tmp_path: Path) -> None:
+    config = load(write(tmp_path, GOOD_ROUTE + "idle_timeout = 7\n"))
+    assert config.server.port == 8080
+    assert config.limits == Limits()
+    (route,) = config.routes
+    assert route.prefix == "/media"
+    assert route.settings.root == tmp_path.resolve()
+    assert route.limits.idle_timeout_s == 7
+    assert route.limits.max_stream_duration_s == Limits().max_stream_duration_s
+
+
+def test_route_inherits_global_limits(tmp_path: Path) -> None:
+    config = load(write(tmp_path, "[limits]\nmax_stream_duration = 60\n" + GOOD_ROUTE))
+    assert config.routes[0].limits.max_stream_duration_s == 60
+
+
+def test_relative_root_is_relative_to_the_file(tmp_path: Path) -> None:
+    (tmp_path / "media").mkdir()
+    (tmp_path / "conf").mkdir()
+    path = tmp_path / "conf" / "m.toml"
+    path.write_text(GOOD_ROUTE.replace('root = "."', 'root = "../media"'))
+    assert load(path).routes[0].settings.root == (tmp_path / "media").resolve()
+
+
+@pytest.mark.parametrize("text, key, reason", [
+    ("[server]\nport = 70000\n", "server.port", "between 0 and 65535"),
+    ("[server]\nport = \"80\"\n", "server.port", "must be an integer"),
+    ("[server]\nprot = 80\n", "server.prot", "unknown key"),
+    ("[limits]\nidle_timeout = -5\n", "limits.idle_timeout", "positive number of seconds"),
+    ("[limits]\nidle_timeout = 0\n", "limits.idle_timeout", "positive number of seconds"),
+    ("[limits]\nidle_timeout = nan\n", "limits.idle_timeout", "positive number of seconds"),
+    ("[limits]\nidle_timeout = true\n", "limits.idle_timeout", "number of seconds"),
+    ("[limits]\nbuffered_max_bytes = 0\n", "limits.buffered_max_bytes", ">= 1"),
+    (GOOD_ROUTE.replace('root = "."', 'root = "missing"'), "routes[0].root",
+     "not an existing directory"),
+    (GOOD_ROUTE.replace('root = "."\n', ""), "routes[0].root", "is required"),
+    (GOOD_ROUTE + "idle_timeout = -1\n", "routes[0].idle_timeout", "positive"),
+    (GOOD_ROUTE + "colour = 1\n", "routes[0].colour", "unknown key"),
+    (GOOD_ROUTE.replace('"file"', '"ftp"'), "routes[0].integration", "must be one of"),
+    (GOOD_ROUTE.replace('"/media"', '"media"'), "routes[0].prefix", "starting with '/'"),
+    (GOOD_ROUTE.replace('"/media"', '"/healthz"'), "routes[0].prefix", "reserved"),
+    (GOOD_ROUTE + GOOD_ROUTE.replace('"/media"', '"/media/"'), "routes[1].prefix",
+     "already the prefix of routes[0]"),
+    ("routes = 3\n", "routes", "array of tables"),
+    ("[mystery]\n", "mystery", "unknown key"),
+])
+def test_bad_config_names_file_key_and_reason(tmp_path: Path, text: str, key: str,
+                                              reason: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as caught:
+        load(path)
+    assert caught.value.key == key
+    assert reason in caught.value.reason
+    assert str(caught.value).startswith(f"{path.resolve()}: {key}: ")
+
+
+def test_integration_not_built_yet_is_refused_by_name(tmp_path: Path) -> None:
+    text = '[[routes]]\nprefix = "/x"\nintegration = "function"\nhandler = "a:b"\n'
+    with pytest.raises(ConfigError, match="'function' is not available"):
+        load(write(tmp_path, text))
+
+
+def test_unreadable_and_invalid_toml(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read"):
+        load(tmp_path / "absent.toml")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load(write(tmp_path, "[server\n"))
