@@ -1,0 +1,91 @@
+"""The command line as a user runs it: a real process, real signals."""
+
+from __future__ import annotations
+
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def mediaproxy(*args: str, **kwargs: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "mediaproxy", *args], capture_output=True,
+                          text=True, timeout=30, cwd=REPO, **kwargs)  # type: ignore[call-overload]
+
+
+def test_default_config_is_valid() -> None:
+    result = mediaproxy("--config", "conf/mediaproxy.toml", "--check-config")
+    assert result.returncode == 0, result.stderr
+    assert "ok" in result.stdout
+
+
+def test_example_config_is_valid() -> None:
+    result = mediaproxy("--config", "conf/example.toml", "--check-config")
+    assert result.returncode == 0, result.stderr
+
+
+def test_bad_config_exits_2_with_one_line_naming_file_and_key(tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text("[limits]\nidle_timeout = -1\n")
+    result = mediaproxy("--config", str(path))
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert str(path) in lines[0] and "limits.idle_timeout" in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_bad_port_flag_exits_2() -> None:
+    result = mediaproxy("--config", "conf/mediaproxy.toml", "--port", "99999", "--check-config")
+    assert result.returncode == 2 and "--port" in result.stderr
+
+
+def start_server(tmp_path: Path, root: Path) -> tuple[subprocess.Popen[str], int]:
+    config = tmp_path / "serve.toml"
+    config.write_text(f'[server]\nshutdown_grace = 20\n[[routes]]\nprefix = "/f"\n'
+                      f'integration = "file"\nroot = "{root}"\n')
+    process = subprocess.Popen([sys.executable, "-m", "mediaproxy", "--config", str(config),
+                                "--port", "0"], cwd=REPO, stderr=subprocess.PIPE, text=True)
+    assert process.stderr is not None
+    for line in process.stderr:
+        if match := re.search(r"listening on http://127\.0\.0\.1:(\d+)", line):
+            return process, int(match.group(1))
+    raise AssertionError("no listening line")
+
+
+@pytest.mark.slow
+def test_sigterm_lets_a_running_download_finish_then_exits_0(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    size = 8 * 1024 * 1024
+    (root / "big.bin").write_bytes(b"x" * size)
+    process, port = start_server(tmp_path, root)
+    try:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32 * 1024)
+        sock.connect(("127.0.0.1", port))
+        sock.sendall(b"GET /f/big.bin HTTP/1.1\r\nHost: x\r\n\r\n")
+        received = len(sock.recv(65536))
+        process.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        # New connections are refused while the running download drains.
+        with pytest.raises(OSError):
+            socket.create_connection(("127.0.0.1", port), timeout=2).close()
+        while data := sock.recv(1 << 20):
+            received += len(data)
+            time.sleep(0.001)  # a slowish client: the stream outlives the signal
+        sock.close()
+        assert received > size  # the whole body plus headers arrived
+        assert process.wait(timeout=20) == 0
+    finally:
+        process.kill()
+        process.wait()
+        assert process.stderr is not None
+        process.stderr.close()
