@@ -256,11 +256,21 @@ class Validators:
     etag: str | None  # quoted strong or W/ weak etag, as sent in ETag
     last_modified_s: int | None  # whole epoch seconds, as sent in Last-Modified
 
+    def __post_init__(self) -> None:
+        # Request headers may be anything; our own ETag may not. An unquoted
+        # tag would otherwise silently match nothing, forever.
+        if self.etag is not None and _parse_entity_tag(self.etag) is None:
+            raise ValueError(f"{self.etag!r} is not an entity-tag")
+
 
 class Outcome(enum.Enum):
     PROCEED = "proceed"
     NOT_MODIFIED = "not modified"  # 304
     PRECONDITION_FAILED = "precondition failed"  # 412
+
+
+def _current_tag(validators: Validators) -> _EntityTag | None:
+    return None if validators.etag is None else _parse_entity_tag(validators.etag)
 
 
 def _field(headers: Mapping[str, str], name: str) -> str | None:
@@ -285,7 +295,7 @@ def evaluate(method: str, headers: Mapping[str, str], validators: Validators) ->
     conditions, prior to any content transfer coding, would have been a
     status code other than a 2xx (Successful) or 412 (Precondition Failed)."
     """
-    current = _parse_entity_tag(validators.etag) if validators.etag is not None else None
+    current = _current_tag(validators)
 
     # "1. When recipient is the origin server and If-Match is present,
     #  evaluate the If-Match precondition: if true, continue to step 3; if
@@ -400,7 +410,7 @@ def if_range_allows_partial(if_range: str | None, validators: Validators) -> boo
         # function (Section 8.8.3.2), the condition is true." A weak tag on
         # either side never compares strongly equal.
         tag = _parse_entity_tag(value)
-        current = _parse_entity_tag(validators.etag) if validators.etag is not None else None
+        current = _current_tag(validators)
         return tag is not None and current is not None and _strong_match(tag, current)
     # "If the HTTP-date validator provided exactly matches the Last-Modified
     # field value for the selected representation, the condition is true."

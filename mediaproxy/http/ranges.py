@@ -7,10 +7,10 @@ answer 416 -- and nothing downstream looks at the header again.
 * The inclusive ``first-last`` of the wire becomes a half-open
   ``ByteRange(start, stop)`` here, at parse time, and turns back into an
   inclusive last byte only where a ``Content-Range`` is formatted.
-* Parsing is strict (ASCII digits only, whitespace only where the list
-  grammar puts it) and failure is quiet: any header that is not a valid
-  ``bytes`` ranges-specifier is ignored and the representation is served whole,
-  which the RFC always permits. The function never raises for a string.
+* Parsing is strict (ASCII digits only, whitespace only around the commas of
+  the list and after "=") and failure is quiet: any header that is not a
+  valid ``bytes`` ranges-specifier is ignored and the representation is served
+  whole, which the RFC always permits. The function never raises for a string.
 * Numbers are never trusted to be small. The range count is checked before
   any number is converted, positions saturate at the size, and the specs are
   sorted and coalesced, so no header can make a response larger than the
