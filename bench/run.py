@@ -1,0 +1,346 @@
+"""mediaproxy's benchmark suite: mediaproxy against nginx and Tornado, on this machine.
+
+Run from the repository root:
+
+    .venv/bin/python bench/run.py [--quick] [--only SCENARIO ...]
+
+Each scenario starts the servers it compares (each its own process group, on
+a free loopback port), repeats its measurement interleaved across them
+(A, B, C, A, B, C, ...) so that the machine's noise falls on all alike, and
+stops them whatever happens. The table goes to the terminal, and to
+bench/RESULTS.md for a full run (bench/work/RESULTS.md for --quick or --only,
+so that a smoke run never replaces the recorded figures).
+"""
+
+import argparse
+import asyncio
+import contextlib
+import datetime
+import functools
+import http.client
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import procstat
+import report
+import servers
+import slow_clients
+import workspace
+from loadgen import LoadFailed, WrkRun, curl_download, run_wrk
+from report import Metric, Results
+from servers import RunningServer, ServerRecipe
+from workspace import GiB, MiB, REPO, DataFile, Workspace
+
+MB_PER_S = Metric("MB/s", higher_is_better=True)
+CPU_S_PER_GIB = Metric("CPU s/GiB", higher_is_better=False)
+CURL_CPU_S_PER_GIB = Metric("curl CPU s/GiB", higher_is_better=False)
+P99_MS = Metric("p99 ms", higher_is_better=False)
+REQUESTS_PER_S = Metric("requests/s", higher_is_better=True)
+PEAK_RSS_MIB = Metric("peak RSS MiB", higher_is_better=False)
+CLIENT_KIB_PER_S = Metric("KiB/s per client", higher_is_better=True)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How long and how often; --quick trades precision for a run under a minute."""
+
+    big_file_bytes: int
+    transfer_reps: int
+    wrk_reps: int
+    wrk_duration_s: int
+    wrk_threads: int
+    wrk_connections: int
+    slow_reps: int
+    slow_clients: int
+    slow_client_rate_bytes_per_s: int
+    slow_duration_s: float
+
+    def describe(self) -> str:
+        return (
+            f"big file {self.big_file_bytes // MiB} MiB; disk and relay: one curl, "
+            f"n = {self.transfer_reps}; concurrency and small: `wrk -t{self.wrk_threads} "
+            f"-c{self.wrk_connections} -d{self.wrk_duration_s}s --latency`, n = {self.wrk_reps}; "
+            f"slow_clients: {self.slow_clients} clients at "
+            f"{self.slow_client_rate_bytes_per_s // 1024} KiB/s for {self.slow_duration_s:.0f} s, "
+            f"n = {self.slow_reps}"
+        )
+
+
+FULL = Settings(big_file_bytes=GiB, transfer_reps=5,
+                wrk_reps=3, wrk_duration_s=10, wrk_threads=2, wrk_connections=32,
+                slow_reps=3, slow_clients=200, slow_client_rate_bytes_per_s=256 * 1024,
+                slow_duration_s=12.0)
+QUICK = Settings(big_file_bytes=128 * MiB, transfer_reps=2,
+                 wrk_reps=1, wrk_duration_s=2, wrk_threads=2, wrk_connections=32,
+                 slow_reps=1, slow_clients=200, slow_client_rate_bytes_per_s=256 * 1024,
+                 slow_duration_s=3.0)
+
+# A single transfer of 1 GiB takes seconds; this only stops a stuck one.
+_TRANSFER_TIMEOUT_S = 300
+
+
+@dataclass
+class Bench:
+    workspace: Workspace
+    settings: Settings
+    results: Results
+
+    @contextlib.contextmanager
+    def serving(
+        self, scenario: str, recipes: list[ServerRecipe], warm_up: DataFile
+    ) -> Iterator[list[RunningServer]]:
+        """Start the scenario's servers and send each one untimed request for its file."""
+        note = functools.partial(self.results.note, scenario)
+        with servers.running_all(recipes, self.workspace, note) as running:
+            for server in running:
+                _head(server, warm_up.url_path)
+            yield running
+
+    def record(self, scenario: str, server: str, rep: int, reps: int,
+               values: dict[Metric, float]) -> None:
+        for metric, value in values.items():
+            self.results.add(scenario, server, metric, value)
+        shown = "  ".join(f"{metric.name} {report.format_number(value)}"
+                          for metric, value in values.items())
+        print(f"  {scenario} rep {rep}/{reps} {server}: {shown}", flush=True)
+
+
+def interleaved(running: list[RunningServer], reps: int) -> Iterator[tuple[int, RunningServer]]:
+    """Yield (repetition, server) as A, B, C, A, B, C, ... so noise is shared fairly."""
+    for rep in range(1, reps + 1):
+        for server in running:
+            yield rep, server
+
+
+# -- scenarios ------------------------------------------------------------------
+
+
+def disk(bench: Bench) -> None:
+    """One client fetching the big page-cached file: the ceiling of a single stream, and its CPU."""
+    recipes = [servers.nginx_static(), servers.tornado_static(), servers.mediaproxy_files()]
+    with bench.serving("disk", recipes, bench.workspace.big) as running:
+        _measure_downloads(bench, "disk", running)
+
+
+def relay(bench: Bench) -> None:
+    """The same transfer through a proxy in front of an nginx origin.
+
+    Only the proxy is measured; the origin is shared infrastructure. mediaproxy
+    is skipped with a note until it has its http_proxy integration.
+    """
+    with servers.running(servers.nginx_origin(), bench.workspace) as origin:
+        recipes = [servers.nginx_proxy(origin.port), servers.mediaproxy_relay(origin.port)]
+        with bench.serving("relay", recipes, bench.workspace.big) as running:
+            _measure_downloads(bench, "relay", running)
+
+
+def concurrency(bench: Bench) -> None:
+    """32 connections fetching a 4 MiB file back to back: throughput and tail latency."""
+    recipes = [servers.nginx_static(), servers.nginx_static("nginx-auto", "auto"),
+               servers.tornado_static(), servers.mediaproxy_files()]
+    with bench.serving("concurrency", recipes, bench.workspace.medium) as running:
+        for rep, server in interleaved(running, bench.settings.wrk_reps):
+            run = _wrk_with_cpu(bench, "concurrency", server, bench.workspace.medium)
+            if run is not None:
+                wrk, cpu_s = run
+                bench.record("concurrency", server.name, rep, bench.settings.wrk_reps, {
+                    MB_PER_S: wrk.bytes_per_s / 1e6,
+                    P99_MS: wrk.p99_s * 1e3,
+                    CPU_S_PER_GIB: cpu_s / (wrk.bytes_read / GiB),
+                })
+
+
+def small(bench: Bench) -> None:
+    """Requests for a 4 KiB file: the per-request overhead, where Python pays most.
+
+    mediaproxy-2proc asks for `processes = 2`; it is skipped with a note while
+    mediaproxy rejects that key or starts fewer processes.
+    """
+    recipes = [servers.nginx_static(), servers.nginx_static("nginx-auto", "auto"),
+               servers.tornado_static(), servers.mediaproxy_files(),
+               servers.mediaproxy_files("mediaproxy-2proc", processes=2)]
+    with bench.serving("small", recipes, bench.workspace.small) as running:
+        for rep, server in interleaved(running, bench.settings.wrk_reps):
+            run = _wrk_with_cpu(bench, "small", server, bench.workspace.small)
+            if run is not None:
+                wrk, _ = run
+                bench.record("small", server.name, rep, bench.settings.wrk_reps, {
+                    REQUESTS_PER_S: wrk.requests_per_s,
+                    P99_MS: wrk.p99_s * 1e3,
+                })
+
+
+def slow_clients_scenario(bench: Bench) -> None:
+    """Many slow readers of the big file: the memory a server holds for them."""
+    settings = bench.settings
+    recipes = [servers.nginx_static(), servers.tornado_static(), servers.mediaproxy_files()]
+    with bench.serving("slow_clients", recipes, bench.workspace.big) as running:
+        for rep, server in interleaved(running, settings.slow_reps):
+            procstat.reset_group_peak_rss(server.pgid)
+            outcome = asyncio.run(slow_clients.run_slow_clients(
+                "127.0.0.1", server.port, bench.workspace.big.url_path, settings.slow_clients,
+                settings.slow_client_rate_bytes_per_s, settings.slow_duration_s,
+            ))
+            peak_rss_bytes = procstat.group_peak_rss_bytes(server.pgid)
+            if outcome.clients_ok < settings.slow_clients:
+                bench.results.note("slow_clients", f"{server.name} rep {rep}: "
+                                   f"{'; '.join(outcome.failures())}")
+            bench.record("slow_clients", server.name, rep, settings.slow_reps, {
+                PEAK_RSS_MIB: peak_rss_bytes / MiB,
+                CLIENT_KIB_PER_S: outcome.client_bytes_per_s / 1024,
+            })
+
+
+def ttfb(bench: Bench) -> None:
+    """Hook: the time to first byte a proxy adds in front of an origin that streams slowly."""
+    bench.results.note("ttfb", "hook, not measured yet: needs a streaming origin and "
+                       "mediaproxy's http_proxy route (see relay for the wiring)")
+
+
+def csv_export(bench: Bench) -> None:
+    """Hook: a 1,000,000-row CSV export through mediaproxy against `sqlite3 -csv`."""
+    bench.results.note("csv_export", "hook, not measured yet: needs mediaproxy's csv_export "
+                       "integration")
+
+
+SCENARIOS: dict[str, Callable[[Bench], None]] = {
+    "disk": disk,
+    "relay": relay,
+    "concurrency": concurrency,
+    "small": small,
+    "slow_clients": slow_clients_scenario,
+    "ttfb": ttfb,
+    "csv_export": csv_export,
+}
+
+
+def _measure_downloads(bench: Bench, scenario: str, running: list[RunningServer]) -> None:
+    """curl the big file from each server in turn: MB/s, and the server's and curl's CPU per GiB."""
+    big = bench.workspace.big
+    reps = bench.settings.transfer_reps
+    for rep, server in interleaved(running, reps):
+        cpu_before_s = procstat.group_cpu_s(server.pgid)
+        try:
+            download = curl_download(server.url(big.url_path), big.size_bytes, _TRANSFER_TIMEOUT_S)
+        except LoadFailed as failure:
+            bench.results.note(scenario, f"{server.name} rep {rep} failed: {failure}")
+            continue
+        cpu_s = procstat.group_cpu_s(server.pgid) - cpu_before_s
+        bench.record(scenario, server.name, rep, reps, {
+            MB_PER_S: download.bytes_per_s / 1e6,
+            CPU_S_PER_GIB: cpu_s / (download.size_bytes / GiB),
+            CURL_CPU_S_PER_GIB: download.client_cpu_s / (download.size_bytes / GiB),
+        })
+
+
+def _wrk_with_cpu(
+    bench: Bench, scenario: str, server: RunningServer, data_file: DataFile
+) -> tuple[WrkRun, float] | None:
+    """Run wrk against one server; return (wrk's figures, server CPU s), or None if unusable.
+
+    Non-2xx answers make a run worthless (they are not the file); socket
+    errors are noted but the run is kept.
+    """
+    settings = bench.settings
+    cpu_before_s = procstat.group_cpu_s(server.pgid)
+    try:
+        wrk = run_wrk(server.url(data_file.url_path), settings.wrk_threads,
+                      settings.wrk_connections, settings.wrk_duration_s)
+    except LoadFailed as failure:
+        bench.results.note(scenario, f"{server.name} failed: {failure}")
+        return None
+    cpu_s = procstat.group_cpu_s(server.pgid) - cpu_before_s
+    if wrk.errors:
+        bench.results.note(scenario, f"{server.name}: {'; '.join(wrk.errors)}")
+    if any(error.startswith("Non-2xx") for error in wrk.errors):
+        return None
+    return wrk, cpu_s
+
+
+def _head(server: RunningServer, path: str) -> None:
+    """One untimed request, so that no server's first-use cost lands in a timed repetition."""
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    try:
+        connection.request("HEAD", path)
+        connection.getresponse().read()
+    finally:
+        connection.close()
+
+
+# -- entry point ------------------------------------------------------------------
+
+
+def main() -> None:
+    args = _parse_args()
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    _ensure_tools()
+    settings = QUICK if args.quick else FULL
+    chosen = args.only or list(SCENARIOS)
+    output = args.output or _default_output(partial_run=args.quick or bool(args.only))
+    command = shlex.join([_from_repo(sys.executable), _from_repo(sys.argv[0]), *sys.argv[1:]])
+
+    print(f"preparing data in {_from_repo(str(workspace.WORK))}", flush=True)
+    bench = Bench(workspace.prepare(settings.big_file_bytes), settings, Results())
+    date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    load_before = report.load_average()
+    for name in chosen:
+        print(f"{name}:", flush=True)
+        SCENARIOS[name](bench)
+    load_after = report.load_average()
+
+    rows = bench.results.rows()
+    print()
+    print(report.text_table(rows))
+    report.write_markdown(
+        output, date=date, machine=report.describe_machine(), command=command,
+        settings=settings.describe(), load_before=load_before, load_after=load_after,
+        rows=rows, notes=bench.results.notes,
+    )
+    print(f"\nwritten to {_from_repo(str(output))}; reproduce with: {command}")
+
+
+def _parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true",
+                        help="fewer, shorter repetitions and a 128 MiB big file: a smoke run")
+    parser.add_argument("--only", nargs="+", choices=list(SCENARIOS), metavar="SCENARIO",
+                        help=f"run only these, in this order: {', '.join(SCENARIOS)}")
+    parser.add_argument("--output", type=Path, help="where to write the Markdown report")
+    return parser.parse_args()
+
+
+def _default_output(partial_run: bool) -> Path:
+    """Only a full run replaces the recorded bench/RESULTS.md."""
+    return (workspace.WORK if partial_run else REPO / "bench") / "RESULTS.md"
+
+
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    """Turn SIGTERM into an exception, so that the finally blocks stop every server."""
+    raise SystemExit(128 + signum)
+
+
+def _ensure_tools() -> None:
+    """Install nginx, wrk and curl through bench/setup.sh if any is missing."""
+    if not all(shutil.which(tool) for tool in ("nginx", "wrk", "curl")):
+        subprocess.run(["bash", str(REPO / "bench" / "setup.sh")], check=True)
+
+
+def _from_repo(path: str) -> str:
+    """A path as written from the repository root, for a command that can be pasted."""
+    absolute = Path(path).absolute()
+    return str(absolute.relative_to(REPO)) if absolute.is_relative_to(REPO) else path
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except KeyboardInterrupt:
+        # Every server was stopped on the way out; a traceback would only hide that.
+        sys.exit("interrupted: servers stopped, nothing written")
