@@ -66,6 +66,9 @@ class ServerConfig:
 class FileSettings:
     root: Path
     serve_dotfiles: bool = False
+    # sendfile reads through the page cache on the event loop; a mostly cold, slow disk
+    # (network storage) is better served by the reader pool: set zero_copy = false.
+    zero_copy: bool = True
 
 
 @dataclass(frozen=True)
@@ -193,6 +196,7 @@ def _read_file_settings(table: Table) -> FileSettings:
     return FileSettings(
         root=table.directory("root"),
         serve_dotfiles=table.boolean("serve_dotfiles", False),
+        zero_copy=table.boolean("zero_copy", True),
     )
 
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from tornado.httputil import HTTPHeaders
 
+from mediaproxy import diskio
 from mediaproxy.config import Limits, Route
 
 
@@ -62,6 +63,14 @@ class Exchange(ABC):
     @abstractmethod
     def last_send_waited(self) -> bool:
         """True if the socket could not take the last chunk at once: the client is the limit."""
+
+    async def send_file(self, fd: int, offset: int, length: int) -> None:
+        """Send ``length`` bytes of an open file from ``offset``, flow-controlled.
+
+        This copying version reads on a thread pool; an exchange that can hand the file to
+        the kernel (``sendfile``) overrides it.
+        """
+        await diskio.send_by_reading(self, fd, offset, length)
 
     @abstractmethod
     async def finish(self) -> None:

@@ -3,29 +3,21 @@
 The protocol decisions (ranges, validators, preconditions, disposition) are the pure modules'
 in ``mediaproxy.http``; this module only looks at the disk and streams bytes.
 
-Reading: small files are read inline (a page-cached 64 KiB pread costs microseconds), larger
-bodies on a dedicated thread pool with one chunk of read-ahead, so a cold disk stalls a reader
-thread and never the event loop (tornado's DNS resolver uses the default pool: not that one).
-Chunk size adapts to the client: it doubles while the socket takes every chunk at once and
-drops to the minimum as soon as a write has to wait, so a fast client gets 1 MiB reads and a
-slow one holds only two small chunks of memory.
+Bytes go out through ``Exchange.send_file``: zero-copy ``sendfile`` where the connection
+allows it, else reads on a dedicated pool (``mediaproxy.diskio``).
 """
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import os
 import secrets
 import stat
-from collections.abc import AsyncGenerator
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import aclosing
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qs
 
-from mediaproxy import sniff
+from mediaproxy import diskio, sniff
 from mediaproxy.config import FileSettings, Route
 from mediaproxy.errors import (Forbidden, MethodNotAllowed, NotFound, PreconditionFailed,
                                RangeNotSatisfiable)
@@ -37,30 +29,7 @@ from mediaproxy.http.ranges import (ByteRange, FullContent, NotSatisfiable, Part
                                     parse_range, plan_multipart)
 from mediaproxy.integrations.base import Exchange, Integration
 
-MIN_CHUNK_BYTES = 64 * 1024  # Tornado's own read chunk; two of them per slow client
-MAX_CHUNK_BYTES = 1024 * 1024  # measured: 1 MiB pool reads reach ~4 GB/s, 256 KiB ~2.2
-INLINE_READ_BYTES = 64 * 1024
-READ_THREADS = 4
 DOWNLOAD_FLAG = "download"
-
-_read_pool: ThreadPoolExecutor | None = None
-
-
-def _pool() -> ThreadPoolExecutor:
-    global _read_pool
-    if _read_pool is None:
-        _read_pool = ThreadPoolExecutor(READ_THREADS, thread_name_prefix="mediaproxy-read")
-    return _read_pool
-
-
-class ChunkSizer:
-    """Grow reads while the client keeps up; shrink them the moment it does not."""
-
-    def __init__(self) -> None:
-        self.size = MIN_CHUNK_BYTES
-
-    def observe(self, client_kept_up: bool) -> None:
-        self.size = min(self.size * 2, MAX_CHUNK_BYTES) if client_kept_up else MIN_CHUNK_BYTES
 
 
 @dataclass(frozen=True)
@@ -110,7 +79,7 @@ class FileIntegration(Integration):
             if not stat.S_ISREG(info.st_mode):
                 raise NotFound(f"{path} is not a regular file")
             validators = Validators(etag=make_etag(info.st_ino, info.st_size, info.st_mtime_ns),
-                                    last_modified_s=int(info.st_mtime))
+                                    last_modified_s=info.st_mtime_ns // 1_000_000_000)
             media_type = _sniffed_type(path, info.st_ino, info.st_size, info.st_mtime_ns)
         except BaseException:
             os.close(fd)
@@ -161,7 +130,7 @@ class FileIntegration(Integration):
                         ("Content-Length", str(opened.size))]
             exchange.start(200, headers)
             if send_body:
-                await _send_range(exchange, opened.fd, ByteRange(0, opened.size))
+                await _send_range(exchange, opened.fd, ByteRange(0, opened.size), self.settings.zero_copy)
         elif len(selection.ranges) == 1:
             (only,) = selection.ranges
             headers += [("Content-Type", opened.content_type),
@@ -169,14 +138,16 @@ class FileIntegration(Integration):
                         ("Content-Range", only.content_range(opened.size))]
             exchange.start(206, headers)
             if send_body:
-                await _send_range(exchange, opened.fd, only)
+                await _send_range(exchange, opened.fd, only, self.settings.zero_copy)
         else:
-            await _send_multipart(exchange, opened, selection, headers, send_body)
+            await _send_multipart(exchange, opened, selection, headers, send_body,
+                                  self.settings.zero_copy)
         await exchange.finish()
 
 
 async def _send_multipart(exchange: Exchange, opened: OpenFile, selection: PartialContent,
-                          headers: list[tuple[str, str]], send_body: bool) -> None:
+                          headers: list[tuple[str, str]], send_body: bool,
+                          zero_copy: bool) -> None:
     plan = plan_multipart(selection.ranges, opened.size, opened.content_type,
                           secrets.token_hex(16))
     exchange.start(206, headers + [("Content-Type", plan.content_type),
@@ -184,50 +155,13 @@ async def _send_multipart(exchange: Exchange, opened: OpenFile, selection: Parti
     if send_body:
         for part_header, byte_range in plan.parts:
             await exchange.send(part_header)
-            await _send_range(exchange, opened.fd, byte_range)
+            await _send_range(exchange, opened.fd, byte_range, zero_copy)
         await exchange.send(plan.epilogue)
 
 
-async def _send_range(exchange: Exchange, fd: int, byte_range: ByteRange) -> None:
-    if byte_range.length <= INLINE_READ_BYTES:
-        await exchange.send(_pread_exactly(fd, byte_range.length, byte_range.start))
-        return
-    sizer = ChunkSizer()
-    async with aclosing(_read_ahead(fd, byte_range, sizer)) as chunks:
-        async for chunk in chunks:
-            await exchange.send(chunk)
-            sizer.observe(client_kept_up=not exchange.last_send_waited)
-
-
-def _pread_exactly(fd: int, length: int, offset: int) -> bytes:
-    chunk = os.pread(fd, length, offset)
-    if len(chunk) != length:
-        raise OSError(f"file shrank while being read (at byte {offset + len(chunk)})")
-    return chunk
-
-
-async def _read_ahead(fd: int, byte_range: ByteRange, sizer: ChunkSizer) -> AsyncGenerator[bytes, None]:
-    """Chunks of ``byte_range``, the next one already being read while this one is sent."""
-    loop = asyncio.get_running_loop()
-    position = byte_range.start
-
-    def read_next() -> asyncio.Future[bytes] | None:
-        nonlocal position
-        if position >= byte_range.stop:
-            return None
-        length = min(sizer.size, byte_range.stop - position)
-        future = loop.run_in_executor(_pool(), _pread_exactly, fd, length, position)
-        position += length
-        return future
-
-    pending = read_next()
-    try:
-        while pending is not None:
-            chunk = await pending
-            pending = read_next()
-            yield chunk
-    finally:
-        if pending is not None:
-            # Not yet started: it never runs. Running: it finishes into a future nobody reads,
-            # and the caller closes the descriptor only after this generator is closed.
-            pending.cancel()
+async def _send_range(exchange: Exchange, fd: int, byte_range: ByteRange,
+                      zero_copy: bool) -> None:
+    if zero_copy:
+        await exchange.send_file(fd, byte_range.start, byte_range.length)
+    else:
+        await diskio.send_by_reading(exchange, fd, byte_range.start, byte_range.length)

@@ -15,8 +15,8 @@ from .support import GatewayThread
 BIG_BYTES = 64 * 1024 * 1024
 
 
-@pytest.fixture
-def gateway(make_gateway, tmp_path: Path) -> GatewayThread:  # type: ignore[no-untyped-def]
+@pytest.fixture(params=["true", "false"], ids=["sendfile", "reads"])
+def gateway(make_gateway, tmp_path: Path, request) -> GatewayThread:  # type: ignore[no-untyped-def]
     root = tmp_path / "root"
     root.mkdir()
     with (root / "big.bin").open("wb") as stream:
@@ -27,11 +27,13 @@ def gateway(make_gateway, tmp_path: Path) -> GatewayThread:  # type: ignore[no-u
         integration = "file"
         root = "{root}"
         idle_timeout = 1
+        zero_copy = {request.param}
         [[routes]]
         prefix = "/total"
         integration = "file"
         root = "{root}"
         max_stream_duration = 1.5
+        zero_copy = {request.param}
     """)
     return gateway
 

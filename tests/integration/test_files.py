@@ -33,13 +33,14 @@ def media_root(tmp_path: Path) -> Path:
     return root
 
 
-@pytest.fixture
-def gateway(make_gateway, media_root: Path) -> GatewayThread:  # type: ignore[no-untyped-def]
+@pytest.fixture(params=["true", "false"], ids=["sendfile", "reads"])
+def gateway(make_gateway, media_root: Path, request) -> GatewayThread:  # type: ignore[no-untyped-def]
     gateway: GatewayThread = make_gateway(f"""
         [[routes]]
         prefix = "/files"
         integration = "file"
         root = "{media_root}"
+        zero_copy = {request.param}
         [[routes]]
         prefix = "/sample"
         integration = "file"
@@ -125,6 +126,22 @@ def test_single_ranges(gateway: GatewayThread, media_root: Path, range_header: s
     assert reply.headers.get("content-range") == content_range
     assert reply.body == (media_root / "data.bin").read_bytes()[start:stop]
     assert int(reply.headers["content-length"]) == stop - start
+
+
+def test_the_configured_send_path_is_the_one_used(gateway: GatewayThread, media_root: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[int] = []
+    real_sendfile = os.sendfile
+
+    def counting_sendfile(out_fd: int, in_fd: int, offset: int, count: int) -> int:
+        calls.append(count)
+        return real_sendfile(out_fd, in_fd, offset, count)
+
+    monkeypatch.setattr(os, "sendfile", counting_sendfile)
+    reply = request(gateway.port, "GET", "/files/data.bin", {"Range": "bytes=100-"})
+    assert reply.body == (media_root / "data.bin").read_bytes()[100:]
+    zero_copy = gateway.config.routes[0].settings.zero_copy
+    assert bool(calls) == zero_copy
 
 
 def test_head_ignores_range(gateway: GatewayThread) -> None:
