@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import aclosing
 from typing import TYPE_CHECKING
@@ -24,6 +24,9 @@ MIN_CHUNK_BYTES = 64 * 1024  # Tornado's own read chunk; two of them per slow cl
 MAX_CHUNK_BYTES = 1024 * 1024
 INLINE_READ_BYTES = 64 * 1024  # a page-cached read this small costs less than a thread hop
 READ_THREADS = 4
+# File bytes all copying streams together may hold (each holds up to two chunks); 200 slow
+# clients then cost 200 x 2 x 64 KiB, a single fast one gets full 1 MiB chunks.
+READ_BUDGET_BYTES = 32 * 1024 * 1024
 
 _read_pool: ThreadPoolExecutor | None = None
 
@@ -35,14 +38,24 @@ def _pool() -> ThreadPoolExecutor:
     return _read_pool
 
 
+_copying_streams = 0
+
+
+def _chunk_ceiling() -> int:
+    """The largest chunk one stream may read now, given how many streams are copying."""
+    return max(MIN_CHUNK_BYTES, min(MAX_CHUNK_BYTES, READ_BUDGET_BYTES // (2 * max(1, _copying_streams))))
+
+
 class ChunkSizer:
     """Grow reads while the client keeps up; shrink them the moment it does not."""
 
-    def __init__(self) -> None:
+    def __init__(self, ceiling: Callable[[], int] = lambda: MAX_CHUNK_BYTES) -> None:
         self.size = MIN_CHUNK_BYTES
+        self._ceiling = ceiling
 
     def observe(self, client_kept_up: bool) -> None:
-        self.size = min(self.size * 2, MAX_CHUNK_BYTES) if client_kept_up else MIN_CHUNK_BYTES
+        grown = self.size * 2 if client_kept_up else MIN_CHUNK_BYTES
+        self.size = max(MIN_CHUNK_BYTES, min(grown, self._ceiling()))
 
 
 def pread_exactly(fd: int, length: int, offset: int) -> bytes:
@@ -57,11 +70,16 @@ async def send_by_reading(exchange: Exchange, fd: int, offset: int, length: int)
     if length <= INLINE_READ_BYTES:
         await exchange.send(pread_exactly(fd, length, offset))
         return
-    sizer = ChunkSizer()
-    async with aclosing(_read_ahead(fd, offset, offset + length, sizer)) as chunks:
-        async for chunk in chunks:
-            await exchange.send(chunk)
-            sizer.observe(client_kept_up=not exchange.last_send_waited)
+    global _copying_streams
+    sizer = ChunkSizer(_chunk_ceiling)
+    _copying_streams += 1
+    try:
+        async with aclosing(_read_ahead(fd, offset, offset + length, sizer)) as chunks:
+            async for chunk in chunks:
+                await exchange.send(chunk)
+                sizer.observe(client_kept_up=not exchange.last_send_waited)
+    finally:
+        _copying_streams -= 1
 
 
 async def _read_ahead(fd: int, start: int, stop: int,
