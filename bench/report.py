@@ -177,8 +177,11 @@ smaller than the spread between min and max.
 threads) per GiB sent; the load generator shares the two cores but is not
 counted in it. In `disk` and `relay` the client is a single curl, shown as
 "curl CPU s/GiB": when that times the GiB/s it moved comes near 1, curl keeps
-a whole core busy and sets the pace, MB/s stops telling the servers apart, and
-their CPU per GiB is the figure to compare.
+a whole core busy and sets the pace, and MB/s stops telling the servers
+apart. On loopback the kernel's TCP receive work (about 0.3 s/GiB here) is
+charged to whichever side happens to run it, so from one repetition to the
+next a server's CPU s/GiB and curl's move in opposite directions while their
+sum stays steady: read the medians, and the sum when two servers are close.
 
 "nginx" is one worker process, like-for-like with one Python process;
 "nginx-auto" has one per core. In `relay`, "nginx" is nginx's proxy_pass and
