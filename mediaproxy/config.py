@@ -19,6 +19,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
+from mediaproxy.http.upstreams import Upstream
+
 INTEGRATIONS = ("file", "http_proxy", "csv_export", "function")
 RESERVED_PREFIXES = ("/healthz", "/metrics", "/_mediaproxy")
 
@@ -69,6 +71,21 @@ class FileSettings:
     # sendfile reads through the page cache on the event loop; a mostly cold, slow disk
     # (network storage) is better served by the reader pool: set zero_copy = false.
     zero_copy: bool = True
+
+
+TRANSFER_MODES = ("stream", "buffered")
+
+
+@dataclass(frozen=True)
+class HttpProxySettings:
+    upstream: Upstream
+    # "buffered" is the legacy gateway behaviour (whole response, then Content-Length), kept
+    # to show the difference in time to first byte; see Limits for its ceilings.
+    transfer_mode: str = "stream"
+    # nginx's upstream `keepalive` example uses 32 idle connections per upstream.
+    max_idle_connections: int = 32
+    # nginx proxy_connect_timeout is 60 s; a loopback or LAN origin answers in milliseconds.
+    connect_timeout_s: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -200,9 +217,24 @@ def _read_file_settings(table: Table) -> FileSettings:
     )
 
 
+def _read_http_proxy_settings(table: Table) -> HttpProxySettings:
+    try:
+        upstream = Upstream.parse(table.string("upstream"))
+    except ValueError as error:
+        raise table.error("upstream", str(error)) from error
+    return HttpProxySettings(
+        upstream=upstream,
+        transfer_mode=table.choice("transfer_mode", TRANSFER_MODES, HttpProxySettings.transfer_mode),
+        max_idle_connections=table.integer("max_idle_connections",
+                                           HttpProxySettings.max_idle_connections, maximum=4096),
+        connect_timeout_s=table.seconds("connect_timeout", HttpProxySettings.connect_timeout_s),
+    )
+
+
 # Integrations with a parser for their keys; the others in INTEGRATIONS are not built yet.
 _SETTINGS_PARSERS: dict[str, Callable[[Table], Any]] = {
     "file": _read_file_settings,
+    "http_proxy": _read_http_proxy_settings,
 }
 
 

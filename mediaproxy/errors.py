@@ -11,7 +11,8 @@
     │   └── RangeNotSatisfiable      416  carries Content-Range: bytes */size
     ├── ServiceUnavailable           503  carries Retry-After
     └── UpstreamError                502  the integration behind the route failed
-        └── UpstreamTimeout          504  ... or did not answer in time
+        ├── UpstreamTimeout          504  ... or did not answer in time
+        └── BufferedResponseTooLarge 502  ... or outgrew buffered_max_bytes in buffered mode
 
 Each error carries the short phrase the client sees; the detail (``str(error)``) goes to the
 log only. Before the response headers are sent an error becomes a status; after them the
@@ -92,6 +93,10 @@ class UpstreamError(MediaproxyError):
 class UpstreamTimeout(UpstreamError):
     status = 504
     phrase = "Gateway Timeout"
+
+
+class BufferedResponseTooLarge(UpstreamError):
+    phrase = "Bad Gateway: the response is larger than buffered_max_bytes"
 
 
 class Termination(enum.Enum):

@@ -90,7 +90,11 @@ class HandlerExchange(Exchange):
               reason: str | None = None) -> None:
         handler = self._handler
         handler.set_status(status, reason)
-        for name, value in headers:
+        fields = list(headers)
+        # The integration's fields replace Tornado's defaults of the same name (Date, Server).
+        for name in {name for name, _ in fields}:
+            handler.clear_header(name)
+        for name, value in fields:
             handler.add_header(name, value)
         self.status = status
 
@@ -203,7 +207,8 @@ class GatewayHandler(RequestHandler):
             self,
             Request(method=request.method or "GET", path=path, query=request.query,
                     headers=request.headers, remote_ip=request.remote_ip or "",
-                    scheme=request.protocol, host=request.host, prefix=self.route.prefix),
+                    scheme=request.protocol, host=request.host, prefix=self.route.prefix,
+                    version=request.version),
             limits, self._body, self._timers)
         self.application.active.add(self)  # type: ignore[attr-defined]
         self._timers.start()

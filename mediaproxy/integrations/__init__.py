@@ -5,9 +5,11 @@ from __future__ import annotations
 from mediaproxy.config import Route
 from mediaproxy.integrations.base import Integration
 from mediaproxy.integrations.file import FileIntegration
+from mediaproxy.integrations.http_proxy import HttpProxyIntegration
 
 _CLASSES: dict[str, type[Integration]] = {
     "file": FileIntegration,
+    "http_proxy": HttpProxyIntegration,
 }
 
 

@@ -33,6 +33,7 @@ class Request:
     scheme: str
     host: str
     prefix: str  # the route prefix that matched, e.g. "/media"
+    version: str = "HTTP/1.1"  # the client's protocol, as its request line said
 
 
 class Exchange(ABC):

@@ -11,6 +11,7 @@ import pytest
 
 from mediaproxy import config as config_module
 
+from .origin import OriginThread
 from .support import GatewayThread
 
 
@@ -31,3 +32,11 @@ def make_gateway(tmp_path: Path) -> Iterator[Callable[[str], GatewayThread]]:
     yield make
     for gateway in started:
         gateway.stop()
+
+
+@pytest.fixture
+def origin() -> Iterator[OriginThread]:
+    """A real HTTP origin on loopback (see origin.py), stopped after the test."""
+    server = OriginThread()
+    yield server
+    server.stop()

@@ -1,0 +1,223 @@
+"""An HTTP origin behind a route: requests relayed as they arrive, responses as they stream.
+
+``/prefix/a/b?q=1`` goes to ``{upstream}a/b?q=1`` with any method; status, reason, headers
+(minus hop-by-hop ones, plus X-Forwarded-* and Via) and body come back untouched, a gzip body
+stays gzip, a response without Content-Type gets none. Both directions are flow-controlled:
+the origin is read only as fast as the client drains (``upstream.ResponseRelay``), and an
+upload is read from the client only as fast as the origin accepts it (each write awaited).
+
+Failures, in the terms of ``errors``: no connection → 502 (504 when the connect timeout
+expires); the origin closes or sends garbage before its headers → 502; no headers before the
+route's idle timer fires → 504 (the handler turns the cancellation into it). After the headers
+have gone out, any failure cuts the client connection instead, so a short Content-Length body
+or a chunked body without its last chunk tells the client the truth. A body the origin frames
+by closing the connection (neither Content-Length nor chunked) reaches the client chunked,
+and if it is cut, nobody can tell: HTTP/1.1 gives no way to (RFC 9112 §6.3).
+
+``transfer_mode = "buffered"`` is the legacy gateway behaviour, kept to show the difference:
+the whole response is collected (at most ``buffered_max_bytes``, within ``buffered_timeout``)
+and sent with a Content-Length.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+from tornado.http1connection import HTTP1Connection
+from tornado.httputil import HTTPHeaders, RequestStartLine
+from tornado.iostream import IOStream, StreamClosedError
+
+from mediaproxy.config import HttpProxySettings, Route
+from mediaproxy.errors import BufferedResponseTooLarge, UpstreamTimeout
+from mediaproxy.http.headers import (forward_request_headers, forward_response_headers,
+                                     is_delimited, keeps_alive)
+from mediaproxy.http.upstreams import public_base
+from mediaproxy.integrations.base import Exchange, Integration
+from mediaproxy.integrations.upstream import (LAST_CHUNK, ConnectionPool, ResponseHead,
+                                              ResponseRelay, UpstreamClosedEarly,
+                                              connection_parameters, frame_chunk)
+
+BODYLESS_STATUSES = (204, 304)
+
+
+def _request_body(headers: HTTPHeaders) -> tuple[bool, int | None]:
+    """(has a body, its Content-Length or None when chunked or absent); Tornado validated both."""
+    if headers.get("Transfer-Encoding", "").lower() == "chunked":
+        return True, None
+    length = headers.get("Content-Length")
+    if length is None:
+        return False, None
+    return int(length) > 0, int(length)
+
+
+class UpstreamExchange:
+    """One request and response on one upstream connection."""
+
+    def __init__(self, stream: IOStream, pool: ConnectionPool, exchange: Exchange) -> None:
+        self.stream = stream
+        self._pool = pool
+        self.connection = HTTP1Connection(stream, True, connection_parameters(),
+                                          context=str(pool.upstream))
+        self.relay = ResponseRelay(exchange.progress)
+        self._progress = exchange.progress
+        self._reader = asyncio.ensure_future(self.relay.read(self.connection))
+        self._sender: asyncio.Task[bool] | None = None
+
+    def send_request(self, start_line: RequestStartLine, headers: HTTPHeaders,
+                     body: AsyncIterator[bytes] | None, *, chunked: bool) -> None:
+        """Start sending; a body goes on in its own task while the response is awaited."""
+        if body is None:
+            self.connection.write_headers(start_line, headers)
+            self.connection.finish()
+        else:
+            self._sender = asyncio.ensure_future(
+                self._send_body(start_line, headers, body, chunked))
+
+    async def _send_body(self, start_line: RequestStartLine, headers: HTTPHeaders,
+                         body: AsyncIterator[bytes], chunked: bool) -> bool:
+        connection = self.connection
+        try:
+            if chunked:
+                headers["Transfer-Encoding"] = "chunked"
+            await connection.write_headers(start_line, headers)
+            # Tornado chunks POST, PUT and PATCH bodies itself; any other method's we frame.
+            frame = chunked and not connection._chunking_output
+            async for data in body:
+                if data:
+                    await connection.write(frame_chunk(data) if frame else data)
+                    self._progress()
+            if frame:
+                await connection.write(LAST_CHUNK)
+            connection.finish()
+            return True
+        except StreamClosedError:
+            return False  # the reader meets the same closed stream and reports it
+
+    async def reusable_after(self, method: str, head: ResponseHead) -> bool:
+        """Once the body has ended: whether the connection may carry another exchange."""
+        if self._sender is not None and not (self._sender.done() and self._sender.result()):
+            return False  # the origin answered before the upload was through
+        fields = list(head.headers.get_all())
+        return (await self._reader and keeps_alive(head.version, fields)
+                and is_delimited(method, head.status, fields))
+
+    def release(self, *, reusable: bool) -> None:
+        self.relay.abandon()
+        if self._sender is not None and not self._sender.done():
+            self._sender.cancel()
+        if not reusable:
+            self.connection.close()
+        self._pool.release(self.stream, reusable=reusable)
+
+
+class HttpProxyIntegration(Integration):
+    def __init__(self, route: Route) -> None:
+        super().__init__(route)
+        self.settings: HttpProxySettings = route.settings
+        self.pool = ConnectionPool(self.settings.upstream,
+                                   max_idle=self.settings.max_idle_connections,
+                                   connect_timeout_s=self.settings.connect_timeout_s)
+
+    async def respond(self, exchange: Exchange) -> None:
+        if self.settings.transfer_mode == "buffered":
+            await self._respond_buffered(exchange)
+        else:
+            await self._respond_streaming(exchange)
+
+    async def close(self) -> None:
+        self.pool.close()
+
+    async def _respond_streaming(self, exchange: Exchange) -> None:
+        async with self._exchange(exchange) as (upstream, head):
+            exchange.start(head.status, self._response_headers(exchange, head),
+                           _printable(head.reason))
+            await exchange.send(b"")  # the headers now: a slow body should not hold them
+            async for chunk in upstream.relay.body():
+                await exchange.send(chunk)
+        await exchange.finish()
+
+    async def _respond_buffered(self, exchange: Exchange) -> None:
+        limits = exchange.limits
+        chunks: list[bytes] = []
+        try:
+            async with asyncio.timeout(limits.buffered_timeout_s):
+                async with self._exchange(exchange) as (upstream, head):
+                    declared = head.headers.get("Content-Length", "0")
+                    if declared.isdigit() and int(declared) > limits.buffered_max_bytes:
+                        raise BufferedResponseTooLarge(f"Content-Length {declared} > "
+                                                       f"{limits.buffered_max_bytes}")
+                    async for chunk in upstream.relay.body():
+                        chunks.append(chunk)
+                        if upstream.relay.body_bytes > limits.buffered_max_bytes:
+                            raise BufferedResponseTooLarge(
+                                f"over {limits.buffered_max_bytes} bytes")
+        except TimeoutError as error:
+            raise UpstreamTimeout(f"no complete response within buffered_timeout "
+                                  f"({limits.buffered_timeout_s:g} s)") from error
+        body = b"".join(chunks)
+        headers = self._response_headers(exchange, head)
+        if exchange.request.method != "HEAD" and head.status not in BODYLESS_STATUSES:
+            headers = [(name, value) for name, value in headers
+                       if name.lower() != "content-length"] + [("Content-Length", str(len(body)))]
+        exchange.start(head.status, headers, _printable(head.reason))
+        await exchange.send(body)
+        await exchange.finish()
+
+    @contextlib.asynccontextmanager
+    async def _exchange(self, exchange: Exchange
+                        ) -> AsyncIterator[tuple[UpstreamExchange, ResponseHead]]:
+        """Send the request and yield once its response headers are in; release after.
+
+        The connection goes back to the pool only if the body was read to its end by the
+        caller and nothing went wrong; any exception, a cancellation included, closes it.
+        A pooled connection the origin closed meanwhile is retried on a fresh one, for a
+        request without a body (whose body would otherwise be gone).
+        """
+        request = exchange.request
+        has_body, content_length = _request_body(request.headers)
+        upstream_url = self.settings.upstream
+        headers = HTTPHeaders()
+        for name, value in forward_request_headers(
+                list(request.headers.get_all()), client_ip=request.remote_ip,
+                client_scheme=request.scheme, client_host=request.host,
+                client_version=request.version, upstream_host=upstream_url.authority,
+                content_length=content_length):
+            headers.add(name, value)
+        start_line = RequestStartLine(request.method,
+                                      upstream_url.target(request.path, request.query),
+                                      "HTTP/1.1")
+        while True:
+            stream, reused = await self.pool.acquire()
+            upstream = UpstreamExchange(stream, self.pool, exchange)
+            reusable = False
+            try:
+                upstream.send_request(start_line, headers.copy(),
+                                      exchange.body() if has_body else None,
+                                      chunked=has_body and content_length is None)
+                try:
+                    head = await upstream.relay.head()
+                except UpstreamClosedEarly:
+                    if reused and not has_body:
+                        continue
+                    raise
+                yield upstream, head
+                reusable = await upstream.reusable_after(request.method, head)
+                return
+            finally:
+                upstream.release(reusable=reusable)
+
+    def _response_headers(self, exchange: Exchange, head: ResponseHead
+                          ) -> list[tuple[str, str]]:
+        request = exchange.request
+        base = public_base(request.scheme, request.host, request.prefix)
+        fields = forward_response_headers(list(head.headers.get_all()),
+                                          upstream_version=head.version)
+        return [(name, self.settings.upstream.rewrite_location(value, base)
+                 if name.lower() == "location" else value) for name, value in fields]
+
+
+def _printable(reason: str) -> str | None:
+    """The origin's reason phrase if it survives re-encoding, else Tornado's standard one."""
+    return reason if reason.isascii() and reason.isprintable() else None

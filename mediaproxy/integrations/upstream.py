@@ -1,0 +1,242 @@
+"""HTTP/1.1 to an origin on Tornado's own connection class, with flow control in both directions.
+
+Why not ``tornado.httpclient``: ``simple_httpclient`` puts a total deadline on the whole body
+(``request_timeout``), a 100 MB ceiling on streamed bodies, decodes gzip, and a stalled origin
+cannot be cancelled; ``curl_httpclient`` cannot await a streaming callback at all
+(shared/design/STREAMING.md). Here the gateway owns the socket: ``TCPClient`` connects,
+``HTTP1Connection`` speaks HTTP/1.1 on it, and ``ResponseRelay`` (its message delegate) hands
+the response over one piece at a time. ``HTTP1Connection`` awaits what ``data_received``
+returns before it reads the socket again, and the relay resolves that only when the consumer
+asks for the next chunk, i.e. after the client took the previous one: the origin is read
+exactly as fast as the client drains, one chunk in memory per stream.
+
+The consumer runs in the request's own task; ``HTTP1Connection`` runs in a reader task of its
+own. That separation matters: a delegate method that raises (a cancellation included) is
+logged by Tornado as an uncaught error and swallowed, so cancellation must never reach Tornado
+code through the delegate. It reaches the request's task instead, whose ``finally`` closes the
+upstream stream and lets the reader task end on ``StreamClosedError``.
+
+``ConnectionPool`` keeps idle keep-alive connections per upstream, bounded; a connection goes
+back only after an exchange that completed in both directions on a delimited body, and an idle
+one that the origin closes (or that receives stray bytes) is dropped at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+
+from tornado.http1connection import HTTP1Connection, HTTP1ConnectionParameters
+from tornado.httputil import (HTTPHeaders, HTTPMessageDelegate, RequestStartLine,
+                              ResponseStartLine)
+from tornado.iostream import IOStream, StreamClosedError
+from tornado.tcpclient import TCPClient
+
+from mediaproxy.errors import UpstreamError, UpstreamTimeout
+from mediaproxy.http.upstreams import Upstream
+
+log = logging.getLogger("mediaproxy")
+
+# Tornado's own read size; a slow client holds one such chunk per stream.
+CHUNK_BYTES = 64 * 1024
+# Tornado's default header block limit (nginx: proxy_buffer_size 4-8 KiB, far stricter).
+MAX_HEADER_BYTES = 64 * 1024
+# Streams have no size ceiling; Tornado's default would be 100 MB, even for streamed bodies.
+NO_BODY_CEILING = 2**63
+
+
+def connection_parameters() -> HTTP1ConnectionParameters:
+    """Bodies passed through undecoded, unbounded, untimed (the route's timers time them)."""
+    return HTTP1ConnectionParameters(no_keep_alive=False, chunk_size=CHUNK_BYTES,
+                                     max_header_size=MAX_HEADER_BYTES,
+                                     max_body_size=NO_BODY_CEILING, decompress=False)
+
+
+class UpstreamClosedEarly(UpstreamError):
+    """The origin closed the connection (or sent garbage) before any response header."""
+
+
+@dataclass(frozen=True)
+class ResponseHead:
+    version: str
+    status: int
+    reason: str
+    headers: HTTPHeaders
+
+
+@dataclass(frozen=True)
+class _Chunk:
+    data: bytes
+    taken: asyncio.Future[None]
+
+
+class _End:
+    pass
+
+
+_END = _End()  # the body is complete
+_CUT = _End()  # the connection ended first (harmless when queued after _END: never read)
+_Piece = ResponseHead | _Chunk | _End
+
+
+class ResponseRelay(HTTPMessageDelegate):
+    """The upstream response, from Tornado's reader task to the request's task."""
+
+    def __init__(self, on_bytes: Callable[[], None]) -> None:
+        self._pieces: asyncio.Queue[_Piece] = asyncio.Queue()
+        self._on_bytes = on_bytes
+        self._held: asyncio.Future[None] | None = None
+        self._abandoned = False
+        self._expected_bytes: int | None = None
+        self._arrived_bytes = 0
+        self.body_bytes = 0
+        self.failure: BaseException | None = None
+
+    # --- HTTPMessageDelegate: called by HTTP1Connection in the reader task -------------------
+
+    def headers_received(self, start_line: RequestStartLine | ResponseStartLine,
+                         headers: HTTPHeaders) -> None:
+        assert isinstance(start_line, ResponseStartLine)
+        self._on_bytes()
+        if start_line.code >= 200:  # an interim 1xx is the origin's business with us
+            length = headers.get("Content-Length", "")
+            self._expected_bytes = int(length) if length.isdigit() else None
+            self._pieces.put_nowait(ResponseHead(start_line.version, start_line.code,
+                                                 start_line.reason, headers))
+
+    def data_received(self, chunk: bytes) -> asyncio.Future[None] | None:
+        if self._abandoned:
+            return None
+        self._on_bytes()
+        self._arrived_bytes += len(chunk)
+        taken = asyncio.get_running_loop().create_future()
+        self._pieces.put_nowait(_Chunk(chunk, taken))
+        if self._arrived_bytes == self._expected_bytes:
+            # The last chunk of a known length: let the reader finish now, so the connection
+            # is back in the pool by the time the client has the last byte and asks again.
+            return None
+        return taken
+
+    def finish(self) -> None:
+        self._pieces.put_nowait(_END)
+
+    def on_connection_close(self) -> None:
+        self._pieces.put_nowait(_CUT)
+
+    async def read(self, connection: HTTP1Connection) -> bool:
+        """Run the reader: True when the connection may carry another exchange."""
+        try:
+            return await connection.read_response(self)
+        except Exception as error:  # StreamClosedError, UnsatisfiableReadError, ...
+            self.failure = error
+            return False
+        finally:
+            self._pieces.put_nowait(_CUT)
+
+    # --- the consumer side, in the request's task ---------------------------------------------
+
+    async def head(self) -> ResponseHead:
+        piece = await self._pieces.get()
+        if isinstance(piece, ResponseHead):
+            return piece
+        reason = f": {self.failure}" if self.failure and str(self.failure) else ""
+        raise UpstreamClosedEarly(f"upstream closed the connection or sent a malformed "
+                                  f"response before its headers{reason}")
+
+    async def body(self) -> AsyncIterator[bytes]:
+        """The body, chunk by chunk; the next is read from the origin when this one is done."""
+        while True:
+            piece = await self._pieces.get()
+            if piece is _END:
+                return
+            if not isinstance(piece, _Chunk):
+                raise UpstreamError(f"upstream response cut after {self.body_bytes} body bytes"
+                                    f"{f': {self.failure}' if self.failure else ''}")
+            self._held = piece.taken
+            self.body_bytes += len(piece.data)
+            yield piece.data
+            self._release_held()
+
+    def _release_held(self) -> None:
+        if self._held is not None and not self._held.done():
+            self._held.set_result(None)
+        self._held = None
+
+    def abandon(self) -> None:
+        """No more pieces are wanted: unblock the reader so it can run into the closed stream."""
+        self._abandoned = True
+        self._release_held()
+        while not self._pieces.empty():
+            piece = self._pieces.get_nowait()
+            if isinstance(piece, _Chunk) and not piece.taken.done():
+                piece.taken.set_result(None)
+
+
+class ConnectionPool:
+    """Connections to one upstream; up to ``max_idle`` idle ones are kept for reuse."""
+
+    def __init__(self, upstream: Upstream, *, max_idle: int, connect_timeout_s: float) -> None:
+        self.upstream = upstream
+        self.max_idle = max_idle
+        self.connect_timeout_s = connect_timeout_s
+        self._client = TCPClient()
+        self._idle: collections.deque[IOStream] = collections.deque()
+
+    @property
+    def idle_count(self) -> int:
+        return len(self._idle)
+
+    async def acquire(self) -> tuple[IOStream, bool]:
+        """A connected stream, and whether it was reused from the pool."""
+        while self._idle:
+            stream = self._idle.pop()  # the most recently used is the likeliest still open
+            stream.set_close_callback(None)
+            # Bytes waiting on an idle connection belong to no request: never parse them as one.
+            if not stream.closed() and stream._read_buffer_size == 0:
+                return stream, True
+            stream.close()
+        return await self._connect(), False
+
+    async def _connect(self) -> IOStream:
+        upstream = self.upstream
+        try:
+            stream = await self._client.connect(upstream.host, upstream.port,
+                                                timeout=self.connect_timeout_s)
+        except TimeoutError as error:
+            raise UpstreamTimeout(f"{upstream}: no connection within "
+                                  f"{self.connect_timeout_s:g} s ({error})") from error
+        except (OSError, StreamClosedError) as error:
+            cause = getattr(error, "real_error", None) or error
+            raise UpstreamError(f"{upstream}: cannot connect: {cause}") from error
+        stream.set_nodelay(True)  # request heads are small and must not wait for an ACK
+        return stream
+
+    def release(self, stream: IOStream, *, reusable: bool) -> None:
+        """Keep a connection whose last exchange completed cleanly; close any other."""
+        if not reusable or stream.closed() or len(self._idle) >= self.max_idle:
+            stream.close()
+            return
+        self._idle.append(stream)
+        stream.set_close_callback(lambda: self._forget(stream))
+
+    def _forget(self, stream: IOStream) -> None:
+        if stream in self._idle:
+            self._idle.remove(stream)
+
+    def close(self) -> None:
+        while self._idle:
+            stream = self._idle.pop()
+            stream.set_close_callback(None)
+            stream.close()
+
+
+def frame_chunk(data: bytes) -> bytes:
+    """One chunk of a chunked body (RFC 9112 §7.1), for methods Tornado does not frame."""
+    return b"%x\r\n%b\r\n" % (len(data), data)
+
+
+LAST_CHUNK = b"0\r\n\r\n"
+

@@ -1,0 +1,116 @@
+"""Upstream URLs: request targets passed on byte for byte, and Location mapped back."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, strategies as st
+
+from mediaproxy.http.upstreams import Upstream, public_base
+
+ORIGIN = Upstream.parse("http://origin.internal:8000/base/")
+GATEWAY = public_base("https", "gw.example", "/media")
+
+
+@pytest.mark.parametrize("url, parsed", [
+    ("http://origin:8000/base/", Upstream("http", "origin", 8000, "/base/")),
+    ("http://origin:8000/base", Upstream("http", "origin", 8000, "/base/")),
+    ("http://origin", Upstream("http", "origin", 80, "/")),
+    ("HTTP://Origin:81/", Upstream("http", "origin", 81, "/")),
+    ("http://[::1]:8000/a/b/", Upstream("http", "::1", 8000, "/a/b/")),
+])
+def test_parse(url: str, parsed: Upstream) -> None:
+    assert Upstream.parse(url) == parsed
+
+
+@pytest.mark.parametrize("url, reason", [
+    ("https://origin/", "must be an http:// URL"),
+    ("ftp://origin/", "must be an http:// URL"),
+    ("origin:8000/", "must be an http:// URL"),
+    ("http:///x/", "names no host"),
+    ("http://user:pw@origin/", "credentials"),
+    ("http://origin/?q=1", "query or fragment"),
+    ("http://origin/#f", "query or fragment"),
+    ("http://origin/?", "query or fragment"),
+    ("http://origin:99999/", "not a valid URL"),
+    ("http://origin:x/", "not a valid URL"),
+    ("http://[::1/", "not a valid URL"),
+    ("http://or igin/", "plain ASCII"),
+    ("http://bad..name/", "not a valid host name"),
+])
+def test_parse_refuses(url: str, reason: str) -> None:
+    with pytest.raises(ValueError, match=reason):
+        Upstream.parse(url)
+
+
+@pytest.mark.parametrize("upstream, authority", [
+    ("http://origin/", "origin"), ("http://origin:80/", "origin"),
+    ("http://origin:8000/", "origin:8000"), ("http://[::1]:8000/", "[::1]:8000"),
+])
+def test_authority(upstream: str, authority: str) -> None:
+    assert Upstream.parse(upstream).authority == authority
+
+
+@pytest.mark.parametrize("path, query, target", [
+    ("", "", "/base/"),
+    ("/", "", "/base/"),
+    ("/a/b", "q=1", "/base/a/b?q=1"),
+    ("/a%2Fb//c;p=1/%25", "r=%20+x&&s", "/base/a%2Fb//c;p=1/%25?r=%20+x&&s"),
+    ("//double", "", "/base//double"),
+    ("/caf\xe9", "q=\xe9", "/base/caf%E9?q=%E9"),  # Tornado's Latin-1 for a raw byte
+    ("/\u20ac", "", "/base/%E2%82%AC"),
+    ("/a b\x7f", "", "/base/a%20b%7F"),
+])
+def test_target(path: str, query: str, target: str) -> None:
+    assert ORIGIN.target(path, query) == target
+
+
+@pytest.mark.parametrize("location, rewritten", [
+    ("http://origin.internal:8000/base/x?y=1#z", "https://gw.example/media/x?y=1#z"),
+    ("HTTP://ORIGIN.internal:8000/base/", "https://gw.example/media/"),
+    ("http://origin.internal:8000/base", "https://gw.example/media/"),
+    ("http://origin.internal:8000/base?x", "https://gw.example/media/?x"),
+    ("//origin.internal:8000/base/x", "https://gw.example/media/x"),
+    ("/base/x", "/media/x"),
+    ("/base", "/media/"),
+    # Not below the upstream's base, or not the upstream at all: left alone.
+    ("http://origin.internal:8000/other/x", "http://origin.internal:8000/other/x"),
+    ("http://origin.internal:8000/basement", "http://origin.internal:8000/basement"),
+    ("http://origin.internal/base/x", "http://origin.internal/base/x"),
+    ("http://origin.internal:9000/base/x", "http://origin.internal:9000/base/x"),
+    ("https://origin.internal:8000/base/x", "https://origin.internal:8000/base/x"),
+    ("http://elsewhere/base/x", "http://elsewhere/base/x"),
+    ("http://u@origin.internal:8000/base/x", "http://u@origin.internal:8000/base/x"),
+    ("/other", "/other"),
+    ("/basement", "/basement"),
+    ("next", "next"),
+    ("../up", "../up"),
+    ("http://[::1/x", "http://[::1/x"),
+    ("", ""),
+])
+def test_rewrite_location(location: str, rewritten: str) -> None:
+    assert ORIGIN.rewrite_location(location, GATEWAY) == rewritten
+
+
+def test_rewrite_location_at_the_root() -> None:
+    root = Upstream.parse("http://origin:8000/")
+    assert root.rewrite_location("http://origin:8000/a", public_base("http", "gw", "/")) \
+        == "http://gw/a"
+    assert root.rewrite_location("/a", public_base("http", "gw", "/")) == "/a"
+
+
+@given(st.text())
+def test_rewrite_location_never_raises(location: str) -> None:
+    assert isinstance(ORIGIN.rewrite_location(location, GATEWAY), str)
+
+
+@given(st.text(), st.text())
+def test_targets_stay_below_the_base_and_printable(path: str, query: str) -> None:
+    target = ORIGIN.target(path, query)
+    assert target.startswith("/base/")
+    assert all("!" <= char <= "~" for char in target)
+
+
+@given(st.text(alphabet=st.characters(min_codepoint=0x21, max_codepoint=0x7e)))
+def test_printable_ascii_targets_pass_unchanged(path: str) -> None:
+    path = path.replace("?", "")
+    assert ORIGIN.target("/" + path, "") == "/base/" + path
