@@ -293,26 +293,24 @@ def _parse_head(head: bytes) -> Request:
 async def _body(request: Request, reader: asyncio.StreamReader) -> AsyncIterator[bytes]:
     """The request body, as it arrives, by Content-Length or chunked framing."""
     if request.header("Transfer-Encoding").lower() == "chunked":
-        while True:
-            size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
-            if size == 0:
-                await reader.readuntil(b"\r\n")  # no trailers are sent to us
-                return
-            while size:
-                data = await reader.read(min(size, READ_BYTES))
-                if not data:
-                    raise asyncio.IncompleteReadError(b"", size)
-                size -= len(data)
+        while size := int((await reader.readuntil(b"\r\n")).split(b";")[0], 16):
+            async for data in _pieces(reader, size):
                 yield data
             await reader.readexactly(2)
+        await reader.readuntil(b"\r\n")  # the empty trailer section
     else:
-        remaining = int(request.header("Content-Length", "0"))
-        while remaining:
-            data = await reader.read(min(remaining, READ_BYTES))
-            if not data:
-                raise asyncio.IncompleteReadError(b"", remaining)
-            remaining -= len(data)
+        async for data in _pieces(reader, int(request.header("Content-Length", "0"))):
             yield data
+
+
+async def _pieces(reader: asyncio.StreamReader, size: int) -> AsyncIterator[bytes]:
+    """Exactly ``size`` bytes, as they arrive."""
+    while size:
+        data = await reader.read(min(size, READ_BYTES))
+        if not data:
+            raise asyncio.IncompleteReadError(b"", size)
+        size -= len(data)
+        yield data
 
 
 async def _discard_body(request: Request, reader: asyncio.StreamReader) -> None:
