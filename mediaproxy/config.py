@@ -13,6 +13,8 @@ any working directory. Each integration's own keys are read by a parser register
 from __future__ import annotations
 
 import math
+import sqlite3
+import string
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -20,8 +22,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from mediaproxy.http.upstreams import Upstream
+from mediaproxy.http.params import ParamSpec, parse_declaration
 
 INTEGRATIONS = ("file", "http_proxy", "csv_export", "function")
+# Integrations whose bodies are generated text: `compress` defaults to true for them only.
+COMPRESSED_BY_DEFAULT = ("csv_export", "function")
 RESERVED_PREFIXES = ("/healthz", "/metrics", "/_mediaproxy")
 
 
@@ -95,6 +100,7 @@ class Route:
     limits: Limits
     settings: Any  # the integration's own dataclass, e.g. FileSettings
     index: int  # position in the file, for error messages
+    compress: bool = False  # gzip/zstd for compressible types when the client accepts it
 
 
 @dataclass(frozen=True)
@@ -177,6 +183,10 @@ class Table:
         self._consumed.add(key)
         return self._data.get(key)
 
+    def names(self) -> list[str]:
+        """Every key of the table, for tables whose keys are the user's names."""
+        return list(self._data)
+
     def table(self, key: str) -> Table:
         value = self._get(key, {}, (dict,), "a table")
         return Table(value, self.path, f"{self.dotted}.{key}" if self.dotted else key)
@@ -231,10 +241,83 @@ def _read_http_proxy_settings(table: Table) -> HttpProxySettings:
     )
 
 
+# --- csv_export ----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class CsvExportSettings:
+    database: str  # an absolute SQLite file path, or a postgresql:// URL
+    query: str  # placeholders in the database's own style: :name (SQLite), %(name)s (psycopg)
+    params: Mapping[str, ParamSpec]
+    filename: str  # may hold {date} and {name} of any declared parameter
+    batch_rows: int
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.database.startswith(POSTGRES_SCHEMES)
+
+
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+# Rows per batch once an export is under way (the first batches are smaller, for a quick first
+# byte). Measured on the 1M-row orders table: 1,000 to 20,000 rows per batch run at the same
+# rate; 5,000 rows are ~300 KB of CSV, so a slow client pins about that much per export.
+DEFAULT_BATCH_ROWS = 5000
+
+
+def _read_csv_export_settings(table: Table) -> CsvExportSettings:
+    database = table.string("database")
+    if not database.startswith(POSTGRES_SCHEMES):
+        path = (table.path.parent / database).resolve()
+        if not path.is_file():
+            raise table.error("database", f"{path} is not an existing SQLite file "
+                                          "(or give a postgresql:// URL)")
+        database = str(path)
+    query = table.string("query")
+    params_table = table.table("params")
+    params: dict[str, ParamSpec] = {}
+    for name in params_table.names():
+        try:
+            params[name] = parse_declaration(name, params_table.string(name))
+        except ValueError as error:
+            raise params_table.error(name, str(error)) from None
+    params_table.finish()
+    filename = table.string("filename", "export-{date}.csv")
+    allowed = {"date", *params}
+    try:
+        fields = {name for _, name, _, _ in string.Formatter().parse(filename) if name is not None}
+    except ValueError as error:
+        raise table.error("filename", f"not a valid template: {error}") from None
+    if not fields <= allowed:
+        raise table.error("filename", f"unknown placeholder {{{sorted(fields - allowed)[0]}}}; "
+                                      f"known: {', '.join('{' + n + '}' for n in sorted(allowed))}")
+    settings = CsvExportSettings(database=database, query=query, params=params,
+                                 filename=filename,
+                                 batch_rows=table.integer("batch_rows", DEFAULT_BATCH_ROWS,
+                                                          minimum=1, maximum=1_000_000))
+    if not settings.is_postgres:
+        _check_sqlite_query(table, settings)
+    return settings
+
+
+def _check_sqlite_query(table: Table, settings: CsvExportSettings) -> None:
+    """Prepare the query once at start-up, so a typo is a ConfigError and not a 502 later."""
+    try:
+        connection = sqlite3.connect(f"file:{settings.database}?mode=ro", uri=True)
+    except sqlite3.Error as error:
+        raise table.error("database", f"cannot open {settings.database}: {error}") from None
+    try:
+        # EXPLAIN compiles the statement without running it; every declared name is bound.
+        connection.execute("EXPLAIN " + settings.query, dict.fromkeys(settings.params))
+    except (sqlite3.Error, sqlite3.Warning) as error:
+        raise table.error("query", f"SQLite refuses it: {error}") from None
+    finally:
+        connection.close()
+
+
 # Integrations with a parser for their keys; the others in INTEGRATIONS are not built yet.
 _SETTINGS_PARSERS: dict[str, Callable[[Table], Any]] = {
     "file": _read_file_settings,
     "http_proxy": _read_http_proxy_settings,
+    "csv_export": _read_csv_export_settings,
 }
 
 
@@ -258,9 +341,10 @@ def _read_route(table: Table, index: int, base_limits: Limits) -> Route:
                                          f"(available: {available})")
     settings = parser(table)
     limits = _read_limits(table, base_limits)
+    compress = table.boolean("compress", integration in COMPRESSED_BY_DEFAULT)
     table.finish()
     return Route(prefix=prefix, integration=integration, limits=limits, settings=settings,
-                 index=index)
+                 index=index, compress=compress)
 
 
 def parse(data: Mapping[str, Any], path: Path) -> Config:

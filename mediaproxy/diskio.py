@@ -13,9 +13,10 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import AsyncGenerator, Callable
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import aclosing
 from typing import TYPE_CHECKING
+
+from mediaproxy.threads import LazyPool
 
 if TYPE_CHECKING:
     from mediaproxy.integrations.base import Exchange
@@ -28,14 +29,7 @@ READ_THREADS = 4
 # clients then cost 200 x 2 x 64 KiB, a single fast one gets full 1 MiB chunks.
 READ_BUDGET_BYTES = 32 * 1024 * 1024
 
-_read_pool: ThreadPoolExecutor | None = None
-
-
-def _pool() -> ThreadPoolExecutor:
-    global _read_pool
-    if _read_pool is None:
-        _read_pool = ThreadPoolExecutor(READ_THREADS, thread_name_prefix="mediaproxy-read")
-    return _read_pool
+_read_pool = LazyPool(READ_THREADS, "mediaproxy-read")
 
 
 _copying_streams = 0
@@ -93,7 +87,7 @@ async def _read_ahead(fd: int, start: int, stop: int,
         if position >= stop:
             return None
         length = min(sizer.size, stop - position)
-        future = loop.run_in_executor(_pool(), pread_exactly, fd, length, position)
+        future = loop.run_in_executor(_read_pool.get(), pread_exactly, fd, length, position)
         position += length
         return future
 

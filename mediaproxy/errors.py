@@ -29,9 +29,14 @@ class MediaproxyError(Exception):
     status = 500
     phrase = "Internal Server Error"
 
-    def __init__(self, detail: str = "", *, headers: Mapping[str, str] | None = None) -> None:
-        super().__init__(detail or self.phrase)
+    def __init__(self, detail: str = "", *, headers: Mapping[str, str] | None = None,
+                 phrase: str | None = None) -> None:
+        super().__init__(detail or phrase or self.phrase)
         self.headers: Mapping[str, str] = headers or {}
+        if phrase:
+            # A more precise phrase for this one failure (it reaches the client: keep it short
+            # and free of internals), e.g. "Bad Request: parameter 'since' is required".
+            self.phrase = phrase
 
 
 class RequestError(MediaproxyError):

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian packages mediaproxy needs, only those missing, only when root.
 #   scripts/system-deps.sh run    libmagic (python-magic's C library) and python3-venv
-#   scripts/system-deps.sh test   the above plus the real clients the tests drive: curl, ffprobe
+#   scripts/system-deps.sh test   the above plus the real clients the tests drive: curl, ffprobe,
+#                                 and the PostgreSQL server the csv_export tests start
 set -euo pipefail
 
 want=(libmagic1)
@@ -9,6 +10,7 @@ python3 -c 'import ensurepip, venv' 2>/dev/null || want+=(python3-venv)
 if [ "${1:-run}" = test ]; then
   command -v curl >/dev/null || want+=(curl)
   command -v ffprobe >/dev/null || want+=(ffmpeg)
+  compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || want+=(postgresql)
 fi
 
 missing=()

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import http.client
+import socket
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -105,3 +107,32 @@ def request(port: int, method: str, path: str, headers: dict[str, str] | None = 
         return Response(reply.status, {k.lower(): v for k, v in header_list}, header_list, data)
     finally:
         connection.close()
+
+
+def open_stalled_download(port: int, path: str) -> socket.socket:
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)
+    sock.connect(("127.0.0.1", port))
+    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    return sock
+
+
+def drain(sock: socket.socket, pause_s: float = 0.0, chunk: int = 65536) -> int:
+    """Read until the server closes; the number of bytes received (headers included)."""
+    received = 0
+    sock.settimeout(20)
+    try:
+        while data := sock.recv(chunk):
+            received += len(data)
+            if pause_s:
+                time.sleep(pause_s)
+    except ConnectionResetError:
+        pass
+    return received
+
+
+def wait_for_no_streams(gateway: GatewayThread) -> None:
+    deadline = time.monotonic() + 5
+    while gateway.active_streams() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert gateway.active_streams() == 0

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
-from .support import GatewayThread
+from .support import GatewayThread, drain, open_stalled_download, wait_for_no_streams
 
 BIG_BYTES = 64 * 1024 * 1024
 
@@ -36,35 +35,6 @@ def gateway(make_gateway, tmp_path: Path, request) -> GatewayThread:  # type: ig
         zero_copy = {request.param}
     """)
     return gateway
-
-
-def open_stalled_download(port: int, path: str) -> socket.socket:
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)
-    sock.connect(("127.0.0.1", port))
-    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
-    return sock
-
-
-def drain(sock: socket.socket, pause_s: float = 0.0, chunk: int = 65536) -> int:
-    """Read until the server closes; the number of bytes received (headers included)."""
-    received = 0
-    sock.settimeout(20)
-    try:
-        while data := sock.recv(chunk):
-            received += len(data)
-            if pause_s:
-                time.sleep(pause_s)
-    except ConnectionResetError:
-        pass
-    return received
-
-
-def wait_for_no_streams(gateway: GatewayThread) -> None:
-    deadline = time.monotonic() + 5
-    while gateway.active_streams() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert gateway.active_streams() == 0
 
 
 def test_a_client_that_stops_reading_is_cut_after_the_idle_timeout(

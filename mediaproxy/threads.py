@@ -1,0 +1,75 @@
+"""Blocking work off the event loop: one owner's steps run in order on a bounded pool.
+
+SQL exports and synchronous function handlers call code that blocks (a SQLite step, a read
+inside psycopg, a user's generator). Each kind of work gets its own bounded thread pool, never
+the default one (Tornado's DNS resolver uses that). ``SerialSteps`` keeps one owner's steps
+strictly sequential, so its objects (a connection, a generator) are used by one thread at a
+time, and the caller submits the next step only after it has sent the last one's output: the
+client's pace is the flow control, nothing runs ahead of it.
+
+A cancelled owner cannot stop a thread mid-step. ``close`` therefore interrupts the running
+step where the library allows it (``sqlite3.Connection.interrupt``, a PostgreSQL cancel
+request) and runs the clean-up right after it, on the pool, whatever happens to the caller.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+class LazyPool:
+    """A named, bounded thread pool that starts its threads only when first used."""
+
+    def __init__(self, threads: int, name: str) -> None:
+        self._threads, self._name = threads, name
+        self._pool: ThreadPoolExecutor | None = None
+
+    def get(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self._threads, thread_name_prefix=self._name)
+        return self._pool
+
+
+class SerialSteps:
+    """Blocking calls for one owner, never two at once, each awaited on the event loop."""
+
+    def __init__(self, pool: ThreadPoolExecutor) -> None:
+        self._pool = pool
+        self._pending: Future[Any] | None = None
+
+    async def run(self, step: Callable[..., T], *args: Any) -> T:
+        pending = self._pool.submit(step, *args)
+        self._pending = pending
+        return await asyncio.wrap_future(pending)
+
+    async def close(self, cleanup: Callable[[], object],
+                    interrupt: Callable[[], object] | None = None) -> None:
+        """Run ``cleanup`` on the pool once no step is running; wait until it has run.
+
+        A step still queued is dropped; a running one is first ``interrupt``-ed.
+        """
+        finished: Future[None] = Future()
+
+        def run_cleanup() -> None:
+            try:
+                cleanup()
+                finished.set_result(None)
+            except BaseException as error:  # handed to the awaiting caller
+                finished.set_exception(error)
+
+        def submit(_: object = None) -> None:
+            self._pool.submit(run_cleanup)
+
+        pending = self._pending
+        if pending is None or pending.cancel() or pending.done():
+            submit()
+        else:
+            if interrupt is not None:
+                interrupt()
+            pending.add_done_callback(submit)  # runs now if the step has just ended
+        await asyncio.shield(asyncio.wrap_future(finished))

@@ -1,0 +1,292 @@
+"""The csv_export integration over real sockets, against real SQLite and PostgreSQL databases.
+
+Every scenario runs once per database: SQLite always, PostgreSQL against the throwaway server
+that the ``postgres_url`` fixture starts (see conftest.py).
+"""
+
+from __future__ import annotations
+
+import csv
+import http.client
+import io
+import shutil
+import socket
+import sqlite3
+import subprocess
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+from .support import GatewayThread, open_stalled_download, request, wait_for_no_streams
+
+# The values CSV exports get wrong: separators, quotes, line breaks, NULL against '', non-ASCII
+# and a formula that must reach the client unchanged.
+ROWS = [
+    (1, "plain", 10, "2024-01-05", None),
+    (2, 'comma, and "quotes"', -3, "2024-02-10", ""),
+    (3, "line\nbreak", 0, "2024-03-15", "crlf\r\ninside"),
+    (4, "Zoë 東京 📦", 7, "2024-04-20", "=SUM(A1:A9)"),
+    (5, " leading and trailing ", 2, "2024-05-25", "tab\there"),
+]
+COLUMNS = ["id", "label", "qty", "day", "note"]
+
+
+def expected_csv(columns: list[str], rows: list[tuple[object, ...]]) -> bytes:
+    """RFC 4180 as the integration promises it: CRLF records, minimal quoting, NULL empty."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\r\n")
+    writer.writerow(columns)
+    writer.writerows([["" if v is None else v for v in row] for row in rows])
+    return buffer.getvalue().encode()
+
+
+def series(count: int, extra: str) -> str:
+    """``count`` rows (i, extra), produced as they are fetched in both databases (PostgreSQL's
+    generate_series would compute them all before the first)."""
+    return (f"WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s "
+            f"WHERE i < {count}) SELECT i, {extra} AS extra FROM s")
+
+
+NEVER_ENDS = "WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s) SELECT count(*) FROM s"
+
+
+@dataclass
+class ExportDatabase:
+    """One database and the SQL dialect of the scenarios that run on it."""
+
+    name: str
+    database: str  # the route's `database` value
+    placeholder: Callable[[str, str], str]  # ("since", "date") -> ":since" or "%(since)s::date"
+    fails_at_row: Callable[[int], str]  # SELECT whose row n raises an error
+
+
+def sqlite_database(tmp_path: Path) -> ExportDatabase:
+    path = tmp_path / "export.sqlite"
+    with sqlite3.connect(path) as connection:
+        connection.execute("CREATE TABLE items (id INTEGER, label TEXT, qty INTEGER, day TEXT, "
+                           "note TEXT)")
+        connection.executemany("INSERT INTO items VALUES (?, ?, ?, ?, ?)", ROWS)
+    connection.close()
+
+    def fails_at_row(row: int) -> str:
+        # abs() of the smallest integer overflows: a runtime error at exactly that row.
+        return series(10 * row, f"abs(CASE WHEN i = {row} THEN -9223372036854775808 ELSE i END)")
+
+    return ExportDatabase("sqlite", str(path), lambda name, _: f":{name}", fails_at_row)
+
+
+def postgres_database(url: str) -> ExportDatabase:
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as connection:
+        connection.execute("DROP TABLE IF EXISTS items")
+        connection.execute("CREATE TABLE items (id integer, label text, qty integer, day date, "
+                           "note text)")
+        with connection.cursor() as cursor:
+            cursor.executemany("INSERT INTO items VALUES (%s, %s, %s, %s, %s)", ROWS)
+
+    return ExportDatabase("postgres", url, lambda name, sql_type: f"%({name})s::{sql_type}",
+                          fails_at_row=lambda row: series(10 * row, f"1 / (i - {row})"))
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> ExportDatabase:
+    if request.param == "sqlite":
+        return sqlite_database(tmp_path)
+    return postgres_database(request.getfixturevalue("postgres_url"))
+
+
+@pytest.fixture
+def gateway(make_gateway, db: ExportDatabase) -> GatewayThread:  # type: ignore[no-untyped-def]
+    p = db.placeholder
+    fat_rows = series(10**9, "'" + "x" * 200 + "'")
+    gateway: GatewayThread = make_gateway(f"""
+        [[routes]]
+        prefix = "/items"
+        integration = "csv_export"
+        database = "{db.database}"
+        query = '''SELECT id, label, qty, day, note FROM items
+                   WHERE day >= {p("since", "date")}
+                     AND ({p("label", "text")} IS NULL OR label = {p("label", "text")})
+                   ORDER BY id'''
+        params = {{ since = "date", label = "text?" }}
+        filename = "items-{{since}}-{{date}}.csv"
+        [[routes]]
+        prefix = "/typed"
+        integration = "csv_export"
+        database = "{db.database}"
+        query = '''SELECT {p("n", "bigint")} AS n, {p("x", "float8")} AS x,
+                          {p("flag", "boolean")} AS flag, {p("at", "timestamptz")} AS at'''
+        params = {{ n = "integer", x = "number", flag = "boolean", at = "datetime" }}
+        [[routes]]
+        prefix = "/series"
+        integration = "csv_export"
+        database = "{db.database}"
+        query = "{series(50_000, "i * 2")}"
+        batch_rows = 3000
+        [[routes]]
+        prefix = "/fails-first"
+        integration = "csv_export"
+        database = "{db.database}"
+        query = "{db.fails_at_row(1)}"
+        [[routes]]
+        prefix = "/fails-later"
+        integration = "csv_export"
+        database = "{db.database}"
+        query = "{db.fails_at_row(40_000)}"
+        [[routes]]
+        prefix = "/endless"
+        integration = "csv_export"
+        database = "{db.database}"
+        query = "{fat_rows}"
+        [[routes]]
+        prefix = "/never"
+        integration = "csv_export"
+        database = "{db.database}"
+        query = "{NEVER_ENDS}"
+        idle_timeout = 1
+    """)
+    return gateway
+
+
+def test_rows_stream_as_rfc4180_csv(gateway: GatewayThread) -> None:
+    reply = request(gateway.port, "GET", "/items?since=2024-01-01")
+    assert reply.status == 200
+    assert reply.body == expected_csv(COLUMNS, ROWS)
+    assert reply.headers["content-type"] == "text/csv; charset=utf-8; header=present"
+    assert reply.headers["transfer-encoding"] == "chunked"
+    today = datetime.now(timezone.utc).date().isoformat()
+    assert reply.headers["content-disposition"] == (
+        f'attachment; filename="items-2024-01-01-{today}.csv"')
+    # Parsed back by a CSV reader, the values are the database's.
+    parsed = list(csv.reader(io.StringIO(reply.body.decode(), newline="")))
+    assert parsed[1:] == [[str(v) if v is not None else "" for v in row] for row in ROWS]
+
+
+def test_parameters_are_bound_not_spliced(gateway: GatewayThread) -> None:
+    reply = request(gateway.port, "GET", "/items?since=2024-03-01&label=Zo%C3%AB%20%E6%9D%B1%E4"
+                                         "%BA%AC%20%F0%9F%93%A6")
+    assert reply.body == expected_csv(COLUMNS, [ROWS[3]])
+    injection = "/items?since=2024-01-01&label=%27%20OR%20%271%27%3D%271"  # ' OR '1'='1
+    assert request(gateway.port, "GET", injection).body == expected_csv(COLUMNS, [])
+
+
+def test_typed_parameters_reach_the_database(gateway: GatewayThread) -> None:
+    reply = request(gateway.port, "GET",
+                    "/typed?n=-42&x=2.5&flag=true&at=2024-06-01T12:00:00Z")
+    assert reply.status == 200
+    header, values = reply.body.decode().split("\r\n")[:2]
+    assert header == "n,x,flag,at"
+    n, x, flag, at = values.split(",")
+    assert (n, x) == ("-42", "2.5")
+    assert flag in ("1", "t", "true")  # SQLite binds booleans as integers
+    assert at.startswith("2024-06-01")
+
+
+@pytest.mark.parametrize(("query", "message"), [
+    ("", b"400 Bad Request: parameter 'since': is required: a date YYYY-MM-DD\n"),
+    ("?since=2024-13-01", b"400 Bad Request: parameter 'since': must be a date YYYY-MM-DD, "
+                          b"got '2024-13-01'\n"),
+    ("?since=2024-01-01&colour=red", b"400 Bad Request: parameter 'colour': unknown "
+                                     b"parameter; this export takes label, since\n"),
+    ("?since=2024-01-01&since=2024-01-02", b"400 Bad Request: parameter 'since': given more "
+                                           b"than once\n"),
+])
+def test_bad_parameters_are_400_naming_the_parameter(gateway: GatewayThread, query: str,
+                                                     message: bytes) -> None:
+    reply = request(gateway.port, "GET", "/items" + query)
+    assert (reply.status, reply.body) == (400, message)
+
+
+def test_head_answers_the_get_headers_without_a_body(gateway: GatewayThread) -> None:
+    got = request(gateway.port, "GET", "/items?since=2024-01-01")
+    head = request(gateway.port, "HEAD", "/items?since=2024-01-01")
+    assert head.status == 200 and head.body == b""
+    assert "content-length" not in head.headers
+    for name in ("content-type", "content-disposition", "cache-control"):
+        assert head.headers[name] == got.headers[name]
+
+
+def test_other_methods_and_sub_paths_are_refused(gateway: GatewayThread) -> None:
+    reply = request(gateway.port, "POST", "/items?since=2024-01-01", body=b"x")
+    assert (reply.status, reply.headers["allow"]) == (405, "GET, HEAD")
+    assert request(gateway.port, "GET", "/items/more?since=2024-01-01").status == 400
+
+
+def test_many_batches_arrive_whole_and_in_order(gateway: GatewayThread) -> None:
+    reply = request(gateway.port, "GET", "/series")
+    lines = reply.body.decode().split("\r\n")
+    assert lines[0] == "i,extra" and lines[-1] == ""
+    assert lines[1:-1] == [f"{i},{i * 2}" for i in range(1, 50_001)]
+
+
+def test_a_query_failing_before_the_first_row_is_502(gateway: GatewayThread) -> None:
+    reply = request(gateway.port, "GET", "/fails-first")
+    assert reply.status == 502
+    assert reply.body == b"502 Bad Gateway: the export query failed\n"
+
+
+def test_a_query_failing_mid_stream_aborts_the_response(gateway: GatewayThread) -> None:
+    connection = http.client.HTTPConnection("127.0.0.1", gateway.port, timeout=30)
+    connection.request("GET", "/fails-later")
+    reply = connection.getresponse()
+    assert reply.status == 200
+    with pytest.raises(http.client.IncompleteRead) as cut:
+        reply.read()
+    connection.close()
+    rows = cut.value.partial.count(b"\r\n") - 1
+    assert 0 < rows < 40_000
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl not installed")
+def test_curl_sees_a_failed_export_as_incomplete(gateway: GatewayThread, tmp_path: Path) -> None:
+    result = subprocess.run(["curl", "-sS", "-o", str(tmp_path / "out.csv"),
+                             f"{gateway.base_url}/fails-later"], capture_output=True, timeout=60)
+    assert result.returncode == 18, result.stderr  # CURLE_PARTIAL_FILE
+
+
+def bytes_sent_by_active_streams(gateway: GatewayThread) -> int:
+    assert gateway.running is not None
+    active = gateway.running.gateway.active
+    return int(gateway.call(lambda: sum(h.exchange.bytes_sent for h in active)))  # type: ignore[arg-type]
+
+
+def test_a_slow_client_pauses_the_query(gateway: GatewayThread) -> None:
+    sock = open_stalled_download(gateway.port, "/endless")
+    time.sleep(1.0)  # not reading: the socket buffers fill, then the export must wait
+    sent = bytes_sent_by_active_streams(gateway)
+    time.sleep(0.5)
+    assert bytes_sent_by_active_streams(gateway) == sent, "the export ran ahead of the client"
+    # A billion 200-byte rows were available; what left is the kernel buffers plus a batch.
+    assert 0 < sent < 32 * 1024 * 1024
+    sock.close()
+    wait_for_no_streams(gateway)
+
+
+def test_timers_and_disconnects_interrupt_running_queries(gateway: GatewayThread) -> None:
+    """More never-ending queries than export threads: each must be interrupted to free one."""
+
+    def cut_by_idle_timer() -> int:
+        return request(gateway.port, "GET", "/never", timeout=30).status
+
+    def cut_by_disconnect() -> None:
+        with socket.create_connection(("127.0.0.1", gateway.port)) as sock:
+            sock.sendall(b"GET /never HTTP/1.1\r\nHost: x\r\n\r\n")
+            time.sleep(0.3)
+
+    with ThreadPoolExecutor(6) as clients:
+        timed = [clients.submit(cut_by_idle_timer) for _ in range(3)]
+        cut = [clients.submit(cut_by_disconnect) for _ in range(3)]
+        assert [future.result() for future in timed] == [504, 504, 504]
+        for future in cut:
+            future.result()
+    started = time.monotonic()
+    reply = request(gateway.port, "GET", "/items?since=2024-01-01", timeout=10)
+    assert reply.status == 200 and time.monotonic() - started < 5
+    wait_for_no_streams(gateway)
+
