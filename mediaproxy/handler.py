@@ -30,7 +30,7 @@ from tornado.http1connection import HTTP1Connection
 from tornado.iostream import IOStream, StreamClosedError
 from tornado.web import RequestHandler, stream_request_body
 
-from mediaproxy import diskio
+from mediaproxy import compression, diskio
 from mediaproxy.config import Limits, Route
 from mediaproxy.errors import MediaproxyError, ServiceUnavailable, Termination, UpstreamTimeout
 from mediaproxy.integrations.base import Exchange, Integration, Request
@@ -71,9 +71,11 @@ class HandlerExchange(Exchange):
     """The Exchange interface over one GatewayHandler."""
 
     def __init__(self, handler: GatewayHandler, request: Request, limits: Limits,
-                 body: BodyChannel, timers: StreamTimers) -> None:
+                 body: BodyChannel, timers: StreamTimers, compress: bool = False) -> None:
         self.request = request
         self.limits = limits
+        self._compress = compress
+        self._encoder: compression.Encoder | None = None  # set by start() when compressing
         self._handler = handler
         self._body = body
         self._timers = timers
@@ -91,6 +93,10 @@ class HandlerExchange(Exchange):
         handler = self._handler
         handler.set_status(status, reason)
         fields = list(headers)
+        if self._compress:
+            fields, self._encoder = compression.begin(
+                status, fields, self.request.headers.get("Accept-Encoding"),
+                send_body=self.request.method != "HEAD")
         # The integration's fields replace Tornado's defaults of the same name (Date, Server).
         for name in {name for name, _ in fields}:
             handler.clear_header(name)
@@ -108,6 +114,8 @@ class HandlerExchange(Exchange):
 
     async def send(self, chunk: bytes) -> None:
         handler = self._handler
+        if self._encoder is not None:
+            chunk = self._encoder.compress(chunk)
         handler.write(chunk)
         flushed = handler.flush()
         self._started = True
@@ -121,7 +129,7 @@ class HandlerExchange(Exchange):
         self._timers.progress()
 
     async def send_file(self, fd: int, offset: int, length: int) -> None:
-        if length < SENDFILE_MIN_BYTES:
+        if length < SENDFILE_MIN_BYTES or self._encoder is not None:
             await super().send_file(fd, offset, length)
             return
         if not self._started:
@@ -160,6 +168,8 @@ class HandlerExchange(Exchange):
 
     async def finish(self) -> None:
         self._started = True
+        if self._encoder is not None:
+            self._handler.write(self._encoder.finish())
         await self._handler.finish()
 
     def progress(self) -> None:
@@ -209,7 +219,7 @@ class GatewayHandler(RequestHandler):
                     headers=request.headers, remote_ip=request.remote_ip or "",
                     scheme=request.protocol, host=request.host, prefix=self.route.prefix,
                     version=request.version),
-            limits, self._body, self._timers)
+            limits, self._body, self._timers, compress=self.route.compress)
         self.application.active.add(self)  # type: ignore[attr-defined]
         self._timers.start()
         if self._has_body():

@@ -1,0 +1,84 @@
+"""Streaming gzip and zstd for any integration's response, flushed chunk by chunk.
+
+The Exchange asks ``begin`` when a response starts (the decision itself is the pure
+``mediaproxy.http.encoding.plan_coding``) and, if it gets an encoder, passes every chunk
+through it. Each chunk is compressed *and flushed* (zlib ``Z_SYNC_FLUSH``, zstd
+``FLUSH_BLOCK``), so what the integration sent is decodable by the client at once: a token
+stream or an event stream stays live, at a cost of a few bytes per chunk.
+
+Levels: 1 for both. nginx's default ``gzip_comp_level`` is 1, and measured here on the orders
+CSV (300 KB chunks): gzip 1 ran at 80 MB/s for a 3.5x ratio, gzip 6 at 21 MB/s for 4.2x;
+zstd 1 at 200 MB/s for 4.0x. Compression runs on the event loop: one 300 KB batch costs a few
+milliseconds of gzip 1.
+
+zstd needs the ``zstandard`` package (the ``zstd`` extra); without it only gzip is offered.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Iterable
+from typing import Protocol
+
+from mediaproxy.http.encoding import encoded_fields, plan_coding
+
+try:
+    import zstandard
+except ImportError:  # the optional `zstd` extra
+    zstandard = None  # type: ignore[assignment]
+
+GZIP_LEVEL = 1
+ZSTD_LEVEL = 1
+_GZIP_WBITS = 16 + zlib.MAX_WBITS  # a gzip container, not a bare zlib stream
+
+# In the server's order of preference when the client weighs codings equally.
+OFFERED = ("zstd", "gzip") if zstandard is not None else ("gzip",)
+
+
+class Encoder(Protocol):
+    def compress(self, chunk: bytes) -> bytes:
+        """Compress ``chunk`` and flush it: the output decodes to every byte given so far."""
+
+    def finish(self) -> bytes:
+        """The end of the compressed stream."""
+
+
+class GzipEncoder:
+    def __init__(self) -> None:
+        self._compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, _GZIP_WBITS)
+
+    def compress(self, chunk: bytes) -> bytes:
+        return self._compressor.compress(chunk) + self._compressor.flush(zlib.Z_SYNC_FLUSH)
+
+    def finish(self) -> bytes:
+        return self._compressor.flush(zlib.Z_FINISH)
+
+
+class ZstdEncoder:
+    def __init__(self) -> None:
+        assert zstandard is not None
+        self._compressor = zstandard.ZstdCompressor(level=ZSTD_LEVEL).compressobj()
+
+    def compress(self, chunk: bytes) -> bytes:
+        assert zstandard is not None
+        return (self._compressor.compress(chunk)
+                + self._compressor.flush(zstandard.COMPRESSOBJ_FLUSH_BLOCK))
+
+    def finish(self) -> bytes:
+        return self._compressor.flush()
+
+
+_ENCODERS: dict[str, type[GzipEncoder] | type[ZstdEncoder]] = {
+    "gzip": GzipEncoder, "zstd": ZstdEncoder}
+
+
+def begin(status: int, fields: Iterable[tuple[str, str]], accept_encoding: str | None,
+          send_body: bool) -> tuple[list[tuple[str, str]], Encoder | None]:
+    """The response's header fields as they must go out, and its encoder if it is compressed.
+
+    ``send_body`` is False for HEAD: the fields are those a GET would get, without an encoder.
+    """
+    fields = list(fields)
+    plan = plan_coding(status, fields, accept_encoding, OFFERED)
+    encoder = _ENCODERS[plan.coding]() if plan.coding is not None and send_body else None
+    return encoded_fields(fields, plan), encoder
