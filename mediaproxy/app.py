@@ -15,6 +15,7 @@ from tornado.netutil import bind_sockets
 from tornado.web import Application, RequestHandler
 
 from mediaproxy import integrations
+from mediaproxy.admission import Admission, StreamSlots
 from mediaproxy.config import Config
 from mediaproxy.errors import Termination
 from mediaproxy.handler import GatewayHandler
@@ -58,6 +59,7 @@ class Gateway:
     config: Config
     application: Application
     integrations: list[Integration] = field(default_factory=list)
+    slots: StreamSlots = field(default_factory=lambda: StreamSlots(0))
 
     @property
     def active(self) -> set[GatewayHandler]:
@@ -72,16 +74,18 @@ class Gateway:
 def make_gateway(config: Config) -> Gateway:
     built: list[Integration] = []
     rules: list[Any] = [(r"/healthz", HealthHandler)]
+    slots = StreamSlots(config.limits.max_concurrent_streams)
     # Longest prefix first, so '/media/private' wins over '/media'.
     for route in sorted(config.routes, key=lambda r: len(r.prefix), reverse=True):
         integration = integrations.build(route)
         built.append(integration)
         rules.append((_route_pattern(route.prefix), GatewayHandler,
-                      {"route": route, "integration": integration}))
+                      {"route": route, "integration": integration,
+                       "admission": Admission(route, slots)}))
     application = Application(rules, default_handler_class=NotFoundHandler,
                               log_function=lambda handler: None)  # we log our own access lines
     application.active = set()  # type: ignore[attr-defined]
-    return Gateway(config, application, built)
+    return Gateway(config, application, built, slots)
 
 
 @dataclass
@@ -114,7 +118,8 @@ def start(config: Config) -> RunningServer:
     gateway = make_gateway(config)
     # Tornado's default would be 100 MB per request body; uploads stream, so no ceiling here.
     server = HTTPServer(gateway.application, xheaders=False, max_body_size=2**63,
-                        idle_connection_timeout=config.limits.idle_timeout_s)
+                        idle_connection_timeout=config.limits.idle_timeout_s,
+                        max_header_size=config.server.max_header_bytes)
     sockets = bind_sockets(config.server.port, config.server.address)
     server.add_sockets(sockets)
     running = RunningServer(gateway, server, sockets)

@@ -1,4 +1,8 @@
-"""The command line: ``mediaproxy --config FILE [--address A] [--port P] [--check-config]``."""
+"""The command line.
+
+    mediaproxy --config FILE [--address A] [--port P] [--check-config]   serve
+    mediaproxy sign --config FILE --path /media/x.mp4 [--expires-in S]    mint a signed URL
+"""
 
 from __future__ import annotations
 
@@ -6,18 +10,22 @@ import argparse
 import asyncio
 import logging
 import sys
+import time
 from dataclasses import replace
 from pathlib import Path
+from urllib.parse import quote
 
 from mediaproxy import __version__, config as config_module
 from mediaproxy.app import serve
+from mediaproxy.http.signing import sign_query
 
 EXIT_CONFIG_ERROR = 2  # the same code argparse uses for a bad command line
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="mediaproxy", description="Stream media, files and exports over HTTP.")
+        prog="mediaproxy", description="Stream media, files and exports over HTTP.",
+        epilog="mediaproxy sign --help: mint an expiring signed URL for a private route.")
     parser.add_argument("--config", type=Path, default=Path("conf/mediaproxy.toml"),
                         help="TOML config file (default: %(default)s)")
     parser.add_argument("--address", help="listen address; overrides [server] address")
@@ -44,6 +52,9 @@ def load_config(args: argparse.Namespace) -> config_module.Config:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["sign"]:
+        return sign(argv[1:])
     args = _parser().parse_args(argv)
     logging.basicConfig(level=args.log_level, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -56,4 +67,59 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{config.path}: ok ({len(config.routes)} routes)")
         return 0
     asyncio.run(serve(config))
+    return 0
+
+
+def _sign_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mediaproxy sign",
+        description="Print a URL that admits one method on one path until it expires; the "
+                    "route serving the path must have a signing_secret(_env).")
+    parser.add_argument("--config", type=Path, default=Path("conf/mediaproxy.toml"),
+                        help="TOML config file (default: %(default)s)")
+    parser.add_argument("--path", required=True,
+                        help="full path, route prefix included, optionally with a ?query (it "
+                             "is signed too); characters not allowed in a URL are "
+                             "percent-encoded, existing %%XX kept")
+    parser.add_argument("--expires-in", type=int, default=3600, metavar="SECONDS",
+                        help="valid for this long from now (default: %(default)s)")
+    parser.add_argument("--method", default="GET", type=str.upper,
+                        help="method the URL admits (default: %(default)s; GET admits HEAD)")
+    parser.add_argument("--base-url", help="scheme://host[:port] clients reach the gateway "
+                                           "at (default: the [server] address and port)")
+    return parser
+
+
+def _route_for(config: config_module.Config, path: str) -> config_module.Route | None:
+    """The route serving ``path``: the longest prefix that matches whole segments."""
+    matching = [route for route in config.routes
+                if route.prefix == "/" or path == route.prefix
+                or path.startswith(route.prefix + "/")]
+    return max(matching, key=lambda route: len(route.prefix), default=None)
+
+
+def sign(argv: list[str]) -> int:
+    """``mediaproxy sign``: print a signed URL, or say on stderr why none can be made."""
+    parser = _sign_parser()
+    args = parser.parse_args(argv)
+    if args.expires_in <= 0:
+        parser.error(f"--expires-in must be a positive number of seconds, got {args.expires_in}")
+    try:
+        config = config_module.load(args.config)
+    except config_module.ConfigError as error:
+        print(f"mediaproxy: config error: {error}", file=sys.stderr)
+        return EXIT_CONFIG_ERROR
+    raw_path, _, query = args.path.partition("?")
+    path = quote(raw_path, safe="/%!$&'()*+,;=:@~")
+    route = _route_for(config, path)
+    if route is None:
+        parser.error(f"no route in {config.path} serves {path}")
+    if route.access.signing_secret is None:
+        parser.error(f"route {route.prefix} in {config.path} has no signing_secret(_env)")
+    expires_s = int(time.time()) + args.expires_in
+    signed = sign_query(route.access.signing_secret, args.method, path, expires_s, query)
+    server = config.server
+    host = f"[{server.address}]" if ":" in server.address else server.address
+    base_url = (args.base_url or f"http://{host}:{server.port}").rstrip("/")
+    print(f"{base_url}{path}?{signed}")
     return 0

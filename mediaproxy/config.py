@@ -13,6 +13,8 @@ any working directory. Each integration's own keys are read by a parser register
 from __future__ import annotations
 
 import math
+import os
+import re
 import sqlite3
 import string
 import tomllib
@@ -40,16 +42,25 @@ class ConfigError(Exception):
 
 @dataclass(frozen=True)
 class Limits:
-    """The two timers every stream obeys, and the buffered-mode ceilings.
+    """The two timers every stream obeys, the buffered-mode ceilings, and the admission limits.
 
     Defaults are the managed gateway's own: API Gateway streams for at most 15 minutes, cuts a
     stream idle for 5 minutes, buffers at most 10 MB and waits 29 s for a buffered integration.
+
+    The admission limits are 0, meaning none, by default, as nginx's are (``limit_conn`` and
+    ``limit_rate`` are off until configured, ``limit_rate_after`` is 0): streams are bounded in
+    memory whatever their size, so only the operator knows what to ration. Set globally,
+    ``max_concurrent_streams`` caps the whole gateway; set on a route, that route alone.
     """
 
     max_stream_duration_s: float = 900.0
     idle_timeout_s: float = 300.0
     buffered_max_bytes: int = 10 * 1024 * 1024
     buffered_timeout_s: float = 29.0
+    max_concurrent_streams: int = 0  # beyond it: 503 with Retry-After
+    rate_limit_bytes_per_s: int = 0  # per connection, like nginx limit_rate
+    rate_limit_after_bytes: int = 0  # sent unpaced first, like nginx limit_rate_after
+    max_upload_bytes: int = 0  # request body beyond it: 413
 
 
 # TOML key -> Limits field; the file speaks seconds without a suffix, the code with one.
@@ -58,6 +69,18 @@ _LIMIT_KEYS = {
     "idle_timeout": "idle_timeout_s",
     "buffered_max_bytes": "buffered_max_bytes",
     "buffered_timeout": "buffered_timeout_s",
+    "max_concurrent_streams": "max_concurrent_streams",
+    "rate_limit_bytes_per_s": "rate_limit_bytes_per_s",
+    "rate_limit_after_bytes": "rate_limit_after_bytes",
+    "max_upload_bytes": "max_upload_bytes",
+}
+# The integer limits and their least value; the rest are seconds. 0 means "no limit".
+_INTEGER_LIMIT_MINIMUMS = {
+    "buffered_max_bytes": 1,
+    "max_concurrent_streams": 0,
+    "rate_limit_bytes_per_s": 0,
+    "rate_limit_after_bytes": 0,
+    "max_upload_bytes": 0,
 }
 
 
@@ -67,6 +90,8 @@ class ServerConfig:
     port: int = 8080
     # Time running streams get to finish after SIGTERM; Kubernetes' default grace is 30 s.
     shutdown_grace_s: float = 25.0
+    # Request line plus headers; Tornado's default. Beyond it Tornado closes the connection.
+    max_header_bytes: int = 65536
 
 
 @dataclass(frozen=True)
@@ -94,6 +119,23 @@ class HttpProxySettings:
 
 
 @dataclass(frozen=True)
+class Access:
+    """Who may use a route: anyone (the default), or holders of an API key or a signed URL.
+
+    With both kinds configured either one admits. Secrets stay out of ``repr``, and so out of
+    any log line or traceback that prints a route.
+    """
+
+    api_keys: tuple[str, ...] = field(default=(), repr=False)
+    api_key_header: str = "X-API-Key"
+    signing_secret: bytes | None = field(default=None, repr=False)
+
+    @property
+    def restricted(self) -> bool:
+        return bool(self.api_keys) or self.signing_secret is not None
+
+
+@dataclass(frozen=True)
 class Route:
     prefix: str
     integration: str
@@ -101,6 +143,7 @@ class Route:
     settings: Any  # the integration's own dataclass, e.g. FileSettings
     index: int  # position in the file, for error messages
     compress: bool = False  # gzip/zstd for compressible types when the client accepts it
+    access: Access = field(default_factory=Access)
 
 
 @dataclass(frozen=True)
@@ -202,11 +245,15 @@ def _read_limits(table: Table, base: Limits) -> Limits:
     overrides: dict[str, Any] = {}
     for key, attribute in _LIMIT_KEYS.items():
         if table.has(key):
-            if attribute == "buffered_max_bytes":
-                overrides[attribute] = table.integer(key, minimum=1)
+            if key in _INTEGER_LIMIT_MINIMUMS:
+                overrides[attribute] = table.integer(key, minimum=_INTEGER_LIMIT_MINIMUMS[key])
             else:
                 overrides[attribute] = table.seconds(key)
-    return replace(base, **overrides)
+    limits = replace(base, **overrides)
+    if limits.rate_limit_after_bytes and not limits.rate_limit_bytes_per_s:
+        raise table.error("rate_limit_after_bytes", "needs rate_limit_bytes_per_s (the rate "
+                                                    "that applies after the burst)")
+    return limits
 
 
 def _read_server(table: Table) -> ServerConfig:
@@ -214,6 +261,8 @@ def _read_server(table: Table) -> ServerConfig:
         address=table.string("address", ServerConfig.address),
         port=table.integer("port", ServerConfig.port, maximum=65535),
         shutdown_grace_s=table.seconds("shutdown_grace", ServerConfig.shutdown_grace_s),
+        max_header_bytes=table.integer("max_header_bytes", ServerConfig.max_header_bytes,
+                                       minimum=1024),
     )
     table.finish()
     return server
@@ -326,6 +375,70 @@ def normalize_prefix(prefix: str) -> str:
     return "/" + prefix.strip("/") if prefix.strip("/") else "/"
 
 
+# A key travels in a header and an environment variable lists keys separated by commas.
+_API_KEY = re.compile(r"[!-+\--~]+")  # visible ASCII except the comma
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 token
+# HMAC-SHA256 keys shorter than this can be brute-forced offline from a single signed URL.
+MIN_SIGNING_SECRET_BYTES = 16
+
+
+def _from_environment(table: Table, key: str) -> str:
+    """The value of the environment variable that ``key`` names; unset or empty is an error."""
+    variable = table.string(key)
+    value = os.environ.get(variable, "").strip()
+    if not value:
+        raise table.error(key, f"environment variable {variable} is not set or is empty")
+    return value
+
+
+def _read_api_keys(table: Table) -> tuple[str, ...]:
+    """Keys from ``api_keys`` and from the variable ``api_keys_env`` names (comma-separated)."""
+    keys: dict[str, list[str]] = {}
+    raw = table.raw("api_keys")
+    if raw is not None:
+        if not isinstance(raw, list) or not raw or not all(isinstance(k, str) for k in raw):
+            raise table.error("api_keys", "must be a non-empty array of strings")
+        keys["api_keys"] = raw
+    if table.has("api_keys_env"):
+        keys["api_keys_env"] = [
+            key.strip() for key in _from_environment(table, "api_keys_env").split(",")]
+    for origin, listed in keys.items():
+        for position, key in enumerate(listed, 1):
+            if not _API_KEY.fullmatch(key):
+                # Never echo the key itself: config errors are printed and logged.
+                raise table.error(origin, f"key #{position} is empty or has characters other "
+                                          f"than visible ASCII without commas")
+    return tuple(key for listed in keys.values() for key in listed)
+
+
+def _read_access(table: Table) -> Access:
+    api_keys = _read_api_keys(table)
+    header = table.string("api_key_header", Access.api_key_header)
+    if table.has("api_key_header") and not api_keys:
+        raise table.error("api_key_header", "is set but the route has no api_keys(_env)")
+    if not _HEADER_NAME.fullmatch(header):
+        raise table.error("api_key_header", f"is not a header name: {header!r}")
+    if table.has("signing_secret") and table.has("signing_secret_env"):
+        raise table.error("signing_secret_env", "set signing_secret or signing_secret_env, "
+                                                "not both")
+    return Access(api_keys=api_keys, api_key_header=header,
+                  signing_secret=_read_signing_secret(table))
+
+
+def _read_signing_secret(table: Table) -> bytes | None:
+    if table.has("signing_secret"):
+        key, text = "signing_secret", table.string("signing_secret")
+    elif table.has("signing_secret_env"):
+        key, text = "signing_secret_env", _from_environment(table, "signing_secret_env")
+    else:
+        return None
+    secret = text.encode("utf-8")
+    if len(secret) < MIN_SIGNING_SECRET_BYTES:
+        raise table.error(key, f"must be at least {MIN_SIGNING_SECRET_BYTES} bytes, "
+                               f"got {len(secret)}")
+    return secret
+
+
 def _read_route(table: Table, index: int, base_limits: Limits) -> Route:
     raw_prefix = table.string("prefix")
     if not raw_prefix.startswith("/") or any(c in raw_prefix for c in "?#%\\ ") or "//" in raw_prefix:
@@ -342,9 +455,10 @@ def _read_route(table: Table, index: int, base_limits: Limits) -> Route:
     settings = parser(table)
     limits = _read_limits(table, base_limits)
     compress = table.boolean("compress", integration in COMPRESSED_BY_DEFAULT)
+    access = _read_access(table)
     table.finish()
     return Route(prefix=prefix, integration=integration, limits=limits, settings=settings,
-                 index=index, compress=compress)
+                 index=index, compress=compress, access=access)
 
 
 def parse(data: Mapping[str, Any], path: Path) -> Config:

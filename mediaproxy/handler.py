@@ -31,10 +31,13 @@ from tornado.iostream import IOStream, StreamClosedError
 from tornado.web import RequestHandler, stream_request_body
 
 from mediaproxy import compression, diskio
+from mediaproxy.admission import Admission, Slot
 from mediaproxy.config import Limits, Route
-from mediaproxy.errors import MediaproxyError, ServiceUnavailable, Termination, UpstreamTimeout
+from mediaproxy.errors import (MediaproxyError, PayloadTooLarge, ServiceUnavailable, Termination,
+                               UpstreamTimeout)
 from mediaproxy.integrations.base import Exchange, Integration, Request
 from mediaproxy.limits import StreamTimers
+from mediaproxy.pacing import Pacer
 
 log = logging.getLogger("mediaproxy")
 access_log = logging.getLogger("mediaproxy.access")
@@ -84,6 +87,8 @@ class HandlerExchange(Exchange):
         self.status = 0
         self.bytes_sent = 0
         self.first_byte_at: float | None = None
+        self._pacer = (Pacer(limits.rate_limit_bytes_per_s, limits.rate_limit_after_bytes)
+                       if limits.rate_limit_bytes_per_s else None)
 
     def body(self) -> AsyncIterator[bytes]:
         return self._body.chunks()
@@ -113,9 +118,33 @@ class HandlerExchange(Exchange):
         return self._last_send_waited
 
     async def send(self, chunk: bytes) -> None:
-        handler = self._handler
         if self._encoder is not None:
             chunk = self._encoder.compress(chunk)
+        if self._pacer is None or not chunk:
+            await self._send_now(chunk)
+        else:
+            await self._send_paced(chunk, self._pacer)  # the rate counts bytes on the wire
+
+    async def _send_paced(self, chunk: bytes, pacer: Pacer) -> None:
+        """The route's rate limit: pieces of the chunk, each when the schedule allows it."""
+        loop = asyncio.get_running_loop()
+        paused = False
+        offset = 0
+        while offset < len(chunk):
+            wait_s = pacer.wait_s(loop.time())
+            if wait_s > 0:
+                paused = True
+                await asyncio.sleep(wait_s)
+                self._timers.progress()  # our own pause is not the stream standing still
+            piece = chunk[offset:offset + pacer.piece_bytes()]
+            await self._send_now(piece)
+            pacer.record(len(piece))
+            offset += len(piece)
+        # Paced, the client is effectively slow: the integration should read small chunks.
+        self._last_send_waited = self._last_send_waited or paused
+
+    async def _send_now(self, chunk: bytes) -> None:
+        handler = self._handler
         handler.write(chunk)
         flushed = handler.flush()
         self._started = True
@@ -188,9 +217,11 @@ def _zero_copy_possible(connection: object) -> bool:
 class GatewayHandler(RequestHandler):
     SUPPORTED_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
-    def initialize(self, route: Route, integration: Integration) -> None:
+    def initialize(self, route: Route, integration: Integration, admission: Admission) -> None:
         self.route = route
         self.integration = integration
+        self.admission = admission
+        self._slot: Slot | None = None
         self.termination: Termination | None = None
         self.bytes_received = 0
         self._task: asyncio.Task[None] | None = None
@@ -215,12 +246,19 @@ class GatewayHandler(RequestHandler):
         path = request.path[len(self.route.prefix):] if self.route.prefix != "/" else request.path
         self.exchange = HandlerExchange(
             self,
-            Request(method=request.method or "GET", path=path, query=request.query,
+            Request(method=request.method or "GET", path=path,
+                    query=self.admission.forwarded_query(request.query),
                     headers=request.headers, remote_ip=request.remote_ip or "",
                     scheme=request.protocol, host=request.host, prefix=self.route.prefix,
                     version=request.version),
             limits, self._body, self._timers, compress=self.route.compress)
         self.application.active.add(self)  # type: ignore[attr-defined]
+        try:
+            self._slot = self.admission.admit(request.method or "GET", request.path,
+                                              request.query, request.headers)
+        except MediaproxyError as error:
+            self._refuse(error)
+            return
         self._timers.start()
         if self._has_body():
             # Start now so the integration can stream the upload as it arrives.
@@ -233,6 +271,11 @@ class GatewayHandler(RequestHandler):
 
     async def data_received(self, chunk: bytes) -> None:
         self.bytes_received += len(chunk)
+        if self._finished:
+            return  # refused; Tornado closes the connection once the answer is out
+        if not self.admission.upload_allows(self.bytes_received):
+            self._refuse(PayloadTooLarge(f"request body passed {self.bytes_received} bytes"))
+            return
         self._timers.progress()
         await self._body.put(chunk)
 
@@ -280,6 +323,16 @@ class GatewayHandler(RequestHandler):
                 # closed stream writes nothing, and it runs on_finish's bookkeeping.
                 self._abort()
                 self.finish()
+
+    def _refuse(self, error: MediaproxyError) -> None:
+        """Turn the request away (admission, an upload past its limit): a status, or a cut."""
+        log.info("%s %s (route %s) refused: %s (%d)", self.request.method, self.request.path,
+                 self.route.prefix, error, error.status)
+        self.termination = Termination.REJECTED
+        self._body.close()
+        if self._task is not None:
+            self._task.cancel()
+        self._fail(error)
 
     def _fail(self, error: MediaproxyError) -> None:
         """A status if the response has not begun, else a cut connection."""
@@ -330,6 +383,8 @@ class GatewayHandler(RequestHandler):
 
     def on_finish(self) -> None:
         self.application.active.discard(self)  # type: ignore[attr-defined]
+        if self._slot is not None:
+            self._slot.release()
         self._log_access()
 
     def _log_access(self) -> None:

@@ -1,0 +1,122 @@
+"""Admission: what happens between reading a request's headers and starting its integration.
+
+In this order, each refusal a short status and no work done:
+
+1. access (401 no credentials, 403 refused): an anonymous client learns nothing else, not
+   even whether the route is busy or its upload too large;
+2. the declared upload size (413 when Content-Length exceeds ``max_upload_bytes``); a chunked
+   upload is counted as it arrives instead (``upload_allows``);
+3. a stream slot (503 with Retry-After when the gateway or the route runs
+   ``max_concurrent_streams`` already).
+
+The method is the integration's to judge (it knows what it serves), so it comes after these:
+a POST to a file route past the upload limit is a 413, within it a 405.
+
+A slot is held from admission until the handler's ``on_finish``, which Tornado runs on every
+path out of a request (complete, cut, client gone, refused), and released exactly once.
+Limits only ever refuse new requests: nothing here touches a stream already admitted.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections import Counter
+from collections.abc import Mapping
+
+from mediaproxy.access import AccessPolicy
+from mediaproxy.config import Route
+from mediaproxy.errors import PayloadTooLarge, ServiceUnavailable
+from mediaproxy.http import signing
+
+# Streams last minutes: a client told to come back at once would only add load. Five seconds
+# is long enough for a short stream to end and short enough for a player's retry to feel live.
+RETRY_AFTER_S = 5
+
+
+class Slot:
+    """One admitted stream's place in the counts; ``release`` is idempotent."""
+
+    def __init__(self, slots: StreamSlots, prefix: str) -> None:
+        self._slots = slots
+        self._prefix: str | None = prefix
+
+    def release(self) -> None:
+        if self._prefix is not None:
+            self._slots._release(self._prefix)
+            self._prefix = None
+
+
+class StreamSlots:
+    """Running streams counted in all and per route prefix, against ``max_concurrent_streams``."""
+
+    def __init__(self, total_cap: int) -> None:
+        self.total_cap = total_cap  # 0: no cap
+        self.total = 0
+        self.per_route: Counter[str] = Counter()
+
+    def acquire(self, prefix: str, route_cap: int) -> Slot:
+        """A slot on route ``prefix`` (cap ``route_cap``, 0: none), or ServiceUnavailable."""
+        if 0 < self.total_cap <= self.total:
+            raise self._busy(f"gateway runs {self.total} streams (cap {self.total_cap})")
+        if 0 < route_cap <= self.per_route[prefix]:
+            raise self._busy(f"route {prefix} runs {self.per_route[prefix]} streams "
+                             f"(cap {route_cap})")
+        self.total += 1
+        self.per_route[prefix] += 1
+        return Slot(self, prefix)
+
+    def _release(self, prefix: str) -> None:
+        self.total -= 1
+        self.per_route[prefix] -= 1
+        if not self.per_route[prefix]:
+            del self.per_route[prefix]
+
+    @staticmethod
+    def _busy(detail: str) -> ServiceUnavailable:
+        return ServiceUnavailable(detail, headers={"Retry-After": str(RETRY_AFTER_S)})
+
+
+def _declared_body_bytes(headers: Mapping[str, str]) -> int | None:
+    """Content-Length when it is plain digits; else None (a chunked body is counted as it
+    arrives, and Tornado answers a malformed Content-Length with 400 itself)."""
+    value = headers.get("Content-Length", "")
+    if not (value.isascii() and value.isdigit()):
+        return None
+    # Past 18 digits it exceeds any limit, and int() refuses over 4300 digits anyway.
+    return int(value) if len(value) <= 18 else sys.maxsize
+
+
+class Admission:
+    """The admission step for one route."""
+
+    def __init__(self, route: Route, slots: StreamSlots) -> None:
+        self.route = route
+        self.policy = AccessPolicy(route.access)
+        self._slots = slots
+        self._max_upload_bytes = route.limits.max_upload_bytes
+
+    def admit(self, method: str, raw_path: str, query: str,
+              headers: Mapping[str, str]) -> Slot:
+        """A slot for this request, or the MediaproxyError that refuses it."""
+        self.policy.check(method, raw_path, query, headers, time.time())
+        declared_bytes = _declared_body_bytes(headers)
+        if declared_bytes is not None and not self.upload_allows(declared_bytes):
+            raise PayloadTooLarge(f"Content-Length {declared_bytes} > {self._max_upload_bytes}")
+        return self._slots.acquire(self.route.prefix, self.route.limits.max_concurrent_streams)
+
+    def upload_allows(self, body_bytes: int) -> bool:
+        """Whether a request body of ``body_bytes`` is within the route's upload limit."""
+        return not 0 < self._max_upload_bytes < body_bytes
+
+    def forwarded_query(self, query: str) -> str:
+        """The query the integration sees: on a signing route, without our two parameters.
+
+        An origin behind a proxied route has no use for them, and they stay out of its logs.
+        """
+        if self.route.access.signing_secret is None:
+            return query
+        try:
+            return signing.split_query(query)[0]
+        except signing.SignatureError:
+            return query  # duplicated parameters: admitted by an API key, passed on untouched

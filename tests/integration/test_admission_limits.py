@@ -1,0 +1,293 @@
+"""Limits over real sockets: stream caps, the rate limit, upload and header ceilings.
+
+Uploads need a route that reads request bodies; until one ships, a small test-only integration
+(``UploadSink``, registered by the fixture) stands in for it: it reads the body as it arrives,
+the way a proxied upload does, and answers with the byte count.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import textwrap
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from mediaproxy import config as config_module
+from mediaproxy import integrations
+from mediaproxy.admission import RETRY_AFTER_S
+from mediaproxy.integrations.base import Exchange, Integration
+
+from .support import GatewayThread, request
+from .test_file_timers import drain, open_stalled_download
+
+needs_curl = pytest.mark.skipif(shutil.which("curl") is None, reason="curl not installed")
+
+SLOW_BYTES = 400_000  # at 400 kB/s: one second, long enough to be seen running
+MEDIA_BYTES = 1_000_000
+
+
+class UploadSink(Integration):
+    """Test-only: reads the whole request body and answers with its size."""
+
+    bodies_started = 0
+
+    async def respond(self, exchange: Exchange) -> None:
+        UploadSink.bodies_started += 1
+        received = 0
+        async for chunk in exchange.body():
+            received += len(chunk)
+        answer = f"{received}\n".encode()
+        exchange.start(200, [("Content-Type", "text/plain"), ("Content-Length", str(len(answer)))])
+        await exchange.send(answer)
+
+
+@pytest.fixture
+def media_root(tmp_path: Path) -> Path:
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "slow.bin").write_bytes(os.urandom(SLOW_BYTES))
+    (root / "media.bin").write_bytes(os.urandom(MEDIA_BYTES))
+    with (root / "big.bin").open("wb") as stream:
+        stream.truncate(64 * 1024 * 1024)
+    return root
+
+
+@pytest.fixture
+def start_gateway(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                  ) -> Iterator[Callable[[str], GatewayThread]]:
+    """Like ``make_gateway``, but routes whose prefix starts with /upload get UploadSink."""
+    monkeypatch.setitem(integrations._CLASSES, "upload_sink", UploadSink)
+    started: list[GatewayThread] = []
+
+    def start(toml_text: str) -> GatewayThread:
+        path = tmp_path / f"limits-{len(started)}.toml"
+        path.write_text(textwrap.dedent(toml_text))
+        loaded = config_module.load(path)
+        routes = tuple(replace(route, integration="upload_sink")
+                       if route.prefix.startswith("/upload") else route for route in loaded.routes)
+        loaded = replace(loaded, routes=routes,
+                         server=replace(loaded.server, port=0, address="127.0.0.1"))
+        gateway = GatewayThread(loaded)
+        started.append(gateway)
+        return gateway
+
+    yield start
+    for gateway in started:
+        gateway.stop()
+
+
+def running_streams(gateway: GatewayThread) -> int:
+    assert gateway.running is not None
+    slots = gateway.running.gateway.slots
+    return int(gateway.call(lambda: slots.total))  # type: ignore[call-overload]
+
+
+def wait_for_streams(gateway: GatewayThread, count: int) -> None:
+    deadline = time.monotonic() + 5
+    while running_streams(gateway) != count and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert running_streams(gateway) == count
+
+
+def curl(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(["curl", "-sS", *args], capture_output=True, timeout=timeout)
+
+
+@needs_curl
+def test_full_caps_answer_503_while_admitted_streams_run_to_completion(
+        start_gateway: Callable[[str], GatewayThread], media_root: Path, tmp_path: Path) -> None:
+    gateway = start_gateway(f"""
+        [limits]
+        max_concurrent_streams = 2
+        rate_limit_bytes_per_s = 400000
+        [[routes]]
+        prefix = "/one"
+        integration = "file"
+        root = "{media_root}"
+        max_concurrent_streams = 1
+        [[routes]]
+        prefix = "/any"
+        integration = "file"
+        root = "{media_root}"
+    """)
+    downloads = [subprocess.Popen(
+        ["curl", "-sS", "--fail", "-o", str(tmp_path / name), f"{gateway.base_url}{path}"])
+        for name, path in (("a", "/one/slow.bin"), ("b", "/any/slow.bin"))]
+    wait_for_streams(gateway, 2)
+    refused_by_route = request(gateway.port, "GET", "/one/slow.bin")
+    refused_by_gateway = request(gateway.port, "GET", "/any/slow.bin")
+    for refused in (refused_by_route, refused_by_gateway):
+        assert refused.status == 503
+        assert refused.headers["retry-after"] == str(RETRY_AFTER_S)
+        assert refused.body == b"503 Service Unavailable\n"
+    assert request(gateway.port, "GET", "/healthz").status == 200  # the gateway's own: no cap
+    assert running_streams(gateway) == 2, "refusals must neither hold nor free a slot"
+    for download in downloads:
+        assert download.wait(timeout=30) == 0
+    expected = (media_root / "slow.bin").read_bytes()
+    assert (tmp_path / "a").read_bytes() == expected and (tmp_path / "b").read_bytes() == expected
+    wait_for_streams(gateway, 0)
+    assert request(gateway.port, "HEAD", "/one/slow.bin").status == 200
+
+
+def test_every_way_a_stream_ends_gives_its_slot_back(
+        start_gateway: Callable[[str], GatewayThread], media_root: Path) -> None:
+    gateway = start_gateway(f"""
+        [[routes]]
+        prefix = "/paced"
+        integration = "file"
+        root = "{media_root}"
+        rate_limit_bytes_per_s = 100000
+        max_concurrent_streams = 1
+        [[routes]]
+        prefix = "/idle"
+        integration = "file"
+        root = "{media_root}"
+        idle_timeout = 0.5
+        max_concurrent_streams = 1
+        [[routes]]
+        prefix = "/upload"
+        integration = "file"
+        root = "{media_root}"
+        max_upload_bytes = 10
+        api_keys = ["right"]
+        max_concurrent_streams = 1
+    """)
+    # A client that leaves while the rate limit holds its stream asleep.
+    sock = socket.create_connection(("127.0.0.1", gateway.port))
+    sock.sendall(b"GET /paced/media.bin HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert sock.recv(4096).startswith(b"HTTP/1.1 200")
+    wait_for_streams(gateway, 1)
+    sock.close()
+    # A client that stops reading: the idle timer cuts it.
+    stalled = open_stalled_download(gateway.port, "/idle/big.bin")
+    time.sleep(1.2)
+    assert drain(stalled) < 64 * 1024 * 1024
+    stalled.close()
+    # Refused, by access and by upload size; an upload cut off by its client.
+    assert request(gateway.port, "POST", "/upload/x").status == 401
+    assert request(gateway.port, "POST", "/upload/x", headers={"X-API-Key": "right"},
+                   body=b"x" * 11).status == 413
+    leaving = socket.create_connection(("127.0.0.1", gateway.port))
+    leaving.sendall(b"POST /upload/x HTTP/1.1\r\nHost: x\r\nX-API-Key: right\r\n"
+                    b"Content-Length: 5\r\n\r\nab")
+    wait_for_streams(gateway, 1)
+    leaving.close()
+    wait_for_streams(gateway, 0)
+    # Every cap is 1: had any ending leaked its slot, one of these would be a 503.
+    assert request(gateway.port, "GET", "/paced/slow.bin", headers={"Range": "bytes=0-9"}
+                   ).status == 206
+    assert request(gateway.port, "HEAD", "/idle/big.bin").status == 200
+    assert request(gateway.port, "POST", "/upload/x", headers={"X-API-Key": "right"},
+                   body=b"12345").body == b"5\n"
+    assert gateway.call(lambda: dict(gateway.running.gateway.slots.per_route)) == {}  # type: ignore[union-attr]
+
+
+@needs_curl
+def test_the_rate_limit_lets_the_burst_through_then_paces_without_tripping_idle(
+        start_gateway: Callable[[str], GatewayThread], media_root: Path, tmp_path: Path) -> None:
+    gateway = start_gateway(f"""
+        [[routes]]
+        prefix = "/media"
+        integration = "file"
+        root = "{media_root}"
+        rate_limit_bytes_per_s = 500000
+        rate_limit_after_bytes = 100000
+        idle_timeout = 0.3
+    """)
+    started = time.monotonic()
+    result = curl("--fail", "-o", str(tmp_path / "out"), f"{gateway.base_url}/media/media.bin")
+    elapsed = time.monotonic() - started
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "out").read_bytes() == (media_root / "media.bin").read_bytes()
+    # 900 kB past the burst at 500 kB/s: 1.8 s in theory; the bounds are generous.
+    assert 1.2 < elapsed < 6, elapsed
+    # The burst alone is not paced.
+    started = time.monotonic()
+    burst = request(gateway.port, "GET", "/media/media.bin", headers={"Range": "bytes=0-99999"})
+    assert burst.status == 206 and len(burst.body) == 100_000
+    assert time.monotonic() - started < 0.5
+
+
+def send_chunked(port: int, path: str, chunks: list[bytes], headers: str = "") -> bytes:
+    """A chunked upload; then read the whole answer (the server may close after it)."""
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+                 f"Connection: close\r\n{headers}\r\n".encode())
+    for chunk in chunks:
+        sock.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+        time.sleep(0.02)
+    sock.sendall(b"0\r\n\r\n")
+    sock.settimeout(10)
+    answer = b""
+    try:
+        while data := sock.recv(65536):
+            answer += data
+    except (ConnectionResetError, TimeoutError):
+        pass
+    sock.close()
+    return answer
+
+
+@needs_curl
+def test_uploads_past_max_upload_bytes_get_413(
+        start_gateway: Callable[[str], GatewayThread], media_root: Path, tmp_path: Path) -> None:
+    gateway = start_gateway(f"""
+        [limits]
+        max_upload_bytes = 100000
+        [[routes]]
+        prefix = "/upload"
+        integration = "file"
+        root = "{media_root}"
+        [[routes]]
+        prefix = "/media"
+        integration = "file"
+        root = "{media_root}"
+    """)
+    UploadSink.bodies_started = 0
+    (tmp_path / "small").write_bytes(b"s" * 100_000)
+    ok = curl("--data-binary", f"@{tmp_path / 'small'}", f"{gateway.base_url}/upload/x")
+    assert ok.stdout == b"100000\n"
+    # Declared too large: refused from the headers alone, the integration never starts, and
+    # curl (which sends Expect: 100-continue) is spared the upload.
+    too_large = curl("--data-binary", f"@{media_root / 'media.bin'}", "-w", "%{http_code}",
+                     "-o", "/dev/null", f"{gateway.base_url}/upload/x")
+    assert too_large.stdout == b"413"
+    assert UploadSink.bodies_started == 1
+    # Chunked: counted as it arrives, refused once past the limit.
+    within = send_chunked(gateway.port, "/upload/x", [b"c" * 50_000, b"c" * 50_000])
+    assert within.startswith(b"HTTP/1.1 200") and within.endswith(b"\r\n100000\n")
+    past = send_chunked(gateway.port, "/upload/x", [b"c" * 60_000, b"c" * 60_000])
+    assert past.startswith(b"HTTP/1.1 413 ")
+    assert past.endswith(b"\r\n413 Payload Too Large\n")
+    # Limits come before the method: a file route says 413 past the limit, 405 within it.
+    assert request(gateway.port, "POST", "/media/media.bin", body=b"x" * 100_001).status == 413
+    assert request(gateway.port, "POST", "/media/media.bin", body=b"x").status == 405
+    wait_for_streams(gateway, 0)
+
+
+@needs_curl
+def test_headers_past_max_header_bytes_close_the_connection(
+        start_gateway: Callable[[str], GatewayThread], media_root: Path) -> None:
+    gateway = start_gateway(f"""
+        [server]
+        max_header_bytes = 4096
+        [[routes]]
+        prefix = "/media"
+        integration = "file"
+        root = "{media_root}"
+    """)
+    url = f"{gateway.base_url}/media/slow.bin"
+    fits = curl("-I", "-H", "X-Pad: " + "a" * 3000, url)
+    assert fits.returncode == 0 and fits.stdout.startswith(b"HTTP/1.1 200")
+    # Tornado answers headers it will not read with a closed connection, not a status.
+    too_big = curl("-I", "-H", "X-Pad: " + "a" * 5000, url)
+    assert too_big.returncode == 52, too_big  # CURLE_GOT_NOTHING: "Empty reply from server"
+    assert too_big.stdout == b""
