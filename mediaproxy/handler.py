@@ -158,7 +158,8 @@ class HandlerExchange(Exchange):
         self._timers.progress()
 
     async def send_file(self, fd: int, offset: int, length: int) -> None:
-        if length < SENDFILE_MIN_BYTES or self._encoder is not None:
+        # Compressed or paced bodies need to pass through send(); sendfile bypasses it.
+        if length < SENDFILE_MIN_BYTES or self._encoder is not None or self._pacer is not None:
             await super().send_file(fd, offset, length)
             return
         if not self._started:

@@ -17,7 +17,7 @@ timer watching progress never mistakes the pacing for a stalled stream.
 
 from __future__ import annotations
 
-PIECES_PER_S = 2  # 50 ms of data per write: smooth for players, cheap for the loop
+PIECES_PER_S = 20  # 50 ms of data per write: smooth for players, cheap for the loop
 
 
 class Pacer:

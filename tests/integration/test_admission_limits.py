@@ -1,29 +1,25 @@
 """Limits over real sockets: stream caps, the rate limit, upload and header ceilings.
 
-Uploads need a route that reads request bodies; until one ships, a small test-only integration
-(``UploadSink``, registered by the fixture) stands in for it: it reads the body as it arrives,
-the way a proxied upload does, and answers with the byte count.
+Uploads go through the http_proxy integration to the real test origin, whose ``/upload``
+reads the body as it arrives and answers with its length.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
 import subprocess
-import textwrap
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import replace
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from mediaproxy import config as config_module
-from mediaproxy import integrations
 from mediaproxy.admission import RETRY_AFTER_S
-from mediaproxy.integrations.base import Exchange, Integration
 
+from .origin import OriginThread
 from .support import GatewayThread, request
 from .test_file_timers import drain, open_stalled_download
 
@@ -31,21 +27,6 @@ needs_curl = pytest.mark.skipif(shutil.which("curl") is None, reason="curl not i
 
 SLOW_BYTES = 400_000  # at 400 kB/s: one second, long enough to be seen running
 MEDIA_BYTES = 1_000_000
-
-
-class UploadSink(Integration):
-    """Test-only: reads the whole request body and answers with its size."""
-
-    bodies_started = 0
-
-    async def respond(self, exchange: Exchange) -> None:
-        UploadSink.bodies_started += 1
-        received = 0
-        async for chunk in exchange.body():
-            received += len(chunk)
-        answer = f"{received}\n".encode()
-        exchange.start(200, [("Content-Type", "text/plain"), ("Content-Length", str(len(answer)))])
-        await exchange.send(answer)
 
 
 @pytest.fixture
@@ -59,28 +40,10 @@ def media_root(tmp_path: Path) -> Path:
     return root
 
 
-@pytest.fixture
-def start_gateway(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-                  ) -> Iterator[Callable[[str], GatewayThread]]:
-    """Like ``make_gateway``, but routes whose prefix starts with /upload get UploadSink."""
-    monkeypatch.setitem(integrations._CLASSES, "upload_sink", UploadSink)
-    started: list[GatewayThread] = []
-
-    def start(toml_text: str) -> GatewayThread:
-        path = tmp_path / f"limits-{len(started)}.toml"
-        path.write_text(textwrap.dedent(toml_text))
-        loaded = config_module.load(path)
-        routes = tuple(replace(route, integration="upload_sink")
-                       if route.prefix.startswith("/upload") else route for route in loaded.routes)
-        loaded = replace(loaded, routes=routes,
-                         server=replace(loaded.server, port=0, address="127.0.0.1"))
-        gateway = GatewayThread(loaded)
-        started.append(gateway)
-        return gateway
-
-    yield start
-    for gateway in started:
-        gateway.stop()
+def file_route(prefix: str, root: Path, **keys: object) -> str:
+    """A file route's TOML, with ``keys`` (limits, access) set on it."""
+    settings = "".join(f"{key} = {json.dumps(value)}\n" for key, value in keys.items())
+    return f'[[routes]]\nprefix = "{prefix}"\nintegration = "file"\nroot = "{root}"\n{settings}'
 
 
 def running_streams(gateway: GatewayThread) -> int:
@@ -102,21 +65,11 @@ def curl(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[bytes]:
 
 @needs_curl
 def test_full_caps_answer_503_while_admitted_streams_run_to_completion(
-        start_gateway: Callable[[str], GatewayThread], media_root: Path, tmp_path: Path) -> None:
-    gateway = start_gateway(f"""
-        [limits]
-        max_concurrent_streams = 2
-        rate_limit_bytes_per_s = 400000
-        [[routes]]
-        prefix = "/one"
-        integration = "file"
-        root = "{media_root}"
-        max_concurrent_streams = 1
-        [[routes]]
-        prefix = "/any"
-        integration = "file"
-        root = "{media_root}"
-    """)
+        make_gateway: Callable[[str], GatewayThread], media_root: Path, tmp_path: Path) -> None:
+    gateway = make_gateway(
+        "[limits]\nmax_concurrent_streams = 2\nrate_limit_bytes_per_s = 400000\n"
+        + file_route("/one", media_root, max_concurrent_streams=1)
+        + file_route("/any", media_root))
     downloads = [subprocess.Popen(
         ["curl", "-sS", "--fail", "-o", str(tmp_path / name), f"{gateway.base_url}{path}"])
         for name, path in (("a", "/one/slow.bin"), ("b", "/any/slow.bin"))]
@@ -138,24 +91,16 @@ def test_full_caps_answer_503_while_admitted_streams_run_to_completion(
 
 
 def test_every_way_a_stream_ends_gives_its_slot_back(
-        start_gateway: Callable[[str], GatewayThread], media_root: Path) -> None:
-    gateway = start_gateway(f"""
-        [[routes]]
-        prefix = "/paced"
-        integration = "file"
-        root = "{media_root}"
-        rate_limit_bytes_per_s = 100000
-        max_concurrent_streams = 1
-        [[routes]]
-        prefix = "/idle"
-        integration = "file"
-        root = "{media_root}"
-        idle_timeout = 0.5
-        max_concurrent_streams = 1
+        make_gateway: Callable[[str], GatewayThread], media_root: Path,
+        origin: OriginThread) -> None:
+    gateway = make_gateway(
+        file_route("/paced", media_root, rate_limit_bytes_per_s=100000, max_concurrent_streams=1)
+        + file_route("/idle", media_root, idle_timeout=0.5, max_concurrent_streams=1)
+        + f"""
         [[routes]]
         prefix = "/upload"
-        integration = "file"
-        root = "{media_root}"
+        integration = "http_proxy"
+        upstream = "{origin.url}upload/"
         max_upload_bytes = 10
         api_keys = ["right"]
         max_concurrent_streams = 1
@@ -185,23 +130,18 @@ def test_every_way_a_stream_ends_gives_its_slot_back(
     assert request(gateway.port, "GET", "/paced/slow.bin", headers={"Range": "bytes=0-9"}
                    ).status == 206
     assert request(gateway.port, "HEAD", "/idle/big.bin").status == 200
-    assert request(gateway.port, "POST", "/upload/x", headers={"X-API-Key": "right"},
-                   body=b"12345").body == b"5\n"
-    assert gateway.call(lambda: dict(gateway.running.gateway.slots.per_route)) == {}  # type: ignore[union-attr]
+    assert json.loads(request(gateway.port, "POST", "/upload/x", headers={"X-API-Key": "right"},
+                              body=b"12345").body)["bytes"] == 5
+    assert gateway.running is not None
+    slots = gateway.running.gateway.slots
+    assert gateway.call(lambda: dict(slots.per_route)) == {}
 
 
 @needs_curl
 def test_the_rate_limit_lets_the_burst_through_then_paces_without_tripping_idle(
-        start_gateway: Callable[[str], GatewayThread], media_root: Path, tmp_path: Path) -> None:
-    gateway = start_gateway(f"""
-        [[routes]]
-        prefix = "/media"
-        integration = "file"
-        root = "{media_root}"
-        rate_limit_bytes_per_s = 500000
-        rate_limit_after_bytes = 100000
-        idle_timeout = 0.3
-    """)
+        make_gateway: Callable[[str], GatewayThread], media_root: Path, tmp_path: Path) -> None:
+    gateway = make_gateway(file_route("/media", media_root, rate_limit_bytes_per_s=500000,
+                                      rate_limit_after_bytes=100000, idle_timeout=0.3))
     started = time.monotonic()
     result = curl("--fail", "-o", str(tmp_path / "out"), f"{gateway.base_url}/media/media.bin")
     elapsed = time.monotonic() - started
@@ -238,32 +178,29 @@ def send_chunked(port: int, path: str, chunks: list[bytes], headers: str = "") -
 
 @needs_curl
 def test_uploads_past_max_upload_bytes_get_413(
-        start_gateway: Callable[[str], GatewayThread], media_root: Path, tmp_path: Path) -> None:
-    gateway = start_gateway(f"""
+        make_gateway: Callable[[str], GatewayThread], media_root: Path, tmp_path: Path,
+        origin: OriginThread) -> None:
+    gateway = make_gateway(f"""
         [limits]
         max_upload_bytes = 100000
         [[routes]]
         prefix = "/upload"
-        integration = "file"
-        root = "{media_root}"
-        [[routes]]
-        prefix = "/media"
-        integration = "file"
-        root = "{media_root}"
-    """)
-    UploadSink.bodies_started = 0
+        integration = "http_proxy"
+        upstream = "{origin.url}upload/"
+    """ + file_route("/media", media_root))
     (tmp_path / "small").write_bytes(b"s" * 100_000)
     ok = curl("--data-binary", f"@{tmp_path / 'small'}", f"{gateway.base_url}/upload/x")
-    assert ok.stdout == b"100000\n"
-    # Declared too large: refused from the headers alone, the integration never starts, and
-    # curl (which sends Expect: 100-continue) is spared the upload.
+    assert json.loads(ok.stdout)["bytes"] == 100_000
+    # Declared too large: refused from the headers alone, the origin never asked, and curl
+    # (which sends Expect: 100-continue) is spared the upload.
+    asked = origin.origin.requests
     too_large = curl("--data-binary", f"@{media_root / 'media.bin'}", "-w", "%{http_code}",
                      "-o", "/dev/null", f"{gateway.base_url}/upload/x")
     assert too_large.stdout == b"413"
-    assert UploadSink.bodies_started == 1
+    assert origin.origin.requests == asked
     # Chunked: counted as it arrives, refused once past the limit.
     within = send_chunked(gateway.port, "/upload/x", [b"c" * 50_000, b"c" * 50_000])
-    assert within.startswith(b"HTTP/1.1 200") and within.endswith(b"\r\n100000\n")
+    assert within.startswith(b"HTTP/1.1 200") and b'"bytes": 100000' in within
     past = send_chunked(gateway.port, "/upload/x", [b"c" * 60_000, b"c" * 60_000])
     assert past.startswith(b"HTTP/1.1 413 ")
     assert past.endswith(b"\r\n413 Payload Too Large\n")
@@ -275,15 +212,9 @@ def test_uploads_past_max_upload_bytes_get_413(
 
 @needs_curl
 def test_headers_past_max_header_bytes_close_the_connection(
-        start_gateway: Callable[[str], GatewayThread], media_root: Path) -> None:
-    gateway = start_gateway(f"""
-        [server]
-        max_header_bytes = 4096
-        [[routes]]
-        prefix = "/media"
-        integration = "file"
-        root = "{media_root}"
-    """)
+        make_gateway: Callable[[str], GatewayThread], media_root: Path) -> None:
+    gateway = make_gateway("[server]\nmax_header_bytes = 4096\n"
+                           + file_route("/media", media_root))
     url = f"{gateway.base_url}/media/slow.bin"
     fits = curl("-I", "-H", "X-Pad: " + "a" * 3000, url)
     assert fits.returncode == 0 and fits.stdout.startswith(b"HTTP/1.1 200")

@@ -70,12 +70,17 @@ def test_relative_root_is_relative_to_the_file(tmp_path: Path) -> None:
 ])
 def test_bad_config_names_file_key_and_reason(tmp_path: Path, text: str, key: str,
                                               reason: str) -> None:
-    path = write(tmp_path, text)
+    assert_refused(write(tmp_path, text), key, reason)
+
+
+def assert_refused(path: Path, key: str, reason: str) -> ConfigError:
+    """Loading ``path`` fails naming the file, ``key`` and a reason containing ``reason``."""
     with pytest.raises(ConfigError) as caught:
         load(path)
     assert caught.value.key == key
     assert reason in caught.value.reason
     assert str(caught.value).startswith(f"{path.resolve()}: {key}: ")
+    return caught.value
 
 
 def test_integration_not_built_yet_is_refused_by_name(tmp_path: Path) -> None:
