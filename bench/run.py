@@ -199,8 +199,8 @@ def slow_clients_scenario(bench: Bench) -> None:
 
 def ttfb(bench: Bench) -> None:
     """Hook: the time to first byte a proxy adds in front of an origin that streams slowly."""
-    bench.results.note("ttfb", "hook, not measured yet: needs a streaming origin and "
-                       "mediaproxy's http_proxy route (see relay for the wiring)")
+    bench.results.note("ttfb", "hook, not measured yet: needs an origin that streams "
+                       "slowly; the proxies can be wired as in relay")
 
 
 def csv_export(bench: Bench) -> None:
