@@ -203,8 +203,10 @@ class ConnectionPool:
     async def _connect(self) -> IOStream:
         upstream = self.upstream
         try:
-            stream = await self._client.connect(upstream.host, upstream.port,
-                                                timeout=self.connect_timeout_s)
+            # Not TCPClient's own timeout: a refused connection leaves that timer (and with it
+            # the failed attempt's traceback) scheduled until it expires.
+            async with asyncio.timeout(self.connect_timeout_s):
+                stream = await self._client.connect(upstream.host, upstream.port)
         except TimeoutError as error:
             raise UpstreamTimeout(f"{upstream}: no connection within "
                                   f"{self.connect_timeout_s:g} s ({error})") from error
