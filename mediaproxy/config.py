@@ -12,11 +12,13 @@ any working directory. Each integration's own keys are read by a parser register
 
 from __future__ import annotations
 
+import importlib
 import math
 import os
 import re
 import sqlite3
 import string
+import sys
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -362,11 +364,50 @@ def _check_sqlite_query(table: Table, settings: CsvExportSettings) -> None:
         connection.close()
 
 
-# Integrations with a parser for their keys; the others in INTEGRATIONS are not built yet.
+# --- function ------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class FunctionSettings:
+    handler: Callable[..., Any]
+    handler_name: str  # "package.module:callable", as configured
+
+
+def _read_function_settings(table: Table) -> FunctionSettings:
+    raw_path = table.raw("python_path")
+    entries = [raw_path] if isinstance(raw_path, str) else raw_path or []
+    if not isinstance(entries, list) or not all(isinstance(e, str) for e in entries):
+        raise table.error("python_path", "must be a folder or an array of folders")
+    for entry in reversed(entries):
+        folder = (table.path.parent / entry).resolve()
+        if not folder.is_dir():
+            raise table.error("python_path", f"{folder} is not an existing directory")
+        if str(folder) not in sys.path:
+            sys.path.insert(0, str(folder))
+    name = table.string("handler")
+    module_name, _, attribute = name.partition(":")
+    if not module_name or not attribute:
+        raise table.error("handler", f"must be 'package.module:callable', got {name!r}")
+    try:
+        target: Any = importlib.import_module(module_name)
+    except Exception as error:  # the user's module may fail in any way while it loads
+        raise table.error("handler", f"cannot import {module_name!r}: "
+                                     f"{type(error).__name__}: {error}") from None
+    try:
+        for part in attribute.split("."):
+            target = getattr(target, part)
+    except AttributeError:
+        raise table.error("handler", f"{module_name!r} has no {attribute!r}") from None
+    if not callable(target):
+        raise table.error("handler", f"{name!r} is not callable")
+    return FunctionSettings(handler=target, handler_name=name)
+
+
+# Each integration's own keys; every name in INTEGRATIONS has its parser here.
 _SETTINGS_PARSERS: dict[str, Callable[[Table], Any]] = {
     "file": _read_file_settings,
     "http_proxy": _read_http_proxy_settings,
     "csv_export": _read_csv_export_settings,
+    "function": _read_function_settings,
 }
 
 
@@ -447,12 +488,7 @@ def _read_route(table: Table, index: int, base_limits: Limits) -> Route:
     if prefix in RESERVED_PREFIXES:
         raise table.error("prefix", f"{prefix} is reserved for the gateway itself")
     integration = table.choice("integration", INTEGRATIONS)
-    parser = _SETTINGS_PARSERS.get(integration)
-    if parser is None:
-        available = ", ".join(_SETTINGS_PARSERS)
-        raise table.error("integration", f"{integration!r} is not available in this version "
-                                         f"(available: {available})")
-    settings = parser(table)
+    settings = _SETTINGS_PARSERS[integration](table)
     limits = _read_limits(table, base_limits)
     compress = table.boolean("compress", integration in COMPRESSED_BY_DEFAULT)
     access = _read_access(table)

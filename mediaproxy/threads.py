@@ -15,11 +15,13 @@ request) and runs the clean-up right after it, on the pool, whatever happens to 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
 T = TypeVar("T")
+log = logging.getLogger("mediaproxy")
 
 
 class LazyPool:
@@ -47,20 +49,29 @@ class SerialSteps:
         self._pending = pending
         return await asyncio.wrap_future(pending)
 
-    async def close(self, cleanup: Callable[[], object],
-                    interrupt: Callable[[], object] | None = None) -> None:
-        """Run ``cleanup`` on the pool once no step is running; wait until it has run.
+    def close(self, cleanup: Callable[[], object],
+              interrupt: Callable[[], object] | None = None) -> asyncio.Future[None]:
+        """Run ``cleanup`` on the pool once no step is running; a future for when it has run.
 
-        A step still queued is dropped; a running one is first ``interrupt``-ed.
+        A step still queued is dropped; a running one is first ``interrupt``-ed. The clean-up
+        runs whether or not anybody awaits the future; its failure is logged, never raised.
         """
-        finished: Future[None] = Future()
+        loop = asyncio.get_running_loop()
+        finished: asyncio.Future[None] = loop.create_future()
+
+        def resolve() -> None:
+            if not finished.done():
+                finished.set_result(None)
 
         def run_cleanup() -> None:
             try:
                 cleanup()
-                finished.set_result(None)
-            except BaseException as error:  # handed to the awaiting caller
-                finished.set_exception(error)
+            except Exception:
+                log.exception("clean-up after a blocking step failed")
+            try:
+                loop.call_soon_threadsafe(resolve)
+            except RuntimeError:  # the loop has closed meanwhile: nobody is waiting
+                pass
 
         def submit(_: object = None) -> None:
             self._pool.submit(run_cleanup)
@@ -72,4 +83,4 @@ class SerialSteps:
             if interrupt is not None:
                 interrupt()
             pending.add_done_callback(submit)  # runs now if the step has just ended
-        await asyncio.shield(asyncio.wrap_future(finished))
+        return finished

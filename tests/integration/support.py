@@ -136,3 +136,19 @@ def wait_for_no_streams(gateway: GatewayThread) -> None:
     while gateway.active_streams() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert gateway.active_streams() == 0
+
+
+def read_cut_response(port: int, path: str, timeout: float = 30) -> bytes:
+    """GET a response that must start (200) and then be cut; the bytes that came before."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        connection.request("GET", path)
+        reply = connection.getresponse()
+        assert reply.status == 200
+        try:
+            reply.read()
+        except http.client.IncompleteRead as cut:
+            return cut.partial
+        raise AssertionError(f"{path}: the response ended cleanly; it should have been cut")
+    finally:
+        connection.close()

@@ -7,7 +7,6 @@ that the ``postgres_url`` fixture starts (see conftest.py).
 from __future__ import annotations
 
 import csv
-import http.client
 import io
 import shutil
 import socket
@@ -22,7 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from .support import GatewayThread, open_stalled_download, request, wait_for_no_streams
+from .support import (GatewayThread, open_stalled_download, read_cut_response, request,
+                      wait_for_no_streams)
 
 # The values CSV exports get wrong: separators, quotes, line breaks, NULL against '', non-ASCII
 # and a formula that must reach the client unchanged.
@@ -232,14 +232,7 @@ def test_a_query_failing_before_the_first_row_is_502(gateway: GatewayThread) -> 
 
 
 def test_a_query_failing_mid_stream_aborts_the_response(gateway: GatewayThread) -> None:
-    connection = http.client.HTTPConnection("127.0.0.1", gateway.port, timeout=30)
-    connection.request("GET", "/fails-later")
-    reply = connection.getresponse()
-    assert reply.status == 200
-    with pytest.raises(http.client.IncompleteRead) as cut:
-        reply.read()
-    connection.close()
-    rows = cut.value.partial.count(b"\r\n") - 1
+    rows = read_cut_response(gateway.port, "/fails-later").count(b"\r\n") - 1
     assert 0 < rows < 40_000
 
 

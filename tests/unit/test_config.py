@@ -83,12 +83,6 @@ def assert_refused(path: Path, key: str, reason: str) -> ConfigError:
     return caught.value
 
 
-def test_integration_not_built_yet_is_refused_by_name(tmp_path: Path) -> None:
-    text = '[[routes]]\nprefix = "/x"\nintegration = "function"\nhandler = "a:b"\n'
-    with pytest.raises(ConfigError, match="'function' is not available"):
-        load(write(tmp_path, text))
-
-
 def test_unreadable_and_invalid_toml(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read"):
         load(tmp_path / "absent.toml")

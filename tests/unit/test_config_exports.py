@@ -1,4 +1,4 @@
-"""Config keys of csv_export routes and the per-route `compress` switch."""
+"""Config keys of csv_export and function routes, and the per-route `compress` switch."""
 
 from __future__ import annotations
 
@@ -85,3 +85,39 @@ def test_bad_export_settings(folder: Path, body: str, key: str, reason: str) -> 
 def test_compress_is_off_by_default_for_files(folder: Path) -> None:
     config = load_text(folder, '[[routes]]\nprefix = "/m"\nintegration = "file"\nroot = "."\n')
     assert not config.routes[0].compress
+
+
+def function_route(body: str) -> str:
+    return f'[[routes]]\nprefix = "/f"\nintegration = "function"\n{body}\n'
+
+
+def test_function_handler_is_imported_from_python_path(folder: Path) -> None:
+    (folder / "lib").mkdir()
+    (folder / "lib" / "mp_test_handlers.py").write_text(
+        "class Box:\n    @staticmethod\n    def handle(event, context):\n        return {}\n")
+    config = load_text(folder, function_route('python_path = "lib"\n'
+                                              'handler = "mp_test_handlers:Box.handle"'))
+    settings = config.routes[0].settings
+    assert settings.handler_name == "mp_test_handlers:Box.handle"
+    assert settings.handler({}, None) == {}
+    assert config.routes[0].compress
+
+
+@pytest.mark.parametrize(("body", "reason"), [
+    ('handler = "no_colon"', "must be 'package.module:callable'"),
+    ('handler = "mp_absent_module_xyz:handler"', "cannot import 'mp_absent_module_xyz'"),
+    ('handler = "json:no_such_function"', "'json' has no 'no_such_function'"),
+    ('handler = "json:__doc__"', "is not callable"),
+    ('python_path = "missing"\nhandler = "json:dumps"', "is not an existing directory"),
+    ('python_path = 3\nhandler = "json:dumps"', "a folder or an array of folders"),
+])
+def test_bad_function_settings(folder: Path, body: str, reason: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_text(folder, function_route(body))
+    assert reason in caught.value.reason
+
+
+def test_a_module_that_fails_to_import_is_a_config_error(folder: Path) -> None:
+    (folder / "mp_broken_handlers.py").write_text("raise RuntimeError('boom')\n")
+    with pytest.raises(ConfigError, match="RuntimeError: boom"):
+        load_text(folder, function_route('python_path = "."\nhandler = "mp_broken_handlers:x"'))

@@ -1,0 +1,1 @@
+"""Example handlers for mediaproxy's function integration (see examples/README.md)."""
