@@ -14,12 +14,14 @@ from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 from tornado.web import Application, RequestHandler
 
-from mediaproxy import integrations
+from mediaproxy import integrations, status
+from mediaproxy.access_log import AccessLog, open_access_log
 from mediaproxy.admission import Admission, StreamSlots
 from mediaproxy.config import Config
 from mediaproxy.errors import Termination
 from mediaproxy.handler import GatewayHandler
 from mediaproxy.integrations.base import Integration
+from mediaproxy.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE, Metrics
 
 log = logging.getLogger("mediaproxy")
 
@@ -42,6 +44,15 @@ class HealthHandler(PlainHandler):
     head = get
 
 
+class MetricsHandler(PlainHandler):
+    def initialize(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    def get(self) -> None:
+        self.set_header("Content-Type", METRICS_CONTENT_TYPE)
+        self.finish(self.metrics.exposition())
+
+
 class NotFoundHandler(PlainHandler):
     def prepare(self) -> None:
         self.send_error(404)
@@ -58,6 +69,8 @@ class Gateway:
 
     config: Config
     application: Application
+    metrics: Metrics
+    access_log: AccessLog | None
     integrations: list[Integration] = field(default_factory=list)
     slots: StreamSlots = field(default_factory=lambda: StreamSlots(0))
 
@@ -69,23 +82,32 @@ class Gateway:
     async def close(self) -> None:
         for integration in self.integrations:
             await integration.close()
+        if self.access_log is not None:
+            self.access_log.close()
 
 
 def make_gateway(config: Config) -> Gateway:
     built: list[Integration] = []
-    rules: list[Any] = [(r"/healthz", HealthHandler)]
+    active: set[GatewayHandler] = set()
+    metrics = Metrics(config.routes)
+    access_log = open_access_log(config.server.access_log)
     slots = StreamSlots(config.limits.max_concurrent_streams)
+    rules: list[Any] = [(r"/healthz", HealthHandler),
+                        (r"/metrics", MetricsHandler, {"metrics": metrics})]
+    if config.server.status_page:
+        rules += status.rules(config, active)
     # Longest prefix first, so '/media/private' wins over '/media'.
     for route in sorted(config.routes, key=lambda r: len(r.prefix), reverse=True):
         integration = integrations.build(route)
         built.append(integration)
         rules.append((_route_pattern(route.prefix), GatewayHandler,
                       {"route": route, "integration": integration,
-                       "admission": Admission(route, slots)}))
+                       "admission": Admission(route, slots), "metrics": metrics,
+                       "access_log": access_log}))
     application = Application(rules, default_handler_class=NotFoundHandler,
                               log_function=lambda handler: None)  # we log our own access lines
-    application.active = set()  # type: ignore[attr-defined]
-    return Gateway(config, application, built, slots)
+    application.active = active  # type: ignore[attr-defined]
+    return Gateway(config, application, metrics, access_log, built, slots)
 
 
 @dataclass
@@ -113,31 +135,43 @@ class RunningServer:
         await self.gateway.close()
 
 
-def start(config: Config) -> RunningServer:
-    """Listen on the configured address (port 0 picks a free one) and serve."""
+def listen(config: Config) -> list[socket.socket]:
+    """Bind the configured address (port 0 picks a free one) and say so in the log."""
+    sockets = bind_sockets(config.server.port, config.server.address)
+    host = config.server.address
+    shown = f"[{host}]" if ":" in host else host
+    scheme = "https" if config.server.tls is not None else "http"
+    routes = ", ".join(f"{r.prefix} -> {r.integration}" for r in config.routes) or "none"
+    log.info("mediaproxy listening on %s://%s:%d (config %s; routes: %s)",
+             scheme, shown, sockets[0].getsockname()[1], config.path, routes)
+    return sockets
+
+
+def start(config: Config, sockets: list[socket.socket] | None = None) -> RunningServer:
+    """Serve on ``sockets`` (a worker's share of the parent's), or on newly bound ones."""
     gateway = make_gateway(config)
     # Tornado's default would be 100 MB per request body; uploads stream, so no ceiling here.
     server = HTTPServer(gateway.application, xheaders=False, max_body_size=2**63,
                         idle_connection_timeout=config.limits.idle_timeout_s,
-                        max_header_size=config.server.max_header_bytes)
-    sockets = bind_sockets(config.server.port, config.server.address)
+                        max_header_size=config.server.max_header_bytes,
+                        ssl_options=config.server.tls)
+    if sockets is None:
+        sockets = listen(config)
     server.add_sockets(sockets)
-    running = RunningServer(gateway, server, sockets)
-    host = config.server.address
-    shown = f"[{host}]" if ":" in host else host
-    routes = ", ".join(f"{r.prefix} -> {r.integration}" for r in config.routes) or "none"
-    log.info("mediaproxy listening on http://%s:%d (config %s; routes: %s)",
-             shown, running.port, config.path, routes)
-    return running
+    return RunningServer(gateway, server, sockets)
 
 
-async def serve(config: Config) -> None:
-    """Run until SIGTERM or SIGINT, then drain gracefully."""
-    running = start(config)
+async def serve(config: Config, sockets: list[socket.socket] | None = None) -> None:
+    """Run until SIGTERM or SIGINT, then drain gracefully; SIGHUP reopens the access log."""
+    running = start(config, sockets)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    # A worker process starts with these blocked (mediaproxy.workers): none was lost.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, (signal.SIGTERM, signal.SIGINT))
+    if running.gateway.access_log is not None:
+        loop.add_signal_handler(signal.SIGHUP, running.gateway.access_log.reopen)
     await stop.wait()
     log.info("mediaproxy stopping: %d streams running, grace %.0f s",
              len(running.gateway.active), config.server.shutdown_grace_s)

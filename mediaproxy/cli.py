@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import sys
 import time
@@ -15,8 +14,8 @@ from dataclasses import replace
 from pathlib import Path
 from urllib.parse import quote
 
-from mediaproxy import __version__, config as config_module
-from mediaproxy.app import serve
+# Not mediaproxy.app: the workers module imports it once the metrics storage is chosen.
+from mediaproxy import __version__, config as config_module, workers
 from mediaproxy.http.signing import sign_query
 
 EXIT_CONFIG_ERROR = 2  # the same code argparse uses for a bad command line
@@ -57,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         return sign(argv[1:])
     args = _parser().parse_args(argv)
     logging.basicConfig(level=args.log_level, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+                        format="%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s")
     try:
         config = load_config(args)
     except config_module.ConfigError as error:
@@ -66,8 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.check_config:
         print(f"{config.path}: ok ({len(config.routes)} routes)")
         return 0
-    asyncio.run(serve(config))
-    return 0
+    return workers.run(config)
 
 
 def _sign_parser() -> argparse.ArgumentParser:

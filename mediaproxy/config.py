@@ -17,6 +17,7 @@ import math
 import os
 import re
 import sqlite3
+import ssl
 import string
 import sys
 import tomllib
@@ -86,6 +87,10 @@ _INTEGER_LIMIT_MINIMUMS = {
 }
 
 
+ACCESS_LOG_STDERR = "stderr"
+ACCESS_LOG_OFF = "off"
+
+
 @dataclass(frozen=True)
 class ServerConfig:
     address: str = "127.0.0.1"
@@ -94,6 +99,13 @@ class ServerConfig:
     shutdown_grace_s: float = 25.0
     # Request line plus headers; Tornado's default. Beyond it Tornado closes the connection.
     max_header_bytes: int = 65536
+    # Worker processes sharing the port; 0 means one per core.
+    processes: int = 1
+    # "stderr", "off", or a file the JSON lines are appended to.
+    access_log: str = ACCESS_LOG_STDERR
+    status_page: bool = True
+    # Loaded (and so checked) once at start-up; None serves plain HTTP.
+    tls: ssl.SSLContext | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -223,6 +235,13 @@ class Table:
             raise self.error(key, f"{path} is not an existing directory")
         return path
 
+    def file(self, key: str) -> Path:
+        """A file that exists, relative to the config file's folder."""
+        path = (self.path.parent / self.string(key)).resolve()
+        if not path.is_file():
+            raise self.error(key, f"{path} is not an existing file")
+        return path
+
     def raw(self, key: str) -> Any:
         """The value as TOML gave it (None when absent), for a caller that checks it itself."""
         self._consumed.add(key)
@@ -258,6 +277,55 @@ def _read_limits(table: Table, base: Limits) -> Limits:
     return limits
 
 
+def _read_access_log(table: Table) -> str:
+    """"stderr", "off", or an absolute path whose folder exists."""
+    value = table.string("access_log", ACCESS_LOG_STDERR)
+    if value in (ACCESS_LOG_STDERR, ACCESS_LOG_OFF):
+        return value
+    path = (table.path.parent / value).resolve()
+    if not path.parent.is_dir():
+        raise table.error("access_log", f"{path.parent} is not an existing directory "
+                                        f"(use \"stderr\", \"off\" or a file path)")
+    return str(path)
+
+
+def _refuse_password() -> str:
+    raise ValueError("encrypted private keys are not supported (no one could type the "
+                     "passphrase); decrypt it with `openssl pkey`")
+
+
+def _read_tls(table: Table) -> ssl.SSLContext | None:
+    """A server context from ``tls_certificate`` and ``tls_key``, or None when neither is set.
+
+    Loading it here means a missing file, a certificate that is not one, or a key that does
+    not belong to it stops start-up with the key named, not the first handshake.
+    """
+    keys = ("tls_certificate", "tls_key")
+    given = [key for key in keys if table.has(key)]
+    if not given:
+        return None
+    if len(given) == 1:
+        (missing,) = set(keys) - set(given)
+        raise table.error(missing, f"is required when {given[0]} is set")
+    certificate, key = table.file("tls_certificate"), table.file("tls_key")
+    try:
+        # The certificate on its own first, so a bad one is not blamed on the key.
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_verify_locations(cafile=certificate)
+    except (ssl.SSLError, OSError) as error:
+        raise table.error("tls_certificate",
+                          f"{certificate} holds no PEM certificate ({error})") from error
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(certificate, key, password=_refuse_password)
+    except ValueError as error:
+        raise table.error("tls_key", f"{key}: {error}") from error
+    except (ssl.SSLError, OSError) as error:
+        mismatch = getattr(error, "reason", None) == "KEY_VALUES_MISMATCH"
+        reason = "does not match the certificate" if mismatch else "holds no PEM private key"
+        raise table.error("tls_key", f"{key} {reason} ({error})") from error
+    return context
+
+
 def _read_server(table: Table) -> ServerConfig:
     server = ServerConfig(
         address=table.string("address", ServerConfig.address),
@@ -265,6 +333,10 @@ def _read_server(table: Table) -> ServerConfig:
         shutdown_grace_s=table.seconds("shutdown_grace", ServerConfig.shutdown_grace_s),
         max_header_bytes=table.integer("max_header_bytes", ServerConfig.max_header_bytes,
                                        minimum=1024),
+        processes=table.integer("processes", ServerConfig.processes, maximum=1024),
+        access_log=_read_access_log(table),
+        status_page=table.boolean("status_page", ServerConfig.status_page),
+        tls=_read_tls(table),
     )
     table.finish()
     return server

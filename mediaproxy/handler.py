@@ -20,27 +20,29 @@ outstanding, why aborting means closing the IOStream).
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 from collections.abc import AsyncIterator, Iterable
-from typing import Any
 
 from tornado.http1connection import HTTP1Connection
 from tornado.iostream import IOStream, StreamClosedError
 from tornado.web import RequestHandler, stream_request_body
 
 from mediaproxy import compression, diskio
+from mediaproxy.access_log import AccessLog, ExchangeRecord
 from mediaproxy.admission import Admission, Slot
 from mediaproxy.config import Limits, Route
 from mediaproxy.errors import (MediaproxyError, PayloadTooLarge, ServiceUnavailable, Termination,
                                UpstreamTimeout)
 from mediaproxy.integrations.base import Exchange, Integration, Request
 from mediaproxy.limits import StreamTimers
+from mediaproxy.metrics import Metrics
 from mediaproxy.pacing import Pacer
 
 log = logging.getLogger("mediaproxy")
-access_log = logging.getLogger("mediaproxy.access")
+
+# nginx's code for "the client closed the connection before the response began".
+CLIENT_CLOSED_REQUEST = 499
 
 _END_OF_BODY = b""
 SENDFILE_MIN_BYTES = 64 * 1024  # below this one copy is cheaper than the extra syscalls
@@ -89,6 +91,7 @@ class HandlerExchange(Exchange):
         self.first_byte_at: float | None = None
         self._pacer = (Pacer(limits.rate_limit_bytes_per_s, limits.rate_limit_after_bytes)
                        if limits.rate_limit_bytes_per_s else None)
+        self.upstream_status: int | None = None
 
     def body(self) -> AsyncIterator[bytes]:
         return self._body.chunks()
@@ -218,14 +221,19 @@ def _zero_copy_possible(connection: object) -> bool:
 class GatewayHandler(RequestHandler):
     SUPPORTED_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
-    def initialize(self, route: Route, integration: Integration, admission: Admission) -> None:
+    def initialize(self, route: Route, integration: Integration, admission: Admission,
+                   metrics: Metrics, access_log: AccessLog | None) -> None:
         self.route = route
         self.integration = integration
         self.admission = admission
+        self.metrics = metrics
+        self.access_log = access_log
         self._slot: Slot | None = None
+        self._counted_active = False  # admitted: counted in the active-streams gauge
         self.termination: Termination | None = None
         self.bytes_received = 0
         self._task: asyncio.Task[None] | None = None
+        self.started_at = asyncio.get_running_loop().time()
 
     def set_default_headers(self) -> None:
         # Never Tornado's default text/html: a response without a type stays without one.
@@ -237,7 +245,6 @@ class GatewayHandler(RequestHandler):
 
     async def prepare(self) -> None:
         loop = asyncio.get_running_loop()
-        self.started_at = loop.time()
         limits = self.route.limits
         self._timers = StreamTimers(loop, idle_timeout_s=limits.idle_timeout_s,
                                     max_duration_s=limits.max_stream_duration_s,
@@ -260,6 +267,8 @@ class GatewayHandler(RequestHandler):
         except MediaproxyError as error:
             self._refuse(error)
             return
+        self.metrics.stream_started(self.route)
+        self._counted_active = True
         self._timers.start()
         if self._has_body():
             # Start now so the integration can stream the upload as it arrives.
@@ -386,25 +395,33 @@ class GatewayHandler(RequestHandler):
         self.application.active.discard(self)  # type: ignore[attr-defined]
         if self._slot is not None:
             self._slot.release()
-        self._log_access()
+        if self._counted_active:
+            self.metrics.stream_ended(self.route)
+        record = self._record()
+        self.metrics.observe(record)
+        if self.access_log is not None:
+            self.access_log.write(record)
 
-    def _log_access(self) -> None:
-        if not access_log.isEnabledFor(logging.INFO):
-            return
-        exchange = self.exchange
-        now = asyncio.get_running_loop().time()
-        record: dict[str, Any] = {
-            "route": self.route.prefix,
-            "integration": self.route.integration,
-            "method": self.request.method,
-            "path": self.request.path,
-            "status": self.get_status(),
-            "bytes_sent": exchange.bytes_sent,
-            "bytes_received": self.bytes_received,
-            "ttfb_ms": round((exchange.first_byte_at - self.started_at) * 1000, 3)
-            if exchange.first_byte_at is not None else None,
-            "duration_ms": round((now - self.started_at) * 1000, 3),
-            "termination": (self.termination or Termination.COMPLETE).value,
-            "client": self.request.remote_ip,
-        }
-        access_log.info(json.dumps(record, separators=(",", ":")))
+    def _record(self) -> ExchangeRecord:
+        """What the access log and the metrics say about this exchange."""
+        status = self.get_status()
+        bytes_sent, ttfb_s, upstream_status, started = 0, None, None, False
+        exchange: HandlerExchange | None = getattr(self, "exchange", None)  # None: no prepare()
+        if exchange is not None:
+            bytes_sent, upstream_status, started = (exchange.bytes_sent,
+                                                    exchange.upstream_status, exchange.started)
+            if exchange.first_byte_at is not None:
+                ttfb_s = exchange.first_byte_at - self.started_at
+        termination = self.termination
+        if termination is Termination.CLIENT_CLOSED and not started:
+            status = CLIENT_CLOSED_REQUEST
+        if termination is None:  # answered without running an integration (e.g. refused)
+            termination = (Termination.COMPLETE if status < 400 else Termination.REJECTED
+                           if status < 500 else Termination.UPSTREAM_ERROR)
+        return ExchangeRecord(
+            route=self.route.prefix, integration=self.route.integration,
+            method=self.request.method or "", path=self.request.path, status=status,
+            bytes_sent=bytes_sent, bytes_received=self.bytes_received, ttfb_s=ttfb_s,
+            duration_s=asyncio.get_running_loop().time() - self.started_at,
+            termination=termination, client=self.request.remote_ip or "",
+            upstream_status=upstream_status)

@@ -2,7 +2,8 @@
 # Installs the Debian packages mediaproxy needs, only those missing, only when root.
 #   scripts/system-deps.sh run    libmagic (python-magic's C library) and python3-venv
 #   scripts/system-deps.sh test   the above plus the real clients the tests drive: curl, ffprobe,
-#                                 and the PostgreSQL server the csv_export tests start
+#                                 the PostgreSQL server the csv_export tests start, openssl
+#                                 (test certificates) and headless chromium (the status page)
 set -euo pipefail
 
 want=(libmagic1)
@@ -11,6 +12,8 @@ if [ "${1:-run}" = test ]; then
   command -v curl >/dev/null || want+=(curl)
   command -v ffprobe >/dev/null || want+=(ffmpeg)
   compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || want+=(postgresql)
+  command -v openssl >/dev/null || want+=(openssl)
+  command -v chromium >/dev/null || want+=(chromium)
 fi
 
 missing=()

@@ -41,6 +41,8 @@ class Exchange(ABC):
 
     request: Request
     limits: Limits
+    # What the upstream answered, for integrations that have one: the access log shows it.
+    upstream_status: int | None = None
 
     @abstractmethod
     def body(self) -> AsyncIterator[bytes]:

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from mediaproxy import config as config_module
+from mediaproxy.config import ACCESS_LOG_OFF
 
 from .origin import OriginThread
 from .support import GatewayThread
@@ -24,14 +25,18 @@ from .support import GatewayThread
 
 @pytest.fixture
 def make_gateway(tmp_path: Path) -> Iterator[Callable[[str], GatewayThread]]:
-    """Start gateways from TOML text (port forced to 0); all are stopped after the test."""
+    """Start gateways from TOML text (port forced to 0, access log off unless the text sets
+    one); all are stopped after the test."""
     started: list[GatewayThread] = []
 
     def make(toml_text: str) -> GatewayThread:
         path = tmp_path / f"gateway-{len(started)}.toml"
         path.write_text(textwrap.dedent(toml_text))
         loaded = config_module.load(path)
-        loaded = replace(loaded, server=replace(loaded.server, port=0, address="127.0.0.1"))
+        server = replace(loaded.server, port=0, address="127.0.0.1")
+        if "access_log" not in toml_text:
+            server = replace(server, access_log=ACCESS_LOG_OFF)  # keep test output readable
+        loaded = replace(loaded, server=server)
         gateway = GatewayThread(loaded)
         started.append(gateway)
         return gateway

@@ -1,0 +1,114 @@
+"""Prometheus metrics per route and integration, counted once per exchange.
+
+What a streaming gateway costs is data transfer and duration, so those are the figures:
+requests by status, bytes each way, time to first byte, stream duration, streams running now,
+and how streams ended (``Termination``). Nothing is counted per chunk: the handler calls
+``observe`` once, in ``on_finish``, with the same record the access log writes.
+
+Several worker processes: prometheus_client's multiprocess mode. Each process keeps its
+values in memory-mapped files in ``PROMETHEUS_MULTIPROC_DIR``; whichever worker a scrape
+reaches reads every process's files, so ``/metrics`` is the sum over the whole server (active
+streams too: ``livesum`` drops a process's share when it exits). prometheus_client chooses its
+storage when it is first imported, so the supervisor sets the variable before importing this
+module (``mediaproxy.workers``); ``Metrics`` refuses a mixed state rather than undercount.
+"""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import (CollectorRegistry, Counter, Gauge, Histogram,
+                               disable_created_metrics, generate_latest, multiprocess, values)
+
+from mediaproxy.access_log import ExchangeRecord
+from mediaproxy.config import Route
+from mediaproxy.workers import MULTIPROCESS_DIR_ENV
+
+# What generate_latest writes, named the way every Prometheus version reads it.
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+LABELS = ("route", "integration")
+# From a page-cached file on loopback (~1 ms) to an origin that takes its time.
+TTFB_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                  30.0)
+# From an API answer to the hour a route may allow; the default cap is 900 s (API Gateway).
+DURATION_BUCKETS_S = (0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 15.0, 30.0, 60.0, 300.0, 900.0, 1800.0,
+                      3600.0)
+
+
+# The *_created series double a scrape for a figure nobody graphs (multiprocess mode has none).
+disable_created_metrics()  # type: ignore[no-untyped-call]
+
+
+def multiprocess_dir() -> str | None:
+    """The shared folder when running as one of several processes, else None."""
+    return os.environ.get(MULTIPROCESS_DIR_ENV)
+
+
+class Metrics:
+    """The gateway's metrics; one instance per server process."""
+
+    def __init__(self, routes: tuple[Route, ...] = ()) -> None:
+        self.multiprocess = multiprocess_dir() is not None
+        if self.multiprocess != bool(getattr(values.ValueClass, "_multiprocess", False)):
+            raise RuntimeError(f"{MULTIPROCESS_DIR_ENV} must be set (or unset) before "
+                               "prometheus_client is first imported")
+        # Our own registry, not the global one: every server in a process (tests start
+        # many) counts from zero.
+        self.registry = CollectorRegistry()
+        registry = self.registry
+        self.requests = Counter("mediaproxy_requests", "Exchanges answered, by status.",
+                                LABELS + ("status",), registry=registry)
+        self.sent_bytes = Counter("mediaproxy_sent_bytes", "Body bytes sent to clients.",
+                                  LABELS, registry=registry)
+        self.received_bytes = Counter("mediaproxy_received_bytes",
+                                      "Request body bytes received from clients.",
+                                      LABELS, registry=registry)
+        self.ttfb = Histogram("mediaproxy_ttfb_seconds",
+                              "Time from the request to the first body byte sent.",
+                              LABELS, buckets=TTFB_BUCKETS_S, registry=registry)
+        self.duration = Histogram("mediaproxy_stream_duration_seconds",
+                                  "Time from the request to the end of the exchange.",
+                                  LABELS, buckets=DURATION_BUCKETS_S, registry=registry)
+        self.active = Gauge("mediaproxy_active_streams", "Exchanges running now.", LABELS,
+                            registry=registry, multiprocess_mode="livesum")
+        self.terminations = Counter("mediaproxy_terminations",
+                                    "How exchanges ended (complete, client_closed, ...).",
+                                    LABELS + ("reason",), registry=registry)
+        for route in routes:  # a route nobody used yet shows zeros, not nothing
+            for metric in (self.sent_bytes, self.received_bytes, self.ttfb, self.duration,
+                           self.active):
+                metric.labels(route.prefix, route.integration)
+
+    def stream_started(self, route: Route) -> None:
+        self.active.labels(route.prefix, route.integration).inc()
+
+    def stream_ended(self, route: Route) -> None:
+        self.active.labels(route.prefix, route.integration).dec()
+
+    def observe(self, record: ExchangeRecord) -> None:
+        """Count one finished exchange."""
+        route = (record.route, record.integration)
+        self.requests.labels(*route, str(record.status)).inc()
+        self.terminations.labels(*route, record.termination.value).inc()
+        if record.bytes_sent:
+            self.sent_bytes.labels(*route).inc(record.bytes_sent)
+        if record.bytes_received:
+            self.received_bytes.labels(*route).inc(record.bytes_received)
+        if record.ttfb_s is not None:
+            self.ttfb.labels(*route).observe(record.ttfb_s)
+        self.duration.labels(*route).observe(record.duration_s)
+
+    def exposition(self) -> bytes:
+        """The text a scrape gets: this process's figures, or every process's summed."""
+        directory = multiprocess_dir()
+        if directory is None:
+            return generate_latest(self.registry)
+        merged = CollectorRegistry()
+        multiprocess.MultiProcessCollector(merged, path=directory)  # type: ignore[no-untyped-call]
+        return generate_latest(merged)
+
+
+def forget_process(pid: int) -> None:
+    """A worker exited: its running streams no longer count (its counters still do)."""
+    multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]

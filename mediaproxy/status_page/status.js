@@ -1,0 +1,121 @@
+// The status page: one JSON overview, then one server-sent event a second.
+// Everything from the server goes into the page as text (paths come from clients).
+"use strict";
+
+const UNITS = ["B", "KB", "MB", "GB", "TB"];
+
+function formatBytes(bytes) {
+  let value = bytes, unit = 0;
+  while (value >= 1000 && unit < UNITS.length - 1) { value /= 1000; unit += 1; }
+  return (unit === 0 ? value.toFixed(0) : value.toFixed(1)) + " " + UNITS[unit];
+}
+
+function formatSeconds(seconds) {
+  if (seconds < 60) return seconds.toFixed(1) + " s";
+  if (seconds < 3600) {
+    const rest = Math.floor(seconds % 60);
+    return Math.floor(seconds / 60) + " min" + (rest ? " " + rest + " s" : "");
+  }
+  return (seconds / 3600).toFixed(1) + " h";
+}
+
+function cell(text, className) {
+  const td = document.createElement("td");
+  td.textContent = text;
+  if (className) td.className = className;
+  return td;
+}
+
+function fillTable(tbody, rows) {
+  tbody.replaceChildren(...rows);
+}
+
+function showProcess(info) {
+  const text = info.processes > 1
+    ? `Served by process ${info.pid}, one of ${info.processes} worker processes: the live ` +
+      "table shows this process's streams only (reload to reach another); /metrics sums them all."
+    : `Served by process ${info.pid}.`;
+  document.getElementById("process").textContent = text;
+}
+
+function showRoutes(routes) {
+  fillTable(document.querySelector("#routes tbody"), routes.map((route) => {
+    const tr = document.createElement("tr");
+    tr.append(cell(route.prefix, "path"), cell(route.integration),
+              cell(formatSeconds(route.idle_timeout_s), "num"),
+              cell(formatSeconds(route.max_stream_duration_s), "num"));
+    return tr;
+  }));
+}
+
+function showPlayers(samples) {
+  const players = document.getElementById("players");
+  if (samples.length === 0) {
+    const p = document.createElement("p");
+    p.className = "muted";
+    p.textContent = "No video or audio file under the file routes.";
+    players.replaceChildren(p);
+    return;
+  }
+  const rank = (sample) => (sample.kind === "video" ? 0 : 1);
+  const videoFirst = [...samples].sort((a, b) => rank(a) - rank(b));
+  players.replaceChildren(...videoFirst.map((sample) => {
+    const figure = document.createElement("figure");
+    const media = document.createElement(sample.kind === "video" ? "video" : "audio");
+    media.controls = true;
+    media.muted = true;
+    media.preload = "metadata";
+    media.src = sample.url;
+    media.dataset.url = sample.url;
+    const caption = document.createElement("figcaption");
+    const link = document.createElement("a");
+    link.href = sample.url;
+    link.textContent = sample.name;
+    const detail = document.createElement("span");
+    detail.className = "muted";
+    detail.textContent = ` ${sample.media_type} via ${sample.route}`;
+    caption.append(link, detail);
+    figure.append(media, caption);
+    return figure;
+  }));
+}
+
+function showStreams(streams) {
+  const rows = streams.map((stream) => {
+    const tr = document.createElement("tr");
+    tr.dataset.path = stream.path;
+    tr.append(cell(stream.route, "path"), cell(stream.method), cell(stream.path, "path"),
+              cell(stream.client), cell(String(stream.status)),
+              cell(formatBytes(stream.bytes_sent), "num"),
+              cell(formatBytes(stream.sent_per_s) + "/s", "num"),
+              cell(formatBytes(stream.bytes_received), "num"),
+              cell(formatSeconds(stream.age_s), "num"));
+    return tr;
+  });
+  fillTable(document.querySelector("#streams tbody"), rows);
+  document.getElementById("no-streams").hidden = rows.length > 0;
+}
+
+function listen() {
+  const badge = document.getElementById("connection");
+  const events = new EventSource("events");
+  events.onopen = () => { badge.textContent = "live"; badge.className = "badge live"; };
+  events.onerror = () => { badge.textContent = "reconnecting…"; badge.className = "badge down"; };
+  events.onmessage = (message) => {
+    const event = JSON.parse(message.data);
+    showProcess(event);
+    showStreams(event.streams);
+  };
+}
+
+async function main() {
+  listen();
+  const response = await fetch("api/overview");
+  const overview = await response.json();
+  document.getElementById("version").textContent = "version " + overview.version;
+  showProcess(overview);
+  showRoutes(overview.routes);
+  showPlayers(overview.samples);
+}
+
+main();

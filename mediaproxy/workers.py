@@ -1,0 +1,171 @@
+"""``[server] processes = N``: N worker processes sharing one listening socket.
+
+The parent binds the port, then forks the workers; each runs a whole gateway on the inherited
+socket and the kernel hands each new connection to one of them (the pattern of tornado's
+``fork_processes``). One socket rather than SO_REUSEPORT: port 0 and the start-up line name a
+single port, and a draining worker leaves no connections stranded in an accept queue of its
+own. Not ``fork_processes`` itself: its parent dies on SIGTERM without telling the workers (a
+container runtime signals only PID 1), and it cannot tell the metrics a worker is gone.
+
+The parent forwards SIGTERM and SIGINT to every worker, which drains as a single process does
+(``RunningServer.shutdown``); it closes its own copy of the socket at once, so the port
+refuses new connections as soon as every worker has stopped accepting. A worker that crashes
+is restarted, unless it crashed within ``MIN_UPTIME_S`` of starting (that would only repeat).
+The parent exits 0 once every worker has drained and exited 0.
+
+Metrics: prometheus_client's multiprocess mode, in ``PROMETHEUS_MULTIPROC_DIR`` (the
+operator's, emptied at start, or a temporary folder removed at exit). The variable must be set
+before prometheus_client is first imported, which is why the gateway is imported only here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import shutil
+import signal
+import socket
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from types import FrameType
+from typing import NoReturn
+
+from mediaproxy.config import Config
+
+log = logging.getLogger("mediaproxy")
+
+MULTIPROCESS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus_client's own name for it
+MIN_UPTIME_S = 1.0
+FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+def process_count(config: Config) -> int:
+    return config.server.processes or os.cpu_count() or 1
+
+
+def run(config: Config) -> int:
+    """Serve until SIGTERM or SIGINT and a graceful drain; the exit code."""
+    count = process_count(config)
+    if count == 1:
+        from mediaproxy.app import serve
+        asyncio.run(serve(config))
+        return 0
+    remove_metrics_dir = _prepare_metrics_dir()
+    try:
+        config = replace(config, server=replace(config.server, processes=count))
+        return _Supervisor(config, count).run()
+    finally:
+        remove_metrics_dir()
+
+
+def _prepare_metrics_dir() -> Callable[[], None]:
+    """Set up the shared metrics folder; returns what undoes it."""
+    given = os.environ.get(MULTIPROCESS_DIR_ENV)
+    if given:
+        # Files of a previous run would be summed into this one's counters.
+        for stale in Path(given).glob("*.db"):
+            stale.unlink()
+        return lambda: None
+    created = tempfile.mkdtemp(prefix="mediaproxy-metrics-")
+    os.environ[MULTIPROCESS_DIR_ENV] = created
+    return lambda: shutil.rmtree(created, ignore_errors=True)
+
+
+@dataclass
+class _Worker:
+    index: int
+    started_at: float
+
+
+class _Supervisor:
+    def __init__(self, config: Config, count: int) -> None:
+        self.config = config
+        self.count = count
+        self.workers: dict[int, _Worker] = {}
+        self.stopping = False
+        self.failed = False
+        self.sockets: list[socket.socket] = []
+
+    def run(self) -> int:
+        from mediaproxy import app, metrics
+        self.sockets = app.listen(self.config)
+        for signum in FORWARDED_SIGNALS:
+            signal.signal(signum, self._stop)
+        for index in range(self.count):
+            self._fork(index)
+        log.info("mediaproxy: %d worker processes (pids %s)", self.count,
+                 " ".join(map(str, self.workers)))
+        while self.workers:
+            pid, wait_status = os.wait()
+            worker = self.workers.pop(pid, None)
+            if worker is None:
+                continue
+            metrics.forget_process(pid)
+            self._exited(pid, worker, os.waitstatus_to_exitcode(wait_status))
+        self._close_sockets()
+        log.info("mediaproxy stopped")
+        return 1 if self.failed else 0
+
+    def _exited(self, pid: int, worker: _Worker, code: int) -> None:
+        if code == 0:
+            return  # drained (or told to stop on its own): not restarted
+        how = f"killed by signal {-code}" if code < 0 else f"exited with {code}"
+        if self.stopping:
+            log.error("worker %d (pid %d) %s while stopping", worker.index, pid, how)
+            self.failed = True
+        elif time.monotonic() - worker.started_at < MIN_UPTIME_S:
+            log.error("worker %d (pid %d) %s at start-up; stopping", worker.index, pid, how)
+            self.failed = True
+            self._stop(signal.SIGTERM, None)
+        else:
+            log.error("worker %d (pid %d) %s; restarting it", worker.index, pid, how)
+            self._fork(worker.index)
+
+    def _fork(self, index: int) -> None:
+        # Blocked across the fork: a SIGTERM now waits until this worker is in self.workers
+        # (parent) or until serve() has its own handlers in place (child, which unblocks).
+        signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED_SIGNALS)
+        try:
+            if self.stopping:
+                return
+            pid = os.fork()
+            if pid == 0:
+                self._serve_in_child(index)
+            self.workers[pid] = _Worker(index, time.monotonic())
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED_SIGNALS)
+
+    def _serve_in_child(self, index: int) -> NoReturn:
+        from mediaproxy.app import serve
+        for signum in FORWARDED_SIGNALS:
+            signal.signal(signum, signal.SIG_DFL)  # not the parent's: it signals the workers
+        code = 0
+        try:
+            asyncio.run(serve(self.config, self.sockets))
+        except BaseException:
+            log.exception("worker %d failed", index)
+            code = 1
+        finally:
+            logging.shutdown()
+            os._exit(code)  # never return into the parent's loop
+
+    def _stop(self, signum: int, frame: FrameType | None) -> None:
+        """Stop accepting here and tell every worker to drain."""
+        if not self.stopping:
+            log.info("mediaproxy stopping %d workers (grace %.0f s)", len(self.workers),
+                     self.config.server.shutdown_grace_s)
+        self.stopping = True
+        self._close_sockets()
+        for pid in self.workers:
+            try:
+                os.kill(pid, signum)
+            except ProcessLookupError:
+                pass  # exited already; os.wait() will tell
+
+    def _close_sockets(self) -> None:
+        for sock in self.sockets:
+            sock.close()

@@ -1,0 +1,136 @@
+"""`mediaproxy` with `processes = 2`, run as a real command: shared port, summed metrics, drain."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from .support import request
+
+BIG_BYTES = 20 * 1024 * 1024
+RATE_BYTES_PER_S = 8 * 1024 * 1024  # the slow download lasts about 2.5 s
+
+
+class Server:
+    """The command in a subprocess; its stderr lines collected as they come."""
+
+    def __init__(self, config: Path) -> None:
+        self.process = subprocess.Popen([sys.executable, "-m", "mediaproxy", "--config",
+                                         str(config)],
+                                        stderr=subprocess.PIPE, text=True)
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        started = self.wait_for_line(r"(\d+) worker processes \(pids ([\d ]+)\)")
+        self.worker_pids = set(map(int, started.group(2).split()))
+        listening = self.wait_for_line(r"listening on http://127\.0\.0\.1:(\d+)")
+        self.port = int(listening.group(1))
+
+    def _read(self) -> None:
+        assert self.process.stderr is not None
+        for line in self.process.stderr:
+            self.lines.append(line)
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        self._reader.join(5)
+        assert self.process.stderr is not None
+        self.process.stderr.close()
+
+    def wait_for_line(self, pattern: str, timeout_s: float = 15) -> re.Match[str]:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            for line in list(self.lines):
+                if match := re.search(pattern, line):
+                    return match
+            assert self.process.poll() is None, "".join(self.lines)
+            time.sleep(0.02)
+        raise AssertionError(f"no line matching {pattern!r} in:\n{''.join(self.lines)}")
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Server]:
+    with (tmp_path / "big.bin").open("wb") as stream:
+        stream.truncate(BIG_BYTES)
+    (tmp_path / "small.txt").write_text("small\n")
+    config = tmp_path / "mediaproxy.toml"
+    config.write_text(f"""
+[server]
+port = 0
+processes = 2
+shutdown_grace = 10
+access_log = "access.log"
+[[routes]]
+prefix = "/files"
+integration = "file"
+root = "{tmp_path}"
+""")
+    running = Server(config)
+    yield running
+    running.close()
+
+
+def scrape(port: int) -> dict[tuple[str, str], float]:
+    """(sample name, status or '') -> value, for the /files route."""
+    text = request(port, "GET", "/metrics").body.decode()
+    return {(sample.name, sample.labels.get("status", "")): sample.value
+            for family in text_string_to_metric_families(text) for sample in family.samples
+            if sample.labels.get("route") == "/files"}
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl not installed")
+def test_two_workers_share_the_port_sum_their_metrics_and_drain_on_sigterm(
+        server: Server, tmp_path: Path) -> None:
+    assert len(server.worker_pids) == 2
+    seen: set[int] = set()
+    for _ in range(200):  # fresh connections until the kernel has handed some to each
+        seen.add(json.loads(request(server.port, "GET", "/_mediaproxy/api/overview").body)["pid"])
+        if seen == server.worker_pids:
+            break
+    assert seen == server.worker_pids
+
+    for _ in range(10):
+        assert request(server.port, "GET", "/files/small.txt").body == b"small\n"
+    assert scrape(server.port)[("mediaproxy_requests_total", "200")] == 10
+
+    download = subprocess.Popen(["curl", "-sS", "--limit-rate", str(RATE_BYTES_PER_S),
+                                 "-o", str(tmp_path / "out.bin"), "-w", "%{http_code}",
+                                 f"http://127.0.0.1:{server.port}/files/big.bin"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 10
+    while scrape(server.port).get(("mediaproxy_active_streams", "")) != 1:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+
+    stopped_at = time.monotonic()
+    server.process.send_signal(signal.SIGTERM)
+    assert (tmp_path / "out.bin").stat().st_size < BIG_BYTES / 2  # well before its end
+    server.wait_for_line(r"stopping 2 workers")
+    with pytest.raises(ConnectionRefusedError):  # drained workers accept nothing new
+        for _ in range(100):
+            socket.create_connection(("127.0.0.1", server.port), timeout=1).close()
+            time.sleep(0.02)
+
+    out, err = download.communicate(timeout=20)
+    assert (download.returncode, out) == (0, "200"), err
+    assert (tmp_path / "out.bin").stat().st_size == BIG_BYTES
+    assert server.process.wait(timeout=15) == 0
+    assert time.monotonic() - stopped_at < 10  # within the grace period
+    lines = [json.loads(line) for line in (tmp_path / "access.log").read_text().splitlines()]
+    (big,) = [line for line in lines if line["path"] == "/files/big.bin"]
+    assert (big["termination"], big["bytes_sent"]) == ("complete", BIG_BYTES)
+
