@@ -172,9 +172,15 @@ class HandlerExchange(Exchange):
             await super().send_file(fd, offset, length)
             return
         assert isinstance(connection, HTTP1Connection)
-        socket_fd = connection.stream.socket.fileno()
+        stream = connection.stream
+        socket_fd = stream.socket.fileno()
         stop = offset + length
         while offset < stop:
+            if stream.closed():
+                # A failed write closed the socket, and HTTP1Connection resolves the flush of
+                # a closed stream without an error: the descriptor may already be another
+                # connection's.
+                raise StreamClosedError(real_error=stream.error)
             wanted = min(stop - offset, SENDFILE_MAX_BYTES)
             try:
                 sent = os.sendfile(socket_fd, fd, offset, wanted)
