@@ -37,9 +37,25 @@ class PlainHandler(RequestHandler):
         self.finish(f"{status_code} {self._reason}\n")
 
 
+@dataclass
+class Lifecycle:
+    draining: bool = False  # shutdown began: running streams finish, nothing new should come
+
+
 class HealthHandler(PlainHandler):
+    """200 while serving; 503 once draining, so a load balancer moves traffic away even over a
+    connection it keeps alive."""
+
+    def initialize(self, lifecycle: Lifecycle) -> None:
+        self.lifecycle = lifecycle
+
     def get(self) -> None:
-        self.finish("ok\n")
+        if self.lifecycle.draining:
+            self.set_status(503)
+            self.set_header("Connection", "close")
+            self.finish("draining\n")
+        else:
+            self.finish("ok\n")
 
     head = get
 
@@ -71,6 +87,7 @@ class Gateway:
     application: Application
     metrics: Metrics
     access_log: AccessLog | None
+    lifecycle: Lifecycle
     integrations: list[Integration] = field(default_factory=list)
     slots: StreamSlots = field(default_factory=lambda: StreamSlots(0))
 
@@ -92,7 +109,8 @@ def make_gateway(config: Config) -> Gateway:
     metrics = Metrics(config.routes)
     access_log = open_access_log(config.server.access_log)
     slots = StreamSlots(config.limits.max_concurrent_streams)
-    rules: list[Any] = [(r"/healthz", HealthHandler),
+    lifecycle = Lifecycle()
+    rules: list[Any] = [(r"/healthz", HealthHandler, {"lifecycle": lifecycle}),
                         (r"/metrics", MetricsHandler, {"metrics": metrics})]
     if config.server.status_page:
         rules += status.rules(config, active)
@@ -107,7 +125,7 @@ def make_gateway(config: Config) -> Gateway:
     application = Application(rules, default_handler_class=NotFoundHandler,
                               log_function=lambda handler: None)  # we log our own access lines
     application.active = active  # type: ignore[attr-defined]
-    return Gateway(config, application, metrics, access_log, built, slots)
+    return Gateway(config, application, metrics, access_log, lifecycle, built, slots)
 
 
 @dataclass
@@ -123,6 +141,7 @@ class RunningServer:
 
     async def shutdown(self) -> None:
         """Stop accepting, let running streams finish within the grace period, cut the rest."""
+        self.gateway.lifecycle.draining = True
         self.server.stop()
         grace_s = self.gateway.config.server.shutdown_grace_s
         loop = asyncio.get_running_loop()

@@ -110,6 +110,7 @@ def request(port: int, method: str, path: str, headers: dict[str, str] | None = 
 
 
 def open_stalled_download(port: int, path: str) -> socket.socket:
+    """A GET whose client never reads: the stream stays running (small buffers fill fast)."""
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)
     sock.connect(("127.0.0.1", port))
@@ -152,3 +153,9 @@ def read_cut_response(port: int, path: str, timeout: float = 30) -> bytes:
         raise AssertionError(f"{path}: the response ended cleanly; it should have been cut")
     finally:
         connection.close()
+def wait_until(condition: Callable[[], bool], timeout_s: float = 10) -> None:
+    """Poll until ``condition()``: the server counts an exchange just after its last byte."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.02)

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import json
-import socket
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from .support import GatewayThread, request
+from .support import GatewayThread, open_stalled_download, request, wait_until
 
 BIG_BYTES = 64 * 1024 * 1024
 SMALL = b"twenty bytes of text"
@@ -58,34 +55,19 @@ def value(samples: Samples, name: str, **labels: str) -> float:
     return samples.get((name, frozenset(labels.items())), 0.0)
 
 
-def wait_until(condition: Callable[[], bool], timeout_s: float = 10) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.05)
-
-
-def start_download(port: int, path: str) -> socket.socket:
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)
-    sock.connect(("127.0.0.1", port))
-    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
-    return sock
-
-
 def test_metrics_and_access_log_agree_on_every_exchange(gateway: GatewayThread,
                                                         tmp_path: Path) -> None:
     port = gateway.port
     files = {"route": "/files", "integration": "file"}
     idle = {"route": "/idle", "integration": "file"}
-    stalled = start_download(port, "/idle/big.bin")  # never read: the idle timer cuts it
+    stalled = open_stalled_download(port, "/idle/big.bin")  # never read: the idle timer cuts it
     wait_until(lambda: value(scrape(port), "mediaproxy_active_streams", **idle) == 1)
 
     assert request(port, "GET", "/files/small.txt").body == SMALL
     assert request(port, "GET", "/files/small.txt").body == SMALL
     assert request(port, "GET", "/files/small.txt", {"Range": "bytes=0-5"}).status == 206
     assert request(port, "GET", "/files/missing.txt").status == 404
-    leaving = start_download(port, "/files/big.bin")
+    leaving = open_stalled_download(port, "/files/big.bin")
     assert leaving.recv(65536)  # the stream has begun
     leaving.close()
 

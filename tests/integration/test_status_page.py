@@ -6,13 +6,12 @@ import asyncio
 import json
 import os
 import shutil
-import socket
 from pathlib import Path
 
 import pytest
 
 from .browser import CHROMIUM, Browser
-from .support import GatewayThread, request
+from .support import GatewayThread, open_stalled_download, request
 
 SAMPLE_MEDIA = Path(__file__).resolve().parents[2] / "sample_media"
 VIDEO_URL = "/media/video/testsrc-h264-aac.mp4"
@@ -45,15 +44,6 @@ def gateway(make_gateway, tmp_path: Path) -> GatewayThread:  # type: ignore[no-u
 
 def access_lines(tmp_path: Path) -> list[dict[str, object]]:
     return [json.loads(line) for line in (tmp_path / "access.log").read_text().splitlines()]
-
-
-def open_stalled_download(port: int, path: str) -> socket.socket:
-    """A download that stays running: the client never reads."""
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)
-    sock.connect(("127.0.0.1", port))
-    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
-    return sock
 
 
 def test_the_page_files_are_served_with_a_strict_policy(gateway: GatewayThread) -> None:

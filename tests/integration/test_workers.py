@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import http.client
 import json
+import os
 import re
 import shutil
 import signal
@@ -17,19 +20,22 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from .support import request
+from .support import GatewayThread, open_stalled_download, request, wait_until
 
 BIG_BYTES = 20 * 1024 * 1024
-RATE_BYTES_PER_S = 8 * 1024 * 1024  # the slow download lasts about 2.5 s
+# curl lets a first burst of ~10 MB through, then holds the rate: the download lasts ~2 s.
+RATE_BYTES_PER_S = 6 * 1024 * 1024
 
 
 class Server:
     """The command in a subprocess; its stderr lines collected as they come."""
 
     def __init__(self, config: Path) -> None:
+        # Its own process group, so a failed test can kill the workers too.
         self.process = subprocess.Popen([sys.executable, "-m", "mediaproxy", "--config",
                                          str(config)],
-                                        stderr=subprocess.PIPE, text=True)
+                                        stderr=subprocess.PIPE, text=True,
+                                        start_new_session=True)
         self.lines: list[str] = []
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -44,9 +50,11 @@ class Server:
             self.lines.append(line)
 
     def close(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass  # exited, workers and all
+        self.process.wait()
         self._reader.join(5)
         assert self.process.stderr is not None
         self.process.stderr.close()
@@ -105,20 +113,18 @@ def test_two_workers_share_the_port_sum_their_metrics_and_drain_on_sigterm(
 
     for _ in range(10):
         assert request(server.port, "GET", "/files/small.txt").body == b"small\n"
-    assert scrape(server.port)[("mediaproxy_requests_total", "200")] == 10
+    wait_until(lambda: scrape(server.port)[("mediaproxy_requests_total", "200")] == 10)
 
     download = subprocess.Popen(["curl", "-sS", "--limit-rate", str(RATE_BYTES_PER_S),
                                  "-o", str(tmp_path / "out.bin"), "-w", "%{http_code}",
                                  f"http://127.0.0.1:{server.port}/files/big.bin"],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 10
-    while scrape(server.port).get(("mediaproxy_active_streams", "")) != 1:
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    wait_until(lambda: scrape(server.port).get(("mediaproxy_active_streams", "")) == 1)
 
     stopped_at = time.monotonic()
     server.process.send_signal(signal.SIGTERM)
-    assert (tmp_path / "out.bin").stat().st_size < BIG_BYTES / 2  # well before its end
+    # At least 4 MiB (most of a second) still to come: the drain has something to wait for.
+    assert (tmp_path / "out.bin").stat().st_size < BIG_BYTES - 4 * 1024 * 1024
     server.wait_for_line(r"stopping 2 workers")
     with pytest.raises(ConnectionRefusedError):  # drained workers accept nothing new
         for _ in range(100):
@@ -134,3 +140,32 @@ def test_two_workers_share_the_port_sum_their_metrics_and_drain_on_sigterm(
     (big,) = [line for line in lines if line["path"] == "/files/big.bin"]
     assert (big["termination"], big["bytes_sent"]) == ("complete", BIG_BYTES)
 
+
+
+def test_health_check_says_draining_on_a_kept_alive_connection(make_gateway,  # type: ignore[no-untyped-def]
+                                                              tmp_path: Path) -> None:
+    with (tmp_path / "big.bin").open("wb") as stream:
+        stream.truncate(BIG_BYTES)
+    gateway: GatewayThread = make_gateway(f"""
+        [server]
+        shutdown_grace = 5
+        [[routes]]
+        prefix = "/files"
+        integration = "file"
+        root = "{tmp_path}"
+    """)
+    balancer = http.client.HTTPConnection("127.0.0.1", gateway.port, timeout=10)
+    balancer.request("GET", "/healthz")
+    assert balancer.getresponse().read() == b"ok\n"
+    running = open_stalled_download(gateway.port, "/files/big.bin")  # the drain waits for it
+    wait_until(lambda: gateway.active_streams() == 1)
+
+    assert gateway.running is not None
+    shutdown = gateway.running.shutdown
+    gateway.call(lambda: asyncio.ensure_future(shutdown()))
+    balancer.request("GET", "/healthz")
+    reply = balancer.getresponse()
+    assert (reply.status, reply.getheader("Connection"), reply.read()) == (
+        503, "close", b"draining\n")
+    running.close()
+    balancer.close()
