@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import http.client
+import json
 import socket
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from mediaproxy import config as config_module
 from mediaproxy.app import RunningServer, start
@@ -159,3 +161,15 @@ def wait_until(condition: Callable[[], bool], timeout_s: float = 10) -> None:
     while not condition():
         assert time.monotonic() < deadline, "condition not met in time"
         time.sleep(0.02)
+
+
+def make_sparse_file(path: Path, size_bytes: int) -> Path:
+    """A large file of zeros that costs no disk."""
+    with path.open("wb") as stream:
+        stream.truncate(size_bytes)
+    return path
+
+
+def read_access_log(path: Path) -> list[dict[str, Any]]:
+    """Every line of a JSON access log, parsed (a line that is not JSON fails the test)."""
+    return [json.loads(line) for line in path.read_text().splitlines()]

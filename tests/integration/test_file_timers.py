@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from .support import GatewayThread, drain, open_stalled_download, wait_for_no_streams
+from .support import (GatewayThread, drain, make_sparse_file, open_stalled_download,
+                      wait_for_no_streams)
 
 BIG_BYTES = 64 * 1024 * 1024
 
@@ -18,8 +19,7 @@ BIG_BYTES = 64 * 1024 * 1024
 def gateway(make_gateway, tmp_path: Path, request) -> GatewayThread:  # type: ignore[no-untyped-def]
     root = tmp_path / "root"
     root.mkdir()
-    with (root / "big.bin").open("wb") as stream:
-        stream.truncate(BIG_BYTES)  # sparse: large without costing disk
+    make_sparse_file(root / "big.bin", BIG_BYTES)
     gateway: GatewayThread = make_gateway(f"""
         [[routes]]
         prefix = "/idle"

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from .support import GatewayThread, open_stalled_download, request, wait_until
+from .support import (GatewayThread, make_sparse_file, open_stalled_download, read_access_log,
+                      request, wait_until)
 
 BIG_BYTES = 64 * 1024 * 1024
 SMALL = b"twenty bytes of text"
@@ -24,8 +24,7 @@ def gateway(make_gateway, tmp_path: Path) -> GatewayThread:  # type: ignore[no-u
     root = tmp_path / "root"
     root.mkdir()
     (root / "small.txt").write_bytes(SMALL)
-    with (root / "big.bin").open("wb") as stream:
-        stream.truncate(BIG_BYTES)
+    make_sparse_file(root / "big.bin", BIG_BYTES)
     gateway: GatewayThread = make_gateway(f"""
         [server]
         access_log = "{tmp_path / 'access.log'}"
@@ -89,7 +88,7 @@ def test_metrics_and_access_log_agree_on_every_exchange(gateway: GatewayThread,
     assert value(samples, "mediaproxy_stream_duration_seconds_count", **files) == 5
     assert value(samples, "mediaproxy_stream_duration_seconds_bucket", le="+Inf", **idle) == 1
 
-    lines = [json.loads(line) for line in (tmp_path / "access.log").read_text().splitlines()]
+    lines = read_access_log(tmp_path / "access.log")
     assert all(set(line) == LOG_KEYS for line in lines)
     by_route = {route: [line for line in lines if line["route"] == route]
                 for route in ("/files", "/idle")}

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from .browser import CHROMIUM, Browser
-from .support import GatewayThread, open_stalled_download, request
+from .support import (GatewayThread, make_sparse_file, open_stalled_download, read_access_log,
+                      request)
 
 SAMPLE_MEDIA = Path(__file__).resolve().parents[2] / "sample_media"
 VIDEO_URL = "/media/video/testsrc-h264-aac.mp4"
@@ -25,8 +26,7 @@ pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed
 def gateway(make_gateway, tmp_path: Path) -> GatewayThread:  # type: ignore[no-untyped-def]
     big = tmp_path / "big"
     big.mkdir()
-    with (big / "big.bin").open("wb") as stream:
-        stream.truncate(BIG_BYTES)
+    make_sparse_file(big / "big.bin", BIG_BYTES)
     gateway: GatewayThread = make_gateway(f"""
         [server]
         access_log = "{tmp_path / 'access.log'}"
@@ -40,10 +40,6 @@ def gateway(make_gateway, tmp_path: Path) -> GatewayThread:  # type: ignore[no-u
         root = "{big}"
     """)
     return gateway
-
-
-def access_lines(tmp_path: Path) -> list[dict[str, object]]:
-    return [json.loads(line) for line in (tmp_path / "access.log").read_text().splitlines()]
 
 
 def test_the_page_files_are_served_with_a_strict_policy(gateway: GatewayThread) -> None:
@@ -112,5 +108,5 @@ def test_the_page_plays_seeks_and_shows_live_streams(gateway: GatewayThread,
     assert screenshot.read_bytes().startswith(b"\x89PNG")
     if "MEDIAPROXY_KEEP_SCREENSHOT" in os.environ:  # to look at it: a person's check
         shutil.copy(screenshot, os.environ["MEDIAPROXY_KEEP_SCREENSHOT"])
-    video_lines = [line for line in access_lines(tmp_path) if line["path"] == VIDEO_URL]
+    video_lines = [line for line in read_access_log(tmp_path / "access.log") if line["path"] == VIDEO_URL]
     assert any(line["status"] == 206 for line in video_lines), video_lines

@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from .support import GatewayThread, open_stalled_download, request, wait_until
+from .support import (GatewayThread, make_sparse_file, open_stalled_download, read_access_log,
+                      request, wait_until)
 
 BIG_BYTES = 20 * 1024 * 1024
 # curl lets a first burst of ~10 MB through, then holds the rate: the download lasts ~2 s.
@@ -72,8 +73,7 @@ class Server:
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[Server]:
-    with (tmp_path / "big.bin").open("wb") as stream:
-        stream.truncate(BIG_BYTES)
+    make_sparse_file(tmp_path / "big.bin", BIG_BYTES)
     (tmp_path / "small.txt").write_text("small\n")
     config = tmp_path / "mediaproxy.toml"
     config.write_text(f"""
@@ -136,7 +136,7 @@ def test_two_workers_share_the_port_sum_their_metrics_and_drain_on_sigterm(
     assert (tmp_path / "out.bin").stat().st_size == BIG_BYTES
     assert server.process.wait(timeout=15) == 0
     assert time.monotonic() - stopped_at < 10  # within the grace period
-    lines = [json.loads(line) for line in (tmp_path / "access.log").read_text().splitlines()]
+    lines = read_access_log(tmp_path / "access.log")
     (big,) = [line for line in lines if line["path"] == "/files/big.bin"]
     assert (big["termination"], big["bytes_sent"]) == ("complete", BIG_BYTES)
 
@@ -144,8 +144,7 @@ def test_two_workers_share_the_port_sum_their_metrics_and_drain_on_sigterm(
 
 def test_health_check_says_draining_on_a_kept_alive_connection(make_gateway,  # type: ignore[no-untyped-def]
                                                               tmp_path: Path) -> None:
-    with (tmp_path / "big.bin").open("wb") as stream:
-        stream.truncate(BIG_BYTES)
+    make_sparse_file(tmp_path / "big.bin", BIG_BYTES)
     gateway: GatewayThread = make_gateway(f"""
         [server]
         shutdown_grace = 5
