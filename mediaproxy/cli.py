@@ -118,6 +118,7 @@ def sign(argv: list[str]) -> int:
     signed = sign_query(route.access.signing_secret, args.method, path, expires_s, query)
     server = config.server
     host = f"[{server.address}]" if ":" in server.address else server.address
-    base_url = (args.base_url or f"http://{host}:{server.port}").rstrip("/")
+    scheme = "https" if server.tls is not None else "http"
+    base_url = (args.base_url or f"{scheme}://{host}:{server.port}").rstrip("/")
     print(f"{base_url}{path}?{signed}")
     return 0

@@ -418,12 +418,12 @@ class GatewayHandler(RequestHandler):
                                                     exchange.upstream_status, exchange.started)
             if exchange.first_byte_at is not None:
                 ttfb_s = exchange.first_byte_at - self.started_at
-        termination = self.termination
+        # None: finish() ran with nothing wrong, whatever the status (an origin's 404 relayed
+        # whole is a complete exchange); or Tornado answered before prepare() (a 405).
+        termination = self.termination or (Termination.COMPLETE if exchange is not None
+                                           or status < 400 else Termination.REJECTED)
         if termination is Termination.CLIENT_CLOSED and not started:
             status = CLIENT_CLOSED_REQUEST
-        if termination is None:  # answered without running an integration (e.g. refused)
-            termination = (Termination.COMPLETE if status < 400 else Termination.REJECTED
-                           if status < 500 else Termination.UPSTREAM_ERROR)
         return ExchangeRecord(
             route=self.route.prefix, integration=self.route.integration,
             method=self.request.method or "", path=self.request.path, status=status,

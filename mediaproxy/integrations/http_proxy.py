@@ -202,6 +202,7 @@ class HttpProxyIntegration(Integration):
                     if reused and not has_body:
                         continue
                     raise
+                exchange.upstream_status = head.status
                 yield upstream, head
                 reusable = await upstream.reusable_after(request.method, head)
                 return

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pytest
@@ -66,6 +67,7 @@ def test_metrics_and_access_log_agree_on_every_exchange(gateway: GatewayThread,
     assert request(port, "GET", "/files/small.txt").body == SMALL
     assert request(port, "GET", "/files/small.txt", {"Range": "bytes=0-5"}).status == 206
     assert request(port, "GET", "/files/missing.txt").status == 404
+    assert request(port, "TRACE", "/files/small.txt").status == 405  # refused by Tornado itself
     leaving = open_stalled_download(port, "/files/big.bin")
     assert leaving.recv(65536)  # the stream has begun
     leaving.close()
@@ -80,12 +82,12 @@ def test_metrics_and_access_log_agree_on_every_exchange(gateway: GatewayThread,
     assert value(samples, "mediaproxy_requests_total", status="206", **files) == 1
     assert value(samples, "mediaproxy_requests_total", status="404", **files) == 1
     assert value(samples, "mediaproxy_terminations_total", reason="complete", **files) == 3
-    assert value(samples, "mediaproxy_terminations_total", reason="rejected", **files) == 1
+    assert value(samples, "mediaproxy_terminations_total", reason="rejected", **files) == 2
     assert value(samples, "mediaproxy_terminations_total", reason="client_closed", **files) == 1
     assert value(samples, "mediaproxy_active_streams", **files) == 0
     assert value(samples, "mediaproxy_active_streams", **idle) == 0
     assert value(samples, "mediaproxy_ttfb_seconds_count", **files) == 4  # the 404 sent no body
-    assert value(samples, "mediaproxy_stream_duration_seconds_count", **files) == 5
+    assert value(samples, "mediaproxy_stream_duration_seconds_count", **files) == 6
     assert value(samples, "mediaproxy_stream_duration_seconds_bucket", le="+Inf", **idle) == 1
 
     lines = read_access_log(tmp_path / "access.log")
@@ -103,6 +105,41 @@ def test_metrics_and_access_log_agree_on_every_exchange(gateway: GatewayThread,
     assert missing["termination"] == "rejected" and missing["ttfb_ms"] is None
     complete = [line for line in lines if line["termination"] == "complete"]
     assert {line["bytes_sent"] for line in complete} == {len(SMALL), 6}
+    (traced,) = [line for line in lines if line["method"] == "TRACE"]
+    assert (traced["status"], traced["termination"]) == (405, "rejected")
     assert all(line["client"] == "127.0.0.1" and line["upstream_status"] is None
-               and line["method"] == "GET" for line in lines)
+               for line in lines)
 
+
+
+def test_proxied_exchanges_log_upstream_status_upload_bytes_and_499(
+        make_gateway, origin, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    gateway: GatewayThread = make_gateway(f"""
+        [server]
+        access_log = "{tmp_path / 'access.log'}"
+        [[routes]]
+        prefix = "/api"
+        integration = "http_proxy"
+        upstream = "{origin.url}"
+    """)
+    port = gateway.port
+    assert request(port, "GET", "/api/status?code=418").status == 418
+    upload = b"x" * 300_000
+    assert request(port, "PUT", "/api/upload", body=upload).status == 200
+    waiting = socket.create_connection(("127.0.0.1", port))
+    waiting.sendall(b"GET /api/stall?headers=0 HTTP/1.1\r\nHost: x\r\n\r\n")
+    wait_until(lambda: gateway.active_streams() == 1)
+    waiting.close()  # before the origin has answered anything
+    wait_until(lambda: len(read_access_log(tmp_path / "access.log")) == 3)
+
+    teapot, uploaded, gone = read_access_log(tmp_path / "access.log")
+    assert (teapot["status"], teapot["upstream_status"], teapot["termination"]) == (
+        418, 418, "complete")
+    assert (uploaded["bytes_received"], uploaded["upstream_status"]) == (len(upload), 200)
+    assert (gone["status"], gone["upstream_status"], gone["termination"]) == (
+        499, None, "client_closed")
+    samples = scrape(port)
+    api = {"route": "/api", "integration": "http_proxy"}
+    assert value(samples, "mediaproxy_received_bytes_total", **api) == len(upload)
+    assert value(samples, "mediaproxy_requests_total", status="499", **api) == 1
+    assert value(samples, "mediaproxy_terminations_total", reason="client_closed", **api) == 1

@@ -38,6 +38,8 @@ def media_root(tmp_path: Path) -> Path:
 @pytest.fixture
 def config_text(media_root: Path, origin: OriginThread) -> str:
     return f"""
+        [server]
+        access_log = "{media_root.parent / 'access.log'}"
         [[routes]]
         prefix = "/keyed"
         integration = "file"
@@ -69,7 +71,7 @@ def gateway(make_gateway: Callable[[str], GatewayThread], config_text: str,
     return make_gateway(config_text)
 
 
-def test_api_keys_from_the_file_and_the_environment(gateway: GatewayThread,
+def test_api_keys_from_the_file_and_the_environment(gateway: GatewayThread, media_root: Path,
                                                     caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
     port = gateway.port
@@ -89,8 +91,10 @@ def test_api_keys_from_the_file_and_the_environment(gateway: GatewayThread,
     assert request(port, "GET", "/keyed/absent.mp4", headers={"X-API-Key": FILE_KEY}
                    ).status == 404
     assert request(port, "GET", "/public/talk.mp4").status == 200
-    logged = "\n".join(record.getMessage() for record in caplog.records)
-    assert '"status":403' in logged and "refused" in logged, "the log must record refusals"
+    access_log = (media_root.parent / "access.log").read_text()
+    assert '"status":403' in access_log, "the access log must record refusals"
+    logged = "\n".join(record.getMessage() for record in caplog.records) + access_log
+    assert "refused" in logged
     for secret in (FILE_KEY, ENV_KEY, FILE_KEY[:-1], ENV_KEY.upper()):
         assert secret not in logged
 
