@@ -231,6 +231,7 @@ def _mediaproxy_argv(config_dir: Path, port: int, route_body: str, processes: in
         "[server]\n"
         'address = "127.0.0.1"\n'
         f"port = {port}\n"
+        'access_log = "off"\n'  # like the nginx peer's `access_log off`
         f"{processes_line}"
         "\n"
         "[[routes]]\n"
