@@ -2,16 +2,18 @@
 
     .venv/bin/python bench/proxy_memory.py [--size-mib 1024] [--rate-mb 10]
 
-Three runs, each on a freshly started gateway process (so its VmHWM is that run's peak):
+Four runs, each on a freshly started gateway process (so its VmHWM is that run's peak):
 
 - download: a client reading a SIZE body through the proxy at RATE MB/s; the origin sends as
   fast as it is allowed. Flow control must keep the gateway's memory flat.
 - upload: a client sending a SIZE body as fast as the gateway takes it, to an origin that
   reads at RATE MB/s. Flow control the other way.
+- slow clients: 200 downloads at once, each read at 256 KiB/s for 12 s (issue 3's third
+  memory figure; the same bound).
 - fast download: the same body to a client reading as fast as it can: relay MB/s and the
   gateway's CPU seconds per GiB (not a memory figure; there for context).
 
-Issue 3's bound: peak RSS under 64 MB for each of the first two. The gateway and the origin
+Issue 3's bound: peak RSS under 64 MB for each of the first three. The gateway and the origin
 (tests/integration/origin.py) run as separate processes on loopback; figures come from
 /proc/<gateway pid>/status (VmRSS before the transfer, VmHWM after) and /proc/<pid>/stat.
 """
@@ -19,6 +21,7 @@ Issue 3's bound: peak RSS under 64 MB for each of the first two. The gateway and
 from __future__ import annotations
 
 import argparse
+import asyncio
 import hashlib
 import os
 import re
@@ -27,7 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -161,36 +164,73 @@ def upload(port: int, size: int, rate_bytes_per_s: float) -> float:
     return elapsed_s
 
 
+async def slow_clients(port: int, clients: int, rate_bytes_per_s: float, seconds: float) -> int:
+    """``clients`` downloads at once, each paced to the rate for ``seconds``; bytes received."""
+
+    async def one() -> int:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, PIECE_BYTES)
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+        reader, writer = await asyncio.open_connection(sock=sock)
+        writer.write(f"GET /o/bytes?n={1 << 30} HTTP/1.1\r\nHost: bench\r\n\r\n".encode())
+        started_at = time.monotonic()
+        received = 0
+        while (now := time.monotonic()) - started_at < seconds:
+            await asyncio.sleep(max(0.0, started_at + received / rate_bytes_per_s - now))
+            received += len(await reader.read(PIECE_BYTES))
+        writer.close()
+        return received
+
+    return sum(await asyncio.gather(*(one() for _ in range(clients))))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size-mib", type=int, default=1024)
     parser.add_argument("--rate-mb", type=float, default=10.0, help="paced rate, MB/s (10^6)")
+    parser.add_argument("--slow-clients", type=int, default=200)
+    parser.add_argument("--slow-rate-kib", type=float, default=256, help="KiB/s per slow client")
+    parser.add_argument("--slow-seconds", type=float, default=12)
     args = parser.parse_args()
     size = args.size_mib * 1024 * 1024
     rate = args.rate_mb * 1e6
-    print(f"http_proxy memory: {args.size_mib} MiB at {args.rate_mb:g} MB/s, "
-          f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs", flush=True)
+
+    def timed(transfer: Callable[[], float]) -> tuple[int, float]:
+        return size, transfer()
+
+    def many_slow_clients() -> tuple[int, float]:
+        started_at = time.monotonic()
+        moved = asyncio.run(slow_clients(port, args.slow_clients, args.slow_rate_kib * 1024,
+                                         args.slow_seconds))
+        return moved, time.monotonic() - started_at
+
+    runs: dict[str, Callable[[], tuple[int, float]]] = {
+        "download": lambda: timed(lambda: download(port, size, rate)),
+        "upload": lambda: timed(lambda: upload(port, size, rate)),
+        f"{args.slow_clients} slow": many_slow_clients,
+        "fast download": lambda: timed(lambda: download(port, size, None)),
+    }
+    print(f"http_proxy memory: {args.size_mib} MiB at {args.rate_mb:g} MB/s; "
+          f"{args.slow_clients} clients at {args.slow_rate_kib:g} KiB/s for "
+          f"{args.slow_seconds:g} s; python {sys.version.split()[0]}, {os.cpu_count()} CPUs",
+          flush=True)
     origin_command = [sys.executable, "-m", "tests.integration.origin", "--port", "0"]
     worst_peak = 0
     with started(origin_command, re.compile(r"listening on (\d+)"), "stdout") as (_, match):
         origin_port = int(match[1])
-        for name in ("download", "upload", "fast download"):
+        for name, run in runs.items():
             with gateway(origin_port) as (pid, port):
                 idle_kib = status_kib(pid, "VmRSS")
                 cpu_before = cpu_s(pid)
-                if name == "download":
-                    elapsed_s = download(port, size, rate)
-                elif name == "upload":
-                    elapsed_s = upload(port, size, rate)
-                else:
-                    elapsed_s = download(port, size, None)
+                moved, elapsed_s = run()
                 cpu_used = cpu_s(pid) - cpu_before
                 peak_kib = status_kib(pid, "VmHWM")
             if name != "fast download":
                 worst_peak = max(worst_peak, peak_kib * 1024)
-            print(f"{name:>13}: {size / elapsed_s / 1e6:8.1f} MB/s in {elapsed_s:6.1f} s; "
+            print(f"{name:>13}: {moved / elapsed_s / 1e6:8.1f} MB/s in {elapsed_s:6.1f} s; "
                   f"gateway RSS idle {idle_kib / 1024:5.1f} MiB, peak {peak_kib / 1024:5.1f} "
-                  f"MiB ({peak_kib * 1024 / 1e6:.1f} MB); CPU {cpu_used / (size / 2**30):.2f} "
+                  f"MiB ({peak_kib * 1024 / 1e6:.1f} MB); CPU {cpu_used / (moved / 2**30):.2f} "
                   f"s/GiB", flush=True)
     verdict = "within" if worst_peak < LIMIT_BYTES else "OVER"
     print(f"peak RSS {worst_peak / 1e6:.1f} MB: {verdict} the {LIMIT_BYTES / 1e6:.0f} MB bound")

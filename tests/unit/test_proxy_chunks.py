@@ -1,0 +1,59 @@
+"""How much the proxy reads from an origin at once: grown for fast clients, within a budget."""
+
+from __future__ import annotations
+
+from mediaproxy.integrations.http_proxy import (GROW_AFTER_SENDS, SEND_TARGET_S, ChunkBudget,
+                                                ChunkSizer)
+from mediaproxy.integrations.upstream import MAX_CHUNK_BYTES, MIN_CHUNK_BYTES
+
+MiB = 1024 * 1024
+
+
+def instant_sends(sizer: ChunkSizer, count: int) -> None:
+    for _ in range(count):
+        sizer.observe(sizer.size, 0.0, waited=False)
+
+
+def test_a_fast_client_grows_to_the_largest_chunk() -> None:
+    budget = ChunkBudget(2 * MiB)
+    with budget.share() as sizer:
+        assert sizer.size == MIN_CHUNK_BYTES
+        instant_sends(sizer, GROW_AFTER_SENDS - 1)
+        assert sizer.size == MIN_CHUNK_BYTES  # one run of instant sends proves little
+        instant_sends(sizer, 1)
+        assert sizer.size == 2 * MIN_CHUNK_BYTES
+        instant_sends(sizer, 100 * GROW_AFTER_SENDS)
+        assert sizer.size == MAX_CHUNK_BYTES
+        # Waiting briefly is still keeping up.
+        sizer.observe(MAX_CHUNK_BYTES, SEND_TARGET_S / 2, waited=True)
+        assert sizer.size == MAX_CHUNK_BYTES
+    assert budget.held_bytes == 0
+
+
+def test_a_slow_send_drops_to_what_the_client_drains_in_the_target_time() -> None:
+    with ChunkBudget(2 * MiB).share() as sizer:
+        instant_sends(sizer, 100 * GROW_AFTER_SENDS)
+        sizer.observe(MAX_CHUNK_BYTES, 0.1, waited=True)  # ~10 MB/s
+        assert sizer.size == int(MAX_CHUNK_BYTES / 0.1 * SEND_TARGET_S)
+        sizer.observe(sizer.size, 4.0, waited=True)  # 256 KiB/s
+        assert sizer.size == MIN_CHUNK_BYTES
+
+
+def test_streams_grow_only_into_what_the_budget_has_left() -> None:
+    budget = ChunkBudget(MiB + MIN_CHUNK_BYTES)
+    with budget.share() as first, budget.share() as second:
+        instant_sends(first, 100 * GROW_AFTER_SENDS)
+        instant_sends(second, 100 * GROW_AFTER_SENDS)
+        assert first.size + second.size == budget.total_bytes == budget.held_bytes
+        assert second.size == MIN_CHUNK_BYTES
+        first.observe(first.size, 10.0, waited=True)  # frees its share...
+        instant_sends(second, 100 * GROW_AFTER_SENDS)
+        assert second.size == MAX_CHUNK_BYTES  # ...for the other
+    assert budget.held_bytes == 0
+
+
+def test_the_smallest_chunk_is_always_allowed() -> None:
+    budget = ChunkBudget(MIN_CHUNK_BYTES)
+    with budget.share() as first, budget.share() as second:
+        instant_sends(first, 10 * GROW_AFTER_SENDS)
+        assert (first.size, second.size) == (MIN_CHUNK_BYTES, MIN_CHUNK_BYTES)
