@@ -35,69 +35,11 @@ from mediaproxy.http.headers import (forward_request_headers, forward_response_h
                                      is_delimited, keeps_alive)
 from mediaproxy.http.upstreams import public_base
 from mediaproxy.integrations.base import Exchange, Integration
-from mediaproxy.integrations.upstream import (LAST_CHUNK, MAX_CHUNK_BYTES, MIN_CHUNK_BYTES,
-                                              ConnectionPool, ResponseHead, ResponseRelay,
-                                              UpstreamClosedEarly, connection_parameters,
-                                              frame_chunk)
+from mediaproxy.integrations.upstream import (LAST_CHUNK, MIN_CHUNK_BYTES, ConnectionPool,
+                                              ResponseHead, ResponseRelay, UpstreamClosedEarly,
+                                              connection_parameters, frame_chunk, relay_budget)
 
 BODYLESS_STATUSES = (204, 304)
-
-
-class ChunkBudget:
-    """Origin bytes that all relaying streams together may hold in their chunks.
-
-    Every stream may always hold the smallest chunk; growing takes from what is left. So a lone
-    fast client reads 1 MiB at a time, and a burst of new streams (whose first writes all go
-    straight into empty socket buffers, and so all look fast) cannot all grow at once.
-    """
-
-    def __init__(self, total_bytes: int) -> None:
-        self.total_bytes = total_bytes
-        self.held_bytes = 0
-
-    @contextlib.contextmanager
-    def share(self) -> Iterator[ChunkSizer]:
-        sizer = ChunkSizer(self)
-        self.held_bytes += sizer.size
-        try:
-            yield sizer
-        finally:
-            self.held_bytes -= sizer.size
-
-
-class ChunkSizer:
-    """One stream's read size: what its client takes within ``SEND_TARGET_S``.
-
-    It doubles after a run of sends the socket took at once or within the target (one run
-    proves little: a slow client frees room in its socket buffers in bursts), and after a
-    slower send it drops to what that send showed the client drains in the target time.
-    """
-
-    def __init__(self, budget: ChunkBudget) -> None:
-        self._budget = budget
-        self._streak = 0
-        self.size = MIN_CHUNK_BYTES
-
-    def observe(self, sent_bytes: int, send_s: float, waited: bool) -> None:
-        if waited and send_s > SEND_TARGET_S:
-            self._streak = 0
-            wanted = max(MIN_CHUNK_BYTES, min(self.size, int(sent_bytes / send_s * SEND_TARGET_S)))
-        else:
-            self._streak += 1
-            if self._streak < GROW_AFTER_SENDS:
-                return
-            self._streak = 0
-            free = self._budget.total_bytes - self._budget.held_bytes
-            wanted = max(self.size, min(self.size * 2, MAX_CHUNK_BYTES, self.size + free))
-        self._budget.held_bytes += wanted - self.size
-        self.size = wanted
-
-
-# Enough for one fast stream at full size; 200 slow ones at the minimum already exceed it, so
-# they never grow. Measured: 200 clients at 256 KiB/s peaked at 57 MiB RSS (idle 44 MiB).
-_relay_budget = ChunkBudget(2 * 1024 * 1024)
-SEND_TARGET_S = 0.01  # 1 MiB in 10 ms: a client at 100 MB/s or more gets the largest chunks
-GROW_AFTER_SENDS = 4
 
 
 def _request_body(headers: HTTPHeaders) -> tuple[bool, int | None]:
@@ -200,7 +142,7 @@ class HttpProxyIntegration(Integration):
                            _printable(head.reason))
             await exchange.send(b"")  # the headers now: a slow body should not hold them
             loop = asyncio.get_running_loop()
-            with _relay_budget.share() as sizer:
+            with relay_budget.share() as sizer:
                 async for chunk in upstream.relay.body():
                     sent_at = loop.time()
                     await exchange.send(chunk)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from mediaproxy.integrations.http_proxy import (GROW_AFTER_SENDS, SEND_TARGET_S, ChunkBudget,
-                                                ChunkSizer)
-from mediaproxy.integrations.upstream import MAX_CHUNK_BYTES, MIN_CHUNK_BYTES
+from mediaproxy.integrations.upstream import (GROW_AFTER_SENDS, MAX_CHUNK_BYTES,
+                                              MIN_CHUNK_BYTES, SEND_TARGET_S, ChunkBudget,
+                                              ChunkSizer)
 
 MiB = 1024 * 1024
 
