@@ -9,6 +9,7 @@ allows it, else reads on a dedicated pool (``mediaproxy.diskio``).
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
 import secrets
@@ -32,20 +33,40 @@ from mediaproxy.integrations.base import Exchange, Integration
 DOWNLOAD_FLAG = "download"
 
 
+# O_NONBLOCK: opening a FIFO that somebody left in the root must not hang the loop.
+_OPEN_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC
+
+
+@dataclass(frozen=True)
+class FileVersion:
+    """What one version of a file looks like to a client, worked out once per version.
+
+    Cached by (path, inode, size, mtime in ns), the triple the ETag is made of: the file is
+    still stat-ed on every request, so a changed file is a new key, never a stale answer.
+    """
+
+    validators: Validators
+    content_type: str
+    headers: tuple[tuple[str, str], ...]  # Accept-Ranges, ETag, Last-Modified
+
+
 @dataclass(frozen=True)
 class OpenFile:
     fd: int
     name: str
     size: int
-    validators: Validators
-    content_type: str
+    version: FileVersion
 
 
 @functools.lru_cache(maxsize=4096)
-def _sniffed_type(path: str, inode: int, size: int, mtime_ns: int) -> str:
-    """The content type of one version of a file (the cache key changes when the file does)."""
+def _file_version(path: str, inode: int, size: int, mtime_ns: int) -> FileVersion:
+    etag = make_etag(inode, size, mtime_ns)
+    last_modified_s = mtime_ns // 1_000_000_000
     with open(path, "rb") as stream:
-        return sniff.content_type(stream.read(sniff.SNIFF_BYTES), os.path.basename(path))
+        content_type = sniff.content_type(stream.read(sniff.SNIFF_BYTES), os.path.basename(path))
+    headers = (("Accept-Ranges", "bytes"), ("ETag", etag),
+               ("Last-Modified", format_http_date(last_modified_s)))
+    return FileVersion(Validators(etag, last_modified_s), content_type, headers)
 
 
 class FileIntegration(Integration):
@@ -55,9 +76,40 @@ class FileIntegration(Integration):
         self.settings = settings
         self.root = os.path.realpath(settings.root)
 
-    def _resolve(self, raw_path: str) -> str:
+    def _open_path(self, raw_path: str) -> tuple[str, int]:
+        """The real path of the file the request names, and a descriptor open on it.
+
+        Where no symlink is involved the joined path is already the real one (the root is
+        real, and the segments hold no "..", "." or empty part), so the file system is asked
+        only about the request's own directories and opens the file with O_NOFOLLOW. Any
+        symlink on the way sends the request through ``realpath`` and the containment check.
+        """
         segments = decode_path_segments(raw_path, serve_dotfiles=self.settings.serve_dotfiles)
-        real = os.path.realpath(os.path.join(self.root, *segments))
+        path = os.path.join(self.root, *segments)
+        try:
+            if not self._crosses_symlinked_directory(segments):
+                try:
+                    return path, os.open(path, _OPEN_FLAGS | os.O_NOFOLLOW)
+                except OSError as error:
+                    if error.errno != errno.ELOOP:  # ELOOP: the file itself is a symlink
+                        raise
+            real = self._resolve(raw_path, path)
+            return real, os.open(real, _OPEN_FLAGS)
+        except (FileNotFoundError, NotADirectoryError) as error:
+            raise NotFound(f"no file {path}") from error
+        except PermissionError as error:
+            raise Forbidden(f"cannot read {path}") from error
+
+    def _crosses_symlinked_directory(self, segments: tuple[str, ...]) -> bool:
+        directory = self.root
+        for segment in segments[:-1]:
+            directory = os.path.join(directory, segment)
+            if stat.S_ISLNK(os.lstat(directory).st_mode):
+                return True
+        return False
+
+    def _resolve(self, raw_path: str, path: str) -> str:
+        real = os.path.realpath(path)
         if os.path.commonpath([self.root, real]) != self.root:
             raise Forbidden(f"{raw_path!r} resolves outside the root")
         if not self.settings.serve_dotfiles and any(
@@ -66,25 +118,16 @@ class FileIntegration(Integration):
         return real
 
     def _open(self, raw_path: str) -> OpenFile:
-        path = self._resolve(raw_path)
-        try:
-            # O_NONBLOCK: opening a FIFO that somebody left in the root must not hang the loop.
-            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-        except (FileNotFoundError, NotADirectoryError) as error:
-            raise NotFound(f"no file {path}") from error
-        except PermissionError as error:
-            raise Forbidden(f"cannot read {path}") from error
+        path, fd = self._open_path(raw_path)
         try:
             info = os.fstat(fd)
             if not stat.S_ISREG(info.st_mode):
                 raise NotFound(f"{path} is not a regular file")
-            validators = Validators(etag=make_etag(info.st_ino, info.st_size, info.st_mtime_ns),
-                                    last_modified_s=info.st_mtime_ns // 1_000_000_000)
-            media_type = _sniffed_type(path, info.st_ino, info.st_size, info.st_mtime_ns)
+            version = _file_version(path, info.st_ino, info.st_size, info.st_mtime_ns)
         except BaseException:
             os.close(fd)
             raise
-        return OpenFile(fd, os.path.basename(path), info.st_size, validators, media_type)
+        return OpenFile(fd, os.path.basename(path), info.st_size, version)
 
     async def respond(self, exchange: Exchange) -> None:
         request = exchange.request
@@ -98,13 +141,9 @@ class FileIntegration(Integration):
 
     async def _respond_with(self, exchange: Exchange, opened: OpenFile) -> None:
         request = exchange.request
-        headers = [("Accept-Ranges", "bytes")]
-        if opened.validators.etag:
-            headers.append(("ETag", opened.validators.etag))
-        if opened.validators.last_modified_s is not None:
-            headers.append(("Last-Modified", format_http_date(opened.validators.last_modified_s)))
+        headers = list(opened.version.headers)
 
-        outcome = evaluate(request.method, request.headers, opened.validators)
+        outcome = evaluate(request.method, request.headers, opened.version.validators)
         if outcome is Outcome.PRECONDITION_FAILED:
             raise PreconditionFailed(f"precondition failed for {opened.name}")
         if outcome is Outcome.NOT_MODIFIED:
@@ -112,13 +151,13 @@ class FileIntegration(Integration):
             await exchange.finish()
             return
 
-        if DOWNLOAD_FLAG in parse_qs(request.query, keep_blank_values=True):
+        if request.query and DOWNLOAD_FLAG in parse_qs(request.query, keep_blank_values=True):
             headers.append(("Content-Disposition", content_disposition(opened.name)))
 
         # RFC 9110 §14.2: GET is the only method for which range handling is defined.
         range_header = request.headers.get("Range") if request.method == "GET" else None
         if range_header and not if_range_allows_partial(request.headers.get("If-Range"),
-                                                        opened.validators):
+                                                        opened.version.validators):
             range_header = None
         selection = parse_range(range_header, opened.size)
         send_body = request.method == "GET"
@@ -126,14 +165,14 @@ class FileIntegration(Integration):
         if isinstance(selection, NotSatisfiable):
             raise RangeNotSatisfiable(selection.content_range())
         if isinstance(selection, FullContent):
-            headers += [("Content-Type", opened.content_type),
+            headers += [("Content-Type", opened.version.content_type),
                         ("Content-Length", str(opened.size))]
             exchange.start(200, headers)
             if send_body:
                 await _send_range(exchange, opened.fd, ByteRange(0, opened.size), self.settings.zero_copy)
         elif len(selection.ranges) == 1:
             (only,) = selection.ranges
-            headers += [("Content-Type", opened.content_type),
+            headers += [("Content-Type", opened.version.content_type),
                         ("Content-Length", str(only.length)),
                         ("Content-Range", only.content_range(opened.size))]
             exchange.start(206, headers)
@@ -148,7 +187,7 @@ class FileIntegration(Integration):
 async def _send_multipart(exchange: Exchange, opened: OpenFile, selection: PartialContent,
                           headers: list[tuple[str, str]], send_body: bool,
                           zero_copy: bool) -> None:
-    plan = plan_multipart(selection.ranges, opened.size, opened.content_type,
+    plan = plan_multipart(selection.ranges, opened.size, opened.version.content_type,
                           secrets.token_hex(16))
     exchange.start(206, headers + [("Content-Type", plan.content_type),
                                    ("Content-Length", str(plan.content_length))])

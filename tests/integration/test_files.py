@@ -30,6 +30,12 @@ def media_root(tmp_path: Path) -> Path:
     (tmp_path / "outside.txt").write_text("outside the root")
     (root / "escape.txt").symlink_to(tmp_path / "outside.txt")
     (root / "inside-link.txt").symlink_to(root / "small.txt")
+    (root / "sub" / "inner.txt").write_text("inner")
+    (root / "sub-link").symlink_to(root / "sub")
+    (root / "secret-link").symlink_to(root / ".secret")
+    (tmp_path / "outside-dir").mkdir()
+    (tmp_path / "outside-dir" / "x.txt").write_text("outside the root")
+    (root / "escape-dir").symlink_to(tmp_path / "outside-dir")
     return root
 
 
@@ -234,6 +240,9 @@ def test_download_flag_adds_disposition(gateway: GatewayThread) -> None:
     (b"/files/a%00b", 400),
     (b"/files/%zz", 400),
     (b"/files/escape.txt", 403),
+    (b"/files/escape-dir/x.txt", 403),
+    (b"/files/secret-link", 404),
+    (b"/files/small.txt/x", 404),
     (b"/files/.secret", 404),
     (b"/files/sub", 404),
     (b"/files/sub/", 404),
@@ -252,6 +261,8 @@ def test_nothing_outside_the_root(gateway: GatewayThread, path: bytes, status: i
 
 def test_symlink_inside_the_root_is_served(gateway: GatewayThread) -> None:
     assert request(gateway.port, "GET", "/files/inside-link.txt").body == b"0123456789abcdefghij"
+    assert request(gateway.port, "GET", "/files/sub-link/inner.txt").body == b"inner"
+    assert request(gateway.port, "GET", "/files/sub/inner.txt").body == b"inner"
 
 
 def test_methods_other_than_get_and_head(gateway: GatewayThread) -> None:
