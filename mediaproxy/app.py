@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tornado.httpserver import HTTPServer
+from tornado.httputil import HTTPServerRequest
 from tornado.netutil import bind_sockets
 from tornado.web import Application, RequestHandler
 
@@ -19,7 +20,7 @@ from mediaproxy.access_log import AccessLog, open_access_log
 from mediaproxy.admission import Admission, StreamSlots
 from mediaproxy.config import Config
 from mediaproxy.errors import Termination
-from mediaproxy.handler import GatewayHandler
+from mediaproxy.handler import GatewayHandler, handler_class_for
 from mediaproxy.integrations.base import Integration
 from mediaproxy.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE, Metrics
 
@@ -74,6 +75,20 @@ class NotFoundHandler(PlainHandler):
         self.send_error(404)
 
 
+class GatewayApplication(Application):
+    """Routes each request to GatewayHandler, or to its bodyless twin when it has no body."""
+
+    def get_handler_delegate(self, request: HTTPServerRequest,
+                             target_class: type[RequestHandler],
+                             target_kwargs: dict[str, Any] | None = None,
+                             path_args: list[bytes] | None = None,
+                             path_kwargs: dict[str, bytes] | None = None) -> Any:
+        if target_class is GatewayHandler:
+            target_class = handler_class_for(request)
+        return super().get_handler_delegate(request, target_class, target_kwargs, path_args,
+                                            path_kwargs)
+
+
 def _route_pattern(prefix: str) -> str:
     """'/media' matches '/media' and '/media/...', never '/mediax'."""
     return ".*" if prefix == "/" else re.escape(prefix) + "(?:/.*)?"
@@ -122,8 +137,8 @@ def make_gateway(config: Config) -> Gateway:
                       {"route": route, "integration": integration,
                        "admission": Admission(route, slots), "metrics": metrics,
                        "access_log": access_log}))
-    application = Application(rules, default_handler_class=NotFoundHandler,
-                              log_function=lambda handler: None)  # we log our own access lines
+    application = GatewayApplication(rules, default_handler_class=NotFoundHandler,
+                                     log_function=lambda handler: None)  # we log our own access lines
     application.active = active  # type: ignore[attr-defined]
     return Gateway(config, application, metrics, access_log, lifecycle, built, slots)
 

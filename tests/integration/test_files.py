@@ -308,3 +308,15 @@ def test_ffprobe_reads_sample_video_over_http(gateway: GatewayThread) -> None:
          f"{gateway.base_url}/sample/video/{videos[0].name}"],
         check=True, capture_output=True, text=True, timeout=60)
     assert set(result.stdout.split()) >= {"h264", "aac"}
+
+
+@pytest.mark.parametrize("headers", [
+    {"Content-Type": "multipart/form-data; boundary=x"},  # Tornado would parse this itself
+    {"Content-Type": "application/x-www-form-urlencoded", "Content-Encoding": "gzip"},
+    {"Content-Type": "application/json"},
+    {},
+])
+def test_a_get_without_a_body_is_served_whatever_its_content_type(
+        gateway: GatewayThread, headers: dict[str, str]) -> None:
+    reply = request(gateway.port, "GET", "/files/small.txt", headers)
+    assert (reply.status, reply.body) == (200, b"0123456789abcdefghij")
