@@ -2,13 +2,6 @@
 
 from __future__ import annotations
 
-import glob
-import os
-import pwd
-import shutil
-import socket
-import subprocess
-import tempfile
 import textwrap
 from collections.abc import Callable, Iterator
 from dataclasses import replace
@@ -20,6 +13,7 @@ from mediaproxy import config as config_module
 from mediaproxy.config import ACCESS_LOG_OFF
 
 from .origin import OriginThread
+from .pgcluster import server_binaries, throwaway_cluster
 from .support import GatewayThread
 
 
@@ -56,37 +50,10 @@ def origin() -> Iterator[OriginThread]:
 
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
-    """A throwaway PostgreSQL server for this test session; its URL.
-
-    Debian's server binaries (scripts/system-deps.sh test installs them) run a fresh cluster
-    in a temporary folder, reachable only on a Unix socket there, and it is removed after the
-    session. initdb refuses to run as root, so as root the server runs as `postgres`.
-    """
+    """A throwaway PostgreSQL server for this test session (see pgcluster.py); its URL."""
     pytest.importorskip("psycopg")
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
-    if not found:
+    bindir = server_binaries()
+    if bindir is None:
         pytest.skip("PostgreSQL server not installed (scripts/system-deps.sh test installs it)")
-    bindir = Path(found[-1]).parent
-    base = Path(tempfile.mkdtemp(prefix="mediaproxy-pg-"))
-    run_as: list[str] = []
-    if os.geteuid() == 0:
-        account = pwd.getpwnam("postgres")
-        os.chown(base, account.pw_uid, account.pw_gid)
-        run_as = ["runuser", "-u", "postgres", "--"]
-    data = base / "data"
-    with socket.socket() as probe:  # names the socket file; no TCP listener is opened
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    subprocess.run(run_as + [str(bindir / "initdb"), "-D", str(data), "-U", "postgres",
-                             "--auth=trust", "--encoding=UTF8", "--locale=C", "--no-sync"],
-                   check=True, capture_output=True, timeout=120)
-    options = f"-k {base} -p {port} -c listen_addresses='' -c fsync=off"
-    subprocess.run(run_as + [str(bindir / "pg_ctl"), "-D", str(data), "-l", str(base / "log"),
-                             "-o", options, "-w", "start"],
-                   check=True, capture_output=True, timeout=120)
-    try:
-        yield f"postgresql://postgres@/postgres?host={base}&port={port}"
-    finally:
-        subprocess.run(run_as + [str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate",
-                                 "-w", "stop"], capture_output=True, timeout=120)
-        shutil.rmtree(base, ignore_errors=True)
+    with throwaway_cluster(bindir) as url:
+        yield url

@@ -1,0 +1,243 @@
+"""CSV export throughput: mediaproxy's csv_export against the databases' own CSV tools.
+
+Run from the repository root (after `make test` has built .venv):
+
+    .venv/bin/python bench/csv_export.py [--rows 1000000] [--reps 3]
+
+What it does, all on loopback:
+
+1. Builds a --rows orders database with scripts/make_orders_db.py in bench/work/ (kept for
+   the next run); notes hold commas, quotes, newlines and non-ASCII text.
+2. Starts mediaproxy (its own process) with two SQLite export routes over that file: the
+   orders table alone, and orders joined to customers (the default config's query).
+3. Downloads each export with curl, --reps times, interleaved with `sqlite3 -csv -header` on
+   the same query as the reference; reports first byte (curl's time_starttransfer), rows/s and
+   the server's peak RSS (VmHWM: the whole process, over every run).
+4. If PostgreSQL's server is installed: a throwaway cluster, the same orders copied in, the
+   same exports through psycopg, against `psql -c "\\copy (query) to stdout csv header"`.
+
+Targets (issue 4): first byte < 100 ms, >= 500,000 rows/s, peak RSS < 100 MB.
+A benchmark, not a test: the machine is shared and noisy, so it reports medians and spreads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+WORK = REPO / "bench" / "work"
+sys.path.insert(0, str(REPO))
+
+from tests.integration.pgcluster import server_binaries, throwaway_cluster  # noqa: E402
+
+ORDERS = "SELECT * FROM orders WHERE ordered_at >= {since}"
+JOINED = ("SELECT o.id, o.ordered_at, c.name AS customer, c.email, c.country, o.status, "
+          "o.total_cents, o.currency, o.note FROM orders AS o "
+          "JOIN customers AS c ON c.id = o.customer_id "
+          "WHERE o.ordered_at >= {since} ORDER BY o.ordered_at")
+QUERIES = {"orders": ORDERS, "joined": JOINED}
+SINCE = "2000-01-01"
+
+
+@dataclass
+class Run:
+    first_byte_ms: float
+    seconds: float
+    bytes: int
+
+
+def build_database(rows: int) -> Path:
+    path = WORK / f"orders-{rows}.sqlite"
+    if not path.exists():
+        WORK.mkdir(parents=True, exist_ok=True)
+        print(f"building {path.name} ...", flush=True)
+        subprocess.run([sys.executable, str(REPO / "scripts" / "make_orders_db.py"),
+                        str(path), "--orders", str(rows)], check=True)
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@contextlib.contextmanager
+def mediaproxy(routes: str) -> Iterator[tuple[int, int]]:
+    """A mediaproxy process serving ``routes``; yields (port, pid)."""
+    port = free_port()
+    with tempfile.TemporaryDirectory() as folder:
+        config = Path(folder) / "bench.toml"
+        config.write_text(f"[server]\nport = {port}\n{routes}")
+        process = subprocess.Popen([str(REPO / ".venv" / "bin" / "mediaproxy"), "--config",
+                                    str(config), "--log-level", "WARNING"],
+                                   start_new_session=True)
+        try:
+            deadline = time.monotonic() + 20
+            while True:
+                with contextlib.suppress(OSError), socket.create_connection(
+                        ("127.0.0.1", port), timeout=1):
+                    break
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise RuntimeError("mediaproxy did not start")
+                time.sleep(0.1)
+            yield port, process.pid
+        finally:
+            os.killpg(process.pid, signal.SIGTERM)
+            process.wait(30)
+
+
+def peak_rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def curl_run(url: str) -> Run:
+    out = subprocess.run(["curl", "-sS", "--fail", "-o", "/dev/null", "-w",
+                          "%{time_starttransfer} %{time_total} %{size_download}", url],
+                         check=True, capture_output=True, text=True).stdout.split()
+    return Run(float(out[0]) * 1000, float(out[1]), int(out[2]))
+
+
+def timed_command(command: list[str]) -> Run:
+    """A CSV tool writing to a pipe we drain: first byte and total, like curl's."""
+    started = time.monotonic()
+    process = subprocess.Popen(command, stdout=subprocess.PIPE)
+    assert process.stdout is not None
+    first = process.stdout.read(1)
+    first_byte_ms = (time.monotonic() - started) * 1000
+    size = len(first)
+    while chunk := process.stdout.read(1 << 20):
+        size += len(chunk)
+    if process.wait() != 0:
+        raise RuntimeError(f"{command[0]} failed")
+    return Run(first_byte_ms, time.monotonic() - started, size)
+
+
+def row_count(database: Path, query: str) -> int:
+    with contextlib.closing(sqlite3.connect(database)) as connection:
+        count: int = connection.execute(f"SELECT count(*) FROM ({query})").fetchone()[0]
+        return count
+
+
+def report(label: str, runs: list[Run], rows: int, rss_mib: float | None = None) -> None:
+    rates = [rows / run.seconds for run in runs]
+    first = [run.first_byte_ms for run in runs]
+    rss = f"{rss_mib:7.1f}" if rss_mib is not None else "      -"
+    print(f"{label:34} {statistics.median(first):8.1f} {statistics.median(rates):>12,.0f}"
+          f"  ({min(rates):,.0f}-{max(rates):,.0f})  {rss}  {runs[0].bytes / 1e6:7.1f}",
+          flush=True)
+
+
+def header() -> None:
+    print(f"{'export':34} {'first ms':>8} {'rows/s':>12}  {'(min-max)':^21}  {'RSS MiB':>7}"
+          f"  {'MB':>7}")
+
+
+def bench_sqlite(database: Path, reps: int) -> None:
+    routes = "".join(f"""
+[[routes]]
+prefix = "/{name}"
+integration = "csv_export"
+database = "{database}"
+query = "{query.format(since=':since')}"
+params = {{ since = "date" }}
+""" for name, query in QUERIES.items())
+    with mediaproxy(routes) as (port, pid):
+        print(f"\nSQLite, {database.name}; server RSS at start {peak_rss_mib(pid):.1f} MiB")
+        header()
+        for name, query in QUERIES.items():
+            rows = row_count(database, query.format(since=f"'{SINCE}'"))
+            ours, theirs = [], []
+            for _ in range(reps):
+                ours.append(curl_run(f"http://127.0.0.1:{port}/{name}?since={SINCE}"))
+                theirs.append(timed_command(["sqlite3", "-csv", "-header", str(database),
+                                             query.format(since=f"'{SINCE}'")]))
+            report(f"mediaproxy {name} ({rows:,} rows)", ours, rows, peak_rss_mib(pid))
+            report(f"sqlite3 -csv {name}", theirs, rows)
+
+
+def load_postgres(url: str, database: Path) -> None:
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as connection, \
+            contextlib.closing(sqlite3.connect(database)) as source:
+        connection.execute("CREATE TABLE customers (id integer PRIMARY KEY, name text, "
+                           "email text, country text, created_at text)")
+        connection.execute("CREATE TABLE orders (id integer PRIMARY KEY, customer_id integer, "
+                           "ordered_at text, status text, total_cents integer, currency text, "
+                           "note text)")
+        for table in ("customers", "orders"):
+            with connection.cursor().copy(f"COPY {table} FROM STDIN") as copy:
+                for row in source.execute(f"SELECT * FROM {table}"):
+                    copy.write_row(row)
+        connection.execute("CREATE INDEX ON orders (ordered_at)")
+        connection.execute("ANALYZE")
+
+
+def bench_postgres(database: Path, reps: int) -> None:
+    bindir = server_binaries()
+    if bindir is None or shutil.which("psql") is None:
+        print("\nPostgreSQL: server not installed, skipped")
+        return
+    with throwaway_cluster(bindir) as url:
+        print("\nPostgreSQL: loading the same rows ...", flush=True)
+        load_postgres(url, database)
+        routes = "".join(f"""
+[[routes]]
+prefix = "/{name}"
+integration = "csv_export"
+database = "{url}"
+query = "{query.format(since='%(since)s::text')}"
+params = {{ since = "date" }}
+""" for name, query in QUERIES.items())
+        with mediaproxy(routes) as (port, pid):
+            print(f"PostgreSQL, same data; server RSS at start {peak_rss_mib(pid):.1f} MiB")
+            header()
+            for name, query in QUERIES.items():
+                rows = row_count(database, query.format(since=f"'{SINCE}'"))
+                sql = query.format(since=f"'{SINCE}'")
+                ours, theirs = [], []
+                for _ in range(reps):
+                    ours.append(curl_run(f"http://127.0.0.1:{port}/{name}?since={SINCE}"))
+                    theirs.append(timed_command(
+                        ["psql", url, "-c", f"\\copy ({sql}) to stdout csv header"]))
+                report(f"mediaproxy {name} ({rows:,} rows)", ours, rows, peak_rss_mib(pid))
+                report(f"psql \\copy {name}", theirs, rows)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--skip-postgres", action="store_true")
+    args = parser.parse_args()
+    for tool in ("curl", "sqlite3"):
+        if shutil.which(tool) is None:
+            sys.exit(f"{tool} is needed: apt-get install {tool}")
+    database = build_database(args.rows)
+    print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
+    bench_sqlite(database, args.reps)
+    if not args.skip_postgres:
+        bench_postgres(database, args.reps)
+
+
+if __name__ == "__main__":
+    main()
