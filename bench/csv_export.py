@@ -17,7 +17,15 @@ What it does, all on loopback:
    same exports through psycopg, against `psql -c "\\copy (query) to stdout csv header"`.
 
 Targets (issue 4): first byte < 100 ms, >= 500,000 rows/s, peak RSS < 100 MB.
-A benchmark, not a test: the machine is shared and noisy, so it reports medians and spreads.
+A benchmark, not a test: the machine is shared and noisy, so it reports medians and spreads,
+and rows per CPU-second of the exporting process, which the neighbours disturb far less.
+
+Findings (py-spy on the server, and process_time A/B runs of the batch pipeline alone): the
+time is CPython's, ~1 us per row in sqlite3's fetchmany (a tuple and an object per value) and
+~1.1 us in csv.writer.writerows, both under the GIL, so a second thread cannot help. Tried and
+dropped for making no difference in CPU time: formatting the CSV in SQL (CASE/GLOB/replace per
+column: slower, ~410k rows/CPU-s), a list.append sink instead of io.StringIO, islice over the
+cursor instead of fetchmany, 20,000-row batches, one batch of read-ahead.
 """
 
 from __future__ import annotations
