@@ -83,7 +83,7 @@ def gateway(origin_port: int) -> Iterator[tuple[int, int]]:
     """A mediaproxy process proxying /o to the origin: (its pid, its port)."""
     with tempfile.TemporaryDirectory() as folder:
         config = Path(folder) / "proxy.toml"
-        config.write_text(f'[server]\nport = 0\n[[routes]]\nprefix = "/o"\n'
+        config.write_text(f'[server]\nport = 0\naccess_log = "off"\n[[routes]]\nprefix = "/o"\n'
                           f'integration = "http_proxy"\n'
                           f'upstream = "http://127.0.0.1:{origin_port}/"\n'
                           f'idle_timeout = 60\nmax_stream_duration = 3600\n')
