@@ -42,7 +42,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -95,6 +95,7 @@ def mediaproxy(routes: str) -> Iterator[tuple[int, int]]:
         config.write_text(f"[server]\nport = {port}\n{routes}")
         process = subprocess.Popen([str(REPO / ".venv" / "bin" / "mediaproxy"), "--config",
                                     str(config), "--log-level", "WARNING"],
+                                   stdout=subprocess.DEVNULL,  # the access log
                                    start_new_session=True)
         try:
             deadline = time.monotonic() + 20
@@ -172,27 +173,37 @@ def header() -> None:
           f"  {'RSS MiB':>7}  {'MB':>7}")
 
 
-def bench_sqlite(database: Path, reps: int) -> None:
+def compare(title: str, database: Path, url: str, placeholder: str,
+            reference: Callable[[str, str], list[str]], reps: int) -> None:
+    """mediaproxy's export of each query from ``url`` against the ``reference`` command.
+
+    ``reference(name, sql)`` is the command line of the database's own CSV tool.
+    """
     routes = "".join(f"""
 [[routes]]
 prefix = "/{name}"
 integration = "csv_export"
-database = "{database}"
-query = "{query.format(since=':since')}"
+database = "{url}"
+query = "{query.format(since=placeholder)}"
 params = {{ since = "date" }}
 """ for name, query in QUERIES.items())
     with mediaproxy(routes) as (port, pid):
-        print(f"\nSQLite, {database.name}; server RSS at start {peak_rss_mib(pid):.1f} MiB")
+        print(f"\n{title}; server RSS at start {peak_rss_mib(pid):.1f} MiB")
         header()
         for name, query in QUERIES.items():
-            rows = row_count(database, query.format(since=f"'{SINCE}'"))
+            sql = query.format(since=f"'{SINCE}'")
+            rows = row_count(database, sql)
             ours, theirs = [], []
             for _ in range(reps):
                 ours.append(curl_run(f"http://127.0.0.1:{port}/{name}?since={SINCE}", pid))
-                theirs.append(timed_command(["sqlite3", "-csv", "-header", str(database),
-                                             query.format(since=f"'{SINCE}'")]))
+                theirs.append(timed_command(reference(name, sql)))
             report(f"mediaproxy {name} ({rows:,} rows)", ours, rows, peak_rss_mib(pid))
-            report(f"sqlite3 -csv {name}", theirs, rows)
+            report(f"{reference(name, sql)[0]} {name}", theirs, rows)
+
+
+def bench_sqlite(database: Path, reps: int) -> None:
+    compare(f"SQLite, {database.name}", database, str(database), ":since",
+            lambda name, sql: ["sqlite3", "-csv", "-header", str(database), sql], reps)
 
 
 def load_postgres(url: str, database: Path) -> None:
@@ -221,27 +232,9 @@ def bench_postgres(database: Path, reps: int) -> None:
     with throwaway_cluster(bindir) as url:
         print("\nPostgreSQL: loading the same rows ...", flush=True)
         load_postgres(url, database)
-        routes = "".join(f"""
-[[routes]]
-prefix = "/{name}"
-integration = "csv_export"
-database = "{url}"
-query = "{query.format(since='%(since)s::text')}"
-params = {{ since = "date" }}
-""" for name, query in QUERIES.items())
-        with mediaproxy(routes) as (port, pid):
-            print(f"PostgreSQL, same data; server RSS at start {peak_rss_mib(pid):.1f} MiB")
-            header()
-            for name, query in QUERIES.items():
-                rows = row_count(database, query.format(since=f"'{SINCE}'"))
-                sql = query.format(since=f"'{SINCE}'")
-                ours, theirs = [], []
-                for _ in range(reps):
-                    ours.append(curl_run(f"http://127.0.0.1:{port}/{name}?since={SINCE}", pid))
-                    theirs.append(timed_command(
-                        ["psql", url, "-c", f"\\copy ({sql}) to stdout csv header"]))
-                report(f"mediaproxy {name} ({rows:,} rows)", ours, rows, peak_rss_mib(pid))
-                report(f"psql \\copy {name}", theirs, rows)
+        compare("PostgreSQL, the same rows", database, url, "%(since)s::text",
+                lambda name, sql: ["psql", url, "-c", f"\\copy ({sql}) to stdout csv header"],
+                reps)
 
 
 def main() -> None:
