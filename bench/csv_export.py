@@ -95,7 +95,7 @@ def mediaproxy(routes: str) -> Iterator[tuple[int, int]]:
         config.write_text(f"[server]\nport = {port}\n{routes}")
         process = subprocess.Popen([str(REPO / ".venv" / "bin" / "mediaproxy"), "--config",
                                     str(config), "--log-level", "WARNING"],
-                                   stdout=subprocess.DEVNULL,  # the access log
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                    start_new_session=True)
         try:
             deadline = time.monotonic() + 20
