@@ -122,11 +122,16 @@ class HandlerExchange(Exchange):
             fields, self._encoder = compression.begin(
                 status, fields, self.request.headers.get("Accept-Encoding"),
                 send_body=self.request.method != "HEAD")
-        # The integration's fields replace Tornado's defaults of the same name (Date, Server).
-        for name in {name for name, _ in fields}:
-            handler.clear_header(name)
+        # The first field of a name replaces Tornado's default of that name (Date, Server);
+        # later ones of the same name are added beside it.
+        named: set[str] = set()
         for name, value in fields:
-            handler.add_header(name, value)
+            folded = name.lower()
+            if folded in named:
+                handler.add_header(name, value)
+            else:
+                named.add(folded)
+                handler.set_header(name, value)
         self.status = status
 
     @property
@@ -242,13 +247,16 @@ def _zero_copy_possible(connection: object) -> bool:
 
 def has_request_body(headers: HTTPHeaders) -> bool:
     """Whether Tornado will read a body for this request (and call ``data_received``)."""
-    return (headers.get("Content-Length", "0") != "0"
-            or "chunked" in headers.get("Transfer-Encoding", "").lower())
+    # ``in`` first: on HTTPHeaders a miss costs half of what get() pays for its KeyError.
+    return (("Content-Length" in headers and headers["Content-Length"] != "0")
+            or ("Transfer-Encoding" in headers
+                and "chunked" in headers["Transfer-Encoding"].lower()))
 
 
 @stream_request_body
 class GatewayHandler(RequestHandler):
     SUPPORTED_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+    may_have_body = True  # False: routed here because the request has none
 
     def initialize(self, route: Route, integration: Integration, admission: Admission,
                    metrics: Metrics, access_log: AccessLog | None) -> None:
@@ -278,7 +286,7 @@ class GatewayHandler(RequestHandler):
         self._timers = StreamTimers(loop, idle_timeout_s=limits.idle_timeout_s,
                                     max_duration_s=limits.max_stream_duration_s,
                                     on_expire=self._expire)
-        has_body = has_request_body(self.request.headers)
+        has_body = self.may_have_body and has_request_body(self.request.headers)
         self._body = BodyChannel(expect_body=has_body)
         request = self.request
         path = request.path[len(self.route.prefix):] if self.route.prefix != "/" else request.path
@@ -467,6 +475,7 @@ class BodylessGatewayHandler(GatewayHandler):
     """
 
     _stream_request_body = False
+    may_have_body = False
 
 
 # Tornado parses these request bodies itself when not streaming, and turns a malformed one
@@ -476,6 +485,7 @@ _FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 
 def handler_class_for(request: HTTPServerRequest) -> type[GatewayHandler]:
     headers = request.headers
-    if has_request_body(headers) or headers.get("Content-Type", "").startswith(_FORM_TYPES):
+    if has_request_body(headers) or (
+            "Content-Type" in headers and headers["Content-Type"].startswith(_FORM_TYPES)):
         return GatewayHandler
     return BodylessGatewayHandler

@@ -2,9 +2,10 @@
 
 Tornado times out only request headers and request bodies; nothing stops a response that has
 stopped moving or runs forever. ``StreamTimers`` does, cheaply: ``progress()`` only stores the
-clock's time, and a single idle callback re-arms itself for whatever idle time remains, so a
-stream moving thousands of chunks a second schedules one callback per idle period, not one per
-chunk. The clock is injected so tests advance time instead of sleeping.
+clock's time, and a single callback for both limits re-arms itself for whatever time remains,
+so a stream moving thousands of chunks a second schedules one callback per idle period, not
+one per chunk, and a short request schedules one in all. The clock is injected so tests
+advance time instead of sleeping.
 """
 
 from __future__ import annotations
@@ -28,7 +29,11 @@ class Clock(Protocol):
 
 
 class StreamTimers:
-    """Call ``on_expire(reason)`` once, when the stream idles or outlasts its cap."""
+    """Call ``on_expire(reason)`` once, when the stream idles or outlasts its cap.
+
+    One callback serves both limits: it is due at the nearer of the two deadlines and, if
+    neither has passed when it runs, re-arms itself for the nearer remaining one.
+    """
 
     def __init__(self, clock: Clock, *, idle_timeout_s: float, max_duration_s: float,
                  on_expire: Callable[[Termination], None]) -> None:
@@ -36,34 +41,34 @@ class StreamTimers:
         self._idle_timeout_s = idle_timeout_s
         self._max_duration_s = max_duration_s
         self._on_expire = on_expire
-        self._last_progress = clock.time()
-        self._idle_handle: TimerHandle | None = None
-        self._total_handle: TimerHandle | None = None
+        self._started_at = self._last_progress = clock.time()
+        self._handle: TimerHandle | None = None
         self.expired: Termination | None = None
 
     def start(self) -> None:
-        self._last_progress = self._clock.time()
-        self._idle_handle = self._clock.call_later(self._idle_timeout_s, self._check_idle)
-        self._total_handle = self._clock.call_later(
-            self._max_duration_s, lambda: self._expire(Termination.MAX_DURATION))
+        self._started_at = self._last_progress = self._clock.time()
+        self._handle = self._clock.call_later(min(self._idle_timeout_s, self._max_duration_s),
+                                              self._check)
 
     def progress(self) -> None:
         """Bytes moved: the idle period starts again."""
         self._last_progress = self._clock.time()
 
     def cancel(self) -> None:
-        for handle in (self._idle_handle, self._total_handle):
-            if handle is not None:
-                handle.cancel()
-        self._idle_handle = self._total_handle = None
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
 
-    def _check_idle(self) -> None:
-        idle_for = self._clock.time() - self._last_progress
-        if idle_for >= self._idle_timeout_s:
+    def _check(self) -> None:
+        now = self._clock.time()
+        total_left_s = self._max_duration_s - (now - self._started_at)
+        idle_left_s = self._idle_timeout_s - (now - self._last_progress)
+        if total_left_s <= 0:
+            self._expire(Termination.MAX_DURATION)
+        elif idle_left_s <= 0:
             self._expire(Termination.IDLE_TIMEOUT)
         else:
-            self._idle_handle = self._clock.call_later(
-                self._idle_timeout_s - idle_for, self._check_idle)
+            self._handle = self._clock.call_later(min(idle_left_s, total_left_s), self._check)
 
     def _expire(self, reason: Termination) -> None:
         if self.expired is None:
