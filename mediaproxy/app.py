@@ -15,7 +15,7 @@ from tornado.httputil import HTTPServerRequest
 from tornado.netutil import bind_sockets
 from tornado.web import Application, RequestHandler
 
-from mediaproxy import integrations, status
+from mediaproxy import eventloop, integrations, status
 from mediaproxy.access_log import AccessLog, open_access_log
 from mediaproxy.admission import Admission, StreamSlots
 from mediaproxy.config import Config
@@ -176,8 +176,9 @@ def listen(config: Config) -> list[socket.socket]:
     shown = f"[{host}]" if ":" in host else host
     scheme = "https" if config.server.tls is not None else "http"
     routes = ", ".join(f"{r.prefix} -> {r.integration}" for r in config.routes) or "none"
-    log.info("mediaproxy listening on %s://%s:%d (config %s; routes: %s)",
-             scheme, shown, sockets[0].getsockname()[1], config.path, routes)
+    log.info("mediaproxy listening on %s://%s:%d (config %s; routes: %s; event loop %s)",
+             scheme, shown, sockets[0].getsockname()[1], config.path, routes,
+             eventloop.chosen(config.server.event_loop))
     return sockets
 
 

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
+from mediaproxy import eventloop
 from mediaproxy.http.upstreams import Upstream
 from mediaproxy.http.params import ParamSpec, parse_declaration
 
@@ -104,6 +105,8 @@ class ServerConfig:
     # "stderr", "off", or a file the JSON lines are appended to.
     access_log: str = ACCESS_LOG_STDERR
     status_page: bool = True
+    # "auto": uvloop when installed (the uvloop extra), else asyncio's; or either by name.
+    event_loop: str = "auto"
     # Loaded (and so checked) once at start-up; None serves plain HTTP.
     tls: ssl.SSLContext | None = field(default=None, compare=False, repr=False)
 
@@ -337,9 +340,18 @@ def _read_server(table: Table) -> ServerConfig:
         access_log=_read_access_log(table),
         status_page=table.boolean("status_page", ServerConfig.status_page),
         tls=_read_tls(table),
+        event_loop=_read_event_loop(table),
     )
     table.finish()
     return server
+
+
+def _read_event_loop(table: Table) -> str:
+    value = table.choice("event_loop", eventloop.EVENT_LOOPS, ServerConfig.event_loop)
+    if value == "uvloop" and not eventloop.uvloop_installed():
+        raise table.error("event_loop", "uvloop is not installed "
+                                        "(pip install 'mediaproxy[uvloop]', or use \"auto\")")
+    return value
 
 
 def _read_file_settings(table: Table) -> FileSettings:

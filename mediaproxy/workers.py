@@ -20,7 +20,6 @@ before prometheus_client is first imported, which is why the gateway is imported
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import shutil
@@ -34,6 +33,7 @@ from pathlib import Path
 from types import FrameType
 from typing import NoReturn
 
+from mediaproxy import eventloop
 from mediaproxy.config import Config
 
 log = logging.getLogger("mediaproxy")
@@ -52,7 +52,7 @@ def run(config: Config) -> int:
     count = process_count(config)
     if count == 1:
         from mediaproxy.app import serve
-        asyncio.run(serve(config))
+        eventloop.run(serve(config), config.server.event_loop)
         return 0
     remove_metrics_dir = _prepare_metrics_dir()
     try:
@@ -145,7 +145,7 @@ class _Supervisor:
             signal.signal(signum, signal.SIG_DFL)  # not the parent's: it signals the workers
         code = 0
         try:
-            asyncio.run(serve(self.config, self.sockets))
+            eventloop.run(serve(self.config, self.sockets), self.config.server.event_loop)
         except BaseException:
             log.exception("worker %d failed", index)
             code = 1

@@ -47,17 +47,42 @@ def test_bad_port_flag_exits_2() -> None:
     assert result.returncode == 2 and "--port" in result.stderr
 
 
-def start_server(tmp_path: Path, root: Path) -> tuple[subprocess.Popen[str], int]:
+def start_server(tmp_path: Path, root: Path, server_keys: str = ""
+                 ) -> tuple[subprocess.Popen[str], int, str]:
+    """The running server, its port and its "listening" log line."""
     config = tmp_path / "serve.toml"
-    config.write_text(f'[server]\nshutdown_grace = 20\n[[routes]]\nprefix = "/f"\n'
+    config.write_text(f'[server]\nshutdown_grace = 20\n{server_keys}[[routes]]\nprefix = "/f"\n'
                       f'integration = "file"\nroot = "{root}"\n')
     process = subprocess.Popen([sys.executable, "-m", "mediaproxy", "--config", str(config),
                                 "--port", "0"], cwd=REPO, stderr=subprocess.PIPE, text=True)
     assert process.stderr is not None
     for line in process.stderr:
         if match := re.search(r"listening on http://127\.0\.0\.1:(\d+)", line):
-            return process, int(match.group(1))
+            return process, int(match.group(1)), line
     raise AssertionError("no listening line")
+
+
+def stop_server(process: subprocess.Popen[str]) -> None:
+    process.kill()
+    process.wait()
+    assert process.stderr is not None
+    process.stderr.close()
+
+
+@pytest.mark.parametrize("event_loop", ["asyncio", "uvloop"])
+def test_serves_on_the_configured_event_loop(tmp_path: Path, event_loop: str) -> None:
+    (tmp_path / "a.txt").write_bytes(b"hello")
+    process, port, line = start_server(tmp_path, tmp_path, f'event_loop = "{event_loop}"\n')
+    try:
+        assert line.rstrip().endswith(f"event loop {event_loop})")
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(b"GET /f/a.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            reply = b""
+            while data := sock.recv(65536):
+                reply += data
+        assert reply.startswith(b"HTTP/1.1 200 ") and reply.endswith(b"\r\n\r\nhello")
+    finally:
+        stop_server(process)
 
 
 @pytest.mark.slow
@@ -66,7 +91,7 @@ def test_sigterm_lets_a_running_download_finish_then_exits_0(tmp_path: Path) -> 
     root.mkdir()
     size = 8 * 1024 * 1024
     (root / "big.bin").write_bytes(b"x" * size)
-    process, port = start_server(tmp_path, root)
+    process, port, _ = start_server(tmp_path, root)
     try:
         sock = socket.socket()
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32 * 1024)
@@ -85,7 +110,4 @@ def test_sigterm_lets_a_running_download_finish_then_exits_0(tmp_path: Path) -> 
         assert received > size  # the whole body plus headers arrived
         assert process.wait(timeout=20) == 0
     finally:
-        process.kill()
-        process.wait()
-        assert process.stderr is not None
-        process.stderr.close()
+        stop_server(process)

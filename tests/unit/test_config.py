@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from mediaproxy import eventloop
 from mediaproxy.config import ConfigError, Limits, load
 
 GOOD_ROUTE = """
@@ -67,6 +68,7 @@ def test_relative_root_is_relative_to_the_file(tmp_path: Path) -> None:
      "already the prefix of routes[0]"),
     ("routes = 3\n", "routes", "array of tables"),
     ("[mystery]\n", "mystery", "unknown key"),
+    ("[server]\nevent_loop = \"trio\"\n", "server.event_loop", "must be one of"),
 ])
 def test_bad_config_names_file_key_and_reason(tmp_path: Path, text: str, key: str,
                                               reason: str) -> None:
@@ -88,3 +90,12 @@ def test_unreadable_and_invalid_toml(tmp_path: Path) -> None:
         load(tmp_path / "absent.toml")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load(write(tmp_path, "[server\n"))
+
+
+def test_event_loop_uvloop_needs_uvloop_installed(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write(tmp_path, '[server]\nevent_loop = "uvloop"\n')
+    assert load(path).server.event_loop == "uvloop"  # installed with the test extra
+    monkeypatch.setattr(eventloop, "uvloop_installed", lambda: False)
+    assert_refused(path, "server.event_loop", "uvloop is not installed")
+    assert eventloop.chosen("auto") == "asyncio" and eventloop.chosen("uvloop") == "uvloop"
