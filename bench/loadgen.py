@@ -26,6 +26,7 @@ class Download:
 
 @dataclass(frozen=True)
 class WrkRun:
+    requests: int
     requests_per_s: float
     bytes_per_s: float
     bytes_read: float
@@ -83,6 +84,7 @@ def parse_wrk(output: str) -> WrkRun:
     bytes_read = float(totals[4]) * _BINARY_UNITS[totals[5]]
     errors = re.findall(r"^\s*(Socket errors:.*|Non-2xx or 3xx responses:.*)$", output, re.MULTILINE)
     return WrkRun(
+        requests=int(totals[1]),
         requests_per_s=float(requests_per_s[1]),
         bytes_per_s=bytes_read / elapsed_s,
         bytes_read=bytes_read,

@@ -54,6 +54,11 @@ class Results:
         self.notes.append((scenario, text))
         print(f"  note [{scenario}] {text}", flush=True)
 
+    def medians(self, scenario: str, metric: Metric) -> dict[str, float]:
+        """Each server's median for one scenario and metric."""
+        by_server = self._samples.get((scenario, metric.label), {})
+        return {server: statistics.median(samples) for server, samples in by_server.items()}
+
     def rows(self) -> list[Row]:
         rows = []
         for (scenario, metric), by_server in self._samples.items():

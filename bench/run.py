@@ -31,6 +31,7 @@ import procstat
 import report
 import servers
 import slow_clients
+import ttfb as ttfb_probe
 import workspace
 from loadgen import LoadFailed, WrkRun, curl_download, run_wrk
 from report import Metric, Results
@@ -43,6 +44,9 @@ CURL_CPU_S_PER_GIB = Metric("curl CPU s/GiB", higher_is_better=False)
 P99_MS = Metric("p99 ms", higher_is_better=False)
 REQUESTS_PER_S = Metric("requests/s", higher_is_better=True)
 PEAK_RSS_MIB = Metric("peak RSS MiB", higher_is_better=False)
+CPU_US_PER_REQUEST = Metric("CPU us/request", higher_is_better=False)
+TTFB_MS = Metric("first byte ms", higher_is_better=False)
+ADDED_TTFB_MS = Metric("added first byte ms", higher_is_better=False)
 CLIENT_KIB_PER_S = Metric("KiB/s per client", higher_is_better=True)
 
 
@@ -60,6 +64,7 @@ class Settings:
     slow_clients: int
     slow_client_rate_bytes_per_s: int
     slow_duration_s: float
+    ttfb_reps: int
 
     def describe(self) -> str:
         return (
@@ -68,18 +73,18 @@ class Settings:
             f"-c{self.wrk_connections} -d{self.wrk_duration_s}s --latency`, n = {self.wrk_reps}; "
             f"slow_clients: {self.slow_clients} clients at "
             f"{self.slow_client_rate_bytes_per_s // 1024} KiB/s for {self.slow_duration_s:.0f} s, "
-            f"n = {self.slow_reps}"
+            f"n = {self.slow_reps}; ttfb: one request per server, n = {self.ttfb_reps}"
         )
 
 
 FULL = Settings(big_file_bytes=GiB, transfer_reps=5,
                 wrk_reps=3, wrk_duration_s=10, wrk_threads=2, wrk_connections=32,
                 slow_reps=3, slow_clients=200, slow_client_rate_bytes_per_s=256 * 1024,
-                slow_duration_s=12.0)
+                slow_duration_s=12.0, ttfb_reps=30)
 QUICK = Settings(big_file_bytes=128 * MiB, transfer_reps=2,
                  wrk_reps=1, wrk_duration_s=2, wrk_threads=2, wrk_connections=32,
                  slow_reps=1, slow_clients=200, slow_client_rate_bytes_per_s=256 * 1024,
-                 slow_duration_s=3.0)
+                 slow_duration_s=3.0, ttfb_reps=5)
 
 # A single transfer of 1 GiB takes seconds; this only stops a stuck one.
 _TRANSFER_TIMEOUT_S = 300
@@ -123,7 +128,8 @@ def interleaved(running: list[RunningServer], reps: int) -> Iterator[tuple[int, 
 
 def disk(bench: Bench) -> None:
     """One client fetching the big page-cached file: the ceiling of a single stream, and its CPU."""
-    recipes = [servers.nginx_static(), servers.tornado_static(), servers.mediaproxy_files()]
+    recipes = [servers.nginx_static(), servers.tornado_static(), servers.mediaproxy_files(),
+               servers.mediaproxy_files("mediaproxy-asyncio", event_loop="asyncio")]
     with bench.serving("disk", recipes, bench.workspace.big) as running:
         _measure_downloads(bench, "disk", running)
 
@@ -135,7 +141,8 @@ def relay(bench: Bench) -> None:
     is skipped with a note until it has its http_proxy integration.
     """
     with servers.running(servers.nginx_origin(), bench.workspace) as origin:
-        recipes = [servers.nginx_proxy(origin.port), servers.mediaproxy_relay(origin.port)]
+        recipes = [servers.nginx_proxy(origin.port), servers.mediaproxy_relay(origin.port),
+                   servers.mediaproxy_relay(origin.port, "mediaproxy-asyncio", "asyncio")]
         with bench.serving("relay", recipes, bench.workspace.big) as running:
             _measure_downloads(bench, "relay", running)
 
@@ -160,47 +167,83 @@ def small(bench: Bench) -> None:
     """Requests for a 4 KiB file: the per-request overhead, where Python pays most.
 
     mediaproxy-2proc asks for `processes = 2`; it is skipped with a note while
-    mediaproxy rejects that key or starts fewer processes.
+    mediaproxy rejects that key or starts fewer processes. The target here is a
+    ratio to Tornado's StaticFileHandler, so a note gives each mediaproxy's.
     """
     recipes = [servers.nginx_static(), servers.nginx_static("nginx-auto", "auto"),
                servers.tornado_static(), servers.mediaproxy_files(),
+               servers.mediaproxy_files("mediaproxy-asyncio", event_loop="asyncio"),
                servers.mediaproxy_files("mediaproxy-2proc", processes=2)]
     with bench.serving("small", recipes, bench.workspace.small) as running:
         for rep, server in interleaved(running, bench.settings.wrk_reps):
             run = _wrk_with_cpu(bench, "small", server, bench.workspace.small)
             if run is not None:
-                wrk, _ = run
+                wrk, cpu_s = run
                 bench.record("small", server.name, rep, bench.settings.wrk_reps, {
                     REQUESTS_PER_S: wrk.requests_per_s,
                     P99_MS: wrk.p99_s * 1e3,
+                    CPU_US_PER_REQUEST: cpu_s / wrk.requests * 1e6,
                 })
+    _note_ratios_to(bench, "small", "tornado", REQUESTS_PER_S)
 
 
 def slow_clients_scenario(bench: Bench) -> None:
-    """Many slow readers of the big file: the memory a server holds for them."""
-    settings = bench.settings
+    """Many slow readers of the big file: the memory a server holds for them.
+
+    From disk ("slow_clients") and through a proxy in front of an nginx origin
+    ("slow_clients_proxy"), where the proxy must not read the origin faster than the
+    clients drain it.
+    """
     recipes = [servers.nginx_static(), servers.tornado_static(), servers.mediaproxy_files()]
     with bench.serving("slow_clients", recipes, bench.workspace.big) as running:
-        for rep, server in interleaved(running, settings.slow_reps):
-            procstat.reset_group_peak_rss(server.pgid)
-            outcome = asyncio.run(slow_clients.run_slow_clients(
-                "127.0.0.1", server.port, bench.workspace.big.url_path, settings.slow_clients,
-                settings.slow_client_rate_bytes_per_s, settings.slow_duration_s,
-            ))
-            peak_rss_bytes = procstat.group_peak_rss_bytes(server.pgid)
-            if outcome.clients_ok < settings.slow_clients:
-                bench.results.note("slow_clients", f"{server.name} rep {rep}: "
-                                   f"{'; '.join(outcome.failures())}")
-            bench.record("slow_clients", server.name, rep, settings.slow_reps, {
-                PEAK_RSS_MIB: peak_rss_bytes / MiB,
-                CLIENT_KIB_PER_S: outcome.client_bytes_per_s / 1024,
-            })
+        _measure_slow_clients(bench, "slow_clients", running)
+    with servers.running(servers.nginx_origin(), bench.workspace) as origin:
+        recipes = [servers.nginx_proxy(origin.port), servers.mediaproxy_relay(origin.port)]
+        with bench.serving("slow_clients_proxy", recipes, bench.workspace.big) as running:
+            _measure_slow_clients(bench, "slow_clients_proxy", running)
+
+
+def _measure_slow_clients(bench: Bench, scenario: str, running: list[RunningServer]) -> None:
+    settings = bench.settings
+    for rep, server in interleaved(running, settings.slow_reps):
+        procstat.reset_group_peak_rss(server.pgid)
+        outcome = asyncio.run(slow_clients.run_slow_clients(
+            "127.0.0.1", server.port, bench.workspace.big.url_path, settings.slow_clients,
+            settings.slow_client_rate_bytes_per_s, settings.slow_duration_s,
+        ))
+        peak_rss_bytes = procstat.group_peak_rss_bytes(server.pgid)
+        if outcome.clients_ok < settings.slow_clients:
+            bench.results.note(scenario, f"{server.name} rep {rep}: "
+                               f"{'; '.join(outcome.failures())}")
+        bench.record(scenario, server.name, rep, settings.slow_reps, {
+            PEAK_RSS_MIB: peak_rss_bytes / MiB,
+            CLIENT_KIB_PER_S: outcome.client_bytes_per_s / 1024,
+        })
 
 
 def ttfb(bench: Bench) -> None:
-    """Hook: the time to first byte a proxy adds in front of an origin that streams slowly."""
-    bench.results.note("ttfb", "hook, not measured yet: needs an origin that streams "
-                       "slowly; the proxies can be wired as in relay")
+    """The time to first body byte a proxy adds in front of an origin that streams as it goes.
+
+    Each repetition asks the origin directly and then each proxy (bench/ttfb.py); "added"
+    is a proxy's time minus the direct one of the same repetition.
+    """
+    reps = bench.settings.ttfb_reps
+    with servers.running(servers.ttfb_origin(), bench.workspace) as origin:
+        recipes = [servers.nginx_proxy(origin.port), servers.mediaproxy_relay(origin.port)]
+        with bench.serving("ttfb", recipes, bench.workspace.small) as proxies:
+            path = bench.workspace.small.url_path
+            for rep in range(1, reps + 1):
+                direct_s = ttfb_probe.measure(origin.port, path)
+                bench.record("ttfb", "origin", rep, reps, {TTFB_MS: direct_s * 1e3})
+                for proxy in proxies:
+                    via_s = ttfb_probe.measure(proxy.port, path)
+                    bench.record("ttfb", proxy.name, rep, reps, {
+                        TTFB_MS: via_s * 1e3, ADDED_TTFB_MS: (via_s - direct_s) * 1e3,
+                    })
+    medians = bench.results.medians("ttfb", TTFB_MS)
+    for proxy in proxies:
+        bench.results.note("ttfb", f"{proxy.name} adds {medians[proxy.name] - medians['origin']:.3f} "
+                           f"ms (its median first byte minus the origin's)")
 
 
 def csv_export(bench: Bench) -> None:
@@ -261,6 +304,17 @@ def _wrk_with_cpu(
     if any(error.startswith("Non-2xx") for error in wrk.errors):
         return None
     return wrk, cpu_s
+
+
+def _note_ratios_to(bench: Bench, scenario: str, reference: str, metric: Metric) -> None:
+    """Note each mediaproxy's median over `reference`'s, where a target is set against it."""
+    medians = bench.results.medians(scenario, metric)
+    if reference not in medians:
+        return
+    for server, median in medians.items():
+        if server.startswith("mediaproxy"):
+            bench.results.note(scenario, f"{server} / {reference} {metric.name}: "
+                               f"{median / medians[reference]:.2f}")
 
 
 def _head(server: RunningServer, path: str) -> None:

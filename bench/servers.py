@@ -29,6 +29,7 @@ from workspace import REPO, Workspace
 
 MEDIAPROXY_BIN = REPO / ".venv" / "bin" / "mediaproxy"
 TORNADO_STATIC = REPO / "bench" / "tornado_static.py"
+TTFB = REPO / "bench" / "ttfb.py"
 
 # Long enough for a cold Python start on a loaded machine; short enough that a
 # server that hangs at start-up does not stall the run.
@@ -167,28 +168,42 @@ def tornado_static() -> ServerRecipe:
     return ServerRecipe("tornado", "tornado", configure)
 
 
-def mediaproxy_files(name: str = "mediaproxy", processes: int = 1) -> ServerRecipe:
-    """mediaproxy's file integration; `processes` > 1 adds `processes = N` to [server]."""
+def mediaproxy_files(name: str = "mediaproxy", processes: int = 1,
+                     event_loop: str = "auto") -> ServerRecipe:
+    """mediaproxy's file integration; `processes` > 1 adds `processes = N` to [server].
+
+    `event_loop` "auto" is mediaproxy's default (uvloop where installed, as it is in the
+    project's venv); "asyncio" measures the other way.
+    """
     def configure(workspace: Workspace, config_dir: Path, port: int) -> list[str]:
         route = (
             'integration = "file"\n'
             f'root = "{workspace.data_dir}"\n'
         )
-        return _mediaproxy_argv(config_dir, port, route, processes)
+        return _mediaproxy_argv(config_dir, port, route, processes, event_loop)
 
     return ServerRecipe(name, name, configure, min_processes=processes)
 
 
-def mediaproxy_relay(origin_port: int) -> ServerRecipe:
+def mediaproxy_relay(origin_port: int, name: str = "mediaproxy",
+                     event_loop: str = "auto") -> ServerRecipe:
     """mediaproxy's http_proxy integration in front of the origin."""
     def configure(workspace: Workspace, config_dir: Path, port: int) -> list[str]:
         route = (
             'integration = "http_proxy"\n'
             f'upstream = "http://127.0.0.1:{origin_port}/"\n'
         )
-        return _mediaproxy_argv(config_dir, port, route, processes=1)
+        return _mediaproxy_argv(config_dir, port, route, 1, event_loop)
 
-    return ServerRecipe("mediaproxy", "mediaproxy-relay", configure)
+    return ServerRecipe(name, f"{name}-relay", configure)
+
+
+def ttfb_origin() -> ServerRecipe:
+    """The streaming origin of the ttfb scenario (bench/ttfb.py): a first chunk at once."""
+    def configure(workspace: Workspace, config_dir: Path, port: int) -> list[str]:
+        return [sys.executable, str(TTFB), "origin", "--port", str(port)]
+
+    return ServerRecipe("origin", "ttfb-origin", configure)
 
 
 def _nginx_argv(prefix: Path, port: int, worker_processes: str, locations: str) -> list[str]:
@@ -222,7 +237,8 @@ http {{
     return ["nginx", "-e", "stderr", "-p", str(prefix), "-c", str(config_path)]
 
 
-def _mediaproxy_argv(config_dir: Path, port: int, route_body: str, processes: int) -> list[str]:
+def _mediaproxy_argv(config_dir: Path, port: int, route_body: str, processes: int,
+                     event_loop: str) -> list[str]:
     """Write a mediaproxy TOML with one /files/ route and return the command that runs it."""
     if not MEDIAPROXY_BIN.exists():
         raise ServerUnavailable(f"not installed ({MEDIAPROXY_BIN.relative_to(REPO)} missing)")
@@ -232,6 +248,7 @@ def _mediaproxy_argv(config_dir: Path, port: int, route_body: str, processes: in
         'address = "127.0.0.1"\n'
         f"port = {port}\n"
         'access_log = "off"\n'  # like the nginx peer's `access_log off`
+        f'event_loop = "{event_loop}"\n'
         f"{processes_line}"
         "\n"
         "[[routes]]\n"
