@@ -9,6 +9,7 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
 
 import pytest
 
@@ -28,7 +29,20 @@ def closed_port() -> int:
 
 
 @pytest.fixture
-def gateway(make_gateway, origin: OriginThread) -> GatewayThread:  # type: ignore[no-untyped-def]
+def unanswering_port() -> Iterator[int]:
+    """A port whose accept queue is full: connecting there gets no answer at all, the way a
+    firewalled or vanished host behaves, without leaving loopback."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        port: int = listener.getsockname()[1]
+        with socket.create_connection(("127.0.0.1", port)):  # fills the queue
+            yield port
+
+
+@pytest.fixture
+def gateway(make_gateway, origin: OriginThread,  # type: ignore[no-untyped-def]
+            unanswering_port: int) -> GatewayThread:
     gateway: GatewayThread = make_gateway(f"""
         [[routes]]
         prefix = "/o"
@@ -44,6 +58,11 @@ def gateway(make_gateway, origin: OriginThread) -> GatewayThread:  # type: ignor
         prefix = "/unresolvable"
         integration = "http_proxy"
         upstream = "http://{UNRESOLVABLE_HOST}/"
+        [[routes]]
+        prefix = "/unanswered"
+        integration = "http_proxy"
+        upstream = "http://127.0.0.1:{unanswering_port}/"
+        connect_timeout = 0.5
     """)
     return gateway
 
@@ -71,6 +90,13 @@ def test_an_origin_out_of_reach_is_a_502(gateway: GatewayThread, prefix: str) ->
     response = request(gateway.port, "GET", f"{prefix}/x")
     assert (response.status, response.body) == (502, b"502 Bad Gateway\n")
     assert time.monotonic() - started < 5
+
+
+def test_no_connection_within_the_connect_timeout_is_a_504(gateway: GatewayThread) -> None:
+    started = time.monotonic()
+    response = request(gateway.port, "GET", "/unanswered/x")
+    assert (response.status, response.body) == (504, b"504 Gateway Timeout\n")
+    assert 0.4 < time.monotonic() - started < 5
 
 
 def test_a_malformed_response_is_a_502(gateway: GatewayThread, origin: OriginThread) -> None:
