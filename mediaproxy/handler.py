@@ -48,7 +48,10 @@ CLIENT_CLOSED_REQUEST = 499
 _END_OF_BODY = b""
 SENDFILE_MIN_BYTES = 64 * 1024  # below this one copy is cheaper than the extra syscalls
 SENDFILE_MAX_BYTES = 8 * 1024 * 1024  # per call, so one client cannot hog the loop
-SENDFILE_WAIT_PIECE_BYTES = 16 * 1024  # what a full socket costs in memory: one such piece
+# What a full socket costs in memory: one such piece. Its size does not set how often the loop
+# wakes (the kernel reports a socket writable only once much more than this is free), so it is
+# small: 200 slow clients peaked at 48.4 MiB RSS with 16 KiB pieces, 45.6 MiB with 2 KiB ones.
+SENDFILE_WAIT_PIECE_BYTES = 2 * 1024
 
 
 class BodyChannel:
