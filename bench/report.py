@@ -136,6 +136,7 @@ def write_markdown(
 ) -> None:
     machine_lines = "\n".join(f"- {key}: {value}" for key, value in machine.items())
     note_lines = "\n".join(f"- **{scenario}**: {text}" for scenario, text in notes) or "- none"
+    targets = TARGETS_FILE.read_text().strip() if TARGETS_FILE.exists() else "Not assessed."
     path.write_text(f"""\
 # mediaproxy benchmark results
 
@@ -162,11 +163,19 @@ Settings: {settings}
 
 {note_lines}
 
+## Targets, and what stands in the way
+
+{targets}
+
 ## How to read this
 
 {HOW_TO_READ}
 """)
 
+
+# Written by hand from a run and its profile; every report carries it (issue 6 asks RESULTS.md
+# to say, for a target out of reach, what the profile shows is in the way).
+TARGETS_FILE = Path(__file__).with_name("TARGETS.md")
 
 HOW_TO_READ = """\
 Each row is one server in one scenario; median, min and max are over the `n`
