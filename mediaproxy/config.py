@@ -16,7 +16,6 @@ import importlib
 import math
 import os
 import re
-import sqlite3
 import ssl
 import string
 import sys
@@ -435,6 +434,8 @@ def _read_csv_export_settings(table: Table) -> CsvExportSettings:
 
 def _check_sqlite_query(table: Table, settings: CsvExportSettings) -> None:
     """Prepare the query once at start-up, so a typo is a ConfigError and not a 502 later."""
+    import sqlite3  # here, not at the top: a gateway without exports saves its ~1 MiB
+
     try:
         connection = sqlite3.connect(f"file:{settings.database}?mode=ro", uri=True)
     except sqlite3.Error as error:
