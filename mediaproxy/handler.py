@@ -179,10 +179,14 @@ class HandlerExchange(Exchange):
         stream = handler.request.connection.stream  # type: ignore[union-attr]
         # Still writing after flush() returned: the kernel did not take it all at once.
         self._last_send_waited = stream.writing()
-        if self.first_byte_at is None:
-            self.first_byte_at = asyncio.get_running_loop().time()
         await flushed
-        self.bytes_sent += len(chunk)
+        self._sent(len(chunk))
+
+    def _sent(self, length: int) -> None:
+        """Account body bytes the socket took; an empty send (the headers alone) is none."""
+        if length and self.first_byte_at is None:
+            self.first_byte_at = asyncio.get_running_loop().time()
+        self.bytes_sent += length
         self._timers.progress()
 
     async def send_file(self, fd: int, offset: int, length: int) -> None:
@@ -220,8 +224,7 @@ class HandlerExchange(Exchange):
                 # never saw. (Checked present by _zero_copy_possible.)
                 connection._expected_content_remaining -= sent  # type: ignore[operator]
                 offset += sent
-                self.bytes_sent += sent
-                self._timers.progress()
+                self._sent(sent)
             if offset < stop and sent < wanted:
                 # The socket is full. Tornado knows how to wait for it: give it a small copied
                 # piece and resume zero-copy once that is out.

@@ -143,3 +143,30 @@ def test_proxied_exchanges_log_upstream_status_upload_bytes_and_499(
     assert value(samples, "mediaproxy_received_bytes_total", **api) == len(upload)
     assert value(samples, "mediaproxy_requests_total", status="499", **api) == 1
     assert value(samples, "mediaproxy_terminations_total", reason="client_closed", **api) == 1
+
+
+def test_ttfb_counts_from_the_first_body_byte_not_the_headers(
+        make_gateway, origin, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    gateway: GatewayThread = make_gateway(f"""
+        [server]
+        access_log = "{tmp_path / 'access.log'}"
+        [[routes]]
+        prefix = "/api"
+        integration = "http_proxy"
+        upstream = "{origin.url}"
+        idle_timeout = 1
+    """)
+    port = gateway.port
+    assert request(port, "GET", "/api/bytes?n=10").status == 200
+    assert request(port, "HEAD", "/api/bytes?n=10").status == 200
+    headers_only = socket.create_connection(("127.0.0.1", port))
+    headers_only.sendall(b"GET /api/stall?after=0 HTTP/1.1\r\nHost: x\r\n\r\n")
+    wait_until(lambda: len(read_access_log(tmp_path / "access.log")) == 3)
+    headers_only.close()
+
+    got, head, stalled = read_access_log(tmp_path / "access.log")
+    assert got["ttfb_ms"] is not None and got["bytes_sent"] == 10
+    assert head["ttfb_ms"] is None and head["bytes_sent"] == 0
+    # The origin's headers went out at once; no body byte ever did before the idle timer.
+    assert stalled["termination"] == "idle_timeout" and stalled["status"] == 200
+    assert stalled["ttfb_ms"] is None
