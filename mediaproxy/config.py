@@ -274,8 +274,11 @@ def _read_limits(table: Table, base: Limits) -> Limits:
                 overrides[attribute] = table.seconds(key)
     limits = replace(base, **overrides)
     if limits.rate_limit_after_bytes and not limits.rate_limit_bytes_per_s:
-        raise table.error("rate_limit_after_bytes", "needs rate_limit_bytes_per_s (the rate "
-                                                    "that applies after the burst)")
+        if table.has("rate_limit_after_bytes"):
+            raise table.error("rate_limit_after_bytes", "needs rate_limit_bytes_per_s (the "
+                                                        "rate that applies after the burst)")
+        # A route turning the inherited rate off: the inherited burst means nothing alone.
+        limits = replace(limits, rate_limit_after_bytes=0)
     return limits
 
 

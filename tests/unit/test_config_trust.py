@@ -27,6 +27,16 @@ def test_limits_default_to_none_and_routes_override_them(tmp_path: Path) -> None
     assert config.server.max_header_bytes == 65536
 
 
+def test_a_route_turns_off_the_global_rate_limit_and_its_burst(tmp_path: Path) -> None:
+    config = load(write(tmp_path, "[limits]\nrate_limit_bytes_per_s = 500000\n"
+                                  "rate_limit_after_bytes = 100000\n"
+                        + GOOD_ROUTE + "rate_limit_bytes_per_s = 0\n"))
+    assert (config.limits.rate_limit_bytes_per_s, config.limits.rate_limit_after_bytes) == (
+        500_000, 100_000)
+    limits = config.routes[0].limits
+    assert (limits.rate_limit_bytes_per_s, limits.rate_limit_after_bytes) == (0, 0)
+
+
 def test_access_defaults_to_open(tmp_path: Path) -> None:
     access = load(write(tmp_path, GOOD_ROUTE)).routes[0].access
     assert access == Access() and not access.restricted
