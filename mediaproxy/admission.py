@@ -54,9 +54,22 @@ class StreamSlots:
         self.total_cap = total_cap  # 0: no cap
         self.total = 0
         self.per_route: Counter[str] = Counter()
+        self.closed = False
+
+    def close(self) -> None:
+        """Shutdown began: streams running go on, and no new one is admitted.
+
+        A request on a connection kept alive from before gets a 503 that closes it, so the
+        client asks again on a new connection, which reaches an instance still accepting;
+        admitted, it would hold the drain and be cut at its deadline.
+        """
+        self.closed = True
 
     def acquire(self, prefix: str, route_cap: int) -> Slot:
         """A slot on route ``prefix`` (cap ``route_cap``, 0: none), or ServiceUnavailable."""
+        if self.closed:
+            raise ServiceUnavailable("shutting down",
+                                     headers={"Retry-After": "1", "Connection": "close"})
         if 0 < self.total_cap <= self.total:
             raise self._busy(f"gateway runs {self.total} streams (cap {self.total_cap})")
         if 0 < route_cap <= self.per_route[prefix]:

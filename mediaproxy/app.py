@@ -157,6 +157,7 @@ class RunningServer:
     async def shutdown(self) -> None:
         """Stop accepting, let running streams finish within the grace period, cut the rest."""
         self.gateway.lifecycle.draining = True
+        self.gateway.slots.close()
         self.server.stop()
         grace_s = self.gateway.config.server.shutdown_grace_s
         loop = asyncio.get_running_loop()

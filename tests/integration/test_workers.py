@@ -142,8 +142,8 @@ def test_two_workers_share_the_port_sum_their_metrics_and_drain_on_sigterm(
 
 
 
-def test_health_check_says_draining_on_a_kept_alive_connection(make_gateway,  # type: ignore[no-untyped-def]
-                                                              tmp_path: Path) -> None:
+def test_draining_refuses_new_requests_on_kept_alive_connections(make_gateway,  # type: ignore[no-untyped-def]
+                                                                 tmp_path: Path) -> None:
     make_sparse_file(tmp_path / "big.bin", BIG_BYTES)
     gateway: GatewayThread = make_gateway(f"""
         [server]
@@ -156,6 +156,10 @@ def test_health_check_says_draining_on_a_kept_alive_connection(make_gateway,  # 
     balancer = http.client.HTTPConnection("127.0.0.1", gateway.port, timeout=10)
     balancer.request("GET", "/healthz")
     assert balancer.getresponse().read() == b"ok\n"
+    client = http.client.HTTPConnection("127.0.0.1", gateway.port, timeout=10)
+    client.request("HEAD", "/files/big.bin")
+    head = client.getresponse()
+    assert (head.status, head.read()) == (200, b"")
     running = open_stalled_download(gateway.port, "/files/big.bin")  # the drain waits for it
     wait_until(lambda: gateway.active_streams() == 1)
 
@@ -166,5 +170,12 @@ def test_health_check_says_draining_on_a_kept_alive_connection(make_gateway,  # 
     reply = balancer.getresponse()
     assert (reply.status, reply.getheader("Connection"), reply.read()) == (
         503, "close", b"draining\n")
+    # Admitted, a new stream would hold the drain and be cut at its end: sent elsewhere.
+    client.request("GET", "/files/big.bin")
+    refused = client.getresponse()
+    assert (refused.status, refused.getheader("Retry-After"),
+            refused.getheader("Connection")) == (503, "1", "close")
+    assert gateway.active_streams() == 1
     running.close()
+    client.close()
     balancer.close()
