@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from typing import TYPE_CHECKING
 
+from mediaproxy.chunks import ChunkBudget, ChunkShare
 from mediaproxy.threads import LazyPool
 
 if TYPE_CHECKING:
@@ -25,38 +26,19 @@ MIN_CHUNK_BYTES = 64 * 1024  # Tornado's own read chunk; two of them per slow cl
 MAX_CHUNK_BYTES = 1024 * 1024
 INLINE_READ_BYTES = 64 * 1024  # a page-cached read this small costs less than a thread hop
 READ_THREADS = 4
-# Chunk bytes all copying streams together may hold (each holds up to two chunks). Every
-# stream may always hold the minimum; growing takes from what is left. 200 slow clients at the
-# minimum already exceed it, so they never grow; a lone fast one gets full 1 MiB chunks.
+# Chunk bytes all copying streams together may hold (each holds up to two chunks; see
+# mediaproxy.chunks). 200 slow clients at the minimum already exceed it, so they never grow;
+# a lone fast one gets full 1 MiB chunks.
 READ_BUDGET_BYTES = 8 * 1024 * 1024
 
 _read_pool = LazyPool(READ_THREADS, "mediaproxy-read")
+_read_budget = ChunkBudget(READ_BUDGET_BYTES, min_bytes=MIN_CHUNK_BYTES,
+                           max_bytes=MAX_CHUNK_BYTES)
 
 
-_held_bytes = 0  # the chunk sizes of all copying streams, added up
-
-
-def _ceiling_for(sizer: ChunkSizer) -> Callable[[], int]:
-    """The largest chunk ``sizer``'s stream may read now: its own, plus what is left.
-
-    A budget of bytes actually held, not a share per stream: streams that start together all
-    look fast (their first writes land in empty socket buffers), and a per-stream share
-    computed while few of them had started let each take 1 MiB (measured: 200 slow clients
-    peaked at 160 MiB RSS, against 72 MiB with every chunk at the minimum).
-    """
-    return lambda: sizer.size + max(0, READ_BUDGET_BYTES - _held_bytes)
-
-
-class ChunkSizer:
-    """Grow reads while the client keeps up; shrink them the moment it does not."""
-
-    def __init__(self, ceiling: Callable[[], int] = lambda: MAX_CHUNK_BYTES) -> None:
-        self.size = MIN_CHUNK_BYTES
-        self.ceiling = ceiling
-
-    def observe(self, client_kept_up: bool) -> None:
-        grown = self.size * 2 if client_kept_up else MIN_CHUNK_BYTES
-        self.size = max(MIN_CHUNK_BYTES, min(grown, MAX_CHUNK_BYTES, self.ceiling()))
+def next_chunk_bytes(size: int, client_kept_up: bool) -> int:
+    """Double while the client keeps up; back to the smallest the moment it does not."""
+    return size * 2 if client_kept_up else MIN_CHUNK_BYTES
 
 
 def pread_exactly(fd: int, length: int, offset: int) -> bytes:
@@ -71,23 +53,16 @@ async def send_by_reading(exchange: Exchange, fd: int, offset: int, length: int)
     if length <= INLINE_READ_BYTES:
         await exchange.send(pread_exactly(fd, length, offset))
         return
-    global _held_bytes
-    sizer = ChunkSizer()
-    sizer.ceiling = _ceiling_for(sizer)
-    _held_bytes += sizer.size
-    try:
-        async with aclosing(_read_ahead(fd, offset, offset + length, sizer)) as chunks:
+    with _read_budget.share() as share:
+        async with aclosing(_read_ahead(fd, offset, offset + length, share)) as chunks:
             async for chunk in chunks:
                 await exchange.send(chunk)
-                held_before = sizer.size
-                sizer.observe(client_kept_up=not exchange.last_send_waited)
-                _held_bytes += sizer.size - held_before
-    finally:
-        _held_bytes -= sizer.size
+                share.resize(next_chunk_bytes(share.size,
+                                              client_kept_up=not exchange.last_send_waited))
 
 
 async def _read_ahead(fd: int, start: int, stop: int,
-                      sizer: ChunkSizer) -> AsyncGenerator[bytes, None]:
+                      share: ChunkShare) -> AsyncGenerator[bytes, None]:
     """Chunks of [start, stop), the next one already being read while this one is sent."""
     loop = asyncio.get_running_loop()
     position = start
@@ -96,7 +71,7 @@ async def _read_ahead(fd: int, start: int, stop: int,
         nonlocal position
         if position >= stop:
             return None
-        length = min(sizer.size, stop - position)
+        length = min(share.size, stop - position)
         future = loop.run_in_executor(_read_pool.get(), pread_exactly, fd, length, position)
         position += length
         return future

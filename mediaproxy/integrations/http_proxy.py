@@ -37,7 +37,7 @@ from mediaproxy.http.upstreams import public_base
 from mediaproxy.integrations.base import Exchange, Integration
 from mediaproxy.integrations.upstream import (LAST_CHUNK, MIN_CHUNK_BYTES, ConnectionPool,
                                               ResponseHead, ResponseRelay, UpstreamClosedEarly,
-                                              connection_parameters, frame_chunk, relay_budget)
+                                              connection_parameters, frame_chunk, relay_sizer)
 
 BODYLESS_STATUSES = (204, 304)
 
@@ -142,7 +142,7 @@ class HttpProxyIntegration(Integration):
                            _printable(head.reason))
             await exchange.send(b"")  # the headers now: a slow body should not hold them
             loop = asyncio.get_running_loop()
-            with relay_budget.share() as sizer:
+            with relay_sizer() as sizer:
                 async for chunk in upstream.relay.body():
                     sent_at = loop.time()
                     await exchange.send(chunk)

@@ -17,8 +17,9 @@ code through the delegate. It reaches the request's task instead, whose ``finall
 upstream stream and lets the reader task end on ``StreamClosedError``.
 
 How much is read at once follows the client (``ChunkSizer``): 16 KiB while it is slow, up
-to 1 MiB while it keeps up, within one budget for all streams (``ChunkBudget``), so that 200
-slow clients stay small and a lone fast one pays a fraction of the CPU per byte.
+to 1 MiB while it keeps up, within one budget for all relayed streams (``relay_budget``, see
+``mediaproxy.chunks``), so that 200 slow clients stay small and a lone fast one pays a
+fraction of the CPU per byte.
 
 ``ConnectionPool`` keeps idle keep-alive connections per upstream, bounded; a connection goes
 back only after an exchange that completed in both directions on a delimited body, and an idle
@@ -40,6 +41,7 @@ from tornado.httputil import (HTTPHeaders, HTTPMessageDelegate, RequestStartLine
 from tornado.iostream import IOStream, StreamClosedError
 from tornado.tcpclient import TCPClient
 
+from mediaproxy.chunks import ChunkBudget, ChunkShare
 from mediaproxy.errors import UpstreamError, UpstreamTimeout
 from mediaproxy.http.upstreams import Upstream
 
@@ -186,59 +188,44 @@ class ResponseRelay(HTTPMessageDelegate):
                 piece.taken.set_result(None)
 
 
-class ChunkBudget:
-    """Origin bytes that all relaying streams together may hold in their chunks.
-
-    Every stream may always hold the smallest chunk; growing takes from what is left. So a lone
-    fast client reads 1 MiB at a time, and a burst of new streams (whose first writes all go
-    straight into empty socket buffers, and so all look fast) cannot all grow at once.
-    """
-
-    def __init__(self, total_bytes: int) -> None:
-        self.total_bytes = total_bytes
-        self.held_bytes = 0
-
-    @contextlib.contextmanager
-    def share(self) -> Iterator[ChunkSizer]:
-        sizer = ChunkSizer(self)
-        self.held_bytes += sizer.size
-        try:
-            yield sizer
-        finally:
-            self.held_bytes -= sizer.size
-
-
 class ChunkSizer:
-    """One stream's read size: what its client takes within ``SEND_TARGET_S``.
+    """One relayed stream's read size: what its client takes within ``SEND_TARGET_S``.
 
     It doubles after a run of sends the socket took at once or within the target (one run
     proves little: a slow client frees room in its socket buffers in bursts), and after a
     slower send it drops to what that send showed the client drains in the target time.
     """
 
-    def __init__(self, budget: ChunkBudget) -> None:
-        self._budget = budget
+    def __init__(self, share: ChunkShare) -> None:
+        self._share = share
         self._streak = 0
-        self.size = MIN_CHUNK_BYTES
+
+    @property
+    def size(self) -> int:
+        return self._share.size
 
     def observe(self, sent_bytes: int, send_s: float, waited: bool) -> None:
         if waited and send_s > SEND_TARGET_S:
             self._streak = 0
-            wanted = max(MIN_CHUNK_BYTES, min(self.size, int(sent_bytes / send_s * SEND_TARGET_S)))
-        else:
-            self._streak += 1
-            if self._streak < GROW_AFTER_SENDS:
-                return
+            self._share.resize(min(self.size, int(sent_bytes / send_s * SEND_TARGET_S)))
+            return
+        self._streak += 1
+        if self._streak == GROW_AFTER_SENDS:
             self._streak = 0
-            free = self._budget.total_bytes - self._budget.held_bytes
-            wanted = max(self.size, min(self.size * 2, MAX_CHUNK_BYTES, self.size + free))
-        self._budget.held_bytes += wanted - self.size
-        self.size = wanted
+            self._share.resize(self.size * 2)
 
 
 # Enough for one fast stream at full size; 200 slow ones at the minimum already exceed it, so
 # they never grow. Measured: 200 clients at 256 KiB/s peaked at 57 MiB RSS (idle 44 MiB).
-relay_budget = ChunkBudget(2 * 1024 * 1024)
+relay_budget = ChunkBudget(2 * 1024 * 1024, min_bytes=MIN_CHUNK_BYTES,
+                           max_bytes=MAX_CHUNK_BYTES)
+
+
+@contextlib.contextmanager
+def relay_sizer(budget: ChunkBudget = relay_budget) -> Iterator[ChunkSizer]:
+    """A read size for one relayed stream, held in ``budget`` while the stream runs."""
+    with budget.share() as share:
+        yield ChunkSizer(share)
 
 
 class ConnectionPool:

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from mediaproxy.chunks import ChunkBudget
 from mediaproxy.integrations.upstream import (GROW_AFTER_SENDS, MAX_CHUNK_BYTES,
-                                              MIN_CHUNK_BYTES, SEND_TARGET_S, ChunkBudget,
-                                              ChunkSizer)
+                                              MIN_CHUNK_BYTES, SEND_TARGET_S, ChunkSizer,
+                                              relay_sizer)
 
 MiB = 1024 * 1024
+
+
+def relay_budget(total_bytes: int) -> ChunkBudget:
+    return ChunkBudget(total_bytes, min_bytes=MIN_CHUNK_BYTES, max_bytes=MAX_CHUNK_BYTES)
 
 
 def instant_sends(sizer: ChunkSizer, count: int) -> None:
@@ -15,8 +20,8 @@ def instant_sends(sizer: ChunkSizer, count: int) -> None:
 
 
 def test_a_fast_client_grows_to_the_largest_chunk() -> None:
-    budget = ChunkBudget(2 * MiB)
-    with budget.share() as sizer:
+    budget = relay_budget(2 * MiB)
+    with relay_sizer(budget) as sizer:
         assert sizer.size == MIN_CHUNK_BYTES
         instant_sends(sizer, GROW_AFTER_SENDS - 1)
         assert sizer.size == MIN_CHUNK_BYTES  # one run of instant sends proves little
@@ -31,7 +36,7 @@ def test_a_fast_client_grows_to_the_largest_chunk() -> None:
 
 
 def test_a_slow_send_drops_to_what_the_client_drains_in_the_target_time() -> None:
-    with ChunkBudget(2 * MiB).share() as sizer:
+    with relay_sizer(relay_budget(2 * MiB)) as sizer:
         instant_sends(sizer, 100 * GROW_AFTER_SENDS)
         sizer.observe(MAX_CHUNK_BYTES, 0.1, waited=True)  # ~10 MB/s
         assert sizer.size == int(MAX_CHUNK_BYTES / 0.1 * SEND_TARGET_S)
@@ -40,8 +45,8 @@ def test_a_slow_send_drops_to_what_the_client_drains_in_the_target_time() -> Non
 
 
 def test_streams_grow_only_into_what_the_budget_has_left() -> None:
-    budget = ChunkBudget(MiB + MIN_CHUNK_BYTES)
-    with budget.share() as first, budget.share() as second:
+    budget = relay_budget(MiB + MIN_CHUNK_BYTES)
+    with relay_sizer(budget) as first, relay_sizer(budget) as second:
         instant_sends(first, 100 * GROW_AFTER_SENDS)
         instant_sends(second, 100 * GROW_AFTER_SENDS)
         assert first.size + second.size == budget.total_bytes == budget.held_bytes
@@ -53,7 +58,7 @@ def test_streams_grow_only_into_what_the_budget_has_left() -> None:
 
 
 def test_the_smallest_chunk_is_always_allowed() -> None:
-    budget = ChunkBudget(MIN_CHUNK_BYTES)
-    with budget.share() as first, budget.share() as second:
+    budget = relay_budget(MIN_CHUNK_BYTES)
+    with relay_sizer(budget) as first, relay_sizer(budget) as second:
         instant_sends(first, 10 * GROW_AFTER_SENDS)
         assert (first.size, second.size) == (MIN_CHUNK_BYTES, MIN_CHUNK_BYTES)
