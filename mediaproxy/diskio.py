@@ -1,8 +1,11 @@
-"""Reading a file region into an Exchange without ever stalling the event loop on the disk.
+"""Reading a file region into an Exchange, the disk's waits kept off the event loop.
 
 This is the copying path, for when zero-copy ``sendfile`` cannot be used (TLS, a body
 transform, or a route that asked for it). Reads run on a dedicated thread pool with one chunk
-of read-ahead; tornado's DNS resolver uses the default pool, so that one is left alone. Chunk
+of read-ahead; tornado's DNS resolver uses the default pool, so that one is left alone. A
+region of at most 64 KiB (a small file, a player's probe range, a multipart part) is read on
+the loop instead: from the page cache that costs less than the hop to a thread, and from a cold
+disk it is one short read, not a stream of them. Chunk
 size adapts to the client: it doubles while the socket takes every chunk at once and drops to
 the minimum as soon as a write has to wait, so a fast client gets 1 MiB reads (measured ~4 GB/s
 against ~2.2 GB/s at 256 KiB) and a slow one holds only two small chunks.

@@ -9,8 +9,8 @@ allows it, else reads on a dedicated pool (``mediaproxy.diskio``).
 
 from __future__ import annotations
 
+import collections
 import errno
-import functools
 import os
 import secrets
 import stat
@@ -58,15 +58,41 @@ class OpenFile:
     version: FileVersion
 
 
-@functools.lru_cache(maxsize=4096)
-def _file_version(path: str, inode: int, size: int, mtime_ns: int) -> FileVersion:
-    etag = make_etag(inode, size, mtime_ns)
-    last_modified_s = mtime_ns // 1_000_000_000
-    with open(path, "rb") as stream:
-        content_type = sniff.content_type(stream.read(sniff.SNIFF_BYTES), os.path.basename(path))
+class FileVersions:
+    """The FileVersion of each (path, inode, size, mtime in ns), for the most recent files.
+
+    A miss sniffs the descriptor the request already opened and checked as a regular file,
+    never the path again: the name may meanwhile be another file, or a FIFO that would block.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._versions: collections.OrderedDict[tuple[str, int, int, int], FileVersion] = (
+            collections.OrderedDict())
+
+    def get(self, path: str, fd: int, info: os.stat_result) -> FileVersion:
+        key = (path, info.st_ino, info.st_size, info.st_mtime_ns)
+        version = self._versions.get(key)
+        if version is None:
+            version = self._versions[key] = _file_version(path, fd, info)
+            if len(self._versions) > self.capacity:
+                self._versions.popitem(last=False)
+        else:
+            self._versions.move_to_end(key)
+        return version
+
+
+def _file_version(path: str, fd: int, info: os.stat_result) -> FileVersion:
+    etag = make_etag(info.st_ino, info.st_size, info.st_mtime_ns)
+    last_modified_s = info.st_mtime_ns // 1_000_000_000
+    content_type = sniff.content_type(os.pread(fd, sniff.SNIFF_BYTES, 0),
+                                      os.path.basename(path))
     headers = (("Accept-Ranges", "bytes"), ("ETag", etag),
                ("Last-Modified", format_http_date(last_modified_s)))
     return FileVersion(Validators(etag, last_modified_s), content_type, headers)
+
+
+_versions = FileVersions(capacity=4096)
 
 
 class FileIntegration(Integration):
@@ -123,7 +149,7 @@ class FileIntegration(Integration):
             info = os.fstat(fd)
             if not stat.S_ISREG(info.st_mode):
                 raise NotFound(f"{path} is not a regular file")
-            version = _file_version(path, info.st_ino, info.st_size, info.st_mtime_ns)
+            version = _versions.get(path, fd, info)
         except BaseException:
             os.close(fd)
             raise
