@@ -118,3 +118,14 @@ def is_delimited(request_method: str, status: int, fields: Fields) -> bool:
         return True
     names = {name.lower() for name, _ in fields}
     return "content-length" in names or "transfer-encoding" in names
+
+
+# RFC 9110 §9.2.2: requests that may be sent again without asking the client, since a second
+# copy changes nothing more than the first; "a proxy MUST NOT automatically retry
+# non-idempotent requests".
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
+
+
+def may_retry(method: str) -> bool:
+    """Whether a request whose connection failed unanswered may be sent again unasked."""
+    return method in IDEMPOTENT_METHODS

@@ -32,7 +32,7 @@ from tornado.iostream import IOStream, StreamClosedError
 from mediaproxy.config import HttpProxySettings, Route
 from mediaproxy.errors import BufferedResponseTooLarge, UpstreamTimeout
 from mediaproxy.http.headers import (forward_request_headers, forward_response_headers,
-                                     is_delimited, keeps_alive)
+                                     is_delimited, keeps_alive, may_retry)
 from mediaproxy.http.upstreams import public_base
 from mediaproxy.integrations.base import Exchange, Integration
 from mediaproxy.integrations.upstream import (LAST_CHUNK, MIN_CHUNK_BYTES, ConnectionPool,
@@ -184,8 +184,8 @@ class HttpProxyIntegration(Integration):
 
         The connection goes back to the pool only if the body was read to its end by the
         caller and nothing went wrong; any exception, a cancellation included, closes it.
-        A pooled connection the origin closed meanwhile is retried on a fresh one, for a
-        request without a body (whose body would otherwise be gone).
+        A pooled connection the origin closed meanwhile is retried on a fresh one, for an
+        idempotent request without a body (whose body would otherwise be gone).
         """
         request = exchange.request
         has_body, content_length = _request_body(request.headers)
@@ -211,7 +211,7 @@ class HttpProxyIntegration(Integration):
                 try:
                     head = await upstream.relay.head()
                 except UpstreamClosedEarly:
-                    if reused and not has_body:
+                    if reused and not has_body and may_retry(request.method):
                         continue
                     raise
                 exchange.upstream_status = head.status

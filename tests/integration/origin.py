@@ -25,6 +25,8 @@ picks the endpoint, so /echo/a/b is /echo):
     /notype                                  a body without Content-Type
     /status?code=N[&reason=R]                status N with a short body (none for 204/304)
     /_stats                                  {"accepted", "open", "requests"} as JSON
+Any endpoint takes ``hang_up_next=1``: the connection's next request is read, then the
+connection closed unanswered (an origin whose keep-alive timeout fires as a request arrives).
 
 Run standalone (for benchmarks): ``python -m tests.integration.origin [--port P]``; it prints
 ``origin listening on PORT`` and serves until killed.
@@ -123,6 +125,7 @@ class Origin:
         self.accepted += 1
         self.open += 1
         self._writers.add(writer)
+        hang_up = False
         try:
             while True:
                 try:
@@ -131,6 +134,9 @@ class Origin:
                     return
                 request = _parse_head(head)
                 self.requests += 1
+                if hang_up:
+                    return
+                hang_up = "hang_up_next" in request.query
                 await self.respond(request, reader, writer)
                 if (request.header("Connection").lower() == "close"
                         or request.version != "HTTP/1.1"):

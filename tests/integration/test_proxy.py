@@ -17,7 +17,7 @@ from mediaproxy.integrations.http_proxy import HttpProxyIntegration
 
 from .origin import (GZIP_BODY, ORIGIN_DATE, ORIGIN_SERVER, OriginThread, pattern,
                      pattern_sha256)
-from .support import GatewayThread, Response, request
+from .support import GatewayThread, Response, request, wait_until
 
 
 @pytest.fixture
@@ -249,6 +249,19 @@ def test_a_connection_is_not_reused_after_an_aborted_exchange(gateway: GatewayTh
     assert request(gateway.port, "GET", "/o/bytes?n=100").status == 200  # ...so a new one
     assert origin.accepted - before == 2
     assert idle_upstream_connections(gateway, "/o") == 1
+
+
+@pytest.mark.parametrize("method, status, origin_requests", [
+    ("GET", 200, 3),  # the closed connection's, then the retry's on a new one
+    ("POST", 502, 2),  # never sent again (RFC 9110 §9.2.2)
+])
+def test_only_an_idempotent_request_is_retried_after_the_origin_closed_a_pooled_connection(
+        gateway: GatewayThread, origin: OriginThread, method: str, status: int,
+        origin_requests: int) -> None:
+    assert request(gateway.port, "GET", "/o/bytes?n=100&hang_up_next=1").status == 200
+    wait_until(lambda: idle_upstream_connections(gateway, "/o") == 1)
+    assert request(gateway.port, method, "/o/echo").status == status
+    assert origin.origin.requests == origin_requests
 
 
 def idle_upstream_connections(gateway: GatewayThread, prefix: str) -> int:

@@ -7,7 +7,7 @@ from hypothesis import given, strategies as st
 
 from mediaproxy.http.headers import (HOP_BY_HOP, connection_options, end_to_end,
                                      forward_request_headers, forward_response_headers,
-                                     is_delimited, keeps_alive, via_entry)
+                                     is_delimited, keeps_alive, may_retry, via_entry)
 
 Fields = list[tuple[str, str]]
 
@@ -138,3 +138,11 @@ def test_forwarded_requests_have_exactly_one_of_each_field_we_set(
     assert forwarded.get("content-length") == (None if content_length is None
                                                else [str(content_length)])
     assert forwarded["x-forwarded-for"][0].endswith("192.0.2.7")
+
+
+@pytest.mark.parametrize("method, expected", [
+    ("GET", True), ("HEAD", True), ("OPTIONS", True), ("TRACE", True), ("PUT", True),
+    ("DELETE", True), ("POST", False), ("PATCH", False), ("CONNECT", False), ("get", False),
+])
+def test_only_idempotent_methods_may_be_retried(method: str, expected: bool) -> None:
+    assert may_retry(method) is expected
