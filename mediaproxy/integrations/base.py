@@ -21,6 +21,7 @@ from tornado.httputil import HTTPHeaders
 
 from mediaproxy import diskio
 from mediaproxy.config import Limits, Route
+from mediaproxy.http.headers import request_body_framing
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,14 @@ class Request:
     host: str
     prefix: str  # the route prefix that matched, e.g. "/media"
     version: str = "HTTP/1.1"  # the client's protocol, as its request line said
+
+
+def body_framing(headers: HTTPHeaders) -> tuple[bool, int | None] | None:
+    """How Tornado will read this request's body (``request_body_framing``); None: a 400."""
+    # ``in`` first: on HTTPHeaders a miss costs half of what get() pays for its KeyError.
+    return request_body_framing(
+        headers["Transfer-Encoding"] if "Transfer-Encoding" in headers else None,
+        headers["Content-Length"] if "Content-Length" in headers else None)
 
 
 class Exchange(ABC):

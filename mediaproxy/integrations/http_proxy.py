@@ -34,22 +34,12 @@ from mediaproxy.errors import BufferedResponseTooLarge, UpstreamTimeout
 from mediaproxy.http.headers import (forward_request_headers, forward_response_headers,
                                      is_delimited, keeps_alive, may_retry)
 from mediaproxy.http.upstreams import public_base
-from mediaproxy.integrations.base import Exchange, Integration
+from mediaproxy.integrations.base import Exchange, Integration, body_framing
 from mediaproxy.integrations.upstream import (LAST_CHUNK, MIN_CHUNK_BYTES, ConnectionPool,
                                               ResponseHead, ResponseRelay, UpstreamClosedEarly,
                                               connection_parameters, frame_chunk, relay_sizer)
 
 BODYLESS_STATUSES = (204, 304)
-
-
-def _request_body(headers: HTTPHeaders) -> tuple[bool, int | None]:
-    """(has a body, its Content-Length or None when chunked or absent); Tornado validated both."""
-    if headers.get("Transfer-Encoding", "").lower() == "chunked":
-        return True, None
-    length = headers.get("Content-Length")
-    if length is None:
-        return False, None
-    return int(length) > 0, int(length)
 
 
 class UpstreamExchange:
@@ -188,7 +178,8 @@ class HttpProxyIntegration(Integration):
         idempotent request without a body (whose body would otherwise be gone).
         """
         request = exchange.request
-        has_body, content_length = _request_body(request.headers)
+        # None never gets here: Tornado refuses such framing before a body-less handler runs.
+        has_body, content_length = body_framing(request.headers) or (False, None)
         upstream_url = self.settings.upstream
         headers = HTTPHeaders()
         for name, value in forward_request_headers(

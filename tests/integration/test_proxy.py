@@ -264,6 +264,24 @@ def test_only_an_idempotent_request_is_retried_after_the_origin_closed_a_pooled_
     assert origin.origin.requests == origin_requests
 
 
+@pytest.mark.parametrize("framing", [
+    "Transfer-Encoding: gzip, chunked",
+    "Content-Length: 10\r\nTransfer-Encoding: chunked",
+    "Content-Type: application/x-www-form-urlencoded\r\nTransfer-Encoding: gzip, chunked",
+])
+def test_a_request_framed_as_tornado_refuses_never_reaches_the_origin(
+        gateway: GatewayThread, origin: OriginThread, framing: str) -> None:
+    # A pooled connection: without a connect to wait for, the request would go out at once.
+    assert request(gateway.port, "GET", "/o/bytes?n=100").status == 200
+    wait_until(lambda: idle_upstream_connections(gateway, "/o") == 1)
+    reply = raw_request(gateway.port, f"POST /o/echo HTTP/1.1\r\nHost: gw\r\n{framing}\r\n"
+                                      f"\r\n5\r\nhello\r\n0\r\n\r\n".encode())
+    assert reply.startswith(b"HTTP/1.1 400 ")
+    # A request after it reaches the origin after anything the gateway sent for it.
+    assert request(gateway.port, "GET", "/o/bytes?n=100").status == 200
+    assert origin.origin.requests == 2
+
+
 def idle_upstream_connections(gateway: GatewayThread, prefix: str) -> int:
     assert gateway.running is not None
     (proxy,) = [i for i in gateway.running.gateway.integrations if i.route.prefix == prefix]
