@@ -24,6 +24,8 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from mediaproxy.http.statuses import is_bodyless
+
 __all__ = ["Coding", "encoded_fields", "is_compressible", "negotiate", "parse_accept_encoding",
            "plan_coding"]
 
@@ -43,7 +45,6 @@ _TEXTUAL_TYPES = frozenset({
     "application/sql", "image/svg+xml",
 })
 _TEXTUAL_SUFFIXES = ("+json", "+xml", "+yaml")
-_NO_BODY_STATUSES = frozenset({204, 304})
 
 
 def parse_accept_encoding(header: str) -> dict[str, float]:
@@ -122,7 +123,7 @@ def _field(fields: Fields, name: str) -> str | None:
 def plan_coding(status: int, fields: Fields, accept_encoding: str | None,
                 offered: Sequence[str]) -> Coding:
     """Whether and how to compress a response with these status and header fields."""
-    if status < 200 or status in _NO_BODY_STATUSES or status == 206:
+    if is_bodyless(status) or status == 206:
         return IDENTITY
     if _field(fields, "Content-Encoding") is not None or _field(fields, "Content-Range"):
         return IDENTITY

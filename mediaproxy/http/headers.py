@@ -25,6 +25,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 
+from mediaproxy.http.statuses import is_bodyless
+
 Fields = Sequence[tuple[str, str]]
 
 VIA_PSEUDONYM = "mediaproxy"
@@ -115,7 +117,7 @@ def is_delimited(request_method: str, status: int, fields: Fields) -> bool:
 
     Such a body cannot be told apart from a truncated one, and leaves no connection to reuse.
     """
-    if request_method == "HEAD" or status in (204, 304) or 100 <= status < 200:
+    if request_method == "HEAD" or is_bodyless(status):
         return True
     names = {name.lower() for name, _ in fields}
     return "content-length" in names or "transfer-encoding" in names

@@ -33,13 +33,12 @@ from mediaproxy.config import HttpProxySettings, Route
 from mediaproxy.errors import BufferedResponseTooLarge, UpstreamTimeout
 from mediaproxy.http.headers import (forward_request_headers, forward_response_headers,
                                      is_delimited, keeps_alive, may_retry)
+from mediaproxy.http.statuses import is_bodyless
 from mediaproxy.http.upstreams import public_base
 from mediaproxy.integrations.base import Exchange, Integration, body_framing
 from mediaproxy.integrations.upstream import (LAST_CHUNK, MIN_CHUNK_BYTES, ConnectionPool,
                                               ResponseHead, ResponseRelay, UpstreamClosedEarly,
                                               connection_parameters, frame_chunk, relay_sizer)
-
-BODYLESS_STATUSES = (204, 304)
 
 
 class UpstreamExchange:
@@ -160,7 +159,7 @@ class HttpProxyIntegration(Integration):
                                   f"({limits.buffered_timeout_s:g} s)") from error
         body = b"".join(chunks)
         headers = self._response_headers(exchange, head)
-        if exchange.request.method != "HEAD" and head.status not in BODYLESS_STATUSES:
+        if exchange.request.method != "HEAD" and not is_bodyless(head.status):
             headers = [(name, value) for name, value in headers
                        if name.lower() != "content-length"] + [("Content-Length", str(len(body)))]
         exchange.start(head.status, headers, _printable(head.reason))
