@@ -35,6 +35,7 @@ from mediaproxy.admission import Admission, Slot
 from mediaproxy.config import Limits, Route
 from mediaproxy.errors import (MediaproxyError, PayloadTooLarge, ServiceUnavailable, Termination,
                                UpstreamTimeout)
+from mediaproxy.http.statuses import is_bodyless
 from mediaproxy.integrations.base import Exchange, Integration, Request, body_framing
 from mediaproxy.limits import StreamTimers
 from mediaproxy.metrics import Metrics
@@ -234,6 +235,12 @@ class HandlerExchange(Exchange):
                 offset += len(piece)
 
     async def finish(self) -> None:
+        if (self.request.method == "HEAD" and not self._started
+                and not is_bodyless(self._handler.get_status())):
+            # Tornado's finish() would add "Content-Length: 0" where the integration set none
+            # (a compressed or streamed GET has none): the headers go out as they are first.
+            # A 204 or 304 is left to finish(), which trims it as it trims the GET's.
+            await self.send(b"")
         self._started = True
         if self._encoder is not None:
             self._handler.write(self._encoder.finish())

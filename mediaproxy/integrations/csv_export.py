@@ -259,10 +259,7 @@ class CsvExportIntegration(Integration):
                    ("Cache-Control", "no-store"),
                    ("X-Content-Type-Options", "nosniff")]
         if request.method == "HEAD":
-            # The headers a GET would get, without running the query. Sent before finish(),
-            # which would otherwise add "Content-Length: 0".
-            exchange.start(200, headers)
-            await exchange.send(b"")
+            exchange.start(200, headers)  # the headers a GET would get, without the query
             return
         source = self._source()
         batches = CsvBatches(source, self.settings.batch_rows)

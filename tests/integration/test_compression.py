@@ -48,6 +48,10 @@ def gateway(make_gateway, tmp_path: Path) -> GatewayThread:  # type: ignore[no-u
         integration = "file"
         root = "{SAMPLE_MEDIA}"
         compress = true
+        [[routes]]
+        prefix = "/function"
+        integration = "function"
+        handler = "tests.integration.function_handlers:echo"
     """)
     return gateway
 
@@ -86,6 +90,18 @@ def test_head_announces_the_coding_a_get_would_use(gateway: GatewayThread) -> No
     assert (reply.status, reply.body) == (200, b"")
     assert reply.headers["content-encoding"] == "gzip"
     assert "content-length" not in reply.headers
+
+
+@pytest.mark.parametrize("path", ["/function", "/compressed-files/data/people.csv"])
+def test_a_compressed_head_has_the_get_headers_and_no_content_length(gateway: GatewayThread,
+                                                                     path: str) -> None:
+    got = request(gateway.port, "GET", path, {"Accept-Encoding": "gzip"})
+    head = request(gateway.port, "HEAD", path, {"Accept-Encoding": "gzip"})
+    assert got.headers["content-encoding"] == "gzip" and head.body == b""
+    assert "content-length" not in head.headers
+    body_dependent = {"date", "transfer-encoding"}  # a compressed GET goes out chunked
+    assert ({k: v for k, v in head.headers.items() if k not in body_dependent}
+            == {k: v for k, v in got.headers.items() if k not in body_dependent})
 
 
 def test_route_switch_turns_it_off(gateway: GatewayThread) -> None:
