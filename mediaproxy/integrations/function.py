@@ -14,6 +14,9 @@ give back:
 * or the handler is itself a generator or async generator of chunks; if its first item is a
   dict, that dict is the response head (statusCode, headers) and the chunks follow.
 
+A 204 or 304 goes out without the body it was given (those have none, RFC 9110 §6.4.1); a 1xx
+statusCode is no response at all, so it is a 502 like any other malformed one.
+
 Without a Content-Type the first bytes are sniffed (libmagic), so binary stays binary and
 compression (on by default for this integration) is decided by what the body really is.
 
@@ -53,6 +56,7 @@ from mediaproxy import sniff
 from mediaproxy.config import FunctionSettings, Route
 from mediaproxy.errors import PayloadTooLarge, UpstreamError
 from mediaproxy.http.headers import end_to_end
+from mediaproxy.http.statuses import is_bodyless
 from mediaproxy.integrations.base import Exchange, Integration, Request
 from mediaproxy.threads import LazyPool, SerialSteps
 
@@ -156,6 +160,9 @@ class FunctionIntegration(Integration):
         return _read_response(result, self._sync_slots)
 
     async def _send_whole(self, exchange: Exchange, head: Head, body: bytes) -> None:
+        if is_bodyless(head.status):
+            exchange.start(head.status, head.fields)  # the body dropped, no Content-Length
+            return
         fields = head.fields
         if body and not _has(fields, "Content-Type"):
             fields = fields + [("Content-Type", sniff.content_type(body[:sniff.SNIFF_BYTES], ""))]
@@ -168,8 +175,10 @@ class FunctionIntegration(Integration):
         if head.base64:
             raise UpstreamError("isBase64Encoded with a streamed body",
                                 phrase="Bad Gateway: malformed function response")
+        # A 204 or 304 stream is closed unread (by respond()), like a HEAD's.
+        sends_body = exchange.request.method != "HEAD" and not is_bodyless(head.status)
         first = b""
-        if exchange.request.method != "HEAD":
+        if sends_body:
             with self._blame("failed before its first byte"):
                 while not first:  # empty chunks say nothing: wait for a real first one
                     item = await anext(chunks, _END)
@@ -180,8 +189,10 @@ class FunctionIntegration(Integration):
         if not _has(fields, "Content-Type") and first:
             fields = fields + [("Content-Type", sniff.content_type(first[:sniff.SNIFF_BYTES], ""))]
         exchange.start(head.status, fields)
-        await exchange.send(first)  # with the headers; for HEAD the headers alone
-        if exchange.request.method == "HEAD" or not first:
+        if not sends_body:
+            return
+        await exchange.send(first)  # with the headers: an empty stream still goes out chunked
+        if not first:
             return
         while True:
             with self._blame("failed while streaming"):
@@ -269,8 +280,9 @@ def _read_head(response: Mapping[str, Any]) -> Head:
     status = response.get("statusCode", 200)
     if isinstance(status, str) and status.isdigit():
         status = int(status)
-    if not isinstance(status, int) or isinstance(status, bool) or not 100 <= status <= 599:
-        raise MalformedResponse(f"statusCode must be an integer 100-599, got {status!r}")
+    # 1xx are interim responses, never the answer (and would promise another head to come).
+    if not isinstance(status, int) or isinstance(status, bool) or not 200 <= status <= 599:
+        raise MalformedResponse(f"statusCode must be an integer 200-599, got {status!r}")
     fields: list[tuple[str, str]] = []
     single = response.get("headers") or {}
     multi = response.get("multiValueHeaders") or {}

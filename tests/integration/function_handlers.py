@@ -86,3 +86,21 @@ def not_a_response(event: dict[str, Any], context: Any) -> str:
 
 def bad_header(event: dict[str, Any], context: Any) -> dict[str, Any]:
     return {"statusCode": 200, "headers": {"X-Bad": "a\r\nInjected: yes"}, "body": "x"}
+
+
+async def status_with_body(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """The status asked for (``?status=204``), with validators and a body all the same."""
+    query = event["queryStringParameters"] or {}
+    return {"statusCode": int(query["status"]),
+            "headers": {"ETag": '"v1"', "Last-Modified": "Mon, 02 Jan 2006 15:04:05 GMT"},
+            "body": "a body that must not be sent"}
+
+
+async def status_with_streamed_body(event: dict[str, Any], context: Any) -> AsyncIterator[Any]:
+    """As status_with_body, streamed; records its finally."""
+    query = event["queryStringParameters"] or {}
+    try:
+        yield {"statusCode": int(query["status"]), "headers": {"ETag": '"v1"'}}
+        yield "a body that must not be sent"
+    finally:
+        cleaned_up(query.get("token", "-")).set()

@@ -22,7 +22,8 @@ from .support import GatewayThread, read_cut_response, request, wait_for_no_stre
 REPO = Path(__file__).resolve().parents[2]
 HANDLERS = [
     "echo", "binary", "iterator_body", "async_iterator_body", "async_stream", "sync_stream",
-    "fails_at_once", "fails_later", "not_a_response", "bad_header",
+    "fails_at_once", "fails_later", "not_a_response", "bad_header", "status_with_body",
+    "status_with_streamed_body",
 ]
 
 
@@ -119,6 +120,51 @@ def test_an_exception_mid_stream_aborts_the_response(gateway: GatewayThread) -> 
 @pytest.mark.parametrize("path", ["/not_a_response", "/bad_header"])
 def test_a_malformed_response_is_502(gateway: GatewayThread, path: str) -> None:
     reply = request(gateway.port, "GET", path)
+    assert (reply.status, reply.body) == (502, b"502 Bad Gateway: malformed function response\n")
+
+
+def two_on_one_connection(port: int, first_path: str) -> tuple[bytes, bytes]:
+    """GET ``first_path`` then /echo on one keep-alive connection: (first head, what follows)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(f"GET {first_path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        received = b""
+        while b"\r\n\r\n" not in received and (data := sock.recv(65536)):
+            received += data
+        sock.sendall(b"GET /echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        while data := sock.recv(65536):
+            received += data
+    head, rest = received.split(b"\r\n\r\n", 1)
+    return head, rest
+
+
+@pytest.mark.parametrize("path", ["/status_with_body?status=204",
+                                  "/status_with_streamed_body?status=204&token=dropped-204"])
+def test_a_204_body_is_dropped_so_the_next_response_parses(gateway: GatewayThread,
+                                                          path: str) -> None:
+    head, rest = two_on_one_connection(gateway.port, path)
+    assert head.startswith(b"HTTP/1.1 204 ")
+    # RFC 9110 §8.6: "A server MUST NOT send a Content-Length header field in any response
+    # with a status code of 1xx (Informational) or 204 (No Content)."
+    assert b"content-length" not in head.lower() and b"transfer-encoding" not in head.lower()
+    assert rest.startswith(b"HTTP/1.1 201 Created\r\n")
+    assert b"must not be sent" not in rest
+    if "token" in path:
+        assert handlers.cleaned_up("dropped-204").wait(5), "the stream was not closed"
+
+
+@pytest.mark.parametrize("kind", ["status_with_body", "status_with_streamed_body"])
+def test_a_304_keeps_its_validators_and_drops_its_body(gateway: GatewayThread,
+                                                       kind: str) -> None:
+    head, rest = two_on_one_connection(gateway.port, f"/{kind}?status=304")
+    assert head.startswith(b"HTTP/1.1 304 ")
+    assert b'\r\netag: "v1"' in head.lower() and b"content-length" not in head.lower()
+    assert rest.startswith(b"HTTP/1.1 201 Created\r\n")
+
+
+@pytest.mark.parametrize("kind", ["status_with_body", "status_with_streamed_body"])
+@pytest.mark.parametrize("status", [100, 103, 199])
+def test_an_interim_status_code_is_502(gateway: GatewayThread, kind: str, status: int) -> None:
+    reply = request(gateway.port, "GET", f"/{kind}?status={status}")
     assert (reply.status, reply.body) == (502, b"502 Bad Gateway: malformed function response\n")
 
 
