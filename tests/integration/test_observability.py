@@ -112,8 +112,9 @@ def test_metrics_and_access_log_agree_on_every_exchange(gateway: GatewayThread,
 
 
 
-def test_proxied_exchanges_log_upstream_status_upload_bytes_and_499(
-        make_gateway, origin, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def logged_proxy(make_gateway, origin, tmp_path: Path,  # type: ignore[no-untyped-def]
+                 route_keys: str = "") -> GatewayThread:
+    """A gateway relaying /api to the test origin, its access log in ``tmp_path``."""
     gateway: GatewayThread = make_gateway(f"""
         [server]
         access_log = "{tmp_path / 'access.log'}"
@@ -121,7 +122,14 @@ def test_proxied_exchanges_log_upstream_status_upload_bytes_and_499(
         prefix = "/api"
         integration = "http_proxy"
         upstream = "{origin.url}"
+        {route_keys}
     """)
+    return gateway
+
+
+def test_proxied_exchanges_log_upstream_status_upload_bytes_and_499(
+        make_gateway, origin, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    gateway = logged_proxy(make_gateway, origin, tmp_path)
     port = gateway.port
     assert request(port, "GET", "/api/status?code=418").status == 418
     upload = b"x" * 300_000
@@ -147,15 +155,7 @@ def test_proxied_exchanges_log_upstream_status_upload_bytes_and_499(
 
 def test_ttfb_counts_from_the_first_body_byte_not_the_headers(
         make_gateway, origin, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    gateway: GatewayThread = make_gateway(f"""
-        [server]
-        access_log = "{tmp_path / 'access.log'}"
-        [[routes]]
-        prefix = "/api"
-        integration = "http_proxy"
-        upstream = "{origin.url}"
-        idle_timeout = 1
-    """)
+    gateway = logged_proxy(make_gateway, origin, tmp_path, route_keys="idle_timeout = 1")
     port = gateway.port
     assert request(port, "GET", "/api/bytes?n=10").status == 200
     assert request(port, "HEAD", "/api/bytes?n=10").status == 200
