@@ -83,19 +83,29 @@ class RowSource(ABC):
         """Release the cursor and the connection."""
 
 
+# How often a running SQLite statement checks whether its export was interrupted, in virtual
+# machine instructions: a few milliseconds apart, for a cost too small to measure.
+SQLITE_CHECK_INSTRUCTIONS = 100_000
+
+
 class SqliteRows(RowSource):
     def __init__(self, path: str) -> None:
         self._path = path
         self._connection: sqlite3.Connection | None = None
         self._cursor: sqlite3.Cursor | None = None
+        self._interrupted = False
 
     def execute(self, query: str, params: Mapping[str, Value]) -> list[str]:
         try:
             # check_same_thread=False: SerialSteps moves the connection between pool threads,
             # but never uses it from two at once.
-            self._connection = sqlite3.connect(f"file:{self._path}?mode=ro", uri=True,
-                                               check_same_thread=False)
-            self._cursor = self._connection.execute(
+            connection = self._connection = sqlite3.connect(
+                f"file:{self._path}?mode=ro", uri=True, check_same_thread=False)
+            # sqlite3_interrupt is lost when it lands before the statement starts (while
+            # connecting, say), and the statement then runs on unbounded; this flag stays set.
+            connection.set_progress_handler(lambda: self._interrupted,
+                                            SQLITE_CHECK_INSTRUCTIONS)
+            self._cursor = connection.execute(
                 query, {name: _sqlite_value(value) for name, value in params.items()})
         except sqlite3.Error as error:
             raise QueryFailed(f"SQLite: {error}") from error
@@ -109,6 +119,7 @@ class SqliteRows(RowSource):
             raise QueryFailed(f"SQLite: {error}") from error
 
     def interrupt(self) -> None:
+        self._interrupted = True
         if self._connection is not None:
             self._connection.interrupt()
 
