@@ -158,6 +158,9 @@ class PostgresRows(RowSource):
         self._connection: Any = None
         self._cursor: Any = None
         self._psycopg: Any = None
+        # A cancel request reaches only a query already running: one that lands earlier
+        # (while connecting, between batches) is kept here and honoured before the next.
+        self._interrupted = False
 
     def execute(self, query: str, params: Mapping[str, Value]) -> list[str]:
         psycopg = self._psycopg = _import_psycopg()
@@ -172,6 +175,7 @@ class PostgresRows(RowSource):
                 if info.array_oid:
                     connection.adapters.register_loader(info.array_oid, TextLoader)
             # A named cursor is a server-side one: DECLARE, then FETCH FORWARD per batch.
+            self._raise_if_interrupted()
             self._cursor = connection.cursor(name="mediaproxy_export")
             self._cursor.execute(query, dict(params))
         except psycopg.Error as error:
@@ -179,13 +183,19 @@ class PostgresRows(RowSource):
         return [column.name for column in self._cursor.description or ()]
 
     def fetch(self, count: int) -> Sequence[Sequence[Any]]:
+        self._raise_if_interrupted()
         try:
             rows: Sequence[Sequence[Any]] = self._cursor.fetchmany(count)
         except self._psycopg.Error as error:
             raise QueryFailed(f"PostgreSQL: {error}") from error
         return rows
 
+    def _raise_if_interrupted(self) -> None:
+        if self._interrupted:
+            raise QueryFailed("PostgreSQL: interrupted")
+
     def interrupt(self) -> None:
+        self._interrupted = True
         connection = self._connection
         if connection is not None:
             # A cancel request is a network round trip: not on the event loop.

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import pytest
 
+from mediaproxy.integrations.csv_export import PostgresRows, QueryFailed
+
 from .support import (GatewayThread, open_stalled_download, read_cut_response, request,
                       wait_for_no_streams)
 
@@ -283,3 +285,14 @@ def test_timers_and_disconnects_interrupt_running_queries(gateway: GatewayThread
     assert reply.status == 200 and time.monotonic() - started < 5
     wait_for_no_streams(gateway)
 
+
+
+def test_a_postgres_export_interrupted_before_its_query_never_fetches(postgres_url: str) -> None:
+    rows = PostgresRows(postgres_url)
+    rows.interrupt()  # cancelled while its thread was still on its way to the server
+    try:
+        with pytest.raises(QueryFailed, match="interrupted"):
+            rows.execute("SELECT pg_sleep(60)", {})
+            rows.fetch(1)  # with the cancel lost, this waited out the minute
+    finally:
+        rows.close()
