@@ -151,39 +151,27 @@ def concurrency(bench: Bench) -> None:
     """32 connections fetching a 4 MiB file back to back: throughput and tail latency."""
     recipes = [servers.nginx_static(), servers.nginx_static("nginx-auto", "auto"),
                servers.tornado_static(), servers.mediaproxy_files()]
-    with bench.serving("concurrency", recipes, bench.workspace.medium) as running:
-        for rep, server in interleaved(running, bench.settings.wrk_reps):
-            run = _wrk_with_cpu(bench, "concurrency", server, bench.workspace.medium)
-            if run is not None:
-                wrk, cpu_s = run
-                bench.record("concurrency", server.name, rep, bench.settings.wrk_reps, {
-                    MB_PER_S: wrk.bytes_per_s / 1e6,
-                    P99_MS: wrk.p99_s * 1e3,
-                    CPU_S_PER_GIB: cpu_s / (wrk.bytes_read / GiB),
-                })
+    _wrk_scenario(bench, "concurrency", recipes, bench.workspace.medium,
+                  lambda wrk, cpu_s: {MB_PER_S: wrk.bytes_per_s / 1e6,
+                                      P99_MS: wrk.p99_s * 1e3,
+                                      CPU_S_PER_GIB: cpu_s / (wrk.bytes_read / GiB)})
 
 
 def small(bench: Bench) -> None:
     """Requests for a 4 KiB file: the per-request overhead, where Python pays most.
 
-    mediaproxy-2proc asks for `processes = 2`; it is skipped with a note while
-    mediaproxy rejects that key or starts fewer processes. The target here is a
+    mediaproxy-2proc asks for `processes = 2`; it is skipped with a note if mediaproxy
+    starts fewer processes. The target here is a
     ratio to Tornado's StaticFileHandler, so a note gives each mediaproxy's.
     """
     recipes = [servers.nginx_static(), servers.nginx_static("nginx-auto", "auto"),
                servers.tornado_static(), servers.mediaproxy_files(),
                servers.mediaproxy_files("mediaproxy-asyncio", event_loop="asyncio"),
                servers.mediaproxy_files("mediaproxy-2proc", processes=2)]
-    with bench.serving("small", recipes, bench.workspace.small) as running:
-        for rep, server in interleaved(running, bench.settings.wrk_reps):
-            run = _wrk_with_cpu(bench, "small", server, bench.workspace.small)
-            if run is not None:
-                wrk, cpu_s = run
-                bench.record("small", server.name, rep, bench.settings.wrk_reps, {
-                    REQUESTS_PER_S: wrk.requests_per_s,
-                    P99_MS: wrk.p99_s * 1e3,
-                    CPU_US_PER_REQUEST: cpu_s / wrk.requests * 1e6,
-                })
+    _wrk_scenario(bench, "small", recipes, bench.workspace.small,
+                  lambda wrk, cpu_s: {REQUESTS_PER_S: wrk.requests_per_s,
+                                      P99_MS: wrk.p99_s * 1e3,
+                                      CPU_US_PER_REQUEST: cpu_s / wrk.requests * 1e6})
     _note_ratios_to(bench, "small", "tornado", REQUESTS_PER_S)
 
 
@@ -280,6 +268,17 @@ def _measure_downloads(bench: Bench, scenario: str, running: list[RunningServer]
             CPU_S_PER_GIB: cpu_s / (download.size_bytes / GiB),
             CURL_CPU_S_PER_GIB: download.client_cpu_s / (download.size_bytes / GiB),
         })
+
+
+def _wrk_scenario(bench: Bench, scenario: str, recipes: list[ServerRecipe],
+                  data_file: DataFile,
+                  figures: Callable[[WrkRun, float], dict[Metric, float]]) -> None:
+    """Repeated wrk runs against each server, interleaved; ``figures`` from (wrk, CPU s)."""
+    with bench.serving(scenario, recipes, data_file) as running:
+        for rep, server in interleaved(running, bench.settings.wrk_reps):
+            run = _wrk_with_cpu(bench, scenario, server, data_file)
+            if run is not None:
+                bench.record(scenario, server.name, rep, bench.settings.wrk_reps, figures(*run))
 
 
 def _wrk_with_cpu(
