@@ -387,10 +387,19 @@ class CsvExportSettings:
     params: Mapping[str, ParamSpec]
     filename: str  # may hold {date} and {name} of any declared parameter
     batch_rows: int
+    # Off by default: it changes the data (a text cell "=x" arrives as "'=x"), which a program
+    # reading the export would not expect; a route whose CSV goes to spreadsheets turns it on.
+    escape_formulas: bool = False
 
     @property
     def is_postgres(self) -> bool:
         return self.database.startswith(POSTGRES_SCHEMES)
+
+    @property
+    def sqlite_uri(self) -> str:
+        """The read-only URI of the SQLite file. ``as_uri`` escapes the path, so a '?' or '#'
+        in a folder or file name cannot start the URI's query (and drop ``mode=ro``)."""
+        return Path(self.database).as_uri() + "?mode=ro"
 
 
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
@@ -429,7 +438,9 @@ def _read_csv_export_settings(table: Table) -> CsvExportSettings:
     settings = CsvExportSettings(database=database, query=query, params=params,
                                  filename=filename,
                                  batch_rows=table.integer("batch_rows", DEFAULT_BATCH_ROWS,
-                                                          minimum=1, maximum=1_000_000))
+                                                          minimum=1, maximum=1_000_000),
+                                 escape_formulas=table.boolean("escape_formulas",
+                                                               CsvExportSettings.escape_formulas))
     if not settings.is_postgres:
         _check_sqlite_query(table, settings)
     return settings
@@ -440,7 +451,7 @@ def _check_sqlite_query(table: Table, settings: CsvExportSettings) -> None:
     import sqlite3  # here, not at the top: a gateway without exports saves its ~1 MiB
 
     try:
-        connection = sqlite3.connect(f"file:{settings.database}?mode=ro", uri=True)
+        connection = sqlite3.connect(settings.sqlite_uri, uri=True)
     except sqlite3.Error as error:
         raise table.error("database", f"cannot open {settings.database}: {error}") from None
     try:

@@ -8,7 +8,8 @@ sent, so a slow client holds one batch of memory and the database cursor simply 
 Format (RFC 4180): a header row of column names, ``,`` between fields, ``"`` around fields
 holding a comma, a quote or a line break (quotes doubled inside), CRLF after every record
 including the last, UTF-8 without a byte-order mark. NULL and the empty string are both an
-empty field. Values are written as the database's text for them.
+empty field. Values are written as the database's text for them; a route with
+``escape_formulas`` wraps its rows in ``FormulaEscapedRows`` (OWASP's CSV-injection advice).
 
 Failure: a query that fails before its first batch is a 502 (the detail is logged, never
 sent); one that fails later aborts the response, so the client sees a cut download, never a
@@ -19,7 +20,7 @@ cursor and connection are closed right after.
 Databases:
 
 * SQLite (the embedded default): a fresh connection per export, opened read-only
-  (``mode=ro``), placeholders ``:name``.
+  (``mode=ro`` on the file's escaped ``file:`` URI), placeholders ``:name``.
 * PostgreSQL (psycopg 3, the ``postgres`` extra): a fresh connection per export in a READ ONLY
   transaction and a server-side cursor (``DECLARE ... CURSOR``), so the server streams and the
   parameters are truly bound (``COPY (query) TO STDOUT`` cannot take bound parameters). Every
@@ -32,6 +33,7 @@ from __future__ import annotations
 import csv
 import io
 import logging
+import re
 import sqlite3
 import threading
 from abc import ABC, abstractmethod
@@ -89,8 +91,8 @@ SQLITE_CHECK_INSTRUCTIONS = 100_000
 
 
 class SqliteRows(RowSource):
-    def __init__(self, path: str) -> None:
-        self._path = path
+    def __init__(self, uri: str) -> None:
+        self._uri = uri
         self._connection: sqlite3.Connection | None = None
         self._cursor: sqlite3.Cursor | None = None
         self._interrupted = False
@@ -100,7 +102,7 @@ class SqliteRows(RowSource):
             # check_same_thread=False: SerialSteps moves the connection between pool threads,
             # but never uses it from two at once.
             connection = self._connection = sqlite3.connect(
-                f"file:{self._path}?mode=ro", uri=True, check_same_thread=False)
+                self._uri, uri=True, check_same_thread=False)
             # sqlite3_interrupt is lost when it lands before the statement starts (while
             # connecting, say), and the statement then runs on unbounded; this flag stays set.
             connection.set_progress_handler(lambda: self._interrupted,
@@ -220,6 +222,44 @@ def _cancel_quietly(connection: Any) -> None:
         log.debug("PostgreSQL cancel request failed: %s", error)
 
 
+# OWASP "CSV Injection": a spreadsheet runs a cell that starts with one of these as a formula
+# (tab and CR because some strip them and read what follows).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+# A plain number, as either database writes one, cannot be a formula: "-3" stays a number.
+_PLAIN_NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+
+
+def escape_formula(value: object) -> object:
+    """``value``, with a single quote before it if a spreadsheet would run it as a formula."""
+    if (isinstance(value, str) and value.startswith(FORMULA_STARTS)
+            and not _PLAIN_NUMBER.fullmatch(value)):
+        return "'" + value
+    return value
+
+
+class FormulaEscapedRows(RowSource):
+    """Another source's rows with every formula-like text cell escaped (``escape_formula``).
+
+    It works on the cells' text, so both databases give the same result whatever the column
+    types: PostgreSQL's values all arrive as text.
+    """
+
+    def __init__(self, source: RowSource) -> None:
+        self._source = source
+
+    def execute(self, query: str, params: Mapping[str, Value]) -> list[str]:
+        return self._source.execute(query, params)
+
+    def fetch(self, count: int) -> Sequence[Sequence[Any]]:
+        return [[escape_formula(value) for value in row] for row in self._source.fetch(count)]
+
+    def interrupt(self) -> None:
+        self._source.interrupt()
+
+    def close(self) -> None:
+        self._source.close()
+
+
 class CsvBatches:
     """Rows as CSV bytes, one batch per call, each call a step on the export pool."""
 
@@ -260,9 +300,12 @@ class CsvExportIntegration(Integration):
         self.settings = settings
 
     def _source(self) -> RowSource:
+        source: RowSource
         if self.settings.is_postgres:
-            return PostgresRows(self.settings.database)
-        return SqliteRows(self.settings.database)
+            source = PostgresRows(self.settings.database)
+        else:
+            source = SqliteRows(self.settings.sqlite_uri)
+        return FormulaEscapedRows(source) if self.settings.escape_formulas else source
 
     async def respond(self, exchange: Exchange) -> None:
         request = exchange.request

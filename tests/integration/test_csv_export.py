@@ -36,6 +36,22 @@ ROWS = [
     (5, " leading and trailing ", 2, "2024-05-25", "tab\there"),
 ]
 COLUMNS = ["id", "label", "qty", "day", "note"]
+# Cells a spreadsheet reads as a formula (OWASP's CSV-injection list), and neighbours it must
+# not touch: numbers, a sign inside the text, an empty cell, NULL.
+CELLS = [
+    (1, "=1+2", "'=1+2"),
+    (2, "+cmd|' /C calc'!A0", "'+cmd|' /C calc'!A0"),
+    (3, "-2+3", "'-2+3"),
+    (4, "@SUM(1)", "'@SUM(1)"),
+    (5, "\tleading tab", "'\tleading tab"),
+    (6, "\rleading cr", "'\rleading cr"),
+    (7, "-3", "-3"),
+    (8, "+2.5e-3", "+2.5e-3"),
+    (9, "a=b", "a=b"),
+    (10, "", ""),
+    (11, None, None),
+    (12, "'=already", "'=already"),
+]
 
 
 def expected_csv(columns: list[str], rows: list[tuple[object, ...]]) -> bytes:
@@ -73,6 +89,8 @@ def sqlite_database(tmp_path: Path) -> ExportDatabase:
         connection.execute("CREATE TABLE items (id INTEGER, label TEXT, qty INTEGER, day TEXT, "
                            "note TEXT)")
         connection.executemany("INSERT INTO items VALUES (?, ?, ?, ?, ?)", ROWS)
+        connection.execute("CREATE TABLE cells (n INTEGER, v TEXT)")
+        connection.executemany("INSERT INTO cells VALUES (?, ?)", [c[:2] for c in CELLS])
     connection.close()
 
     def fails_at_row(row: int) -> str:
@@ -91,6 +109,10 @@ def postgres_database(url: str) -> ExportDatabase:
                            "note text)")
         with connection.cursor() as cursor:
             cursor.executemany("INSERT INTO items VALUES (%s, %s, %s, %s, %s)", ROWS)
+        connection.execute("DROP TABLE IF EXISTS cells")
+        connection.execute("CREATE TABLE cells (n integer, v text)")
+        with connection.cursor() as cursor:
+            cursor.executemany("INSERT INTO cells VALUES (%s, %s)", [c[:2] for c in CELLS])
 
     return ExportDatabase("postgres", url, lambda name, sql_type: f"%({name})s::{sql_type}",
                           fails_at_row=lambda row: series(10 * row, f"1 / (i - {row})"))
@@ -152,6 +174,23 @@ def gateway(make_gateway, db: ExportDatabase) -> GatewayThread:  # type: ignore[
         database = "{db.database}"
         query = "{NEVER_ENDS}"
         idle_timeout = 1
+        [[routes]]
+        prefix = "/cells"
+        integration = "csv_export"
+        database = "{db.database}"
+        query = "SELECT n, v FROM cells ORDER BY n"
+        [[routes]]
+        prefix = "/cells-escaped"
+        integration = "csv_export"
+        database = "{db.database}"
+        query = "SELECT n, v FROM cells ORDER BY n"
+        escape_formulas = true
+        [[routes]]
+        prefix = "/items-escaped"
+        integration = "csv_export"
+        database = "{db.database}"
+        query = "SELECT id, qty, note FROM items ORDER BY id"
+        escape_formulas = true
     """)
     return gateway
 
@@ -168,6 +207,22 @@ def test_rows_stream_as_rfc4180_csv(gateway: GatewayThread) -> None:
     # Parsed back by a CSV reader, the values are the database's.
     parsed = list(csv.reader(io.StringIO(reply.body.decode(), newline="")))
     assert parsed[1:] == [[str(v) if v is not None else "" for v in row] for row in ROWS]
+
+
+def test_formulas_pass_unchanged_by_default(gateway: GatewayThread) -> None:
+    reply = request(gateway.port, "GET", "/cells")
+    assert reply.body == expected_csv(["n", "v"], [c[:2] for c in CELLS])
+
+
+def test_escape_formulas_quotes_cells_a_spreadsheet_would_run(gateway: GatewayThread) -> None:
+    reply = request(gateway.port, "GET", "/cells-escaped")
+    assert reply.status == 200
+    assert reply.body == expected_csv(["n", "v"], [(n, escaped) for n, _, escaped in CELLS])
+    # Columns the database types as numbers keep their sign, whichever engine formats them.
+    reply = request(gateway.port, "GET", "/items-escaped")
+    assert reply.body == expected_csv(["id", "qty", "note"], [
+        (1, 10, None), (2, -3, ""), (3, 0, "crlf\r\ninside"), (4, 7, "'=SUM(A1:A9)"),
+        (5, 2, "tab\there")])
 
 
 def test_parameters_are_bound_not_spliced(gateway: GatewayThread) -> None:
@@ -285,6 +340,36 @@ def test_timers_and_disconnects_interrupt_running_queries(gateway: GatewayThread
     assert reply.status == 200 and time.monotonic() - started < 5
     wait_for_no_streams(gateway)
 
+
+
+def test_a_sqlite_path_with_query_and_fragment_characters_stays_read_only(
+        make_gateway, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The path is a file: URI's path, escaped; formatted in raw, '?' began its query (so
+    mode=ro was lost and SQLite created the truncated name read-write) and '#' its fragment."""
+    folder = tmp_path / "odd?dir#1"
+    folder.mkdir()
+    database = sqlite_database(folder)
+    path = folder / "ex?port#2%41.sqlite"
+    Path(database.database).rename(path)
+    gateway = make_gateway(f"""
+        [[routes]]
+        prefix = "/items"
+        integration = "csv_export"
+        database = '{path}'
+        query = "SELECT id, label, qty, day, note FROM items ORDER BY id"
+        [[routes]]
+        prefix = "/write"
+        integration = "csv_export"
+        database = '{path}'
+        query = "INSERT INTO items (id) VALUES (99) RETURNING id"
+    """)
+    assert request(gateway.port, "GET", "/items").body == expected_csv(COLUMNS, ROWS)
+    assert request(gateway.port, "GET", "/write").status == 502  # read-only: refused
+    with sqlite3.connect(path) as connection:
+        assert connection.execute("SELECT count(*) FROM items").fetchone() == (len(ROWS),)
+    connection.close()
+    assert [p.name for p in folder.iterdir()] == [path.name]
+    assert not (tmp_path / "odd").exists()  # what the raw URI named, created read-write
 
 
 def test_a_postgres_export_interrupted_before_its_query_never_fetches(postgres_url: str) -> None:

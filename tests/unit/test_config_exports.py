@@ -43,7 +43,15 @@ def test_sqlite_export_settings(folder: Path) -> None:
     assert settings.filename == "export-{date}.csv"
     assert settings.batch_rows == DEFAULT_BATCH_ROWS
     assert not settings.is_postgres
+    assert not settings.escape_formulas
     assert only.compress  # on by default for generated text
+
+
+def test_escape_formulas_is_read(folder: Path) -> None:
+    config = load_text(folder, GOOD + "escape_formulas = true\n")
+    assert config.routes[0].settings.escape_formulas
+    with pytest.raises(ConfigError, match=r"routes\[0\]\.escape_formulas: must be true or false"):
+        load_text(folder, GOOD + 'escape_formulas = "yes"\n')
 
 
 def test_postgres_url_is_kept_and_not_opened(folder: Path) -> None:

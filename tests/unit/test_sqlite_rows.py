@@ -15,7 +15,7 @@ NEVER_ENDS = ("WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s) "
 def test_an_interrupt_before_the_statement_starts_still_stops_it(tmp_path: Path) -> None:
     database = tmp_path / "empty.sqlite"
     sqlite3.connect(database).close()
-    rows = SqliteRows(str(database))
+    rows = SqliteRows(database.as_uri())
     rows.interrupt()  # the export was cancelled while its thread was still connecting
     outcome: list[BaseException] = []
 
