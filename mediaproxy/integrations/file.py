@@ -21,7 +21,7 @@ from urllib.parse import parse_qs
 from mediaproxy import diskio, sniff
 from mediaproxy.config import FileSettings, Route
 from mediaproxy.errors import (Forbidden, MethodNotAllowed, NotFound, PreconditionFailed,
-                               RangeNotSatisfiable)
+                               RangeNotSatisfiable, RequestError)
 from mediaproxy.http.conditional import (Outcome, Validators, evaluate, format_http_date,
                                          if_range_allows_partial, make_etag)
 from mediaproxy.http.disposition import content_disposition
@@ -35,6 +35,21 @@ DOWNLOAD_FLAG = "download"
 
 # O_NONBLOCK: opening a FIFO that somebody left in the root must not hang the loop.
 _OPEN_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC
+
+# Names the file system refuses to look up are the client's doing, never a 500 with a
+# traceback per request: too long a name (nginx answers 404 as well), a symlink cycle (it names
+# no file, as a dangling link does not), a name this file system cannot hold.
+_REFUSED_NAMES: dict[int, type[RequestError]] = {
+    errno.ENAMETOOLONG: NotFound,
+    errno.ELOOP: NotFound,
+    errno.EINVAL: RequestError,
+}
+
+
+def refusal(error: OSError, path: str) -> RequestError | None:
+    """The client error for a name the file system refused, or None for any other failure."""
+    kind = None if error.errno is None else _REFUSED_NAMES.get(error.errno)
+    return None if kind is None else kind(f"{path}: {error.strerror}")
 
 
 @dataclass(frozen=True)
@@ -125,6 +140,11 @@ class FileIntegration(Integration):
             raise NotFound(f"no file {path}") from error
         except PermissionError as error:
             raise Forbidden(f"cannot read {path}") from error
+        except OSError as error:
+            refused = refusal(error, path)
+            if refused is None:
+                raise
+            raise refused from error
 
     def _crosses_symlinked_directory(self, segments: tuple[str, ...]) -> bool:
         directory = self.root

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email.parser
+import logging
 import os
 import shutil
 import socket
@@ -257,6 +258,29 @@ def test_nothing_outside_the_root(gateway: GatewayThread, path: bytes, status: i
     assert int(head.split(b" ")[1]) == status
     assert b"Traceback" not in body and b"outside the root" not in body
     assert body.startswith(str(status).encode())
+
+
+@pytest.mark.parametrize("path, status", [
+    (b"/files/" + b"n" * 300, 404),  # ENAMETOOLONG: nginx answers 404 too
+    (b"/files/" + b"d" * 300 + b"/x.txt", 404),
+    (b"/files/" + b"%C3%A9" * 150, 404),  # 150 characters, 300 bytes
+    (b"/files/" + b"d/" * 2100 + b"x", 404),  # the whole path beyond PATH_MAX
+    (b"/files/loop", 404),  # ELOOP: a symlink cycle names no file
+    (b"/files/loop-dir/x.txt", 404),
+])
+def test_names_the_file_system_refuses_are_client_errors(
+        gateway: GatewayThread, media_root: Path, path: bytes, status: int,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """They were 500s with a traceback logged at ERROR: one log flood line per request."""
+    (media_root / "loop").symlink_to(media_root / "loop")
+    (media_root / "loop-dir").symlink_to(media_root / "loop-dir")
+    caplog.set_level(logging.INFO)
+    reply = raw_request(gateway.port, b"GET " + path + b" HTTP/1.1")
+    head, _, body = reply.partition(b"\r\n\r\n")
+    assert int(head.split(b" ")[1]) == status
+    assert body == f"{status} Not Found\n".encode()
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+    assert not any(r.exc_info for r in caplog.records)
 
 
 def test_symlink_inside_the_root_is_served(gateway: GatewayThread) -> None:
