@@ -23,7 +23,10 @@ REALM = "mediaproxy"
 
 
 class AccessPolicy:
-    """Admit or refuse a request on a route from its method, raw path, query and headers."""
+    """Admit or refuse a request on a route from its method, normalised path, query and headers.
+
+    The path is ``RequestPath.text``: the one the gateway routed by, whatever the spelling.
+    """
 
     def __init__(self, access: Access) -> None:
         self.access = access
@@ -36,7 +39,7 @@ class AccessPolicy:
             challenges.append(f'SignedURL realm="{REALM}"')
         self._challenge = ", ".join(challenges)
 
-    def check(self, method: str, raw_path: str, query: str, headers: Mapping[str, str],
+    def check(self, method: str, path: str, query: str, headers: Mapping[str, str],
               now_s: float) -> None:
         """Return if the request may proceed; raise Unauthorized or Forbidden if not."""
         if not self.access.restricted:
@@ -44,7 +47,7 @@ class AccessPolicy:
         key = headers.get(self.access.api_key_header) if self._key_digests else None
         if key is not None and self._key_matches(key):
             return
-        signature_error = self._signature_error(method, raw_path, query, now_s)
+        signature_error = self._signature_error(method, path, query, now_s)
         if signature_error is None:
             return
         if key is None and isinstance(signature_error, signing.SignatureMissing):
@@ -52,13 +55,13 @@ class AccessPolicy:
         key_state = "no API key" if key is None else "API key not accepted"
         raise Forbidden(f"{key_state}; signed URL: {signature_error}")
 
-    def _signature_error(self, method: str, raw_path: str, query: str,
+    def _signature_error(self, method: str, path: str, query: str,
                          now_s: float) -> signing.SignatureError | None:
         """Why the URL's signature does not admit the request, or None if it does."""
         if self.access.signing_secret is None:
             return signing.SignatureMissing("the route takes no signed URLs")
         try:
-            signing.verify(self.access.signing_secret, method, raw_path, query, now_s)
+            signing.verify(self.access.signing_secret, method, path, query, now_s)
         except signing.SignatureError as error:
             return error
         return None

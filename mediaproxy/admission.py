@@ -109,10 +109,10 @@ class Admission:
         self._slots = slots
         self._max_upload_bytes = route.limits.max_upload_bytes
 
-    def admit(self, method: str, raw_path: str, query: str,
+    def admit(self, method: str, path: str, query: str,
               headers: Mapping[str, str]) -> Slot:
-        """A slot for this request, or the MediaproxyError that refuses it."""
-        self.policy.check(method, raw_path, query, headers, time.time())
+        """A slot for this request (``path`` normalised), or the MediaproxyError that refuses it."""
+        self.policy.check(method, path, query, headers, time.time())
         declared_bytes = _declared_body_bytes(headers)
         if declared_bytes is not None and not self.upload_allows(declared_bytes):
             raise PayloadTooLarge(f"Content-Length {declared_bytes} > {self._max_upload_bytes}")

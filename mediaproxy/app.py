@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import signal
 import socket
 from dataclasses import dataclass, field
@@ -19,8 +18,9 @@ from mediaproxy import eventloop, integrations, status
 from mediaproxy.access_log import AccessLog, open_access_log
 from mediaproxy.admission import Admission, StreamSlots
 from mediaproxy.config import Config
-from mediaproxy.errors import Termination
+from mediaproxy.errors import RequestError, Termination
 from mediaproxy.handler import GatewayHandler, handler_class_for
+from mediaproxy.http import paths
 from mediaproxy.integrations.base import Integration
 from mediaproxy.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE, Metrics
 
@@ -75,8 +75,48 @@ class NotFoundHandler(PlainHandler):
         self.send_error(404)
 
 
+class BadPathHandler(PlainHandler):
+    """A request-target that is no path at all (a malformed escape, not origin-form)."""
+
+    def initialize(self, detail: str) -> None:
+        self.detail = detail
+
+    def prepare(self) -> None:
+        log.info("%s %s refused: %s (400)", self.request.method, self.request.uri[:200],
+                 self.detail)
+        self.send_error(400)
+
+
 class GatewayApplication(Application):
-    """Routes each request to GatewayHandler, or to its bodyless twin when it has no body."""
+    """Reads the request path once (``paths.normalise_path``) and routes by that reading:
+    the gateway's own endpoints first, then the longest route prefix. A route goes to
+    GatewayHandler, or to its bodyless twin when the request has no body."""
+
+    def __init__(self, rules: list[Any], routes: dict[str, dict[str, Any]],
+                 **settings: Any) -> None:
+        super().__init__(rules, **settings)
+        self.gateway_routes = routes  # prefix -> GatewayHandler's arguments
+        self._prefixes = list(routes)
+
+    def find_handler(self, request: HTTPServerRequest, **kwargs: Any) -> Any:
+        try:
+            path = paths.normalise_path(request.path)
+        except RequestError as error:
+            return self.get_handler_delegate(request, BadPathHandler, {"detail": str(error)})
+        # Every later reader of the request (endpoints, the status page, logs) sees the one
+        # normalised path; the path as sent stays in request.uri and in RequestPath.raw.
+        request.path = path.text
+        endpoint = self.default_router.find_handler(request)
+        if endpoint is not None:
+            return endpoint
+        prefix = paths.match_prefix(path, self._prefixes)
+        if prefix is None:
+            if path.refusal is not None:  # no route takes it raw: ambiguous stays a 400
+                return self.get_handler_delegate(request, BadPathHandler,
+                                                 {"detail": path.refusal})
+            return self.get_handler_delegate(request, NotFoundHandler)
+        return self.get_handler_delegate(request, GatewayHandler,
+                                         {**self.gateway_routes[prefix], "path": path})
 
     def get_handler_delegate(self, request: HTTPServerRequest,
                              target_class: type[RequestHandler],
@@ -87,11 +127,6 @@ class GatewayApplication(Application):
             target_class = handler_class_for(request)
         return super().get_handler_delegate(request, target_class, target_kwargs, path_args,
                                             path_kwargs)
-
-
-def _route_pattern(prefix: str) -> str:
-    """'/media' matches '/media' and '/media/...', never '/mediax'."""
-    return ".*" if prefix == "/" else re.escape(prefix) + "(?:/.*)?"
 
 
 @dataclass
@@ -129,15 +164,14 @@ def make_gateway(config: Config) -> Gateway:
                         (r"/metrics", MetricsHandler, {"metrics": metrics})]
     if config.server.status_page:
         rules += status.rules(config, active)
-    # Longest prefix first, so '/media/private' wins over '/media'.
-    for route in sorted(config.routes, key=lambda r: len(r.prefix), reverse=True):
+    routes: dict[str, dict[str, Any]] = {}
+    for route in config.routes:
         integration = integrations.build(route)
         built.append(integration)
-        rules.append((_route_pattern(route.prefix), GatewayHandler,
-                      {"route": route, "integration": integration,
-                       "admission": Admission(route, slots), "metrics": metrics,
-                       "access_log": access_log}))
-    application = GatewayApplication(rules, default_handler_class=NotFoundHandler,
+        routes[route.prefix] = {"route": route, "integration": integration,
+                                "admission": Admission(route, slots), "metrics": metrics,
+                                "access_log": access_log}
+    application = GatewayApplication(rules, routes,
                                      log_function=lambda handler: None)  # we log our own access lines
     application.active = active  # type: ignore[attr-defined]
     return Gateway(config, application, metrics, access_log, lifecycle, built, slots)

@@ -16,6 +16,8 @@ from urllib.parse import quote
 
 # Not mediaproxy.app: the workers module imports it once the metrics storage is chosen.
 from mediaproxy import __version__, config as config_module, workers
+from mediaproxy.errors import RequestError
+from mediaproxy.http import paths
 from mediaproxy.http.signing import sign_query
 
 EXIT_CONFIG_ERROR = 2  # the same code argparse uses for a bad command line
@@ -88,14 +90,6 @@ def _sign_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _route_for(config: config_module.Config, path: str) -> config_module.Route | None:
-    """The route serving ``path``: the longest prefix that matches whole segments."""
-    matching = [route for route in config.routes
-                if route.prefix == "/" or path == route.prefix
-                or path.startswith(route.prefix + "/")]
-    return max(matching, key=lambda route: len(route.prefix), default=None)
-
-
 def sign(argv: list[str]) -> int:
     """``mediaproxy sign``: print a signed URL, or say on stderr why none can be made."""
     parser = _sign_parser()
@@ -108,10 +102,21 @@ def sign(argv: list[str]) -> int:
         print(f"mediaproxy: config error: {error}", file=sys.stderr)
         return EXIT_CONFIG_ERROR
     raw_path, _, query = args.path.partition("?")
-    path = quote(raw_path, safe="/%!$&'()*+,;=:@~")
-    route = _route_for(config, path)
-    if route is None:
+    try:
+        # Signed as the gateway will read it: the one normalised path it routes by.
+        request_path = paths.normalise_path(quote(raw_path, safe="/%!$&'()*+,;=:@~"))
+    except RequestError as error:
+        parser.error(f"--path: {error}")
+    path = request_path.text
+    routes = {route.prefix: route for route in config.routes}
+    prefix = paths.match_prefix(request_path, list(routes))
+    if prefix is None:
         parser.error(f"no route in {config.path} serves {path}")
+    route = routes[prefix]
+    try:
+        paths.below_prefix(request_path, prefix, raw=route.raw_path)
+    except RequestError as error:
+        parser.error(f"--path: route {prefix} would refuse it: {error}")
     if route.access.signing_secret is None:
         parser.error(f"route {route.prefix} in {config.path} has no signing_secret(_env)")
     expires_s = int(time.time()) + args.expires_in

@@ -32,6 +32,8 @@ from mediaproxy.http.params import ParamSpec, parse_declaration
 INTEGRATIONS = ("file", "http_proxy", "csv_export", "function")
 # Integrations whose bodies are generated text: `compress` defaults to true for them only.
 COMPRESSED_BY_DEFAULT = ("csv_export", "function")
+# Integrations that hand the path to someone else, and so may take it as sent (raw_path).
+RAW_PATH_INTEGRATIONS = ("http_proxy", "function")
 RESERVED_PREFIXES = ("/healthz", "/metrics", "/_mediaproxy")
 
 
@@ -160,6 +162,9 @@ class Route:
     index: int  # position in the file, for error messages
     compress: bool = False  # gzip/zstd for compressible types when the client accepts it
     access: Access = field(default_factory=Access)
+    # Pass the path on as sent ('%2F', '\\', '//' included) instead of refusing it (400);
+    # routing and access checks still use the normalised path (mediaproxy.http.paths).
+    raw_path: bool = False
 
 
 @dataclass(frozen=True)
@@ -591,9 +596,13 @@ def _read_route(table: Table, index: int, base_limits: Limits) -> Route:
     limits = _read_limits(table, base_limits)
     compress = table.boolean("compress", integration in COMPRESSED_BY_DEFAULT)
     access = _read_access(table)
+    raw_path = table.boolean("raw_path", False)
+    if raw_path and integration not in RAW_PATH_INTEGRATIONS:
+        raise table.error("raw_path", f"only {' and '.join(RAW_PATH_INTEGRATIONS)} routes pass "
+                                      f"paths on; a {integration} route reads them itself")
     table.finish()
     return Route(prefix=prefix, integration=integration, limits=limits, settings=settings,
-                 index=index, compress=compress, access=access)
+                 index=index, compress=compress, access=access, raw_path=raw_path)
 
 
 def parse(data: Mapping[str, Any], path: Path) -> Config:

@@ -33,8 +33,9 @@ from mediaproxy import compression, diskio
 from mediaproxy.access_log import AccessLog, ExchangeRecord
 from mediaproxy.admission import Admission, Slot
 from mediaproxy.config import Limits, Route
-from mediaproxy.errors import (MediaproxyError, PayloadTooLarge, ServiceUnavailable, Termination,
-                               UpstreamTimeout)
+from mediaproxy.errors import (MediaproxyError, PayloadTooLarge, RequestError, ServiceUnavailable,
+                               Termination, UpstreamTimeout)
+from mediaproxy.http.paths import Below, RequestPath, below_prefix
 from mediaproxy.http.statuses import is_bodyless
 from mediaproxy.integrations.base import Exchange, Integration, Request, body_framing
 from mediaproxy.limits import StreamTimers
@@ -270,8 +271,9 @@ class GatewayHandler(RequestHandler):
     may_have_body = True  # False: routed here because the request has none
 
     def initialize(self, route: Route, integration: Integration, admission: Admission,
-                   metrics: Metrics, access_log: AccessLog | None) -> None:
+                   metrics: Metrics, access_log: AccessLog | None, path: RequestPath) -> None:
         self.route = route
+        self.path = path  # read once by the application, which routed by it
         self.integration = integration
         self.admission = admission
         self.metrics = metrics
@@ -300,10 +302,14 @@ class GatewayHandler(RequestHandler):
         has_body = self.may_have_body and has_request_body(self.request.headers)
         self._body = BodyChannel(expect_body=has_body)
         request = self.request
-        path = request.path[len(self.route.prefix):] if self.route.prefix != "/" else request.path
+        refusal: MediaproxyError | None = None
+        try:
+            below = below_prefix(self.path, self.route.prefix, raw=self.route.raw_path)
+        except RequestError as error:
+            below, refusal = Below("", ()), error
         self.exchange = HandlerExchange(
             self,
-            Request(method=request.method or "GET", path=path,
+            Request(method=request.method or "GET", path=below.path, segments=below.segments,
                     query=self.admission.forwarded_query(request.query),
                     headers=request.headers, remote_ip=request.remote_ip or "",
                     scheme=request.protocol, host=request.host, prefix=self.route.prefix,
@@ -311,7 +317,9 @@ class GatewayHandler(RequestHandler):
             limits, self._body, self._timers, compress=self.route.compress)
         self.application.active.add(self)  # type: ignore[attr-defined]
         try:
-            self._slot = self.admission.admit(request.method or "GET", request.path,
+            if refusal is not None:
+                raise refusal
+            self._slot = self.admission.admit(request.method or "GET", self.path.text,
                                               request.query, request.headers)
         except MediaproxyError as error:
             self._refuse(error)
@@ -366,12 +374,12 @@ class GatewayHandler(RequestHandler):
         except StreamClosedError:
             self.termination = self.termination or Termination.CLIENT_CLOSED
         except MediaproxyError as error:
-            log.info("%s %s: %s (%d)", self.request.method, self.request.path, error, error.status)
+            log.info("%s %s: %s (%d)", self.request.method, self.path.raw, error, error.status)
             self.termination = self.termination or (
                 Termination.REJECTED if error.status < 500 else Termination.UPSTREAM_ERROR)
             self._fail(error)
         except Exception:
-            log.exception("%s %s failed", self.request.method, self.request.path)
+            log.exception("%s %s failed", self.request.method, self.path.raw)
             self.termination = self.termination or Termination.UPSTREAM_ERROR
             self._fail(MediaproxyError("unexpected error"))
         finally:
@@ -385,7 +393,7 @@ class GatewayHandler(RequestHandler):
 
     def _refuse(self, error: MediaproxyError) -> None:
         """Turn the request away (admission, an upload past its limit): a status, or a cut."""
-        log.info("%s %s (route %s) refused: %s (%d)", self.request.method, self.request.path,
+        log.info("%s %s (route %s) refused: %s (%d)", self.request.method, self.path.raw,
                  self.route.prefix, error, error.status)
         self.termination = Termination.REJECTED
         self._body.close()
@@ -423,7 +431,7 @@ class GatewayHandler(RequestHandler):
             self.termination = reason
             level = logging.INFO if reason is Termination.CLIENT_CLOSED else logging.WARNING
             log.log(level, "%s %s (route %s) cut: %s after %d bytes sent, %d received",
-                    self.request.method, self.request.path, self.route.prefix, reason.value,
+                    self.request.method, self.path.raw, self.route.prefix, reason.value,
                     self.exchange.bytes_sent, self.bytes_received)
         if self.exchange.started:
             self._abort()
@@ -469,7 +477,7 @@ class GatewayHandler(RequestHandler):
             status = CLIENT_CLOSED_REQUEST
         return ExchangeRecord(
             route=self.route.prefix, integration=self.route.integration,
-            method=self.request.method or "", path=self.request.path, status=status,
+            method=self.request.method or "", path=self.path.raw, status=status,
             bytes_sent=bytes_sent, bytes_received=self.bytes_received, ttfb_s=ttfb_s,
             duration_s=asyncio.get_running_loop().time() - self.started_at,
             termination=termination, client=self.request.remote_ip or "",

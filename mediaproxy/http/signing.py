@@ -11,9 +11,11 @@ padding::
 
 - METHOD: the method signed for. A URL signed for GET also admits HEAD (browsers and players
   probe with HEAD before they play); nothing else is implied.
-- PATH: the request path exactly as sent, percent-encoding and route prefix included. No
-  decoding or normalising happens before comparison, so two spellings of one file are two
-  different URLs and neither can be derived from the other.
+- PATH: the request path, route prefix included, in the one normalised form the gateway
+  routes by (``mediaproxy.http.paths``: RFC 3986 normal form, dot segments removed). Spellings
+  RFC 3986 calls equivalent (``%7E`` and ``~``) share a signature; ones it does not
+  (``%2F`` and ``/``) do not, and a route refuses the ambiguous ones before anything is
+  checked.
 - EXPIRES: Unix time in seconds (ASCII digits); the URL is refused from that second on.
 - QUERY: every other query parameter, in the order sent, joined with ``&`` as sent. The whole
   query is signed, not only the path: a proxied route forwards the query to its origin, and the
@@ -56,7 +58,7 @@ def _canonical(method: str, path: str, expires_s: int, query: str) -> bytes:
 
 def compute_signature(secret: bytes, method: str, path: str, expires_s: int,
                       query: str = "") -> str:
-    """The ``signature`` value for this method, raw path, expiry and other query parameters."""
+    """The ``signature`` value for this method, normalised path, expiry and other parameters."""
     digest = hmac.new(secret, _canonical(method, path, expires_s, query), hashlib.sha256).digest()
     return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
 

@@ -26,8 +26,12 @@ from mediaproxy.http.headers import request_body_framing
 
 @dataclass(frozen=True)
 class Request:
+    """One request as an integration sees it; its path read once (``mediaproxy.http.paths``)."""
+
     method: str
-    path: str  # below the route prefix, still percent-encoded: "/a/b%20c" or ""
+    # Below the route prefix, still percent-encoded: "/a/b%20c", "/" or "". Normalised (RFC
+    # 3986 normal form, nothing ambiguous in it), or as sent on a route with raw_path = true.
+    path: str
     query: str  # raw, without the "?"
     headers: HTTPHeaders
     remote_ip: str
@@ -35,6 +39,9 @@ class Request:
     host: str
     prefix: str  # the route prefix that matched, e.g. "/media"
     version: str = "HTTP/1.1"  # the client's protocol, as its request line said
+    # The same path decoded, one string per segment: ("a", "b c"); "/a/" is ("a", ""). Octets
+    # that are not UTF-8 are lone surrogates (surrogateescape); a raw path's may hold "/".
+    segments: tuple[str, ...] = ()
 
 
 def body_framing(headers: HTTPHeaders) -> tuple[bool, int | None] | None:

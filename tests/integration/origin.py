@@ -25,6 +25,11 @@ picks the endpoint, so /echo/a/b is /echo):
     /notype                                  a body without Content-Type
     /status?code=N[&reason=R]                status N with a short body (none for 204/304)
     /_stats                                  {"accepted", "open", "requests"} as JSON
+    /admin/secret.txt, /base/hello.txt, /secret.txt
+                                             small files, found the way ``python3 -m
+                                             http.server`` and most frameworks read a path:
+                                             percent-decoded, then dot and empty segments
+                                             resolved (/base/..%2fsecret.txt is /secret.txt)
 Any endpoint takes ``hang_up_next=1``: the connection's next request is read, then the
 connection closed unanswered (an origin whose keep-alive timeout fires as a request arrives).
 
@@ -39,13 +44,14 @@ import asyncio
 import gzip
 import hashlib
 import json
+import posixpath
 import random
 import re
 import threading
 import time
 from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass, field
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 PATTERN_PERIOD = (1 << 20) + 13  # a prime-ish period: chunk boundaries never line up with it
 _PATTERN = random.Random(20240601).randbytes(PATTERN_PERIOD)
@@ -56,6 +62,8 @@ GZIP_PLAIN = b"mediaproxy passes gzip bodies through undecoded.\n" * 200
 GZIP_BODY = gzip.compress(GZIP_PLAIN, mtime=0)
 ORIGIN_SERVER = "origin/1"
 ORIGIN_DATE = "Thu, 01 Jan 2015 00:00:00 GMT"  # fixed, so a test can tell it from the gateway's
+FILES = {"/admin/secret.txt": b"admin secret\n", "/base/hello.txt": b"hello\n",
+         "/secret.txt": b"top secret\n"}
 HOP_RESPONSE_HEADERS = [
     ("Connection", "X-Hop-Secret, keep-alive"), ("X-Hop-Secret", "1"), ("Keep-Alive", "timeout=5"),
     ("Proxy-Authenticate", "Basic"), ("Trailer", "X-Checksum"), ("Upgrade", "h2c"),
@@ -113,6 +121,7 @@ class Origin:
         self.accepted = 0
         self.open = 0
         self.requests = 0
+        self.targets: list[str] = []  # every request-target received, in order
         self.server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
 
@@ -134,6 +143,7 @@ class Origin:
                     return
                 request = _parse_head(head)
                 self.requests += 1
+                self.targets.append(request.target)
                 if hang_up:
                     return
                 hang_up = "hang_up_next" in request.query
@@ -166,7 +176,11 @@ class Origin:
             await self._read_body_and_answer(request, reader, writer)
             return
         await _discard_body(request, reader)
-        if path == "/bytes":
+        served = as_most_origins_read(request.path)
+        if served in FILES:
+            await _send_simple(request, writer, 200, FILES[served],
+                               [("Content-Type", "text/plain")])
+        elif path == "/bytes":
             await self._bytes(request, writer)
         elif path == "/endless":
             await self._endless(request, writer)
@@ -276,6 +290,13 @@ class Origin:
                       "body_bytes": received}
         await _send_simple(request, writer, 200, json.dumps(answer).encode(),
                            [("Content-Type", "application/json")])
+
+
+def as_most_origins_read(path: str) -> str:
+    """The file a path names for ``python3 -m http.server`` (its translate_path): decoded
+    once, dot segments resolved, empty ones dropped."""
+    words = posixpath.normpath(unquote(path)).split("/")
+    return "/" + "/".join(word for word in words if word not in ("", ".", ".."))
 
 
 def _pattern_chunks(start: int, length: int, chunk: int) -> Iterator[bytes]:

@@ -72,7 +72,8 @@ def test_bodies_pass_through_byte_for_byte(gateway: GatewayThread, framing: str)
 
 
 def test_path_and_query_reach_the_origin_byte_for_byte(gateway: GatewayThread) -> None:
-    below = "/a%2Fb//c;p=1/%25/caf%C3%A9/x+y?q=1&r=%20+x&&s=%2B#"
+    # Already in normal form (test_paths.py has what is normalised, refused, or passed raw).
+    below = "/c;p=1/%25/caf%C3%A9/x+y?q=1&r=%20+x&&s=%2B#"
     reply = raw_request(gateway.port, f"GET /api{below} HTTP/1.1\r\nHost: gw\r\n"
                                       f"Connection: close\r\n\r\n".encode())
     answer = json.loads(reply.split(b"\r\n\r\n", 1)[1])

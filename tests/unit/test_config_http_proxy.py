@@ -65,3 +65,19 @@ def test_upstream_is_required(tmp_path: Path) -> None:
     path.write_text(ROUTE.replace('upstream = "http://127.0.0.1:9000/base/"\n', ""))
     with pytest.raises(ConfigError, match="routes\\[0\\].upstream: is required"):
         load(path)
+
+
+def test_raw_path(tmp_path: Path) -> None:
+    path = tmp_path / "mediaproxy.toml"
+    path.write_text(ROUTE)
+    assert load(path).routes[0].raw_path is False
+    path.write_text(ROUTE + "raw_path = true\n")
+    assert load(path).routes[0].raw_path is True
+
+
+def test_raw_path_only_where_the_path_is_passed_on(tmp_path: Path) -> None:
+    path = tmp_path / "mediaproxy.toml"
+    path.write_text(f'[[routes]]\nprefix = "/m"\nintegration = "file"\nroot = "{tmp_path}"\n'
+                    'raw_path = true\n')
+    with pytest.raises(ConfigError, match=r"routes\[0\]\.raw_path: only http_proxy and function"):
+        load(path)
