@@ -35,6 +35,8 @@ directories, text that is not UTF-8.
 
 from __future__ import annotations
 
+import functools
+import re
 from dataclasses import dataclass
 from urllib.parse import unquote_to_bytes
 
@@ -46,6 +48,7 @@ UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123
 # §3.3: pchar = unreserved / pct-encoded / sub-delims / ":" / "@"; plus the separator.
 _RAW_IN_PATH = UNRESERVED | frozenset("!$&'()*+,;=:@/")
 _DOT_SEGMENTS = (".", "..")
+_PLAIN = re.compile(r"[A-Za-z0-9\-._~!$&'()*+,;=:@/]*")  # nothing to decode or escape
 
 
 @dataclass(frozen=True)
@@ -85,6 +88,8 @@ def _escape(char: str) -> str:
 
 def _normal_form(raw: str) -> str:
     """RFC 3986 §6.2.2.1-2: escapes upper-cased, unreserved ones decoded, the rest escaped."""
+    if _PLAIN.fullmatch(raw):  # most paths: already in normal form
+        return raw
     out: list[str] = []
     index = 0
     while index < len(raw):
@@ -106,6 +111,8 @@ def _normal_form(raw: str) -> str:
 def decode_segment(segment: str) -> str:
     """'b%20c' -> 'b c'. Octets that are not UTF-8 become lone surrogates (surrogateescape),
     so encoding back is lossless; a consumer that needs text refuses them."""
+    if "%" not in segment and segment.isascii():
+        return segment
     return unquote_to_bytes(segment).decode("utf-8", "surrogateescape")
 
 
@@ -176,6 +183,7 @@ def lenient_segments(path: RequestPath) -> tuple[str, ...]:
     return tuple(pieces)
 
 
+@functools.cache
 def prefix_segments(prefix: str) -> tuple[str, ...]:
     """'/media/private' -> ('media', 'private'); '/' -> ()."""
     return tuple(prefix.strip("/").split("/")) if prefix.strip("/") else ()
