@@ -34,7 +34,7 @@ from mediaproxy.errors import BufferedResponseTooLarge, UpstreamTimeout
 from mediaproxy.http.headers import (forward_request_headers, forward_response_headers,
                                      is_delimited, keeps_alive, may_retry)
 from mediaproxy.http.statuses import is_bodyless
-from mediaproxy.http.upstreams import public_base
+from mediaproxy.http.upstreams import Upstream, public_base
 from mediaproxy.integrations.base import Exchange, Integration, body_framing
 from mediaproxy.integrations.upstream import (LAST_CHUNK, MIN_CHUNK_BYTES, ConnectionPool,
                                               ResponseHead, ResponseRelay, UpstreamClosedEarly,
@@ -108,13 +108,79 @@ class UpstreamExchange:
         self._pool.release(self.stream, reusable=reusable)
 
 
+class UpstreamClient:
+    """Exchanges with one upstream over a pool of kept-alive connections.
+
+    The part of the proxy that other integrations reuse (an object store is an origin whose
+    requests are signed): it sends a request line and headers, yields once the response
+    headers are in, and releases the connection after.
+    """
+
+    def __init__(self, upstream: Upstream, *, max_idle: int, connect_timeout_s: float) -> None:
+        self.upstream = upstream
+        self.pool = ConnectionPool(upstream, max_idle=max_idle,
+                                   connect_timeout_s=connect_timeout_s)
+
+    @contextlib.asynccontextmanager
+    async def exchange(self, exchange: Exchange, start_line: RequestStartLine,
+                       headers: HTTPHeaders, *, body: AsyncIterator[bytes] | None = None,
+                       content_length: int | None = None
+                       ) -> AsyncIterator[tuple[UpstreamExchange, ResponseHead]]:
+        """Send the request and yield once its response headers are in; release after.
+
+        The connection goes back to the pool only if the body was read to its end by the
+        caller and nothing went wrong; any exception, a cancellation included, closes it.
+        A pooled connection the origin closed meanwhile is retried on a fresh one, for an
+        idempotent request without a body (whose body would otherwise be gone).
+        """
+        method = start_line.method
+        while True:
+            stream, reused = await self.pool.acquire()
+            upstream = UpstreamExchange(stream, self.pool, exchange)
+            reusable = False
+            try:
+                upstream.send_request(start_line, headers.copy(), body,
+                                      chunked=body is not None and content_length is None)
+                try:
+                    head = await upstream.relay.head()
+                except UpstreamClosedEarly:
+                    if reused and body is None and may_retry(method):
+                        continue
+                    raise
+                exchange.upstream_status = head.status
+                yield upstream, head
+                reusable = await upstream.reusable_after(method, head)
+                return
+            finally:
+                upstream.release(reusable=reusable)
+
+    def close(self) -> None:
+        self.pool.close()
+
+
+async def relay_body(exchange: Exchange, upstream: UpstreamExchange,
+                     body: AsyncIterator[bytes] | None = None) -> None:
+    """Send the response body as the origin delivers it, read as fast as the client takes it.
+
+    ``body`` is the relay's iterator when the caller has already taken some of it.
+    """
+    loop = asyncio.get_running_loop()
+    with relay_sizer() as sizer:
+        async for chunk in body or upstream.relay.body():
+            sent_at = loop.time()
+            await exchange.send(chunk)
+            sizer.observe(len(chunk), loop.time() - sent_at, exchange.last_send_waited)
+            upstream.set_chunk_size(sizer.size)
+
+
 class HttpProxyIntegration(Integration):
     def __init__(self, route: Route) -> None:
         super().__init__(route)
         self.settings: HttpProxySettings = route.settings
-        self.pool = ConnectionPool(self.settings.upstream,
-                                   max_idle=self.settings.max_idle_connections,
-                                   connect_timeout_s=self.settings.connect_timeout_s)
+        self.client = UpstreamClient(self.settings.upstream,
+                                     max_idle=self.settings.max_idle_connections,
+                                     connect_timeout_s=self.settings.connect_timeout_s)
+        self.pool = self.client.pool
 
     async def respond(self, exchange: Exchange) -> None:
         if self.settings.transfer_mode == "buffered":
@@ -123,20 +189,14 @@ class HttpProxyIntegration(Integration):
             await self._respond_streaming(exchange)
 
     async def close(self) -> None:
-        self.pool.close()
+        self.client.close()
 
     async def _respond_streaming(self, exchange: Exchange) -> None:
         async with self._exchange(exchange) as (upstream, head):
             exchange.start(head.status, self._response_headers(exchange, head),
                            _printable(head.reason))
             await exchange.send(b"")  # the headers now: a slow body should not hold them
-            loop = asyncio.get_running_loop()
-            with relay_sizer() as sizer:
-                async for chunk in upstream.relay.body():
-                    sent_at = loop.time()
-                    await exchange.send(chunk)
-                    sizer.observe(len(chunk), loop.time() - sent_at, exchange.last_send_waited)
-                    upstream.set_chunk_size(sizer.size)
+            await relay_body(exchange, upstream)
         await exchange.finish()
 
     async def _respond_buffered(self, exchange: Exchange) -> None:
@@ -166,16 +226,10 @@ class HttpProxyIntegration(Integration):
         await exchange.send(body)
         await exchange.finish()
 
-    @contextlib.asynccontextmanager
-    async def _exchange(self, exchange: Exchange
-                        ) -> AsyncIterator[tuple[UpstreamExchange, ResponseHead]]:
-        """Send the request and yield once its response headers are in; release after.
-
-        The connection goes back to the pool only if the body was read to its end by the
-        caller and nothing went wrong; any exception, a cancellation included, closes it.
-        A pooled connection the origin closed meanwhile is retried on a fresh one, for an
-        idempotent request without a body (whose body would otherwise be gone).
-        """
+    def _exchange(self, exchange: Exchange
+                  ) -> contextlib.AbstractAsyncContextManager[tuple[UpstreamExchange,
+                                                                    ResponseHead]]:
+        """The client's request, forwarded: ``UpstreamClient.exchange`` with its body."""
         request = exchange.request
         # None never gets here: Tornado refuses such framing before a body-less handler runs.
         has_body, content_length = body_framing(request.headers) or (False, None)
@@ -190,26 +244,9 @@ class HttpProxyIntegration(Integration):
         start_line = RequestStartLine(request.method,
                                       upstream_url.target(request.path, request.query),
                                       "HTTP/1.1")
-        while True:
-            stream, reused = await self.pool.acquire()
-            upstream = UpstreamExchange(stream, self.pool, exchange)
-            reusable = False
-            try:
-                upstream.send_request(start_line, headers.copy(),
-                                      exchange.body() if has_body else None,
-                                      chunked=has_body and content_length is None)
-                try:
-                    head = await upstream.relay.head()
-                except UpstreamClosedEarly:
-                    if reused and not has_body and may_retry(request.method):
-                        continue
-                    raise
-                exchange.upstream_status = head.status
-                yield upstream, head
-                reusable = await upstream.reusable_after(request.method, head)
-                return
-            finally:
-                upstream.release(reusable=reusable)
+        return self.client.exchange(exchange, start_line, headers,
+                                    body=exchange.body() if has_body else None,
+                                    content_length=content_length)
 
     def _response_headers(self, exchange: Exchange, head: ResponseHead
                           ) -> list[tuple[str, str]]:
