@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-_DEFAULT_PORTS = {"http": 80}
+_DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 def _encode_forbidden(text: str) -> str:
@@ -48,7 +48,7 @@ class Upstream:
     base_path: str
 
     @classmethod
-    def parse(cls, url: str) -> Upstream:
+    def parse(cls, url: str, schemes: tuple[str, ...] = ("http",)) -> Upstream:
         """'http://host:port/base/' -> Upstream; ValueError says what is wrong with it."""
         try:
             parts = urlsplit(url)
@@ -56,8 +56,9 @@ class Upstream:
         except ValueError as error:
             raise ValueError(f"not a valid URL ({error}): {url!r}") from error
         scheme = parts.scheme.lower()
-        if scheme not in _DEFAULT_PORTS:
-            raise ValueError(f"must be an http:// URL, got {url!r}")
+        if scheme not in schemes:
+            raise ValueError(f"must be an {' or '.join(f'{s}://' for s in schemes)} URL, "
+                             f"got {url!r}")
         if not parts.hostname:
             raise ValueError(f"names no host: {url!r}")
         if parts.username is not None or parts.password is not None:

@@ -32,6 +32,7 @@ import asyncio
 import collections
 import contextlib
 import logging
+import ssl
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 
@@ -236,6 +237,8 @@ class ConnectionPool:
         self.max_idle = max_idle
         self.connect_timeout_s = connect_timeout_s
         self._client = TCPClient()
+        # https: the system's trust store and host name checks, as any HTTPS client does.
+        self._tls = ssl.create_default_context() if upstream.scheme == "https" else None
         self._idle: collections.deque[IOStream] = collections.deque()
 
     @property
@@ -259,7 +262,8 @@ class ConnectionPool:
             # Not TCPClient's own timeout: a refused connection leaves that timer (and with it
             # the failed attempt's traceback) scheduled until it expires.
             async with asyncio.timeout(self.connect_timeout_s):
-                stream = await self._client.connect(upstream.host, upstream.port)
+                stream = await self._client.connect(upstream.host, upstream.port,
+                                                    ssl_options=self._tls)
         except TimeoutError as error:
             raise UpstreamTimeout(f"{upstream}: no connection within "
                                   f"{self.connect_timeout_s:g} s ({error})") from error
