@@ -29,7 +29,7 @@ from mediaproxy import eventloop
 from mediaproxy.http.upstreams import Upstream
 from mediaproxy.http.params import ParamSpec, parse_declaration
 
-INTEGRATIONS = ("file", "http_proxy", "csv_export", "function")
+INTEGRATIONS = ("file", "http_proxy", "csv_export", "function", "s3")
 # Integrations whose bodies are generated text: `compress` defaults to true for them only.
 COMPRESSED_BY_DEFAULT = ("csv_export", "function")
 # Integrations that hand the path to someone else, and so may take it as sent (raw_path).
@@ -506,12 +506,20 @@ def _read_function_settings(table: Table) -> FunctionSettings:
     return FunctionSettings(handler=target, handler_name=name)
 
 
+def _read_s3_settings(table: Table) -> Any:
+    # Imported only for an s3 route: its module reads this one's Table.
+    from mediaproxy.integrations.s3.settings import read_settings
+
+    return read_settings(table)
+
+
 # Each integration's own keys; every name in INTEGRATIONS has its parser here.
 _SETTINGS_PARSERS: dict[str, Callable[[Table], Any]] = {
     "file": _read_file_settings,
     "http_proxy": _read_http_proxy_settings,
     "csv_export": _read_csv_export_settings,
     "function": _read_function_settings,
+    "s3": _read_s3_settings,
 }
 
 
@@ -527,7 +535,7 @@ _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 token
 MIN_SIGNING_SECRET_BYTES = 16
 
 
-def _from_environment(table: Table, key: str) -> str:
+def from_environment(table: Table, key: str) -> str:
     """The value of the environment variable that ``key`` names; unset or empty is an error."""
     variable = table.string(key)
     value = os.environ.get(variable, "").strip()
@@ -546,7 +554,7 @@ def _read_api_keys(table: Table) -> tuple[str, ...]:
         keys["api_keys"] = raw
     if table.has("api_keys_env"):
         keys["api_keys_env"] = [
-            key.strip() for key in _from_environment(table, "api_keys_env").split(",")]
+            key.strip() for key in from_environment(table, "api_keys_env").split(",")]
     for origin, listed in keys.items():
         for position, key in enumerate(listed, 1):
             if not _API_KEY.fullmatch(key):
@@ -574,7 +582,7 @@ def _read_signing_secret(table: Table) -> bytes | None:
     if table.has("signing_secret"):
         key, text = "signing_secret", table.string("signing_secret")
     elif table.has("signing_secret_env"):
-        key, text = "signing_secret_env", _from_environment(table, "signing_secret_env")
+        key, text = "signing_secret_env", from_environment(table, "signing_secret_env")
     else:
         return None
     secret = text.encode("utf-8")

@@ -16,6 +16,7 @@ _CLASSES: dict[str, str] = {
     "http_proxy": "mediaproxy.integrations.http_proxy:HttpProxyIntegration",
     "csv_export": "mediaproxy.integrations.csv_export:CsvExportIntegration",
     "function": "mediaproxy.integrations.function:FunctionIntegration",
+    "s3": "mediaproxy.integrations.s3.integration:S3Integration",
 }
 
 

@@ -14,6 +14,7 @@ from mediaproxy.config import ACCESS_LOG_OFF
 
 from .origin import OriginThread
 from .pgcluster import server_binaries, throwaway_cluster
+from .s3store import S3Store, moto_server
 from .support import GatewayThread
 
 
@@ -57,3 +58,11 @@ def postgres_url() -> Iterator[str]:
         pytest.skip("PostgreSQL server not installed (scripts/system-deps.sh test installs it)")
     with throwaway_cluster(bindir) as url:
         yield url
+
+
+@pytest.fixture(scope="session")
+def s3_store() -> Iterator[S3Store]:
+    """A real S3-compatible server (moto's, see s3store.py) with signatures enforced."""
+    pytest.importorskip("moto")
+    with moto_server() as store:
+        yield store

@@ -1,0 +1,227 @@
+"""s3 routes against a real S3-compatible server (moto's) that verifies every signature."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from mediaproxy.integrations.s3 import listing
+
+from .origin import pattern
+from .s3store import Keys, S3Store
+from .support import GatewayThread, request
+from .test_files import get_and_head
+
+PNG = (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x06\x00\x00"
+       b"\x00\x1f\x15\xc4\x89\x00\x00\x00\rIDATx\x9cc\xf8\x0f\x00\x00\x01\x01\x00\x05\x18\xd8N"
+       b"\x00\x00\x00\x00IEND\xaeB`\x82") + bytes(4000)
+BODY = pattern(0, 300_000)
+MakeGateway = Callable[[str], GatewayThread]
+
+
+@pytest.fixture(scope="module")
+def objects(s3_store: S3Store) -> S3Store:
+    s3_store.put("videos/clip.bin", BODY)
+    s3_store.put("videos/typed.mp4", BODY[:5000], content_type="video/mp4")
+    s3_store.put("videos/picture", PNG)
+    s3_store.put("secret.txt", b"outside the prefix\n")
+    s3_store.put("videos/sub dir/ü.txt", b"unicode key\n", content_type="text/plain")
+    return s3_store
+
+
+def route(store: S3Store, keys: Keys, monkeypatch: pytest.MonkeyPatch, extra: str = "",
+          prefix: str = "/s3") -> str:
+    monkeypatch.setenv("TEST_S3_KEY", keys.access_key_id)
+    monkeypatch.setenv("TEST_S3_SECRET", keys.secret_access_key)
+    return f"""
+        [[routes]]
+        prefix = "{prefix}"
+        integration = "s3"
+        bucket = "{store.bucket}"
+        endpoint = "{store.url}"
+        access_key_id_env = "TEST_S3_KEY"
+        secret_access_key_env = "TEST_S3_SECRET"
+        {extra}
+    """
+
+
+@pytest.fixture
+def gateway(objects: S3Store, make_gateway: MakeGateway,
+            monkeypatch: pytest.MonkeyPatch) -> Iterator[GatewayThread]:
+    yield make_gateway(route(objects, objects.reader, monkeypatch, 'key_prefix = "videos/"'))
+
+
+def test_an_object_streams_with_its_validators_and_no_store_internals(
+        gateway: GatewayThread, objects: S3Store) -> None:
+    reply = get_and_head(gateway, "/s3/clip.bin")
+    assert reply.status == 200
+    assert hashlib.sha256(reply.body).digest() == hashlib.sha256(BODY).digest()
+    assert reply.headers["content-length"] == str(len(BODY))
+    assert reply.headers["accept-ranges"] == "bytes"
+    stored = objects.client().head_object(Bucket=objects.bucket, Key="videos/clip.bin")
+    assert reply.headers["etag"] == stored["ETag"]
+    assert reply.headers["last-modified"] == stored["ResponseMetadata"]["HTTPHeaders"][
+        "last-modified"]
+    assert not [name for name in reply.headers if name.startswith("x-amz")]
+    assert "werkzeug" not in reply.headers.get("server", "").lower()
+
+
+def test_the_object_type_is_the_stores_or_sniffed_the_same_for_get_head_and_ranges(
+        gateway: GatewayThread) -> None:
+    assert get_and_head(gateway, "/s3/typed.mp4").headers["content-type"] == "video/mp4"
+    assert get_and_head(gateway, "/s3/picture").headers["content-type"] == "image/png"
+    ranged = request(gateway.port, "GET", "/s3/picture", {"Range": "bytes=100-199"})
+    assert (ranged.status, ranged.headers["content-type"]) == (206, "image/png")
+    text = get_and_head(gateway, "/s3/sub%20dir/%C3%BC.txt")
+    assert (text.status, text.body) == (200, b"unicode key\n")
+
+
+def test_ranges_are_served_by_the_store(gateway: GatewayThread) -> None:
+    reply = request(gateway.port, "GET", "/s3/clip.bin", {"Range": "bytes=10-19"})
+    assert (reply.status, reply.body) == (206, BODY[10:20])
+    assert reply.headers["content-range"] == f"bytes 10-19/{len(BODY)}"
+    last = request(gateway.port, "GET", "/s3/clip.bin", {"Range": "bytes=-1"})
+    assert (last.status, last.body) == (206, BODY[-1:])
+    beyond = request(gateway.port, "GET", "/s3/clip.bin", {"Range": f"bytes={len(BODY)}-"})
+    assert beyond.status == 416
+    assert beyond.headers["content-range"] == f"bytes */{len(BODY)}"
+
+
+def test_preconditions_are_forwarded(gateway: GatewayThread) -> None:
+    etag = request(gateway.port, "HEAD", "/s3/clip.bin").headers["etag"]
+    unchanged = get_and_head(gateway, "/s3/clip.bin", {"If-None-Match": etag})
+    assert (unchanged.status, unchanged.body, unchanged.headers["etag"]) == (304, b"", etag)
+    since = get_and_head(gateway, "/s3/clip.bin",
+                         {"If-Modified-Since": "Fri, 01 Jan 2100 00:00:00 GMT"})
+    assert since.status == 304
+    assert request(gateway.port, "GET", "/s3/clip.bin", {"If-Match": '"other"'}).status == 412
+    assert request(gateway.port, "GET", "/s3/clip.bin", {"If-Match": etag}).status == 200
+
+
+def test_if_range_is_enforced_by_the_gateway(gateway: GatewayThread) -> None:
+    head = request(gateway.port, "HEAD", "/s3/clip.bin").headers
+    current = request(gateway.port, "GET", "/s3/clip.bin",
+                      {"Range": "bytes=0-9", "If-Range": head["etag"]})
+    assert (current.status, current.body) == (206, BODY[:10])
+    for stale in ('"an-older-version"', "Thu, 01 Jan 1970 00:00:00 GMT"):
+        reply = request(gateway.port, "GET", "/s3/clip.bin",
+                        {"Range": "bytes=0-9", "If-Range": stale})
+        assert (reply.status, len(reply.body)) == (200, len(BODY)), stale
+        assert "content-range" not in reply.headers
+    dated = request(gateway.port, "GET", "/s3/clip.bin",
+                    {"Range": "bytes=0-9", "If-Range": head["last-modified"]})
+    assert dated.status == 206
+
+
+def test_download_suggests_the_file_name(gateway: GatewayThread) -> None:
+    reply = get_and_head(gateway, "/s3/clip.bin?download")
+    assert reply.headers["content-disposition"] == 'attachment; filename="clip.bin"'
+
+
+@pytest.mark.parametrize("path, status", [
+    ("/s3/missing.bin", 404),
+    ("/s3/../secret.txt", 400),
+    ("/s3/%2e%2e/secret.txt", 400),
+    ("/s3/a//b", 400),
+    ("/s3/", 404),  # a folder, and the route lists none
+])
+def test_unknown_keys_and_paths_out_of_the_prefix(gateway: GatewayThread, path: str,
+                                                  status: int) -> None:
+    assert request(gateway.port, "GET", path).status == status
+    assert request(gateway.port, "HEAD", path).status == status
+
+
+def test_only_get_and_head(gateway: GatewayThread) -> None:
+    reply = request(gateway.port, "DELETE", "/s3/clip.bin")
+    assert (reply.status, reply.headers["allow"]) == (405, "GET, HEAD")
+
+
+def test_access_denied_is_404_unless_the_route_shows_forbidden(
+        objects: S3Store, make_gateway: MakeGateway, monkeypatch: pytest.MonkeyPatch) -> None:
+    hidden = make_gateway(route(objects, objects.stranger, monkeypatch))
+    assert request(hidden.port, "GET", "/s3/videos/clip.bin").status == 404
+    assert request(hidden.port, "HEAD", "/s3/videos/clip.bin").status == 404
+    shown = make_gateway(route(objects, objects.stranger, monkeypatch,
+                               "hide_forbidden = false"))
+    assert request(shown.port, "GET", "/s3/videos/clip.bin").status == 403
+    assert request(shown.port, "HEAD", "/s3/videos/clip.bin").status == 403
+
+
+@pytest.mark.parametrize("keys, fix", [
+    (lambda store: Keys(store.reader.access_key_id, "not-the-secret"),
+     "secret access key from $TEST_S3_KEY and $TEST_S3_SECRET does not belong"),
+    (lambda store: Keys("AKIAUNKNOWNUNKNOWN00", "whatever"),
+     "does not know the access key id from $TEST_S3_KEY and $TEST_S3_SECRET"),
+], ids=["wrong secret", "unknown key id"])
+def test_wrong_credentials_are_502_and_the_log_says_what_to_fix(
+        objects: S3Store, make_gateway: MakeGateway, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture, keys: Callable[[S3Store], Keys], fix: str) -> None:
+    caplog.set_level(logging.INFO)
+    gateway = make_gateway(route(objects, keys(objects), monkeypatch))
+    for method in ("GET", "HEAD"):
+        caplog.clear()
+        reply = request(gateway.port, method, "/s3/videos/clip.bin")
+        assert reply.status == 502
+        assert "not-the-secret" not in reply.body.decode() + caplog.text
+        warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+        assert any(fix in message for message in warnings), warnings
+
+
+def test_a_missing_bucket_is_404(objects: S3Store, make_gateway: MakeGateway,
+                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    gateway = make_gateway(route(objects, objects.writer, monkeypatch).replace(
+        f'bucket = "{objects.bucket}"', 'bucket = "no-such-bucket"'))
+    assert request(gateway.port, "GET", "/s3/x").status == 404
+
+
+# --- listings ---------------------------------------------------------------------------------
+
+@pytest.fixture
+def listed(objects: S3Store, make_gateway: MakeGateway,
+           monkeypatch: pytest.MonkeyPatch) -> GatewayThread:
+    for name in ("a.txt", "b <&>.txt", "c.txt", "deeper/d.txt", "e.txt"):
+        objects.put(f"folder/{name}", name.encode())
+    monkeypatch.setattr(listing, "PAGE_KEYS", 2)  # five entries: three pages
+    return make_gateway(route(objects, objects.reader, monkeypatch, "list = true"))
+
+
+def test_a_listing_streams_every_page_as_json(listed: GatewayThread) -> None:
+    reply = request(listed.port, "GET", "/s3/folder/", {"Accept": "application/json"})
+    assert (reply.status, reply.headers["content-type"]) == (200, "application/json")
+    document = json.loads(reply.body)
+    assert document["path"] == "/s3/folder/"
+    assert [(e["name"], e["type"]) for e in document["entries"]] == [
+        ("a.txt", "file"), ("b <&>.txt", "file"), ("c.txt", "file"), ("deeper/", "folder"),
+        ("e.txt", "file")]
+    assert document["entries"][0]["size"] == 5
+    assert "transfer-encoding" in reply.headers  # streamed, page after page
+
+
+def test_a_listing_is_html_for_browsers(listed: GatewayThread) -> None:
+    reply = request(listed.port, "GET", "/s3/folder/",
+                    {"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"})
+    assert reply.headers["content-type"] == "text/html; charset=utf-8"
+    page = reply.body.decode()
+    assert '<a href="b%20%3C%26%3E.txt">b &lt;&amp;&gt;.txt</a>' in page
+    assert '<a href="deeper/">deeper/</a>' in page
+    assert '<a href="../">' in page
+    assert request(listed.port, "HEAD", "/s3/folder/").body == b""
+
+
+def test_a_listing_of_nothing_is_404_but_the_root_lists(listed: GatewayThread) -> None:
+    assert request(listed.port, "GET", "/s3/no-such-folder/").status == 404
+    root = request(listed.port, "GET", "/s3/", {"Accept": "application/json"})
+    names = [e["name"] for e in json.loads(root.body)["entries"]]
+    assert "folder/" in names and "secret.txt" in names
+
+
+def test_metrics_label_the_route(gateway: GatewayThread) -> None:
+    request(gateway.port, "GET", "/s3/clip.bin")
+    metrics = request(gateway.port, "GET", "/metrics").body.decode()
+    assert 'mediaproxy_requests_total{integration="s3",route="/s3",status="200"}' in metrics
+
+
