@@ -69,10 +69,10 @@ def needs_code(status: int) -> bool:
     return status not in (304, 404, 412, 416) and status < 500
 
 
-def client_error(error: StoreError, *, hide_forbidden: bool,
-                 retry_after: str | None = None) -> MediaproxyError:
+def client_error(error: StoreError, *, hide_forbidden: bool) -> MediaproxyError:
     """The status the client gets for a store error; the detail is for the log only."""
     detail = str(error)
+    retry_after = error.retry_after
     if error.code in _NOT_FOUND or (error.status == 404 and not error.code):
         return NotFound(detail)
     if error.code in _FORBIDDEN:

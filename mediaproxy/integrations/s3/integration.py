@@ -273,8 +273,7 @@ class S3Integration(Integration):
         if fix is not None:
             log.warning("s3 route %s (bucket %s): %s; %s", self.route.prefix,
                         self.settings.bucket, fix, error)
-        failure = client_error(error, hide_forbidden=self.settings.hide_forbidden,
-                               retry_after=error.retry_after)
+        failure = client_error(error, hide_forbidden=self.settings.hide_forbidden)
         if not isinstance(failure, RangeNotSatisfiable):
             raise failure
 
