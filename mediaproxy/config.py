@@ -28,6 +28,7 @@ from typing import Any, TypeVar
 from mediaproxy import eventloop
 from mediaproxy.http.upstreams import Upstream
 from mediaproxy.http.params import ParamSpec, parse_declaration
+from mediaproxy.sql_statements import single_statement
 
 INTEGRATIONS = ("file", "http_proxy", "csv_export", "function", "s3")
 # Integrations whose bodies are generated text: `compress` defaults to true for them only.
@@ -395,6 +396,7 @@ class CsvExportSettings:
     # Off by default: it changes the data (a text cell "=x" arrives as "'=x"), which a program
     # reading the export would not expect; a route whose CSV goes to spreadsheets turns it on.
     escape_formulas: bool = False
+    line_terminator: str = "\r\n"  # after every record: RFC 4180's CRLF, or "\n"
 
     @property
     def is_postgres(self) -> bool:
@@ -412,6 +414,7 @@ POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 # byte). Measured on the 1M-row orders table: 1,000 to 20,000 rows per batch run at the same
 # rate; 5,000 rows are ~300 KB of CSV, so a slow client pins about that much per export.
 DEFAULT_BATCH_ROWS = 5000
+LINE_TERMINATORS = {"crlf": "\r\n", "lf": "\n"}
 
 
 def _read_csv_export_settings(table: Table) -> CsvExportSettings:
@@ -423,6 +426,11 @@ def _read_csv_export_settings(table: Table) -> CsvExportSettings:
                                           "(or give a postgresql:// URL)")
         database = str(path)
     query = table.string("query")
+    if database.startswith(POSTGRES_SCHEMES):
+        try:
+            query = single_statement(query)
+        except ValueError as error:
+            raise table.error("query", str(error)) from None
     params_table = table.table("params")
     params: dict[str, ParamSpec] = {}
     for name in params_table.names():
@@ -445,7 +453,9 @@ def _read_csv_export_settings(table: Table) -> CsvExportSettings:
                                  batch_rows=table.integer("batch_rows", DEFAULT_BATCH_ROWS,
                                                           minimum=1, maximum=1_000_000),
                                  escape_formulas=table.boolean("escape_formulas",
-                                                               CsvExportSettings.escape_formulas))
+                                                               CsvExportSettings.escape_formulas),
+                                 line_terminator=LINE_TERMINATORS[table.choice(
+                                     "line_terminator", tuple(LINE_TERMINATORS), "crlf")])
     if not settings.is_postgres:
         _check_sqlite_query(table, settings)
     return settings

@@ -1,31 +1,34 @@
 """CSV exports: a configured SQL query, its parameters bound from the query string, streamed.
 
-The client's input reaches the database only as bound values (``mediaproxy.http.params`` types
-them first); the SQL text is the route's own. Rows are fetched and formatted in batches on the
-export thread pool, one batch at a time: the next batch is fetched only after the last one was
-sent, so a slow client holds one batch of memory and the database cursor simply waits.
+The client's input reaches the database only as typed values (``mediaproxy.http.params``
+types them first); the SQL text is the route's own. CSV is produced in batches on the export
+thread pool, one batch at a time: the next batch is produced only after the last one was
+sent, so a slow client holds one batch of memory and the database simply waits.
 
 Format (RFC 4180): a header row of column names, ``,`` between fields, ``"`` around fields
 holding a comma, a quote or a line break (quotes doubled inside), CRLF after every record
-including the last, UTF-8 without a byte-order mark. NULL and the empty string are both an
-empty field. Values are written as the database's text for them; a route with
-``escape_formulas`` wraps its rows in ``FormulaEscapedRows`` (OWASP's CSV-injection advice).
+including the last (or LF, the route's ``line_terminator``), UTF-8 without a byte-order mark.
+Values are written as the database's text for them. What differs by database is in
+docs/csv-exports.md: mainly, SQLite's NULL and empty string are both an empty field, while
+PostgreSQL's COPY writes the empty string as ``""``. A route with ``escape_formulas`` follows
+OWASP's CSV-injection advice: ``FormulaEscapedRows`` for SQLite, the same rule in SQL for
+PostgreSQL (``formula_escaped_query``).
 
 Failure: a query that fails before its first batch is a 502 (the detail is logged, never
 sent); one that fails later aborts the response, so the client sees a cut download, never a
 short file that looks complete. A timer or the client leaving cancels the export: a running
-SQLite step is interrupted, a running PostgreSQL fetch is cancelled server-side, and the
-cursor and connection are closed right after.
+SQLite step is interrupted, a running PostgreSQL COPY is cancelled server-side, and the
+connection is closed right after.
 
 Databases:
 
 * SQLite (the embedded default): a fresh connection per export, opened read-only
-  (``mode=ro`` on the file's escaped ``file:`` URI), placeholders ``:name``.
+  (``mode=ro`` on the file's escaped ``file:`` URI), placeholders ``:name``, truly bound;
+  Python's csv module formats the rows.
 * PostgreSQL (psycopg 3, the ``postgres`` extra): a fresh connection per export in a READ ONLY
-  transaction and a server-side cursor (``DECLARE ... CURSOR``), so the server streams and the
-  parameters are truly bound (``COPY (query) TO STDOUT`` cannot take bound parameters). Every
-  column is loaded as PostgreSQL's own text, so values read as ``psql`` shows them.
-  Placeholders ``%(name)s``.
+  transaction, the query run as ``COPY (query) TO STDOUT (FORMAT csv, HEADER)`` so that the
+  server writes the CSV and it passes through untouched but for line ends
+  (``PostgresCopy``). Placeholders ``%(name)s``, filled client-side as literals by psycopg.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ import csv
 import io
 import logging
 import re
+import select
 import sqlite3
 import threading
 from abc import ABC, abstractmethod
@@ -142,91 +146,12 @@ def _sqlite_value(value: Value) -> Value:
     return value
 
 
-def _import_psycopg() -> Any:
-    """psycopg, imported when the first PostgreSQL export runs, not with this module: it
-    costs every process about 11 MiB, which a gateway exporting nothing from PostgreSQL
-    should not pay (measured: 200 slow file downloads peaked 11 MiB higher with it)."""
-    try:
-        import psycopg
-        import psycopg.types.string
-    except ImportError:  # the optional `postgres` extra
-        raise QueryFailed("psycopg is not installed (pip install 'mediaproxy[postgres]')") from None
-    return psycopg
-
-
-class PostgresRows(RowSource):
-    def __init__(self, url: str) -> None:
-        self._url = url
-        self._connection: Any = None
-        self._cursor: Any = None
-        self._psycopg: Any = None
-        # A cancel request reaches only a query already running: one that lands earlier
-        # (while connecting, between batches) is kept here and honoured before the next.
-        self._interrupted = False
-
-    def execute(self, query: str, params: Mapping[str, Value]) -> list[str]:
-        psycopg = self._psycopg = _import_psycopg()
-        TextLoader = psycopg.types.string.TextLoader
-        try:
-            connection = self._connection = psycopg.connect(self._url)
-            connection.read_only = True
-            for info in psycopg.postgres.types:
-                # PostgreSQL's own text for every built-in type (and arrays): no Python
-                # round trip that would print True for t or 2024-01-01 00:00:00+00:00.
-                connection.adapters.register_loader(info.oid, TextLoader)
-                if info.array_oid:
-                    connection.adapters.register_loader(info.array_oid, TextLoader)
-            # A named cursor is a server-side one: DECLARE, then FETCH FORWARD per batch.
-            self._raise_if_interrupted()
-            self._cursor = connection.cursor(name="mediaproxy_export")
-            self._cursor.execute(query, dict(params))
-        except psycopg.Error as error:
-            raise QueryFailed(f"PostgreSQL: {error}") from error
-        return [column.name for column in self._cursor.description or ()]
-
-    def fetch(self, count: int) -> Sequence[Sequence[Any]]:
-        self._raise_if_interrupted()
-        try:
-            rows: Sequence[Sequence[Any]] = self._cursor.fetchmany(count)
-        except self._psycopg.Error as error:
-            raise QueryFailed(f"PostgreSQL: {error}") from error
-        return rows
-
-    def _raise_if_interrupted(self) -> None:
-        if self._interrupted:
-            raise QueryFailed("PostgreSQL: interrupted")
-
-    def interrupt(self) -> None:
-        self._interrupted = True
-        connection = self._connection
-        if connection is not None:
-            # A cancel request is a network round trip: not on the event loop.
-            threading.Thread(target=_cancel_quietly, args=(connection,), daemon=True,
-                             name="mediaproxy-pg-cancel").start()
-
-    def close(self) -> None:
-        try:
-            if self._cursor is not None:
-                self._cursor.close()
-        except Exception as error:  # psycopg.Error: a broken connection cannot CLOSE
-            log.debug("closing the PostgreSQL cursor: %s", error)
-        finally:
-            if self._connection is not None:
-                self._connection.close()  # rolls back the read-only transaction
-
-
-def _cancel_quietly(connection: Any) -> None:
-    try:
-        connection.cancel_safe(timeout=5.0)
-    except Exception as error:  # the connection may be closing already
-        log.debug("PostgreSQL cancel request failed: %s", error)
-
-
 # OWASP "CSV Injection": a spreadsheet runs a cell that starts with one of these as a formula
 # (tab and CR because some strip them and read what follows).
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 # A plain number, as either database writes one, cannot be a formula: "-3" stays a number.
-_PLAIN_NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+PLAIN_NUMBER = r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?"
+_PLAIN_NUMBER = re.compile(PLAIN_NUMBER)
 
 
 def escape_formula(value: object) -> object:
@@ -238,11 +163,7 @@ def escape_formula(value: object) -> object:
 
 
 class FormulaEscapedRows(RowSource):
-    """Another source's rows with every formula-like text cell escaped (``escape_formula``).
-
-    It works on the cells' text, so both databases give the same result whatever the column
-    types: PostgreSQL's values all arrive as text.
-    """
+    """Another source's rows with every formula-like text cell escaped (``escape_formula``)."""
 
     def __init__(self, source: RowSource) -> None:
         self._source = source
@@ -260,25 +181,57 @@ class FormulaEscapedRows(RowSource):
         self._source.close()
 
 
-class CsvBatches:
-    """Rows as CSV bytes, one batch per call, each call a step on the export pool."""
+def _import_psycopg() -> Any:
+    """psycopg, imported when the first PostgreSQL export runs, not with this module: it
+    costs every process about 11 MiB, which a gateway exporting nothing from PostgreSQL
+    should not pay (measured: 200 slow file downloads peaked 11 MiB higher with it)."""
+    try:
+        import psycopg
+    except ImportError:  # the optional `postgres` extra
+        raise QueryFailed("psycopg is not installed (pip install 'mediaproxy[postgres]')") from None
+    return psycopg
 
-    def __init__(self, source: RowSource, batch_rows: int) -> None:
+
+class CsvChunks(ABC):
+    """One export's CSV bytes, a batch per call. Used from one pool thread at a time, except
+    ``interrupt``."""
+
+    rows = 0  # data rows produced so far
+
+    @abstractmethod
+    def first(self, query: str, params: Mapping[str, Value]) -> bytes:
+        """Run the query; the header row and the first batch. QueryFailed if the query fails
+        before its first batch is whole, so that nothing has been sent."""
+
+    @abstractmethod
+    def next(self) -> bytes:
+        """The next batch; b"" once every row has been sent."""
+
+    @abstractmethod
+    def interrupt(self) -> None:
+        """Make a running ``first``/``next`` fail soon. Called from the event loop."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release the cursor and the connection."""
+
+
+class SqliteCsv(CsvChunks):
+    """SQLite rows formatted by Python's csv module, batch by batch."""
+
+    def __init__(self, source: RowSource, batch_rows: int, line_terminator: str) -> None:
         self._source = source
         self._buffer = io.StringIO()
-        self._writer = csv.writer(self._buffer, lineterminator="\r\n")
+        self._writer = csv.writer(self._buffer, lineterminator=line_terminator)
         self._next_rows = min(FIRST_BATCH_ROWS, batch_rows)
         self._batch_rows = batch_rows
         self._exhausted = False
-        self.rows = 0
 
     def first(self, query: str, params: Mapping[str, Value]) -> bytes:
-        """Run the query; the header row and the first batch."""
         self._writer.writerow(self._source.execute(query, params))
         return self._batch()
 
     def next(self) -> bytes:
-        """The next batch; b"" once every row has been sent."""
         return b"" if self._exhausted else self._batch()
 
     def _batch(self) -> bytes:
@@ -292,6 +245,197 @@ class CsvBatches:
         self._buffer.truncate()
         return text.encode("utf-8")
 
+    def interrupt(self) -> None:
+        self._source.interrupt()
+
+    def close(self) -> None:
+        self._source.close()
+
+
+# The server writes the CSV: rows never become Python objects. The query goes on lines of its
+# own, so a trailing -- comment cannot swallow the closing parenthesis.
+COPY_STATEMENT = "COPY (\n{query}\n) TO STDOUT (FORMAT csv, HEADER)"
+# How long a wait for the server goes before the export checks whether it was interrupted:
+# a cancel request that lands before the query starts is lost, the flag is not.
+POSTGRES_WAIT_S = 0.5
+
+
+class PostgresCopy(CsvChunks):
+    """PostgreSQL's own CSV, from ``COPY (query) TO STDOUT``, passed through in batches.
+
+    COPY takes no bound parameters, so psycopg writes them into the statement as literals,
+    client-side, with the connection's own quoting rules (``ClientCursor.mogrify``): the
+    values are typed by ``mediaproxy.http.params`` and quoted by psycopg, never formatted in.
+    The statement runs in a READ ONLY transaction. libpq is driven without blocking (each
+    wait a ``select`` that releases the GIL and wakes to check for an interrupt), one CopyData
+    message per row: PostgreSQL sends exactly one row per message (its protocol manual, "COPY
+    Operations"), which is what makes the line-end conversion exact.
+
+    The header is PostgreSQL's first message; it leaves with the first batch, so a query that
+    fails before its first batch is whole (a division by zero in row 1) is still a 502.
+    """
+
+    def __init__(self, url: str, batch_rows: int, line_terminator: str,
+                 escape_formulas: bool = False) -> None:
+        self._url = url
+        self._escape_formulas = escape_formulas
+        self._batch_rows = batch_rows
+        self._next_rows = min(FIRST_BATCH_ROWS, batch_rows)
+        self._crlf = line_terminator == "\r\n"
+        self._connection: Any = None
+        self._psycopg: Any = None
+        self._done = False
+        # A cancel request reaches only a query already running: one that lands earlier
+        # (while connecting, between batches) is kept here and honoured at the next wait.
+        self._interrupted = False
+
+    def first(self, query: str, params: Mapping[str, Value]) -> bytes:
+        psycopg = self._psycopg = _import_psycopg()
+        try:
+            connection = self._connection = psycopg.connect(self._url, autocommit=True)
+            self._raise_if_interrupted()
+            connection.execute("BEGIN READ ONLY")
+            query = psycopg.ClientCursor(connection).mogrify(query, dict(params))
+            if self._escape_formulas:
+                query = formula_escaped_query(connection, query)
+            statement = COPY_STATEMENT.format(query=query)
+            pgconn = connection.pgconn
+            pgconn.nonblocking = 1
+            pgconn.send_query(statement.encode(connection.info.encoding))
+            while pgconn.flush():
+                self._wait(writable=True)
+            result = self._result()
+            if result.status != psycopg.pq.ExecStatus.COPY_OUT:
+                raise QueryFailed(f"PostgreSQL: {_error_message(result)}")
+            return self._batch(header=True)
+        except psycopg.Error as error:
+            raise QueryFailed(f"PostgreSQL: {error}") from error
+
+    def next(self) -> bytes:
+        if self._done:
+            return b""
+        try:
+            return self._batch(header=False)
+        except self._psycopg.Error as error:
+            raise QueryFailed(f"PostgreSQL: {error}") from error
+
+    def _batch(self, header: bool) -> bytes:
+        """The next ``_next_rows`` rows (after the header, when asked), as one chunk."""
+        want = self._next_rows + header
+        self._next_rows = min(self._next_rows * 2, self._batch_rows)
+        messages: list[Any] = []
+        append = messages.append
+        receive = self._connection.pgconn.get_copy_data
+        while len(messages) < want:
+            size, data = receive(1)
+            if size > 0:
+                append(data)
+            elif size == 0:  # nothing buffered: wait for the server
+                self._wait()
+            else:  # -1: the COPY is over; its result says whether it succeeded
+                self._done = True
+                result = self._result()
+                if result.status != self._psycopg.pq.ExecStatus.COMMAND_OK:
+                    raise QueryFailed(f"PostgreSQL: {_error_message(result)}")
+                break
+        self.rows += len(messages) - header
+        chunk = b"".join(messages)
+        if not self._crlf or not messages:
+            return chunk
+        # Each message ends in its record's LF. Without other LFs (no quoted line break in
+        # the batch) one replace converts them all; otherwise each record's last byte.
+        if chunk.count(b"\n") == len(messages):
+            return chunk.replace(b"\n", b"\r\n")
+        return b"\r\n".join([message[:-1] for message in messages]) + b"\r\n"
+
+    def _result(self) -> Any:
+        pgconn = self._connection.pgconn
+        pgconn.consume_input()
+        while pgconn.is_busy():
+            self._wait()
+        return pgconn.get_result()
+
+    def _wait(self, writable: bool = False) -> None:
+        """Until the server's socket is ready (then read what arrived), or fail if the
+        export has been interrupted meanwhile."""
+        pgconn = self._connection.pgconn
+        while True:
+            self._raise_if_interrupted()
+            ready = select.select([] if writable else [pgconn.socket],
+                                  [pgconn.socket] if writable else [], [], POSTGRES_WAIT_S)
+            if ready[0] or ready[1]:
+                break
+        if not writable:
+            pgconn.consume_input()
+
+    def _raise_if_interrupted(self) -> None:
+        if self._interrupted:
+            raise QueryFailed("PostgreSQL: interrupted")
+
+    def interrupt(self) -> None:
+        self._interrupted = True
+        connection = self._connection
+        if connection is not None:
+            # A cancel request is a network round trip: not on the event loop.
+            threading.Thread(target=_cancel_quietly, args=(connection,), daemon=True,
+                             name="mediaproxy-pg-cancel").start()
+
+    def close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()  # ends the COPY and the read-only transaction with it
+
+
+# PostgreSQL's type category of the string types (text, varchar, char, name, and domains and
+# extension types over them): the columns whose cells escape_formulas may change. Numbers keep
+# their sign, and no other type's text output starts with a formula character.
+STRING_CATEGORY = "S"
+
+
+def formula_escaped_query(connection: Any, query: str) -> str:
+    """``query`` (its parameters already written in) wrapped so that PostgreSQL escapes the
+    formula cells itself, by ``escape_formula``'s rule: the CSV still never enters Python.
+
+    The wrapper renames the result's columns by position (``AS q(c1, c2...)``, so duplicate
+    or odd names cannot clash) and gives each its name back: the header is unchanged. Which
+    columns are strings comes from the query's result description (run with LIMIT 0) and
+    pg_type. A string cell is read with ``format('%s', ...)``, its type's own text output
+    (char(n) keeps its padding), and NULL stays NULL.
+    """
+    from psycopg.sql import Identifier
+
+    columns = connection.execute(f"SELECT * FROM (\n{query}\n) AS q LIMIT 0").description
+    oids = [column.type_code for column in columns]
+    strings = {oid for (oid,) in connection.execute(
+        "SELECT oid::int8 FROM pg_type WHERE oid = ANY(%s::oid[]) AND typcategory = %s",
+        [oids, STRING_CATEGORY])}
+    # A bracket expression with "-" first (elsewhere it would make a range), \t and \r as
+    # the regular expression's own escapes.
+    starts = "".join(sorted(FORMULA_STARTS, key=lambda start: start != "-"))
+    starts = starts.replace("\t", "\\t").replace("\r", "\\r")
+    outputs = []
+    for position, column in enumerate(columns, 1):
+        value = f"q.c{position}"
+        if column.type_code in strings:
+            text = f"format('%s', {value})"
+            value = (f"CASE WHEN {value} IS NULL THEN NULL "
+                     f"WHEN {text} ~ '^[{starts}]' AND {text} !~ '^(?:{PLAIN_NUMBER})$' "
+                     f"THEN '''' || {text} ELSE {text} END")
+        outputs.append(f"{value} AS {Identifier(column.name).as_string(connection)}")
+    aliases = ", ".join(f"c{position}" for position in range(1, len(columns) + 1))
+    return f"SELECT {', '.join(outputs)} FROM (\n{query}\n) AS q({aliases})"
+
+
+def _error_message(result: Any) -> str:
+    message: bytes = result.error_message
+    return message.decode("utf-8", "replace").strip()
+
+
+def _cancel_quietly(connection: Any) -> None:
+    try:
+        connection.cancel_safe(timeout=5.0)
+    except Exception as error:  # the connection may be closing already
+        log.debug("PostgreSQL cancel request failed: %s", error)
+
 
 class CsvExportIntegration(Integration):
     def __init__(self, route: Route) -> None:
@@ -299,13 +443,15 @@ class CsvExportIntegration(Integration):
         settings: CsvExportSettings = route.settings
         self.settings = settings
 
-    def _source(self) -> RowSource:
-        source: RowSource
-        if self.settings.is_postgres:
-            source = PostgresRows(self.settings.database)
-        else:
-            source = SqliteRows(self.settings.sqlite_uri)
-        return FormulaEscapedRows(source) if self.settings.escape_formulas else source
+    def _chunks(self) -> CsvChunks:
+        settings = self.settings
+        if settings.is_postgres:
+            return PostgresCopy(settings.database, settings.batch_rows, settings.line_terminator,
+                                settings.escape_formulas)
+        source: RowSource = SqliteRows(settings.sqlite_uri)
+        if settings.escape_formulas:
+            source = FormulaEscapedRows(source)
+        return SqliteCsv(source, settings.batch_rows, settings.line_terminator)
 
     async def respond(self, exchange: Exchange) -> None:
         request = exchange.request
@@ -325,8 +471,7 @@ class CsvExportIntegration(Integration):
         if request.method == "HEAD":
             exchange.start(200, headers)  # the headers a GET would get, without the query
             return
-        source = self._source()
-        batches = CsvBatches(source, self.settings.batch_rows)
+        batches = self._chunks()
         steps = SerialSteps(_export_pool.get())
         try:
             try:
@@ -347,7 +492,7 @@ class CsvExportIntegration(Integration):
                     raise UpstreamError(str(error)) from None
             await exchange.finish()
         finally:
-            await steps.close(source.close, source.interrupt)
+            await steps.close(batches.close, batches.interrupt)
 
     def _filename(self, params: Mapping[str, Value]) -> str:
         today = datetime.now(timezone.utc).date().isoformat()

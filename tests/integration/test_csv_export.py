@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import shutil
 import socket
 import sqlite3
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -21,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from mediaproxy.integrations.csv_export import PostgresRows, QueryFailed
+from mediaproxy.integrations.csv_export import PostgresCopy, QueryFailed
 
 from .support import (GatewayThread, open_stalled_download, read_cut_response, request,
                       wait_for_no_streams)
@@ -54,13 +56,18 @@ CELLS = [
 ]
 
 
-def expected_csv(columns: list[str], rows: list[tuple[object, ...]]) -> bytes:
-    """RFC 4180 as the integration promises it: CRLF records, minimal quoting, NULL empty."""
+def expected_csv(columns: list[str], rows: list[tuple[object, ...]], db: ExportDatabase,
+                 line_terminator: str = "\r\n") -> bytes:
+    """RFC 4180 as the integration promises it: CRLF records (or the route's line terminator),
+    minimal quoting, NULL an empty field; the empty string is one too, except from PostgreSQL,
+    whose COPY writes it as ``""`` (so NULL and '' stay apart)."""
+    empty = "\x00empty\x00"  # no character the writer quotes for
     buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\r\n")
+    writer = csv.writer(buffer, lineterminator=line_terminator)
     writer.writerow(columns)
-    writer.writerows([["" if v is None else v for v in row] for row in rows])
-    return buffer.getvalue().encode()
+    writer.writerows([["" if v is None else empty if v == "" else v for v in row]
+                      for row in rows])
+    return buffer.getvalue().replace(empty, '""' if db.name == "postgres" else "").encode()
 
 
 def series(count: int, extra: str) -> str:
@@ -141,6 +148,13 @@ def gateway(make_gateway, db: ExportDatabase) -> GatewayThread:  # type: ignore[
         params = {{ since = "date", label = "text?" }}
         filename = "items-{{since}}-{{date}}.csv"
         [[routes]]
+        prefix = "/items-lf"
+        integration = "csv_export"
+        database = "{db.database}"
+        query = "SELECT id, label, qty, day, note FROM items WHERE day >= {p("since", "date")} ORDER BY id"
+        params = {{ since = "date" }}
+        line_terminator = "lf"
+        [[routes]]
         prefix = "/typed"
         integration = "csv_export"
         database = "{db.database}"
@@ -195,10 +209,10 @@ def gateway(make_gateway, db: ExportDatabase) -> GatewayThread:  # type: ignore[
     return gateway
 
 
-def test_rows_stream_as_rfc4180_csv(gateway: GatewayThread) -> None:
+def test_rows_stream_as_rfc4180_csv(gateway: GatewayThread, db: ExportDatabase) -> None:
     reply = request(gateway.port, "GET", "/items?since=2024-01-01")
     assert reply.status == 200
-    assert reply.body == expected_csv(COLUMNS, ROWS)
+    assert reply.body == expected_csv(COLUMNS, ROWS, db)
     assert reply.headers["content-type"] == "text/csv; charset=utf-8; header=present"
     assert reply.headers["transfer-encoding"] == "chunked"
     today = datetime.now(timezone.utc).date().isoformat()
@@ -209,28 +223,39 @@ def test_rows_stream_as_rfc4180_csv(gateway: GatewayThread) -> None:
     assert parsed[1:] == [[str(v) if v is not None else "" for v in row] for row in ROWS]
 
 
-def test_formulas_pass_unchanged_by_default(gateway: GatewayThread) -> None:
+def test_a_route_may_end_records_with_lf(gateway: GatewayThread, db: ExportDatabase) -> None:
+    reply = request(gateway.port, "GET", "/items-lf?since=2024-01-01")
+    assert reply.body == expected_csv(COLUMNS, ROWS, db, line_terminator="\n")
+
+
+def test_formulas_pass_unchanged_by_default(gateway: GatewayThread, db: ExportDatabase) -> None:
     reply = request(gateway.port, "GET", "/cells")
-    assert reply.body == expected_csv(["n", "v"], [c[:2] for c in CELLS])
+    assert reply.body == expected_csv(["n", "v"], [c[:2] for c in CELLS], db)
 
 
-def test_escape_formulas_quotes_cells_a_spreadsheet_would_run(gateway: GatewayThread) -> None:
+def test_escape_formulas_quotes_cells_a_spreadsheet_would_run(gateway: GatewayThread,
+                                                              db: ExportDatabase) -> None:
     reply = request(gateway.port, "GET", "/cells-escaped")
     assert reply.status == 200
-    assert reply.body == expected_csv(["n", "v"], [(n, escaped) for n, _, escaped in CELLS])
+    assert reply.body == expected_csv(["n", "v"], [(n, escaped) for n, _, escaped in CELLS], db)
     # Columns the database types as numbers keep their sign, whichever engine formats them.
     reply = request(gateway.port, "GET", "/items-escaped")
     assert reply.body == expected_csv(["id", "qty", "note"], [
         (1, 10, None), (2, -3, ""), (3, 0, "crlf\r\ninside"), (4, 7, "'=SUM(A1:A9)"),
-        (5, 2, "tab\there")])
+        (5, 2, "tab\there")], db)
 
 
-def test_parameters_are_bound_not_spliced(gateway: GatewayThread) -> None:
+def test_parameters_are_bound_not_spliced(gateway: GatewayThread, db: ExportDatabase) -> None:
     reply = request(gateway.port, "GET", "/items?since=2024-03-01&label=Zo%C3%AB%20%E6%9D%B1%E4"
                                          "%BA%AC%20%F0%9F%93%A6")
-    assert reply.body == expected_csv(COLUMNS, [ROWS[3]])
-    injection = "/items?since=2024-01-01&label=%27%20OR%20%271%27%3D%271"  # ' OR '1'='1
-    assert request(gateway.port, "GET", injection).body == expected_csv(COLUMNS, [])
+    assert reply.body == expected_csv(COLUMNS, [ROWS[3]], db)
+    quoted = "/items?since=2024-01-01&label=comma%2C%20and%20%22quotes%22"
+    assert request(gateway.port, "GET", quoted).body == expected_csv(COLUMNS, [ROWS[1]], db)
+    for injection in ("%27%20OR%20%271%27%3D%271",  # ' OR '1'='1
+                      "%5C%27%20OR%201%3D1%20--%20",  # \' OR 1=1 --
+                      "%27%29%20TO%20STDOUT%3B%20SELECT%201%3B%20--"):  # ') TO STDOUT; ...
+        reply = request(gateway.port, "GET", f"/items?since=2024-01-01&label={injection}")
+        assert reply.body == expected_csv(COLUMNS, [], db)
 
 
 def test_typed_parameters_reach_the_database(gateway: GatewayThread) -> None:
@@ -341,7 +366,6 @@ def test_timers_and_disconnects_interrupt_running_queries(gateway: GatewayThread
     wait_for_no_streams(gateway)
 
 
-
 def test_a_sqlite_path_with_query_and_fragment_characters_stays_read_only(
         make_gateway, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """The path is a file: URI's path, escaped; formatted in raw, '?' began its query (so
@@ -363,7 +387,7 @@ def test_a_sqlite_path_with_query_and_fragment_characters_stays_read_only(
         database = '{path}'
         query = "INSERT INTO items (id) VALUES (99) RETURNING id"
     """)
-    assert request(gateway.port, "GET", "/items").body == expected_csv(COLUMNS, ROWS)
+    assert request(gateway.port, "GET", "/items").body == expected_csv(COLUMNS, ROWS, database)
     assert request(gateway.port, "GET", "/write").status == 502  # read-only: refused
     with sqlite3.connect(path) as connection:
         assert connection.execute("SELECT count(*) FROM items").fetchone() == (len(ROWS),)
@@ -372,12 +396,66 @@ def test_a_sqlite_path_with_query_and_fragment_characters_stays_read_only(
     assert not (tmp_path / "odd").exists()  # what the raw URI named, created read-write
 
 
+def test_postgres_exports_run_as_one_copy_in_a_read_only_transaction(
+        make_gateway, postgres_url: str) -> None:  # type: ignore[no-untyped-def]
+    """The server formats the CSV itself (COPY ... TO STDOUT), so rows never become Python
+    objects; the statement is the configured query with its parameters as literals."""
+    gateway = make_gateway(f'''
+        [[routes]]
+        prefix = "/me"
+        integration = "csv_export"
+        database = "{postgres_url}"
+        query = """SELECT query, current_setting('transaction_read_only') AS read_only,
+                          %(tag)s::text AS tag
+                   FROM pg_stat_activity WHERE pid = pg_backend_pid()"""
+        params = {{ tag = "text" }}
+    ''')
+    reply = request(gateway.port, "GET", "/me?tag=it%27s")
+    assert reply.status == 200
+    (row,) = list(csv.reader(io.StringIO(reply.body.decode(), newline="")))[1:]
+    statement, read_only, tag = row
+    assert statement.startswith("COPY (") and "TO STDOUT" in statement
+    assert "'it''s'" in statement  # a literal psycopg quoted, not a bound $1
+    assert (read_only, tag) == ("on", "it's")
+
+
 def test_a_postgres_export_interrupted_before_its_query_never_fetches(postgres_url: str) -> None:
-    rows = PostgresRows(postgres_url)
-    rows.interrupt()  # cancelled while its thread was still on its way to the server
+    chunks = PostgresCopy(postgres_url, 100, "\r\n")
+    chunks.interrupt()  # cancelled while its thread was still on its way to the server
     try:
         with pytest.raises(QueryFailed, match="interrupted"):
-            rows.execute("SELECT pg_sleep(60)", {})
-            rows.fetch(1)  # with the cancel lost, this waited out the minute
+            chunks.first("SELECT pg_sleep(60)", {})  # with the cancel lost: a minute
     finally:
-        rows.close()
+        chunks.close()
+
+
+def test_an_interrupt_stops_a_running_postgres_copy(postgres_url: str) -> None:
+    chunks = PostgresCopy(postgres_url, 100, "\r\n")
+    timer = threading.Timer(0.5, chunks.interrupt)
+    started = time.monotonic()
+    timer.start()
+    try:
+        with pytest.raises(QueryFailed):
+            chunks.first("SELECT pg_sleep(60)", {})
+    finally:
+        timer.cancel()
+        chunks.close()
+    assert time.monotonic() - started < 5
+
+
+def test_postgres_escapes_formulas_in_sql_keeping_names_types_and_nulls(
+        make_gateway, postgres_url: str) -> None:  # type: ignore[no-untyped-def]
+    """The escaping is SQL around the query: duplicate column names, char(n) padding, NULL
+    against '', and non-string columns whose text starts with '-' all come through."""
+    query = ("SELECT '=a'::char(4) AS \"x\", -1 AS \"x\", NULL::text AS \"a \"\"b\"\"\", "
+             "''::text AS e, interval '-1 day' AS i, '-7'::varchar AS n")
+    gateway = make_gateway(f"""
+        [[routes]]
+        prefix = "/odd"
+        integration = "csv_export"
+        database = "{postgres_url}"
+        query = {json.dumps(query)}
+        escape_formulas = true
+    """)
+    reply = request(gateway.port, "GET", "/odd")
+    assert reply.body == b'x,x,"a ""b""",e,i,n\r\n\'=a  ,-1,,"",-1 days,-7\r\n'

@@ -9,6 +9,7 @@ import pytest
 
 from mediaproxy.config import DEFAULT_BATCH_ROWS, Config, ConfigError, load
 from mediaproxy.http.params import ParamSpec
+from mediaproxy.sql_statements import single_statement
 
 
 @pytest.fixture
@@ -82,12 +83,61 @@ def test_postgres_url_is_kept_and_not_opened(folder: Path) -> None:
      "between 1 and"),
     ('database = "shop.sqlite"\nquery = "SELECT 1"\ncompress = "yes"', "routes[0].compress",
      "true or false"),
+    ('database = "shop.sqlite"\nquery = "SELECT 1"\nline_terminator = "cr"',
+     "routes[0].line_terminator", "crlf, lf"),
+    # One statement only: a second one would run with the export's connection (for
+    # PostgreSQL nothing checks the query before the first request, so the text is read here).
+    ('database = "shop.sqlite"\nquery = "SELECT 1; SELECT 2"', "routes[0].query",
+     "one statement"),  # SQLite's own parser says so
+    ('database = "postgresql://db/shop"\nquery = "SELECT 1; DELETE FROM orders"',
+     "routes[0].query", "one statement"),
+    ('database = "postgresql://db/shop"\nquery = "SELECT 1 /* ; */ ; -- \\n SELECT 2"',
+     "routes[0].query", "one statement"),
+    ('database = "postgresql://db/shop"\nquery = "SELECT \'unterminated"', "routes[0].query",
+     "unterminated"),
 ])
 def test_bad_export_settings(folder: Path, body: str, key: str, reason: str) -> None:
     with pytest.raises(ConfigError) as caught:
         load_text(folder, route(body))
     assert caught.value.key == key
     assert reason in caught.value.reason
+
+
+@pytest.mark.parametrize(("query", "kept"), [
+    ("SELECT ';' AS a", "SELECT ';' AS a"),
+    ("SELECT 'it''s; fine' AS a", "SELECT 'it''s; fine' AS a"),
+    ('SELECT 1 AS "odd;name"', 'SELECT 1 AS "odd;name"'),
+    ("SELECT 1 -- a comment; with a semicolon\n", "SELECT 1 -- a comment; with a semicolon\n"),
+    ("SELECT /* nested /* ; */ still; */ 1", "SELECT /* nested /* ; */ still; */ 1"),
+    ("SELECT $$ ; $$ AS a, $t$ ; $$ ; $t$ AS b", "SELECT $$ ; $$ AS a, $t$ ; $$ ; $t$ AS b"),
+    # E'...' takes backslash escapes: E'\\'' is a backslash and a quote, the string goes on.
+    ("SELECT E'\\\\'';' AS a", "SELECT E'\\\\'';' AS a"),
+    ("SELECT E'\\';' AS a", "SELECT E'\\';' AS a"),
+    ("SELECT 1;", "SELECT 1"),
+    ("SELECT 1 ;  \n -- done\n", "SELECT 1 "),
+])
+def test_semicolons_inside_literals_and_comments_are_one_statement(query: str,
+                                                                   kept: str) -> None:
+    assert single_statement(query) == kept
+
+
+@pytest.mark.parametrize("query", [
+    "SELECT 1; SELECT 2",
+    "SELECT 1;;",
+    "SELECT 'a'';'; DROP TABLE t",
+    "SELECT E'\\\\'; DROP TABLE t",  # E'\\\\' ends the string: the ; is outside
+    "SELECT $a$ $b$ ; $a$; SELECT 2",
+])
+def test_a_second_statement_is_refused(query: str) -> None:
+    with pytest.raises(ValueError, match="one statement"):
+        single_statement(query)
+
+
+def test_a_trailing_semicolon_is_dropped_from_the_query(folder: Path) -> None:
+    config = load_text(folder, route('database = "postgresql://db/shop"\n'
+                                     'query = "SELECT 1 AS a;  "'))
+    assert config.routes[0].settings.query == "SELECT 1 AS a"
+    assert config.routes[0].settings.line_terminator == "\r\n"
 
 
 def test_compress_is_off_by_default_for_files(folder: Path) -> None:
