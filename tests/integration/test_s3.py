@@ -127,6 +127,8 @@ def test_download_suggests_the_file_name(gateway: GatewayThread) -> None:
     ("/s3/../secret.txt", 400),
     ("/s3/%2e%2e/secret.txt", 400),
     ("/s3/a//b", 400),
+    ("/s3/a%2F..%2F..%2Fsecret.txt", 400),
+    ("/s3/%FF.bin", 400),
     ("/s3/", 404),  # a folder, and the route lists none
 ])
 def test_unknown_keys_and_paths_out_of_the_prefix(gateway: GatewayThread, path: str,

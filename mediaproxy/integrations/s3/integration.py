@@ -1,7 +1,8 @@
 """GET and HEAD of one object (or, with ``list = true``, one folder) in a bucket.
 
-``/prefix/a/b.mp4`` is the object ``key_prefix + "a/b.mp4"``: the path is decoded once,
-strictly, and refused if any segment is empty, "." or "..", so a key never leaves the prefix.
+``/prefix/a/b.mp4`` is the object ``key_prefix + "a/b.mp4"``, built from the request's one
+normalised path (``mediaproxy.http.paths``: decoded once, dot and empty segments refused), so
+a key never leaves the prefix.
 The client's query is never forwarded (S3 would take ``response-content-type`` or
 ``versionId`` from it); ``?download`` is the gateway's own, as on file routes.
 
@@ -31,10 +32,10 @@ from tornado.httputil import HTTPHeaders, RequestStartLine
 
 from mediaproxy import sniff
 from mediaproxy.config import Route
-from mediaproxy.errors import MethodNotAllowed, NotFound, RangeNotSatisfiable, UpstreamError
+from mediaproxy.errors import (MethodNotAllowed, NotFound, RangeNotSatisfiable, RequestError,
+                               UpstreamError)
 from mediaproxy.http.conditional import Validators, if_range_allows_partial, parse_http_date
 from mediaproxy.http.disposition import content_disposition
-from mediaproxy.http.paths import decode_path_segments
 from mediaproxy.integrations.base import Exchange, Integration
 from mediaproxy.integrations.http_proxy import UpstreamClient, UpstreamExchange, relay_body
 from mediaproxy.integrations.s3.failures import (MAX_ERROR_BYTES, StoreError, advice,
@@ -101,14 +102,12 @@ class S3Integration(Integration):
         request = exchange.request
         if request.method not in ("GET", "HEAD"):
             raise MethodNotAllowed(request.method, ("GET", "HEAD"))
-        if request.path in ("", "/") or request.path.endswith("/"):
+        segments, folder = key_segments(request.segments)
+        if folder:
             if not self.settings.listing:
                 raise NotFound(f"{request.path!r} names a folder and the route has no listing")
-            segments = (decode_path_segments(request.path.rstrip("/"), serve_dotfiles=True)
-                        if request.path.strip("/") else ())
             await self._send_listing(exchange, "".join(f"{s}/" for s in segments))
             return
-        segments = decode_path_segments(request.path, serve_dotfiles=True)
         await self._send_object(exchange, self.settings.key_prefix + "/".join(segments),
                                 segments[-1])
 
@@ -320,6 +319,25 @@ class S3Integration(Integration):
         except _Cut:
             pass
         return head, bytes(data[:limit_bytes])
+
+
+def key_segments(segments: tuple[str, ...]) -> tuple[tuple[str, ...], bool]:
+    """The request's decoded segments as parts of a key, and whether they name a folder.
+
+    The path was normalised once at the boundary, which refuses dot and empty segments; they
+    are refused here again because the key must never leave ``key_prefix`` whatever a route
+    lets through. A folder is the route's root or a path ending in "/".
+    """
+    folder = not segments or segments[-1] == ""
+    parts = segments[:-1] if folder and segments else segments
+    for part in parts:
+        if part in ("", ".", "..") or "/" in part:
+            raise RequestError(f"segment {part!r} cannot be part of an object key")
+        try:
+            part.encode("utf-8")
+        except UnicodeEncodeError as error:  # octets that are not UTF-8, kept as surrogates
+            raise RequestError(f"segment {part!r} is not UTF-8") from error
+    return parts, folder
 
 
 def _plain(value: str) -> bool:
