@@ -26,6 +26,7 @@ test: $(BIN)/mediaproxy
 bench: $(BIN)/mediaproxy
 	bench/setup.sh
 	$(BIN)/python bench/run.py
+	$(BIN)/python bench/s3.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .hypothesis
