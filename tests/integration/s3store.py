@@ -10,9 +10,10 @@ Set-up runs with authentication off (moto counts unauthenticated actions until
 ``INITIAL_NO_AUTH_ACTION_COUNT``): it creates three IAM users and the bucket, then turns
 authentication on for the rest of the session.
 
-    writer    s3:* on the bucket (the tests upload with it)
+    writer    s3:* on the bucket (the tests upload with it), and may assume the role
     reader    s3:GetObject and s3:ListBucket: what a gateway route needs
     stranger  no policy at all: AccessDenied
+    role      ``reader-role``: what reader may do, as temporary credentials (STS)
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ from typing import Any
 
 BUCKET = "media"
 REGION = "us-east-1"
+ROLE_ARN = "arn:aws:iam::123456789012:role/reader-role"
+READ_ACTIONS = ["s3:GetObject", "s3:ListBucket"]
 
 
 @dataclass(frozen=True)
@@ -55,9 +58,30 @@ class S3Store:
                             aws_access_key_id=keys.access_key_id,
                             aws_secret_access_key=keys.secret_access_key)
 
+    def temporary_credentials(self, duration_s: int = 900) -> dict[str, Any]:
+        """Fresh credentials of the reader role, as STS hands them out."""
+        import boto3
+
+        sts = boto3.client("sts", endpoint_url=self.url, region_name=REGION,
+                           aws_access_key_id=self.writer.access_key_id,
+                           aws_secret_access_key=self.writer.secret_access_key)
+        credentials: dict[str, Any] = sts.assume_role(
+            RoleArn=ROLE_ARN, RoleSessionName="gateway", DurationSeconds=duration_s,
+        )["Credentials"]
+        return credentials
+
     def put(self, key: str, body: bytes, content_type: str | None = None) -> None:
         extra = {"ContentType": content_type} if content_type else {}
         self.client().put_object(Bucket=self.bucket, Key=key, Body=body, **extra)
+
+
+def _policy(actions: list[str], may_assume_role: bool) -> str:
+    statements: list[dict[str, Any]] = [{
+        "Effect": "Allow", "Action": actions,
+        "Resource": [f"arn:aws:s3:::{BUCKET}", f"arn:aws:s3:::{BUCKET}/*"]}]
+    if may_assume_role:
+        statements.append({"Effect": "Allow", "Action": "sts:AssumeRole", "Resource": "*"})
+    return json.dumps({"Version": "2012-10-17", "Statement": statements})
 
 
 def free_port() -> int:
@@ -95,17 +119,19 @@ def moto_server(*, authenticate: bool = True) -> Iterator[S3Store]:
                       aws_secret_access_key="setup")
         iam = boto3.client("iam", **anyone)
         users = {}
-        for name, actions in (("writer", ["s3:*"]),
-                              ("reader", ["s3:GetObject", "s3:ListBucket"]),
+        for name, actions in (("writer", ["s3:*"]), ("reader", READ_ACTIONS),
                               ("stranger", None)):
             iam.create_user(UserName=name)
             key = iam.create_access_key(UserName=name)["AccessKey"]
             users[name] = Keys(key["AccessKeyId"], key["SecretAccessKey"])
             if actions:
-                iam.put_user_policy(UserName=name, PolicyName="bucket", PolicyDocument=json.dumps(
-                    {"Version": "2012-10-17", "Statement": [{
-                        "Effect": "Allow", "Action": actions,
-                        "Resource": [f"arn:aws:s3:::{BUCKET}", f"arn:aws:s3:::{BUCKET}/*"]}]}))
+                iam.put_user_policy(UserName=name, PolicyName="bucket",
+                                    PolicyDocument=_policy(actions, name == "writer"))
+        iam.create_role(RoleName="reader-role", AssumeRolePolicyDocument=json.dumps(
+            {"Version": "2012-10-17", "Statement": [{
+                "Effect": "Allow", "Principal": {"AWS": "*"}, "Action": "sts:AssumeRole"}]}))
+        iam.put_role_policy(RoleName="reader-role", PolicyName="bucket",
+                            PolicyDocument=_policy(READ_ACTIONS, False))
         boto3.client("s3", **anyone).create_bucket(Bucket=BUCKET)
         if authenticate:
             urllib.request.urlopen(urllib.request.Request(

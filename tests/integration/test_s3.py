@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import datetime
 import hashlib
+import http.server
 import json
 import logging
+import threading
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -78,6 +82,16 @@ def test_the_object_type_is_the_stores_or_sniffed_the_same_for_get_head_and_rang
     assert (ranged.status, ranged.headers["content-type"]) == (206, "image/png")
     text = get_and_head(gateway, "/s3/sub%20dir/%C3%BC.txt")
     assert (text.status, text.body) == (200, b"unicode key\n")
+
+
+def test_a_head_first_sniffs_the_objects_first_bytes(gateway: GatewayThread,
+                                                      objects: S3Store) -> None:
+    objects.put("videos/head-first", PNG)
+    head = request(gateway.port, "HEAD", "/s3/head-first")
+    assert (head.status, head.headers["content-type"]) == (200, "image/png")
+    assert head.headers["content-length"] == str(len(PNG))
+    ranged = request(gateway.port, "GET", "/s3/head-first", {"Range": "bytes=4000-"})
+    assert (ranged.status, ranged.body) == (206, PNG[4000:])
 
 
 def test_ranges_are_served_by_the_store(gateway: GatewayThread) -> None:
@@ -227,3 +241,100 @@ def test_metrics_label_the_route(gateway: GatewayThread) -> None:
     assert 'mediaproxy_requests_total{integration="s3",route="/s3",status="200"}' in metrics
 
 
+
+
+# --- the standard AWS credential chain -------------------------------------------------------
+
+CHAIN_ROUTE = """
+    [[routes]]
+    prefix = "/s3"
+    integration = "s3"
+    bucket = "{bucket}"
+    endpoint = "{url}"
+"""
+
+
+@pytest.fixture
+def aws_chain_only(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The chain sees only what a test puts in the environment: no files, no instance role."""
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
+                 "AWS_PROFILE", "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+
+
+def test_credentials_from_the_environment_chain(objects: S3Store, make_gateway: MakeGateway,
+                                                monkeypatch: pytest.MonkeyPatch,
+                                                aws_chain_only: None) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", objects.reader.access_key_id)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", objects.reader.secret_access_key)
+    gateway = make_gateway(CHAIN_ROUTE.format(bucket=objects.bucket, url=objects.url))
+    assert request(gateway.port, "GET", "/s3/videos/typed.mp4").body == BODY[:5000]
+
+
+def test_no_credentials_anywhere_is_502_and_says_where_to_put_them(
+        objects: S3Store, make_gateway: MakeGateway, aws_chain_only: None,
+        caplog: pytest.LogCaptureFixture) -> None:
+    gateway = make_gateway(CHAIN_ROUTE.format(bucket=objects.bucket, url=objects.url))
+    assert request(gateway.port, "GET", "/s3/videos/typed.mp4").status == 502
+    assert "no credentials found in the AWS credential chain" in caplog.text
+
+
+class CredentialEndpoint:
+    """A container credentials endpoint (as ECS and EKS run one) handing out role credentials.
+
+    Each answer expires in 12 minutes: inside botocore's 15-minute advisory window, so every
+    use of them refreshes them (on the gateway's credential thread), and outside the
+    10-minute mandatory one, so a failed refresh would not fail the request.
+    """
+
+    def __init__(self, store: S3Store) -> None:
+        self.store = store
+        self.served = 0
+        endpoint = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                credentials = endpoint.store.temporary_credentials()
+                expires = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(
+                    minutes=12)
+                body = json.dumps({"AccessKeyId": credentials["AccessKeyId"],
+                                   "SecretAccessKey": credentials["SecretAccessKey"],
+                                   "Token": credentials["SessionToken"],
+                                   "Expiration": expires.strftime("%Y-%m-%dT%H:%M:%SZ")})
+                endpoint.served += 1
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body.encode())
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/credentials"
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_expiring_credentials_from_the_chain_are_refreshed(
+        objects: S3Store, make_gateway: MakeGateway, monkeypatch: pytest.MonkeyPatch,
+        aws_chain_only: None) -> None:
+    endpoint = CredentialEndpoint(objects)
+    try:
+        monkeypatch.setenv("AWS_CONTAINER_CREDENTIALS_FULL_URI", endpoint.url)
+        gateway = make_gateway(CHAIN_ROUTE.format(bucket=objects.bucket, url=objects.url))
+        for _ in range(2):
+            reply = request(gateway.port, "GET", "/s3/videos/typed.mp4")
+            assert (reply.status, reply.body) == (200, BODY[:5000])
+        # Resolved once, then refreshed before each use: three sets of credentials.
+        assert endpoint.served >= 3
+    finally:
+        endpoint.stop()
