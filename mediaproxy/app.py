@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import signal
 import socket
 from dataclasses import dataclass, field
@@ -15,6 +16,7 @@ from tornado.netutil import bind_sockets
 from tornado.web import Application, RequestHandler
 
 from mediaproxy import eventloop, integrations, status
+from mediaproxy.access import AdminAccess
 from mediaproxy.access_log import AccessLog, open_access_log
 from mediaproxy.admission import Admission, StreamSlots
 from mediaproxy.config import Config
@@ -61,9 +63,10 @@ class HealthHandler(PlainHandler):
     head = get
 
 
-class MetricsHandler(PlainHandler):
-    def initialize(self, metrics: Metrics) -> None:
+class MetricsHandler(status.AdminOnly, PlainHandler):
+    def initialize(self, metrics: Metrics, admin: AdminAccess) -> None:
         self.metrics = metrics
+        self.admin = admin
 
     def get(self) -> None:
         self.set_header("Content-Type", METRICS_CONTENT_TYPE)
@@ -156,14 +159,21 @@ class Gateway:
 def make_gateway(config: Config) -> Gateway:
     built: list[Integration] = []
     active: set[GatewayHandler] = set()
-    metrics = Metrics(config.routes)
+    admin = AdminAccess(config.server.admin_api_keys)
+    metrics = Metrics(config.routes, reveal_restricted=admin.protected)
     access_log = open_access_log(config.server.access_log)
     slots = StreamSlots(config.limits.max_concurrent_streams)
     lifecycle = Lifecycle()
-    rules: list[Any] = [(r"/healthz", HealthHandler, {"lifecycle": lifecycle}),
-                        (r"/metrics", MetricsHandler, {"metrics": metrics})]
+    rules: list[Any] = [(r"/healthz", HealthHandler, {"lifecycle": lifecycle})]
+    # A surface switched off stays reserved: 404, never handed to a catch-all '/' route.
+    if config.server.metrics:
+        rules.append((r"/metrics", MetricsHandler, {"metrics": metrics, "admin": admin}))
+    else:
+        rules.append((r"/metrics", NotFoundHandler))
     if config.server.status_page:
-        rules += status.rules(config, active)
+        rules += status.rules(config, active, admin)
+    else:
+        rules.append((re.escape(status.PREFIX) + "(?:/.*)?", NotFoundHandler))
     routes: dict[str, dict[str, Any]] = {}
     for route in config.routes:
         integration = integrations.build(route)

@@ -106,7 +106,11 @@ class ServerConfig:
     processes: int = 1
     # "stderr", "off", or a file the JSON lines are appended to.
     access_log: str = ACCESS_LOG_STDERR
+    # The status page and /metrics: on by default, showing public routes only. With admin
+    # keys, both ask for one (HTTP Basic password or Bearer token) and show every route.
     status_page: bool = True
+    metrics: bool = True
+    admin_api_keys: tuple[str, ...] = field(default=(), repr=False)
     # "auto": uvloop when installed (the uvloop extra), else asyncio's; or either by name.
     event_loop: str = "auto"
     # Loaded (and so checked) once at start-up; None serves plain HTTP.
@@ -347,6 +351,8 @@ def _read_server(table: Table) -> ServerConfig:
         processes=table.integer("processes", ServerConfig.processes, maximum=1024),
         access_log=_read_access_log(table),
         status_page=table.boolean("status_page", ServerConfig.status_page),
+        metrics=table.boolean("metrics", ServerConfig.metrics),
+        admin_api_keys=_read_api_keys(table, "admin_api_keys"),
         tls=_read_tls(table),
         event_loop=_read_event_loop(table),
     )
@@ -554,17 +560,17 @@ def from_environment(table: Table, key: str) -> str:
     return value
 
 
-def _read_api_keys(table: Table) -> tuple[str, ...]:
-    """Keys from ``api_keys`` and from the variable ``api_keys_env`` names (comma-separated)."""
+def _read_api_keys(table: Table, name: str = "api_keys") -> tuple[str, ...]:
+    """Keys from ``name`` and from the variable ``name_env`` names (comma-separated)."""
     keys: dict[str, list[str]] = {}
-    raw = table.raw("api_keys")
+    raw = table.raw(name)
     if raw is not None:
         if not isinstance(raw, list) or not raw or not all(isinstance(k, str) for k in raw):
-            raise table.error("api_keys", "must be a non-empty array of strings")
-        keys["api_keys"] = raw
-    if table.has("api_keys_env"):
-        keys["api_keys_env"] = [
-            key.strip() for key in from_environment(table, "api_keys_env").split(",")]
+            raise table.error(name, "must be a non-empty array of strings")
+        keys[name] = raw
+    if table.has(f"{name}_env"):
+        keys[f"{name}_env"] = [
+            key.strip() for key in from_environment(table, f"{name}_env").split(",")]
     for origin, listed in keys.items():
         for position, key in enumerate(listed, 1):
             if not _API_KEY.fullmatch(key):

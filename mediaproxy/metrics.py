@@ -5,6 +5,10 @@ requests by status, bytes each way, time to first byte, stream duration, streams
 and how streams ended (``Termination``). Nothing is counted per chunk: the handler calls
 ``observe`` once, in ``on_finish``, with the same record the access log writes.
 
+Routes that take API keys or signed URLs are counted under ``RESTRICTED`` for both labels when
+``/metrics`` is public (no admin key configured), so a scrape that anybody may make names no
+private prefix yet its totals still add up; behind an admin key every route has its own labels.
+
 Several worker processes: prometheus_client's multiprocess mode. Each process keeps its
 values in memory-mapped files in ``PROMETHEUS_MULTIPROC_DIR``; whichever worker a scrape
 reaches reads every process's files, so ``/metrics`` is the sum over the whole server (active
@@ -31,6 +35,7 @@ from mediaproxy.workers import MULTIPROCESS_DIR_ENV
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 LABELS = ("route", "integration")
+RESTRICTED = "(restricted)"  # no route prefix can be this: prefixes start with "/"
 # From a page-cached file on loopback (~1 ms) to an origin that takes its time.
 TTFB_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
                   30.0)
@@ -54,7 +59,7 @@ def multiprocess_dir() -> str | None:
 class Metrics:
     """The gateway's metrics; one instance per server process."""
 
-    def __init__(self, routes: tuple[Route, ...] = ()) -> None:
+    def __init__(self, routes: tuple[Route, ...] = (), *, reveal_restricted: bool = False) -> None:
         self.multiprocess = multiprocess_dir() is not None
         if self.multiprocess != bool(getattr(values.ValueClass, "_multiprocess", False)):
             raise RuntimeError(f"{MULTIPROCESS_DIR_ENV} must be set (or unset) before "
@@ -82,10 +87,12 @@ class Metrics:
                                     "How exchanges ended (complete, client_closed, ...).",
                                     LABELS + ("reason",), registry=registry)
         self._children: dict[tuple[object, ...], MetricWrapperBase] = {}
-        for route in routes:  # a route nobody used yet shows zeros, not nothing
+        # Route prefix -> its label values.
+        self._labels = {route.prefix: _labels(route, reveal_restricted) for route in routes}
+        for labels in self._labels.values():  # a route nobody used yet shows zeros, not nothing
             for metric in (self.sent_bytes, self.received_bytes, self.ttfb, self.duration,
                            self.active):
-                self._child(metric, route.prefix, route.integration)
+                self._child(metric, *labels)
 
     def _child(self, metric: M, *labels: str) -> M:
         """``metric.labels(*labels)``, bound once: binding costs three times the counting."""
@@ -95,15 +102,18 @@ class Metrics:
             child = self._children[key] = metric.labels(*labels)
         return child  # type: ignore[return-value]  # stored by _child itself, for this M
 
+    def _route_labels(self, prefix: str, integration: str) -> tuple[str, str]:
+        return self._labels.get(prefix, (prefix, integration))
+
     def stream_started(self, route: Route) -> None:
-        self._child(self.active, route.prefix, route.integration).inc()
+        self._child(self.active, *self._route_labels(route.prefix, route.integration)).inc()
 
     def stream_ended(self, route: Route) -> None:
-        self._child(self.active, route.prefix, route.integration).dec()
+        self._child(self.active, *self._route_labels(route.prefix, route.integration)).dec()
 
     def observe(self, record: ExchangeRecord) -> None:
         """Count one finished exchange."""
-        route = (record.route, record.integration)
+        route = self._route_labels(record.route, record.integration)
         self._child(self.requests, *route, str(record.status)).inc()
         self._child(self.terminations, *route, record.termination.value).inc()
         if record.bytes_sent:
@@ -122,6 +132,12 @@ class Metrics:
         merged = CollectorRegistry()
         multiprocess.MultiProcessCollector(merged, path=directory)  # type: ignore[no-untyped-call]
         return generate_latest(merged)
+
+
+def _labels(route: Route, reveal_restricted: bool) -> tuple[str, str]:
+    if route.access.restricted and not reveal_restricted:
+        return RESTRICTED, RESTRICTED
+    return route.prefix, route.integration
 
 
 def forget_process(pid: int) -> None:

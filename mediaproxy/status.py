@@ -5,6 +5,16 @@ overview, and one server-sent-events stream that samples the running exchanges o
 Sampling reads the ``bytes_sent`` counters the exchanges keep anyway, so watching costs the
 streams nothing per chunk. A page shows the process that served it: with several worker
 processes each has its own streams (``/metrics`` is the one that sums them all).
+
+What it shows depends on who may look (``AdminAccess``): with no admin key configured the page
+is public, so routes that take API keys or signed URLs, their files and their streams are left
+out; with admin keys only their holders see it, and they see everything.
+
+The overview's sample files come from a scan of the file routes' roots, which may hold
+anything: only regular files (``lstat``, no symlink followed) are opened, without blocking
+(a FIFO swapped in meanwhile is refused, not waited on), on a pool of its own (asyncio's
+resolver uses the default one), and the result is kept for ``OVERVIEW_TTL_S`` so that reloads
+and many viewers cost one scan.
 """
 
 from __future__ import annotations
@@ -13,6 +23,7 @@ import asyncio
 import json
 import os
 import re
+import stat
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -23,8 +34,11 @@ from tornado.iostream import StreamClosedError
 from tornado.web import RequestHandler
 
 from mediaproxy import __version__, sniff
+from mediaproxy.access import AdminAccess
 from mediaproxy.config import Config, FileSettings, Route
+from mediaproxy.errors import Unauthorized
 from mediaproxy.handler import GatewayHandler
+from mediaproxy.threads import LazyPool
 
 PREFIX = "/_mediaproxy"
 PAGE_DIR = Path(__file__).parent / "status_page"
@@ -36,6 +50,14 @@ SAMPLE_INTERVAL_S = 1.0
 MAX_SAMPLES = 24
 MAX_FILES_EXAMINED = 2000
 PLAYABLE = ("video/", "audio/")
+# A page reloaded, or open in several browsers, rescans at most this often; a file added
+# meanwhile shows up at the next scan.
+OVERVIEW_TTL_S = 30.0
+# One scan at a time is all the overview needs; its reads stay off the default pool.
+_scan_pool = LazyPool(1, "mediaproxy-overview")
+# O_NONBLOCK and O_NOFOLLOW: a name that lstat found to be a regular file may meanwhile have
+# become a FIFO (the open must not wait for a writer) or a symlink (not followed).
+_OPEN_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 @dataclass(frozen=True)
@@ -51,14 +73,39 @@ class Sample:
 
 
 def _files_below(root: Path, serve_dotfiles: bool) -> Iterator[Path]:
-    """Regular files below ``root``, sorted, skipping what the file route would refuse."""
+    """Regular files below ``root``, sorted, skipping what the file route would refuse.
+
+    ``os.walk`` does not descend into symlinked folders; symlinked files, FIFOs, sockets and
+    devices are skipped by ``lstat``.
+    """
     for folder, subfolders, names in os.walk(root):
         if not serve_dotfiles:
             subfolders[:] = [name for name in subfolders if not name.startswith(".")]
             names = [name for name in names if not name.startswith(".")]
         subfolders.sort()
         for name in sorted(names):
-            yield Path(folder, name)
+            path = Path(folder, name)
+            try:
+                if stat.S_ISREG(os.lstat(path).st_mode):
+                    yield path
+            except OSError:
+                continue
+
+
+def _read_head(path: Path) -> bytes | None:
+    """The first bytes of a regular file, or None if it is no longer one (or unreadable)."""
+    try:
+        fd = os.open(path, _OPEN_FLAGS)
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        return os.pread(fd, sniff.SNIFF_BYTES, 0)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
 
 
 def _route_url(prefix: str, relative: Path) -> str:
@@ -78,10 +125,8 @@ def find_samples(routes: Iterable[Route]) -> list[Sample]:
             examined += 1
             if examined > MAX_FILES_EXAMINED or len(samples) >= MAX_SAMPLES:
                 return samples
-            try:
-                with path.open("rb") as stream:
-                    head = stream.read(sniff.SNIFF_BYTES)
-            except OSError:
+            head = _read_head(path)
+            if head is None:
                 continue
             media_type = sniff.content_type(head, path.name)
             if media_type.startswith(PLAYABLE):
@@ -89,6 +134,29 @@ def find_samples(routes: Iterable[Route]) -> list[Sample]:
                 samples.append(Sample(_route_url(route.prefix, relative), str(relative),
                                       route.prefix, media_type))
     return samples
+
+
+class SampleCache:
+    """``find_samples`` for some routes, scanned on the overview's pool at most once per TTL;
+    requests that arrive during a scan share it."""
+
+    def __init__(self, routes: tuple[Route, ...], ttl_s: float = OVERVIEW_TTL_S) -> None:
+        self._routes, self._ttl_s = routes, ttl_s
+        self._scan: asyncio.Future[list[Sample]] | None = None
+        self._expires_at = 0.0
+
+    async def samples(self) -> list[Sample]:
+        loop = asyncio.get_running_loop()
+        if self._scan is None or (self._scan.done() and loop.time() >= self._expires_at):
+            self._expires_at = loop.time() + self._ttl_s
+            self._scan = asyncio.wrap_future(_scan_pool.get().submit(find_samples, self._routes))
+        # shield: a client leaving mid-scan must not cancel the scan the others wait for.
+        return await asyncio.shield(self._scan)
+
+
+def shown_routes(routes: Iterable[Route], admin: AdminAccess) -> tuple[Route, ...]:
+    """The routes a surface may show: all behind an admin key, else the public ones only."""
+    return tuple(route for route in routes if admin.protected or not route.access.restricted)
 
 
 @dataclass
@@ -110,10 +178,13 @@ class StreamSample:
 
 
 def sample_streams(active: Iterable[GatewayHandler], previous: dict[int, StreamSample],
-                   now: float) -> dict[int, StreamSample]:
-    """The running exchanges now; rates from ``previous`` (the last sample), else from start."""
+                   now: float, admin: AdminAccess) -> dict[int, StreamSample]:
+    """The running exchanges now that the viewer may see (no private route's without an
+    admin key); rates from ``previous`` (the last sample), else from start."""
     current: dict[int, StreamSample] = {}
     for handler in active:
+        if handler.route.access.restricted and not admin.protected:
+            continue
         exchange = handler.exchange
         key = id(handler)
         age_s = now - handler.started_at
@@ -134,9 +205,26 @@ def sample_streams(active: Iterable[GatewayHandler], previous: dict[int, StreamS
     return current
 
 
-class _StatusHandler(RequestHandler):
-    def initialize(self, config: Config) -> None:
+class AdminOnly(RequestHandler):
+    """A surface for the gateway's operators: with admin keys configured, for their holders."""
+
+    admin: AdminAccess
+
+    def prepare(self) -> None:
+        try:
+            self.admin.check(self.request.headers.get("Authorization"))
+        except Unauthorized as error:
+            self.set_status(error.status)
+            for name, value in error.headers.items():
+                self.set_header(name, value)
+            self.set_header("Content-Type", "text/plain; charset=utf-8")
+            self.finish(f"{error.status} {error.phrase}\n")
+
+
+class _StatusHandler(AdminOnly):
+    def initialize(self, config: Config, admin: AdminAccess) -> None:
         self.config = config
+        self.admin = admin
 
     def set_default_headers(self) -> None:
         self.set_header("Server", "mediaproxy")
@@ -165,10 +253,14 @@ class PageHandler(_StatusHandler):
 
 
 class OverviewHandler(_StatusHandler):
+    def initialize(self, config: Config, admin: AdminAccess,  # type: ignore[override]
+                   samples: SampleCache) -> None:
+        super().initialize(config, admin)
+        self.samples = samples
+
     async def get(self) -> None:
-        routes = self.config.routes
-        loop = asyncio.get_running_loop()
-        samples = await loop.run_in_executor(None, find_samples, routes)
+        routes = shown_routes(self.config.routes, self.admin)
+        samples = await self.samples.samples()
         overview = {
             "version": __version__,
             **self.process(),
@@ -185,8 +277,9 @@ class OverviewHandler(_StatusHandler):
 class EventsHandler(_StatusHandler):
     """Server-sent events: every second, the running exchanges of this process."""
 
-    def initialize(self, config: Config, active: set[GatewayHandler]) -> None:  # type: ignore[override]
-        super().initialize(config)
+    def initialize(self, config: Config, admin: AdminAccess,  # type: ignore[override]
+                   active: set[GatewayHandler]) -> None:
+        super().initialize(config, admin)
         self.active = active
 
     async def get(self) -> None:
@@ -196,7 +289,7 @@ class EventsHandler(_StatusHandler):
         streams: dict[int, StreamSample] = {}
         self.write(f"retry: {int(SAMPLE_INTERVAL_S * 2000)}\n\n")
         while True:
-            streams = sample_streams(self.active, streams, loop.time())
+            streams = sample_streams(self.active, streams, loop.time(), self.admin)
             event = {**self.process(), "streams": [asdict(s) for s in streams.values()]}
             self.write(f"data: {json.dumps(event)}\n\n")
             try:
@@ -206,12 +299,13 @@ class EventsHandler(_StatusHandler):
             await asyncio.sleep(SAMPLE_INTERVAL_S)
 
 
-def rules(config: Config, active: set[GatewayHandler]) -> list[Any]:
+def rules(config: Config, active: set[GatewayHandler], admin: AdminAccess) -> list[Any]:
     """The status page's URL rules, for the application."""
-    settings = {"config": config}
+    settings = {"config": config, "admin": admin}
+    samples = SampleCache(shown_routes(config.routes, admin))
     return [
         (PREFIX, _RedirectToPage, settings),
-        (PREFIX + "/api/overview", OverviewHandler, settings),
+        (PREFIX + "/api/overview", OverviewHandler, {**settings, "samples": samples}),
         (PREFIX + "/events", EventsHandler, {**settings, "active": active}),
         (PREFIX + "/(" + "|".join(map(re.escape, PAGE_FILES)) + ")", PageHandler, settings),
     ]

@@ -6,7 +6,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mediaproxy.access import AccessPolicy
+import base64
+
+from mediaproxy.access import AccessPolicy, AdminAccess, presented_key
 from mediaproxy.config import Access
 from mediaproxy.errors import Forbidden, Unauthorized
 from mediaproxy.http.signing import sign_query
@@ -90,3 +92,40 @@ def test_hostile_credentials_only_ever_refuse(key: str, query: str) -> None:
         check(EITHER, query, {"Authorization-Key": key})
     except Forbidden:
         pass
+
+
+def basic(user_and_password: bytes) -> str:
+    return "Basic " + base64.b64encode(user_and_password).decode()
+
+
+@pytest.mark.parametrize("authorization, key", [
+    ("Bearer k-1", "k-1"),
+    ("bearer   k-1 ", "k-1"),
+    (basic(b"anyone:k-1"), "k-1"),
+    (basic(b":k:1"), "k:1"),  # the password runs to the end, colons and all
+    ("BASIC " + base64.b64encode(b"u:k").decode(), "k"),
+    (basic(b"no-colon"), None),
+    ("Basic !!!!", None),
+    ("Basic " + base64.b64encode(b"u:\xff").decode(), None),
+    ("Bearer", None),
+    ("Bearer ", None),
+    ("Digest k-1", None),
+    ("k-1", None),
+    ("", None),
+    (None, None),
+])
+def test_presented_key(authorization: str | None, key: str | None) -> None:
+    assert presented_key(authorization) == key
+
+
+def test_admin_access() -> None:
+    AdminAccess(()).check(None)  # no keys: the surfaces are public
+    assert not AdminAccess(()).protected
+    admin = AdminAccess(("k-1", "k-2"))
+    assert admin.protected
+    admin.check("Bearer k-2")
+    admin.check(basic(b"admin:k-1"))
+    for refused in (None, "Bearer k-3", "Bearer k-1x", basic(b"k-1:"), "Basic"):
+        with pytest.raises(Unauthorized) as caught:
+            admin.check(refused)
+        assert caught.value.headers == {"WWW-Authenticate": 'Basic realm="mediaproxy admin"'}

@@ -34,6 +34,17 @@ def test_defaults_and_route_overrides(tmp_path: Path) -> None:
     assert route.limits.max_stream_duration_s == Limits().max_stream_duration_s
 
 
+def test_admin_surfaces_default_to_on_and_public(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    server = load(write(tmp_path, GOOD_ROUTE)).server
+    assert (server.status_page, server.metrics, server.admin_api_keys) == (True, True, ())
+    monkeypatch.setenv("MEDIAPROXY_TEST_ADMIN", "k2, k3")
+    server = load(write(tmp_path, '[server]\nmetrics = false\nadmin_api_keys = ["k1"]\n'
+                                  'admin_api_keys_env = "MEDIAPROXY_TEST_ADMIN"\n')).server
+    assert not server.metrics and server.admin_api_keys == ("k1", "k2", "k3")
+    assert "k1" not in repr(server)
+
+
 def test_route_inherits_global_limits(tmp_path: Path) -> None:
     config = load(write(tmp_path, "[limits]\nmax_stream_duration = 60\n" + GOOD_ROUTE))
     assert config.routes[0].limits.max_stream_duration_s == 60
@@ -69,6 +80,11 @@ def test_relative_root_is_relative_to_the_file(tmp_path: Path) -> None:
     ("routes = 3\n", "routes", "array of tables"),
     ("[mystery]\n", "mystery", "unknown key"),
     ("[server]\nevent_loop = \"trio\"\n", "server.event_loop", "must be one of"),
+    ("[server]\nmetrics = 1\n", "server.metrics", "true or false"),
+    ("[server]\nadmin_api_keys = []\n", "server.admin_api_keys", "non-empty array"),
+    ("[server]\nadmin_api_keys = [\"a,b\"]\n", "server.admin_api_keys", "key #1"),
+    ("[server]\nadmin_api_keys_env = \"MEDIAPROXY_UNSET_VARIABLE\"\n",
+     "server.admin_api_keys_env", "is not set or is empty"),
 ])
 def test_bad_config_names_file_key_and_reason(tmp_path: Path, text: str, key: str,
                                               reason: str) -> None:

@@ -9,10 +9,11 @@ from types import SimpleNamespace
 
 import pytest
 
+from mediaproxy.access import AdminAccess
 from mediaproxy.access_log import AccessLog, ExchangeRecord, open_access_log
 from mediaproxy.config import ConfigError, load
 from mediaproxy.errors import Termination
-from mediaproxy.metrics import Metrics
+from mediaproxy.metrics import RESTRICTED, Metrics
 from mediaproxy.status import find_samples, sample_streams
 
 SAMPLE_MEDIA = Path(__file__).resolve().parents[2] / "sample_media"
@@ -85,24 +86,50 @@ def test_metrics_show_every_route_before_its_first_request(tmp_path: Path) -> No
     assert metrics.registry.get_sample_value("mediaproxy_active_streams", labels) == 0
 
 
-def fake_handler(sent: int, received: int, started_at: float) -> SimpleNamespace:
+PUBLIC = AdminAccess(())
+ADMIN = AdminAccess(("admin-key",))
+
+
+def fake_handler(sent: int, received: int, started_at: float,
+                 restricted: bool = False) -> SimpleNamespace:
     return SimpleNamespace(
         exchange=SimpleNamespace(bytes_sent=sent), bytes_received=received,
-        started_at=started_at, route=SimpleNamespace(prefix="/media", integration="file"),
+        started_at=started_at, route=SimpleNamespace(
+            prefix="/media", integration="file",
+            access=SimpleNamespace(restricted=restricted)),
         request=SimpleNamespace(method="GET", path="/media/a.mp4", remote_ip="::1"),
         get_status=lambda: 200)
 
 
 def test_stream_rates_are_per_second_since_the_last_sample() -> None:
     handler = fake_handler(sent=4000, received=0, started_at=10.0)
-    first = sample_streams([handler], {}, now=12.0)  # type: ignore[list-item]
+    first = sample_streams([handler], {}, 12.0, PUBLIC)  # type: ignore[list-item]
     (sample,) = first.values()
     assert (sample.sent_per_s, sample.age_s) == (2000.0, 2.0)  # from the start
     handler.exchange.bytes_sent = 5000
     handler.bytes_received = 300
-    (later,) = sample_streams([handler], first, now=12.5).values()  # type: ignore[list-item]
+    (later,) = sample_streams([handler], first, 12.5, PUBLIC).values()  # type: ignore[list-item]
     assert (later.sent_per_s, later.received_per_s) == (2000.0, 600.0)
-    assert sample_streams([], first, now=13.0) == {}  # finished streams drop out
+    assert sample_streams([], first, 13.0, PUBLIC) == {}  # finished streams drop out
+
+
+def test_private_streams_show_only_behind_an_admin_key() -> None:
+    private = fake_handler(sent=1, received=0, started_at=10.0, restricted=True)
+    assert sample_streams([private], {}, 12.0, PUBLIC) == {}  # type: ignore[list-item]
+    assert len(sample_streams([private], {}, 12.0, ADMIN)) == 1  # type: ignore[list-item]
+
+
+def test_private_routes_share_one_label_unless_revealed(tmp_path: Path) -> None:
+    (tmp_path / "m.toml").write_text(
+        f'[[routes]]\nprefix = "/a"\nintegration = "file"\nroot = "{tmp_path}"\n'
+        f'[[routes]]\nprefix = "/secret"\nintegration = "file"\nroot = "{tmp_path}"\n'
+        f'api_keys = ["k"]\n')
+    routes = load(tmp_path / "m.toml").routes
+    for reveal, label in ((False, RESTRICTED), (True, "/secret")):
+        metrics = Metrics(routes, reveal_restricted=reveal)
+        metrics.observe(record(route="/secret"))
+        text = metrics.exposition().decode()
+        assert f'route="{label}"' in text and ('/secret' in text) == reveal
 
 
 def test_samples_are_the_playable_files_typed_by_their_bytes(tmp_path: Path) -> None:
