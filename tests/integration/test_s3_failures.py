@@ -9,10 +9,13 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import shutil
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -20,6 +23,7 @@ from .s3store import S3Store
 from .support import GatewayThread, read_cut_response, request, wait_for_no_streams
 from .test_proxy_leaks import OBJECT_TOLERANCE, RSS_TOLERANCE_BYTES, open_fds, rss_bytes
 from .test_s3 import MakeGateway, route
+from .test_tls import make_certificate
 
 XML = '<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{code}</Code><Message>{message}' \
       '</Message>{extra}<RequestId>1</RequestId></Error>'
@@ -41,6 +45,8 @@ ANSWERS = {
     "region": error_document("400 Bad Request", "AuthorizationHeaderMalformed", "the region "
                              "'us-east-1' is wrong; expecting 'eu-west-1'",
                              "<Region>eu-west-1</Region>"),
+    "hello": (b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 6\r\n"
+              b"Connection: close\r\n\r\nhello\n"),
     "expired": error_document("400 Bad Request", "ExpiredToken", "The provided token has "
                               "expired."),
 }
@@ -54,7 +60,8 @@ class FakeStore:
     trickle        headers, then 100 bytes every 50 ms, for ever
     """
 
-    def __init__(self) -> None:
+    def __init__(self, tls: ssl.SSLContext | None = None) -> None:
+        self._tls = tls
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port = self._listener.getsockname()[1]
         self._stop = threading.Event()
@@ -75,6 +82,13 @@ class FakeStore:
             self._threads.append(thread)
 
     def _serve(self, connection: socket.socket) -> None:
+        if self._tls is not None:
+            try:
+                connection.settimeout(5)
+                connection = self._tls.wrap_socket(connection, server_side=True)
+            except (OSError, ssl.SSLError):
+                connection.close()
+                return  # the gateway refused our certificate
         with connection:
             connection.settimeout(5)
             received = b""
@@ -180,6 +194,39 @@ def test_store_errors_are_mapped_and_logged(fake_gateway: GatewayThread,
             assert not warnings
         else:
             assert any(fix in message for message in warnings), warnings
+
+
+# --- a store over https --------------------------------------------------------------------
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl not installed")
+def test_an_https_store_is_verified_against_the_trust_store(
+        tmp_path: Path, make_gateway: MakeGateway, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    certificate, key = make_certificate(tmp_path, "store")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(certificate, key)
+    store = FakeStore(tls=context)
+    try:
+        monkeypatch.setenv("TEST_S3_KEY", "AKIAFAKE")
+        monkeypatch.setenv("TEST_S3_SECRET", "secret")
+        route_text = f"""
+            [[routes]]
+            prefix = "/tls"
+            integration = "s3"
+            bucket = "media"
+            endpoint = "https://127.0.0.1:{store.port}"
+            access_key_id_env = "TEST_S3_KEY"
+            secret_access_key_env = "TEST_S3_SECRET"
+        """
+        untrusted = make_gateway(route_text)
+        assert request(untrusted.port, "GET", "/tls/hello").status == 502
+        assert "CERTIFICATE_VERIFY_FAILED" in caplog.text
+        monkeypatch.setenv("SSL_CERT_FILE", str(certificate))  # as an operator's CA bundle
+        trusted = make_gateway(route_text)
+        reply = request(trusted.port, "GET", "/tls/hello")
+        assert (reply.status, reply.body) == (200, b"hello\n")
+    finally:
+        store.stop()
 
 
 # --- 1,000 aborted downloads from the real store --------------------------------------------
