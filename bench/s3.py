@@ -15,6 +15,8 @@ s3, ...), so the machine's noise falls on all three alike.
                  s3 >= 0.9x http_proxy
     first byte   seconds from sending GET of the small object on a new connection to the
                  first body byte; the target is s3 - direct <= 1 ms (medians)
+    slow clients 200 clients reading an 8 MiB object at 256 KiB/s each: the gateway's peak
+                 RSS (its high-water mark reset before each route), as for http_proxy
 
 The store itself is slow (moto answers from Python and holds a whole object in memory to
 send it), so throughput compares the gateway's two routes, which pay the same store.
@@ -36,6 +38,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import procstat  # noqa: E402
+import slow_clients  # noqa: E402
 from loadgen import curl_download  # noqa: E402
 from workspace import MiB, REPO, WORK  # noqa: E402
 
@@ -43,6 +47,12 @@ from tests.integration.s3store import S3Store, free_port, moto_server  # noqa: E
 
 MEDIAPROXY_BIN = REPO / ".venv" / "bin" / "mediaproxy"
 SMALL_BYTES = 16 * 1024
+SLOW_OBJECT_BYTES = 8 * MiB  # more than a slow client reads in the time (the store holds
+                             # a whole object in memory per request, so not the large one)
+SLOW_CLIENTS = 200
+SLOW_RATE_BYTES_PER_S = 256 * 1024
+RESULTS = REPO / "bench" / "RESULTS.md"
+SECTION = "## s3 route (bench/s3.py)"
 _HEAD_END = b"\r\n\r\n"
 
 
@@ -131,12 +141,15 @@ def main() -> None:
     size_bytes = (args.size_mib or (64 if args.quick else 1024)) * MiB
     reps = args.reps or (2 if args.quick else 5)
     ttfb_reps = args.ttfb_reps or (50 if args.quick else 200)
+    slow_s = 3.0 if args.quick else 10.0
+    full_run = not (args.quick or args.size_mib or args.reps or args.ttfb_reps)
     WORK.mkdir(parents=True, exist_ok=True)
 
     with moto_server(authenticate=False) as store:
         print(f"uploading {size_bytes // MiB} MiB to the store ...", flush=True)
         upload(store, "large.bin", size_bytes)
         upload(store, "small.bin", SMALL_BYTES)
+        upload(store, "slow.bin", SLOW_OBJECT_BYTES)
         process, port = start_gateway(store)
         try:
             ways = {"s3": f"http://127.0.0.1:{port}/s3/",
@@ -155,21 +168,57 @@ def main() -> None:
             for _ in range(ttfb_reps):
                 for way, (way_port, path) in paths.items():
                     firsts[way].append(asyncio.run(first_body_byte_s(way_port, path)))
+            peak_mib: dict[str, float] = {}
+            for way, path in (("s3", "/s3/slow.bin"), ("http_proxy", "/proxy/slow.bin")):
+                procstat.reset_group_peak_rss(process.pid)
+                outcome = asyncio.run(slow_clients.run_slow_clients(
+                    "127.0.0.1", port, path, SLOW_CLIENTS, SLOW_RATE_BYTES_PER_S, slow_s))
+                peak_mib[way] = procstat.group_peak_rss_bytes(process.pid) / MiB
+                print(f"  slow clients {way}: peak RSS {peak_mib[way]:.1f} MiB, "
+                      f"{outcome.clients_ok}/{SLOW_CLIENTS} ok {'; '.join(outcome.failures())}",
+                      flush=True)
         finally:
             stop(process)
 
     median_speed = {way: statistics.median(values) for way, values in speeds.items()}
     median_first_ms = {way: statistics.median(values) * 1e3 for way, values in firsts.items()}
-    print(f"\n{size_bytes // MiB} MiB object, {reps} downloads per way (median MB/s); "
-          f"first byte of {SMALL_BYTES // 1024} KiB, {ttfb_reps} probes per way (median ms)")
+    lines = [
+        SECTION, "",
+        f"Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; load average "
+        f"{' '.join(f'{value:.2f}' for value in os.getloadavg())} at the end.",
+        f"`.venv/bin/python bench/s3.py {' '.join(sys.argv[1:])}`".replace(" `", "`"),
+        f"{size_bytes // MiB} MiB object, {reps} curl downloads per way; first byte of a "
+        f"{SMALL_BYTES // 1024} KiB object, {ttfb_reps} probes per way; {SLOW_CLIENTS} clients "
+        f"at {SLOW_RATE_BYTES_PER_S // 1024} KiB/s for {slow_s:.0f} s. Medians. The store is "
+        "moto's server, authentication off so that http_proxy and direct GETs need no "
+        "signature (the s3 route signs all the same).",
+        "",
+        "| way | MB/s | first byte ms | peak RSS MiB (slow clients) |",
+        "|---|---:|---:|---:|",
+    ]
     for way in ways:
-        print(f"  {way:<11} {median_speed[way]:8.0f} MB/s   first byte "
-              f"{median_first_ms[way]:6.2f} ms")
-    print(f"  s3 / http_proxy throughput: {median_speed['s3'] / median_speed['http_proxy']:.2f}x"
-          f" (target >= 0.9x)")
-    print(f"  s3 first byte added over a direct GET: "
-          f"{median_first_ms['s3'] - median_first_ms['direct']:+.2f} ms (target <= 1 ms); "
-          f"http_proxy's: {median_first_ms['http_proxy'] - median_first_ms['direct']:+.2f} ms")
+        peak = f"{peak_mib[way]:.1f}" if way in peak_mib else ""
+        lines.append(f"| {way} | {median_speed[way]:.0f} | {median_first_ms[way]:.2f} | {peak} |")
+    lines += [
+        "",
+        f"- s3 / http_proxy throughput: {median_speed['s3'] / median_speed['http_proxy']:.2f}x "
+        f"(target >= 0.9x)",
+        f"- first byte added over a direct GET: s3 "
+        f"{median_first_ms['s3'] - median_first_ms['direct']:+.2f} ms, http_proxy "
+        f"{median_first_ms['http_proxy'] - median_first_ms['direct']:+.2f} ms (target <= 1 ms)",
+        f"- slow clients: s3 {peak_mib['s3']:.1f} MiB, http_proxy {peak_mib['http_proxy']:.1f} "
+        f"MiB peak RSS (target <= 64 MB)",
+        "",
+    ]
+    text = "\n".join(lines)
+    print("\n" + text)
+    (WORK / "s3-results.md").write_text(text)
+    if full_run and RESULTS.exists():
+        # A full run's figures join bench/run.py's, replacing the previous s3 section.
+        recorded = RESULTS.read_text()
+        before, _, after = recorded.partition(SECTION)
+        rest = after[after.find("\n## "):] if "\n## " in after else ""
+        RESULTS.write_text(before.rstrip("\n") + "\n\n" + text + rest)
 
 
 if __name__ == "__main__":

@@ -235,6 +235,16 @@ def test_a_listing_of_nothing_is_404_but_the_root_lists(listed: GatewayThread) -
     assert "folder/" in names and "secret.txt" in names
 
 
+def test_api_keys_guard_an_s3_route_like_any_other(objects: S3Store, make_gateway: MakeGateway,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    gateway = make_gateway(route(objects, objects.reader, monkeypatch,
+                                 'api_keys = ["k-0123456789abcdef"]'))
+    assert request(gateway.port, "GET", "/s3/videos/typed.mp4").status == 401
+    reply = request(gateway.port, "GET", "/s3/videos/typed.mp4",
+                    {"X-API-Key": "k-0123456789abcdef"})
+    assert (reply.status, reply.body) == (200, BODY[:5000])
+
+
 def test_metrics_label_the_route(gateway: GatewayThread) -> None:
     request(gateway.port, "GET", "/s3/clip.bin")
     metrics = request(gateway.port, "GET", "/metrics").body.decode()
