@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import datetime
 import hashlib
 import http.server
@@ -346,5 +347,23 @@ def test_expiring_credentials_from_the_chain_are_refreshed(
             assert (reply.status, reply.body) == (200, BODY[:5000])
         # Resolved once, then refreshed before each use: three sets of credentials.
         assert endpoint.served >= 3
+    finally:
+        endpoint.stop()
+
+
+def test_concurrent_requests_share_one_resolution_and_one_refresh(
+        objects: S3Store, make_gateway: MakeGateway, monkeypatch: pytest.MonkeyPatch,
+        aws_chain_only: None) -> None:
+    endpoint = CredentialEndpoint(objects)
+    try:
+        monkeypatch.setenv("AWS_CONTAINER_CREDENTIALS_FULL_URI", endpoint.url)
+        gateway = make_gateway(CHAIN_ROUTE.format(bucket=objects.bucket, url=objects.url))
+        with concurrent.futures.ThreadPoolExecutor(10) as clients:
+            replies = list(clients.map(
+                lambda _: request(gateway.port, "GET", "/s3/videos/typed.mp4"), range(10)))
+        assert [reply.status for reply in replies] == [200] * 10
+        # One resolution and one refresh that all ten waited for (a straggler may cause
+        # another); one refresh per request would be eleven.
+        assert endpoint.served <= 4, endpoint.served
     finally:
         endpoint.stop()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from tornado.httputil import HTTPHeaders
@@ -44,7 +45,7 @@ class Signer:
         self._refreshable_class = RefreshableCredentials
         self._settings = settings
         self._credentials: Any = None  # botocore Credentials, once resolved
-        self._resolving: asyncio.Future[Any] | None = None
+        self._pending: dict[str, asyncio.Future[Any]] = {}  # "resolve" or "refresh"
         keys = settings.keys
         self.source = keys.source if keys is not None else CHAIN
         if keys is not None:
@@ -71,10 +72,8 @@ class Signer:
         if credentials is None:
             credentials = await self._resolve()
         if isinstance(credentials, self._refreshable_class) and credentials.refresh_needed():
-            loop = asyncio.get_running_loop()
             try:
-                return await loop.run_in_executor(_credential_pool.get(),
-                                                  credentials.get_frozen_credentials)
+                return await self._on_pool("refresh", credentials.get_frozen_credentials)
             except Exception as error:  # botocore's refresh may fail in any way
                 log.warning("s3 bucket %s: refreshing the credentials from %s failed: %s",
                             self._settings.bucket, self.source, error)
@@ -82,20 +81,13 @@ class Signer:
         return credentials.get_frozen_credentials()
 
     async def _resolve(self) -> Any:
-        """The chain's credentials; concurrent first requests share one resolution."""
-        if self._resolving is None:
-            loop = asyncio.get_running_loop()
-            self._resolving = asyncio.ensure_future(
-                asyncio.wrap_future(_credential_pool.get().submit(_resolve_chain), loop=loop))
+        """The chain's credentials (a failure is tried again by the next request)."""
         try:
-            credentials = await asyncio.shield(self._resolving)
+            credentials = await self._on_pool("resolve", _resolve_chain)
         except Exception as error:  # a malformed ~/.aws/config, an unreachable role, ...
             log.warning("s3 bucket %s: resolving %s failed: %s", self._settings.bucket, CHAIN,
                         error)
             raise UpstreamError(f"no AWS credentials: {error}") from error
-        finally:
-            if self._resolving.done():
-                self._resolving = None  # a failure is retried by the next request
         if credentials is None:
             log.warning("s3 bucket %s: no credentials found in %s; set them there, or set the "
                         "route's access_key_id_env and secret_access_key_env",
@@ -103,6 +95,22 @@ class Signer:
             raise UpstreamError("no AWS credentials")
         self._credentials = credentials
         return credentials
+
+    async def _on_pool(self, kind: str, function: Callable[[], Any]) -> Any:
+        """``function`` on the credential thread; concurrent requests share one call of it."""
+        pending = self._pending.get(kind)
+        if pending is None:
+            pending = asyncio.wrap_future(_credential_pool.get().submit(function))
+            self._pending[kind] = pending
+
+            def forget(done: asyncio.Future[Any]) -> None:
+                del self._pending[kind]
+                if not done.cancelled():
+                    done.exception()  # every waiter may have left: nobody else would look
+
+            pending.add_done_callback(forget)
+        # A request that leaves (a timer, its client) must not cancel the others' call.
+        return await asyncio.shield(pending)
 
 
 def _resolve_chain() -> Any:
