@@ -18,6 +18,7 @@ import contextlib
 import datetime
 import functools
 import http.client
+import importlib.util
 import shlex
 import shutil
 import signal
@@ -69,22 +70,23 @@ class Settings:
     def describe(self) -> str:
         return (
             f"big file {self.big_file_bytes // MiB} MiB; disk and relay: one curl, "
-            f"n = {self.transfer_reps}; concurrency and small: `wrk -t{self.wrk_threads} "
+            f"n = {self.transfer_reps}; concurrency, small, proxy_concurrency and proxy_small: `wrk -t{self.wrk_threads} "
             f"-c{self.wrk_connections} -d{self.wrk_duration_s}s --latency`, n = {self.wrk_reps}; "
             f"slow_clients: {self.slow_clients} clients at "
             f"{self.slow_client_rate_bytes_per_s // 1024} KiB/s for {self.slow_duration_s:.0f} s, "
-            f"n = {self.slow_reps}; ttfb: one request per server, n = {self.ttfb_reps}"
+            f"n = {self.slow_reps}; ttfb: one request per server on a fresh connection (the origin "
+            f"closes each one, so none comes from a pool), n = {self.ttfb_reps}"
         )
 
 
 FULL = Settings(big_file_bytes=GiB, transfer_reps=5,
                 wrk_reps=3, wrk_duration_s=10, wrk_threads=2, wrk_connections=32,
                 slow_reps=3, slow_clients=200, slow_client_rate_bytes_per_s=256 * 1024,
-                slow_duration_s=12.0, ttfb_reps=30)
+                slow_duration_s=12.0, ttfb_reps=60)
 QUICK = Settings(big_file_bytes=128 * MiB, transfer_reps=2,
                  wrk_reps=1, wrk_duration_s=2, wrk_threads=2, wrk_connections=32,
                  slow_reps=1, slow_clients=200, slow_client_rate_bytes_per_s=256 * 1024,
-                 slow_duration_s=3.0, ttfb_reps=5)
+                 slow_duration_s=3.0, ttfb_reps=10)
 
 # A single transfer of 1 GiB takes seconds; this only stops a stuck one.
 _TRANSFER_TIMEOUT_S = 300
@@ -155,6 +157,7 @@ def concurrency(bench: Bench) -> None:
                   lambda wrk, cpu_s: {MB_PER_S: wrk.bytes_per_s / 1e6,
                                       P99_MS: wrk.p99_s * 1e3,
                                       CPU_S_PER_GIB: cpu_s / (wrk.bytes_read / GiB)})
+    _note_ratios_to(bench, "concurrency", "nginx", MB_PER_S)
 
 
 def small(bench: Bench) -> None:
@@ -209,16 +212,51 @@ def _measure_slow_clients(bench: Bench, scenario: str, running: list[RunningServ
         })
 
 
+def proxy_concurrency(bench: Bench) -> None:
+    """32 connections fetching a 4 MiB file through each proxy in front of one nginx origin."""
+    _proxy_wrk_scenario(bench, "proxy_concurrency", bench.workspace.medium,
+                        lambda wrk, cpu_s: {MB_PER_S: wrk.bytes_per_s / 1e6,
+                                            P99_MS: wrk.p99_s * 1e3,
+                                            CPU_S_PER_GIB: cpu_s / (wrk.bytes_read / GiB)})
+    _note_ratios_to(bench, "proxy_concurrency", "nginx", MB_PER_S)
+    _note_ratios_to(bench, "proxy_concurrency", "aiohttp", MB_PER_S)
+
+
+def proxy_small(bench: Bench) -> None:
+    """32 connections asking for a 4 KiB file through each proxy: the per-request cost."""
+    _proxy_wrk_scenario(bench, "proxy_small", bench.workspace.small,
+                        lambda wrk, cpu_s: {REQUESTS_PER_S: wrk.requests_per_s,
+                                            P99_MS: wrk.p99_s * 1e3,
+                                            CPU_US_PER_REQUEST: cpu_s / wrk.requests * 1e6})
+    _note_ratios_to(bench, "proxy_small", "aiohttp", REQUESTS_PER_S)
+
+
+def _proxy_wrk_scenario(bench: Bench, scenario: str, data_file: DataFile,
+                        figures: Callable[[WrkRun, float], dict[Metric, float]]) -> None:
+    """wrk through nginx proxy_pass, the aiohttp peer, the naive Tornado proxy and mediaproxy.
+
+    The origin is one nginx serving the same files; only the proxy's CPU is counted.
+    """
+    with servers.running(servers.nginx_origin(), bench.workspace) as origin:
+        _wrk_scenario(bench, scenario, _proxy_recipes(origin.port), data_file, figures)
+
+
+def _proxy_recipes(origin_port: int) -> list[ServerRecipe]:
+    return [servers.nginx_proxy(origin_port), servers.aiohttp_proxy(origin_port),
+            servers.tornado_proxy(origin_port), servers.mediaproxy_relay(origin_port)]
+
+
 def ttfb(bench: Bench) -> None:
     """The time to first body byte a proxy adds in front of an origin that streams as it goes.
 
-    Each repetition asks the origin directly and then each proxy (bench/ttfb.py); "added"
-    is a proxy's time minus the direct one of the same repetition.
+    Each repetition asks the origin directly and then each proxy (bench/ttfb.py), every time on
+    a fresh client connection; the origin closes every connection after its answer, so no
+    proxy can take its origin connection from a pool. "added" is a proxy's time minus the
+    direct one of the same repetition.
     """
     reps = bench.settings.ttfb_reps
     with servers.running(servers.ttfb_origin(), bench.workspace) as origin:
-        recipes = [servers.nginx_proxy(origin.port), servers.mediaproxy_relay(origin.port)]
-        with bench.serving("ttfb", recipes, bench.workspace.small) as proxies:
+        with bench.serving("ttfb", _proxy_recipes(origin.port), bench.workspace.small) as proxies:
             path = bench.workspace.small.url_path
             for rep in range(1, reps + 1):
                 direct_s = ttfb_probe.measure(origin.port, path)
@@ -228,10 +266,10 @@ def ttfb(bench: Bench) -> None:
                     bench.record("ttfb", proxy.name, rep, reps, {
                         TTFB_MS: via_s * 1e3, ADDED_TTFB_MS: (via_s - direct_s) * 1e3,
                     })
-    medians = bench.results.medians("ttfb", TTFB_MS)
+    added = bench.results.medians("ttfb", ADDED_TTFB_MS)
     for proxy in proxies:
-        bench.results.note("ttfb", f"{proxy.name} adds {medians[proxy.name] - medians['origin']:.3f} "
-                           f"ms (its median first byte minus the origin's)")
+        bench.results.note("ttfb", f"{proxy.name} adds {added[proxy.name]:.3f} ms (median over "
+                           f"{reps} of its first byte minus the origin's in the same repetition)")
 
 
 def csv_export(bench: Bench) -> None:
@@ -245,6 +283,8 @@ SCENARIOS: dict[str, Callable[[Bench], None]] = {
     "relay": relay,
     "concurrency": concurrency,
     "small": small,
+    "proxy_concurrency": proxy_concurrency,
+    "proxy_small": proxy_small,
     "slow_clients": slow_clients_scenario,
     "ttfb": ttfb,
     "csv_export": csv_export,
@@ -380,8 +420,9 @@ def _exit_on_sigterm(signum: int, frame: object) -> None:
 
 
 def _ensure_tools() -> None:
-    """Install nginx, wrk and curl through bench/setup.sh if any is missing."""
-    if not all(shutil.which(tool) for tool in ("nginx", "wrk", "curl")):
+    """Install nginx, wrk, curl and the bench extra through bench/setup.sh if any is missing."""
+    if (not all(shutil.which(tool) for tool in ("nginx", "wrk", "curl"))
+            or importlib.util.find_spec("aiohttp") is None):
         subprocess.run(["bash", str(REPO / "bench" / "setup.sh")], check=True)
 
 

@@ -14,6 +14,7 @@ the other servers.
 
 import contextlib
 import http.client
+import importlib.util
 import os
 import signal
 import socket
@@ -30,6 +31,8 @@ from workspace import REPO, Workspace
 MEDIAPROXY_BIN = REPO / ".venv" / "bin" / "mediaproxy"
 TORNADO_STATIC = REPO / "bench" / "tornado_static.py"
 TTFB = REPO / "bench" / "ttfb.py"
+AIOHTTP_PROXY = REPO / "bench" / "aiohttp_proxy.py"
+TORNADO_PROXY = REPO / "bench" / "tornado_proxy.py"
 
 # Long enough for a cold Python start on a loaded machine; short enough that a
 # server that hangs at start-up does not stall the run.
@@ -166,6 +169,27 @@ def tornado_static() -> ServerRecipe:
                 "--root", str(workspace.data_dir)]
 
     return ServerRecipe("tornado", "tornado", configure)
+
+
+def aiohttp_proxy(origin_port: int) -> ServerRecipe:
+    """The aiohttp peer (bench/aiohttp_proxy.py): a plain streaming aiohttp proxy script."""
+    def configure(workspace: Workspace, config_dir: Path, port: int) -> list[str]:
+        if importlib.util.find_spec("aiohttp") is None:
+            raise ServerUnavailable("aiohttp not installed (bench/setup.sh installs the "
+                                    "bench extra)")
+        return [sys.executable, str(AIOHTTP_PROXY), "--port", str(port),
+                "--upstream", f"http://127.0.0.1:{origin_port}"]
+
+    return ServerRecipe("aiohttp", "aiohttp-proxy", configure)
+
+
+def tornado_proxy(origin_port: int) -> ServerRecipe:
+    """The naive Tornado proxy (bench/tornado_proxy.py): AsyncHTTPClient with a stream callback."""
+    def configure(workspace: Workspace, config_dir: Path, port: int) -> list[str]:
+        return [sys.executable, str(TORNADO_PROXY), "--port", str(port),
+                "--upstream", f"http://127.0.0.1:{origin_port}"]
+
+    return ServerRecipe("tornado", "tornado-proxy", configure)
 
 
 def mediaproxy_files(name: str = "mediaproxy", processes: int = 1,

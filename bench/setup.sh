@@ -1,9 +1,16 @@
 #!/usr/bin/env bash
 # Installs the programs the benchmark drives: nginx (the peer every figure is
-# compared with), wrk (the load generator) and curl (single-transfer timing).
-# Idempotent: does nothing when all three are on PATH, and refreshes the apt
+# compared with), wrk (the load generator) and curl (single-transfer timing),
+# and the project's `bench` extra (the aiohttp proxy peer) into .venv.
+# Idempotent: does nothing when all of them are there, and refreshes the apt
 # lists only when something has to be installed.
 set -euo pipefail
+
+repo="$(cd "$(dirname "$0")/.." && pwd)"
+venv_python="$repo/.venv/bin/python"
+if [ -x "$venv_python" ] && ! "$venv_python" -c 'import aiohttp' 2>/dev/null; then
+    "$venv_python" -m pip install --quiet -e "$repo[bench]"
+fi
 
 needed=()
 command -v nginx >/dev/null 2>&1 || needed+=(nginx-light)
