@@ -1,9 +1,11 @@
 """CSV exports: a configured SQL query, its parameters bound from the query string, streamed.
 
 The client's input reaches the database only as typed values (``mediaproxy.http.params``
-types them first); the SQL text is the route's own. CSV is produced in batches on the export
-thread pool, one batch at a time: the next batch is produced only after the last one was
-sent, so a slow client holds one batch of memory and the database simply waits.
+types them first); the SQL text is the route's own. Each export runs in a process of its own
+(``export_processes``: forked from a fork server, so its CPU never holds the event loop's
+GIL), which produces the CSV in batches (``CsvChunks``) and writes them to a socket the
+gateway relays: the process blocks on that socket when the client is slow, so it holds one
+batch of memory and the database simply waits.
 
 Format (RFC 4180): a header row of column names, ``,`` between fields, ``"`` around fields
 holding a comma, a quote or a line break (quotes doubled inside), CRLF after every record
@@ -16,9 +18,9 @@ PostgreSQL (``formula_escaped_query``).
 
 Failure: a query that fails before its first batch is a 502 (the detail is logged, never
 sent); one that fails later aborts the response, so the client sees a cut download, never a
-short file that looks complete. A timer or the client leaving cancels the export: a running
-SQLite step is interrupted, a running PostgreSQL COPY is cancelled server-side, and the
-connection is closed right after.
+short file that looks complete. A timer, the client leaving or a shutdown closes the socket:
+the process sends PostgreSQL a cancel request if it has one running and exits at once, which
+ends a SQLite statement with it (and it is killed if it lingers).
 
 Databases:
 
@@ -39,9 +41,9 @@ import logging
 import re
 import select
 import sqlite3
-import threading
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from typing import Any
 
@@ -50,7 +52,7 @@ from mediaproxy.errors import MethodNotAllowed, RequestError, UpstreamError
 from mediaproxy.http.disposition import content_disposition
 from mediaproxy.http.params import InvalidParameter, Value, parse_query
 from mediaproxy.integrations.base import Exchange, Integration
-from mediaproxy.threads import LazyPool, SerialSteps
+from mediaproxy.integrations.export_processes import ExportProcess, ForkServer, QueryFailed
 
 log = logging.getLogger("mediaproxy.csv_export")
 
@@ -58,19 +60,39 @@ CONTENT_TYPE = "text/csv; charset=utf-8; header=present"  # RFC 4180 §3
 # The first batch is small so the first byte leaves quickly; batches then double up to the
 # route's batch_rows.
 FIRST_BATCH_ROWS = 200
-# Each export thread runs one batch at a time for one export; exports beyond this many wait
-# for a free thread between batches (a batch is milliseconds).
-EXPORT_THREADS = 4
 
-_export_pool = LazyPool(EXPORT_THREADS, "mediaproxy-export")
+_fork_server = ForkServer()
 
 
-class QueryFailed(Exception):
-    """The database refused or broke off the query; the message is for the log."""
+@dataclass(frozen=True)
+class ExportJob:
+    """What an export process needs: sent to it pickled, run by ``produce``."""
+
+    database: str  # a SQLite file: URI, or a postgresql:// URL
+    postgres: bool
+    query: str
+    params: Mapping[str, Value]
+    batch_rows: int
+    line_terminator: str
+    escape_formulas: bool
+
+
+def produce(job: ExportJob) -> tuple[CsvChunks, str, Mapping[str, Value]]:
+    """In the export process: the job's CSV producer, and its query and parameters."""
+    chunks: CsvChunks
+    if job.postgres:
+        chunks = PostgresCopy(job.database, job.batch_rows, job.line_terminator,
+                              job.escape_formulas)
+    else:
+        source: RowSource = SqliteRows(job.database)
+        if job.escape_formulas:
+            source = FormulaEscapedRows(source)
+        chunks = SqliteCsv(source, job.batch_rows, job.line_terminator)
+    return chunks, job.query, job.params
 
 
 class RowSource(ABC):
-    """One export's cursor. Used from one pool thread at a time, except ``interrupt``."""
+    """One export's cursor, in its export process."""
 
     @abstractmethod
     def execute(self, query: str, params: Mapping[str, Value]) -> list[str]:
@@ -82,16 +104,12 @@ class RowSource(ABC):
 
     @abstractmethod
     def interrupt(self) -> None:
-        """Make a running ``execute``/``fetch`` fail soon. Called from the event loop."""
+        """Stop the database's work: the gateway has gone and the process exits next. Called
+        from another thread than the one running the query."""
 
     @abstractmethod
     def close(self) -> None:
         """Release the cursor and the connection."""
-
-
-# How often a running SQLite statement checks whether its export was interrupted, in virtual
-# machine instructions: a few milliseconds apart, for a cost too small to measure.
-SQLITE_CHECK_INSTRUCTIONS = 100_000
 
 
 class SqliteRows(RowSource):
@@ -99,18 +117,10 @@ class SqliteRows(RowSource):
         self._uri = uri
         self._connection: sqlite3.Connection | None = None
         self._cursor: sqlite3.Cursor | None = None
-        self._interrupted = False
 
     def execute(self, query: str, params: Mapping[str, Value]) -> list[str]:
         try:
-            # check_same_thread=False: SerialSteps moves the connection between pool threads,
-            # but never uses it from two at once.
-            connection = self._connection = sqlite3.connect(
-                self._uri, uri=True, check_same_thread=False)
-            # sqlite3_interrupt is lost when it lands before the statement starts (while
-            # connecting, say), and the statement then runs on unbounded; this flag stays set.
-            connection.set_progress_handler(lambda: self._interrupted,
-                                            SQLITE_CHECK_INSTRUCTIONS)
+            connection = self._connection = sqlite3.connect(self._uri, uri=True)
             self._cursor = connection.execute(
                 query, {name: _sqlite_value(value) for name, value in params.items()})
         except sqlite3.Error as error:
@@ -125,9 +135,7 @@ class SqliteRows(RowSource):
             raise QueryFailed(f"SQLite: {error}") from error
 
     def interrupt(self) -> None:
-        self._interrupted = True
-        if self._connection is not None:
-            self._connection.interrupt()
+        """Nothing to do: the export process exits right after, and the statement with it."""
 
     def close(self) -> None:
         if self._connection is not None:
@@ -193,8 +201,7 @@ def _import_psycopg() -> Any:
 
 
 class CsvChunks(ABC):
-    """One export's CSV bytes, a batch per call. Used from one pool thread at a time, except
-    ``interrupt``."""
+    """One export's CSV bytes, a batch per call, in its export process."""
 
     rows = 0  # data rows produced so far
 
@@ -209,7 +216,8 @@ class CsvChunks(ABC):
 
     @abstractmethod
     def interrupt(self) -> None:
-        """Make a running ``first``/``next`` fail soon. Called from the event loop."""
+        """Stop the database's work: the gateway has gone and the process exits next. Called
+        from another thread than the one running the query."""
 
     @abstractmethod
     def close(self) -> None:
@@ -255,9 +263,12 @@ class SqliteCsv(CsvChunks):
 # The server writes the CSV: rows never become Python objects. The query goes on lines of its
 # own, so a trailing -- comment cannot swallow the closing parenthesis.
 COPY_STATEMENT = "COPY (\n{query}\n) TO STDOUT (FORMAT csv, HEADER)"
-# How long a wait for the server goes before the export checks whether it was interrupted:
-# a cancel request that lands before the query starts is lost, the flag is not.
-POSTGRES_WAIT_S = 0.5
+# How often PostgreSQL checks, while a query computes without sending, that the export process
+# is still connected (PostgreSQL 14+): a cancel request that lands before its statement starts
+# is lost, and a killed process sends none, but its closed socket is seen within this.
+CLIENT_CHECK_INTERVAL = "1s"
+# A cancel request is a new connection to the server; past this the process exits anyway.
+CANCEL_TIMEOUT_S = 3.0
 
 
 class PostgresCopy(CsvChunks):
@@ -267,7 +278,7 @@ class PostgresCopy(CsvChunks):
     client-side, with the connection's own quoting rules (``ClientCursor.mogrify``): the
     values are typed by ``mediaproxy.http.params`` and quoted by psycopg, never formatted in.
     The statement runs in a READ ONLY transaction. libpq is driven without blocking (each
-    wait a ``select`` that releases the GIL and wakes to check for an interrupt), one CopyData
+    wait a ``select``, which releases the GIL for the thread that may cancel), one CopyData
     message per row: PostgreSQL sends exactly one row per message (its protocol manual, "COPY
     Operations"), which is what makes the line-end conversion exact.
 
@@ -285,16 +296,15 @@ class PostgresCopy(CsvChunks):
         self._connection: Any = None
         self._psycopg: Any = None
         self._done = False
-        # A cancel request reaches only a query already running: one that lands earlier
-        # (while connecting, between batches) is kept here and honoured at the next wait.
-        self._interrupted = False
 
     def first(self, query: str, params: Mapping[str, Value]) -> bytes:
         psycopg = self._psycopg = _import_psycopg()
         try:
             connection = self._connection = psycopg.connect(self._url, autocommit=True)
-            self._raise_if_interrupted()
             connection.execute("BEGIN READ ONLY")
+            if connection.info.server_version >= 140000:
+                connection.execute("SET LOCAL client_connection_check_interval = "
+                                   f"'{CLIENT_CHECK_INTERVAL}'")
             query = psycopg.ClientCursor(connection).mogrify(query, dict(params))
             if self._escape_formulas:
                 query = formula_escaped_query(connection, query)
@@ -356,29 +366,20 @@ class PostgresCopy(CsvChunks):
         return pgconn.get_result()
 
     def _wait(self, writable: bool = False) -> None:
-        """Until the server's socket is ready (then read what arrived), or fail if the
-        export has been interrupted meanwhile."""
+        """Until the server's socket is ready; then read what arrived."""
         pgconn = self._connection.pgconn
-        while True:
-            self._raise_if_interrupted()
-            ready = select.select([] if writable else [pgconn.socket],
-                                  [pgconn.socket] if writable else [], [], POSTGRES_WAIT_S)
-            if ready[0] or ready[1]:
-                break
-        if not writable:
+        if writable:
+            select.select([], [pgconn.socket], [])
+        else:
+            select.select([pgconn.socket], [], [])
             pgconn.consume_input()
 
-    def _raise_if_interrupted(self) -> None:
-        if self._interrupted:
-            raise QueryFailed("PostgreSQL: interrupted")
-
     def interrupt(self) -> None:
-        self._interrupted = True
-        connection = self._connection
-        if connection is not None:
-            # A cancel request is a network round trip: not on the event loop.
-            threading.Thread(target=_cancel_quietly, args=(connection,), daemon=True,
-                             name="mediaproxy-pg-cancel").start()
+        if self._connection is not None:
+            try:
+                self._connection.cancel_safe(timeout=CANCEL_TIMEOUT_S)
+            except Exception as error:  # psycopg.Error, or the connection not ready yet
+                log.debug("PostgreSQL cancel request failed: %s", error)
 
     def close(self) -> None:
         if self._connection is not None:
@@ -430,28 +431,21 @@ def _error_message(result: Any) -> str:
     return message.decode("utf-8", "replace").strip()
 
 
-def _cancel_quietly(connection: Any) -> None:
-    try:
-        connection.cancel_safe(timeout=5.0)
-    except Exception as error:  # the connection may be closing already
-        log.debug("PostgreSQL cancel request failed: %s", error)
-
-
 class CsvExportIntegration(Integration):
     def __init__(self, route: Route) -> None:
         super().__init__(route)
         settings: CsvExportSettings = route.settings
         self.settings = settings
-
-    def _chunks(self) -> CsvChunks:
-        settings = self.settings
         if settings.is_postgres:
-            return PostgresCopy(settings.database, settings.batch_rows, settings.line_terminator,
-                                settings.escape_formulas)
-        source: RowSource = SqliteRows(settings.sqlite_uri)
-        if settings.escape_formulas:
-            source = FormulaEscapedRows(source)
-        return SqliteCsv(source, settings.batch_rows, settings.line_terminator)
+            _fork_server.warm("psycopg")  # once, in the fork server: not per export
+
+    def _job(self, params: Mapping[str, Value]) -> ExportJob:
+        settings = self.settings
+        return ExportJob(
+            database=settings.database if settings.is_postgres else settings.sqlite_uri,
+            postgres=settings.is_postgres, query=settings.query, params=params,
+            batch_rows=settings.batch_rows, line_terminator=settings.line_terminator,
+            escape_formulas=settings.escape_formulas)
 
     async def respond(self, exchange: Exchange) -> None:
         request = exchange.request
@@ -471,11 +465,17 @@ class CsvExportIntegration(Integration):
         if request.method == "HEAD":
             exchange.start(200, headers)  # the headers a GET would get, without the query
             return
-        batches = self._chunks()
-        steps = SerialSteps(_export_pool.get())
+        try:
+            process = ExportProcess(_fork_server.spawn(__name__))
+        except OSError as error:
+            log.error("export %s: no export process: %s", self.route.prefix, error)
+            raise UpstreamError(str(error), phrase="Bad Gateway: the export could not start"
+                                ) from None
+        sent = 0
         try:
             try:
-                chunk = await steps.run(batches.first, self.settings.query, params)
+                await process.start(self._job(params))
+                chunk = await process.read()
             except QueryFailed as error:
                 log.warning("export %s: query failed before the first row: %s",
                             self.route.prefix, error)
@@ -484,15 +484,18 @@ class CsvExportIntegration(Integration):
             exchange.start(200, headers)
             while chunk:
                 await exchange.send(chunk)
+                sent += len(chunk)
                 try:
-                    chunk = await steps.run(batches.next)
+                    chunk = await process.read()
                 except QueryFailed as error:
-                    log.warning("export %s: query failed after %d rows: %s",
-                                self.route.prefix, batches.rows, error)
+                    log.warning("export %s: query failed after %d bytes: %s",
+                                self.route.prefix, sent, error)
                     raise UpstreamError(str(error)) from None
             await exchange.finish()
+            log.debug("export %s: %d rows, %d bytes; the export process peaked at %d KiB",
+                      self.route.prefix, process.rows, sent, process.peak_rss_kib)
         finally:
-            await steps.close(batches.close, batches.interrupt)
+            process.close()
 
     def _filename(self, params: Mapping[str, Value]) -> str:
         today = datetime.now(timezone.utc).date().isoformat()

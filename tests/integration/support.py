@@ -84,7 +84,8 @@ class GatewayThread:
         return int(self.call(lambda: len(gateway.active)))  # type: ignore[arg-type]
 
     def stop(self) -> None:
-        if self._stop is not None and self.running is not None:
+        """Shut the gateway down (as SIGTERM does) and wait for it; again: nothing."""
+        if self._stop is not None and self.running is not None and not self._loop.is_closed():
             self._loop.call_soon_threadsafe(self._stop.set)
         self._thread.join(30)
 

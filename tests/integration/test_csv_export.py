@@ -6,9 +6,11 @@ that the ``postgres_url`` fixture starts (see conftest.py).
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
+import os
 import shutil
 import socket
 import sqlite3
@@ -23,10 +25,12 @@ from pathlib import Path
 
 import pytest
 
+from mediaproxy.integrations import csv_export
+from mediaproxy.integrations import export_processes as export_processes_module
 from mediaproxy.integrations.csv_export import PostgresCopy, QueryFailed
 
 from .support import (GatewayThread, open_stalled_download, read_cut_response, request,
-                      wait_for_no_streams)
+                      wait_for_no_streams, wait_until)
 
 # The values CSV exports get wrong: separators, quotes, line breaks, NULL against '', non-ASCII
 # and a formula that must reach the client unchanged.
@@ -419,16 +423,6 @@ def test_postgres_exports_run_as_one_copy_in_a_read_only_transaction(
     assert (read_only, tag) == ("on", "it's")
 
 
-def test_a_postgres_export_interrupted_before_its_query_never_fetches(postgres_url: str) -> None:
-    chunks = PostgresCopy(postgres_url, 100, "\r\n")
-    chunks.interrupt()  # cancelled while its thread was still on its way to the server
-    try:
-        with pytest.raises(QueryFailed, match="interrupted"):
-            chunks.first("SELECT pg_sleep(60)", {})  # with the cancel lost: a minute
-    finally:
-        chunks.close()
-
-
 def test_an_interrupt_stops_a_running_postgres_copy(postgres_url: str) -> None:
     chunks = PostgresCopy(postgres_url, 100, "\r\n")
     timer = threading.Timer(0.5, chunks.interrupt)
@@ -459,3 +453,121 @@ def test_postgres_escapes_formulas_in_sql_keeping_names_types_and_nulls(
     """)
     reply = request(gateway.port, "GET", "/odd")
     assert reply.body == b'x,x,"a ""b""",e,i,n\r\n\'=a  ,-1,,"",-1 days,-7\r\n'
+
+
+# --- export processes ------------------------------------------------------------------------
+
+def export_processes() -> list[int]:
+    """The pids of the live export processes: the fork server's children."""
+    server = csv_export._fork_server._process
+    if server is None:
+        return []
+    pids: list[int] = []
+    for task in Path(f"/proc/{server.pid}/task").iterdir():
+        with contextlib.suppress(FileNotFoundError):
+            pids += [int(pid) for pid in (task / "children").read_text().split()]
+    return pids
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def running_postgres_queries(url: str) -> int:
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as connection:
+        row = connection.execute("SELECT count(*) FROM pg_stat_activity WHERE state = 'active' "
+                                 "AND backend_type = 'client backend' "
+                                 "AND pid <> pg_backend_pid()").fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def test_the_rows_are_produced_in_another_process(gateway: GatewayThread) -> None:
+    sock = open_stalled_download(gateway.port, "/endless")
+    try:
+        wait_until(lambda: len(export_processes()) == 1)
+        (pid,) = export_processes()
+        assert pid != os.getpid()
+        # The fork server has imported the export code; the export process is its fork.
+        assert Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[1:3] == [
+            b"-m", b"mediaproxy.integrations.export_processes"]
+    finally:
+        sock.close()
+    wait_until(lambda: not export_processes(), timeout_s=3)
+
+
+@pytest.mark.parametrize("cut", ["disconnect", "idle timer", "shutdown"])
+def test_no_export_process_or_query_outlives_its_request(
+        make_gateway, db: ExportDatabase, cut: str) -> None:  # type: ignore[no-untyped-def]
+    """A never-ending query, cut three ways: the process is gone well within the grace after
+    which it would be killed (it left by itself), and so is PostgreSQL's query."""
+    gateway = make_gateway(f"""
+        [[routes]]
+        prefix = "/never"
+        integration = "csv_export"
+        database = "{db.database}"
+        query = "{NEVER_ENDS}"
+        idle_timeout = 1
+    """)
+    sock = socket.create_connection(("127.0.0.1", gateway.port))
+    sock.sendall(b"GET /never HTTP/1.1\r\nHost: x\r\n\r\n")
+    wait_until(lambda: len(export_processes()) == 1)
+    if db.name == "postgres":
+        wait_until(lambda: running_postgres_queries(db.database) == 1)
+    if cut == "disconnect":
+        sock.close()
+    elif cut == "idle timer":
+        sock.settimeout(10)
+        assert sock.recv(100).startswith(b"HTTP/1.1 504 ")
+    else:
+        gateway.stop()
+    started = time.monotonic()
+    wait_until(lambda: not export_processes(), timeout_s=export_processes_module.EXIT_GRACE_S)
+    assert time.monotonic() - started < 2.5, "it waited to be killed"
+    if db.name == "postgres":
+        wait_until(lambda: running_postgres_queries(db.database) == 0, timeout_s=3)
+    sock.close()
+
+
+@pytest.mark.slow
+def test_a_thousand_aborted_exports_leave_no_process_or_descriptor(
+        gateway: GatewayThread, db: ExportDatabase) -> None:
+    """Cut before the first byte (a query that never answers) and mid-body (a client that
+    leaves after the headers), many at once: nothing stays behind in either process."""
+    count = 1000 if db.name == "sqlite" else 200  # PostgreSQL's connections are slower
+    assert request(gateway.port, "GET", "/items?since=2024-01-01").status == 200  # warm
+    wait_until(lambda: not export_processes())
+    fds_before = open_fds()
+    server = csv_export._fork_server._process
+    assert server is not None
+    server_fds = len(os.listdir(f"/proc/{server.pid}/fd"))
+
+    def abort(number: int) -> None:
+        with socket.create_connection(("127.0.0.1", gateway.port)) as sock:
+            path = b"/never" if number % 2 else b"/endless"
+            sock.sendall(b"GET " + path + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+            if path == b"/endless":
+                sock.settimeout(10)
+                assert sock.recv(12) == b"HTTP/1.1 200"
+
+    with ThreadPoolExecutor(8) as clients:
+        list(clients.map(abort, range(count)))
+    wait_for_no_streams(gateway)
+    wait_until(lambda: not export_processes(), timeout_s=10)
+    wait_until(lambda: open_fds() <= fds_before, timeout_s=5)
+    assert len(os.listdir(f"/proc/{server.pid}/fd")) == server_fds
+    if db.name == "postgres":
+        wait_until(lambda: running_postgres_queries(db.database) == 0, timeout_s=5)
+
+
+def test_a_dead_fork_server_is_replaced(gateway: GatewayThread, db: ExportDatabase) -> None:
+    assert request(gateway.port, "GET", "/items?since=2024-01-01").status == 200
+    server = csv_export._fork_server._process
+    assert server is not None
+    server.kill()
+    server.wait(5)
+    reply = request(gateway.port, "GET", "/items?since=2024-01-01")
+    assert reply.body == expected_csv(COLUMNS, ROWS, db)
+    assert csv_export._fork_server._process is not server
