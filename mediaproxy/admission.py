@@ -24,6 +24,8 @@ import time
 from collections import Counter
 from collections.abc import Mapping
 
+from tornado.httputil import HTTPHeaders
+
 from mediaproxy.access import AccessPolicy
 from mediaproxy.config import Route
 from mediaproxy.errors import PayloadTooLarge, ServiceUnavailable
@@ -121,6 +123,17 @@ class Admission:
     def upload_allows(self, body_bytes: int) -> bool:
         """Whether a request body of ``body_bytes`` is within the route's upload limit."""
         return not 0 < self._max_upload_bytes < body_bytes
+
+    def forwarded_headers(self, headers: HTTPHeaders) -> HTTPHeaders:
+        """The headers the integration sees: without the route's API key header, unless the
+        route forwards it. Like the signing parameters, it is the gateway's credential."""
+        access = self.route.access
+        name = access.api_key_header
+        if not access.api_keys or access.forward_api_key or name not in headers:
+            return headers
+        kept = headers.copy()
+        del kept[name]
+        return kept
 
     def forwarded_query(self, query: str) -> str:
         """The query the integration sees: on a signing route, without our two parameters.

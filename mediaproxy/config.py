@@ -152,6 +152,9 @@ class Access:
     api_keys: tuple[str, ...] = field(default=(), repr=False)
     api_key_header: str = "X-API-Key"
     signing_secret: bytes | None = field(default=None, repr=False)
+    # The key header is the gateway's credential: it never reaches an origin or a function
+    # unless the route says so (an origin that checks the same key itself).
+    forward_api_key: bool = False
 
     @property
     def restricted(self) -> bool:
@@ -590,8 +593,11 @@ def _read_access(table: Table) -> Access:
     if table.has("signing_secret") and table.has("signing_secret_env"):
         raise table.error("signing_secret_env", "set signing_secret or signing_secret_env, "
                                                 "not both")
+    forward_api_key = table.boolean("forward_api_key", Access.forward_api_key)
+    if forward_api_key and not api_keys:
+        raise table.error("forward_api_key", "is set but the route has no api_keys(_env)")
     return Access(api_keys=api_keys, api_key_header=header,
-                  signing_secret=_read_signing_secret(table))
+                  signing_secret=_read_signing_secret(table), forward_api_key=forward_api_key)
 
 
 def _read_signing_secret(table: Table) -> bytes | None:

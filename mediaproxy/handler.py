@@ -311,7 +311,8 @@ class GatewayHandler(RequestHandler):
             self,
             Request(method=request.method or "GET", path=below.path, segments=below.segments,
                     query=self.admission.forwarded_query(request.query),
-                    headers=request.headers, remote_ip=request.remote_ip or "",
+                    headers=self.admission.forwarded_headers(request.headers),
+                    remote_ip=request.remote_ip or "",
                     scheme=request.protocol, host=request.host, prefix=self.route.prefix,
                     version=request.version),
             limits, self._body, self._timers, compress=self.route.compress)

@@ -164,3 +164,34 @@ def test_sign_refuses_a_route_without_a_secret(gateway: GatewayThread) -> None:
     assert result.returncode == 2
     assert "route /public" in result.stderr and "no signing_secret" in result.stderr
     assert result.stdout == ""
+
+
+@pytest.mark.parametrize("forward", [False, True])
+def test_the_api_key_stays_at_the_gateway_unless_the_route_forwards_it(
+        make_gateway: Callable[[str], GatewayThread], origin: OriginThread,
+        forward: bool) -> None:
+    opt_in = "forward_api_key = true" if forward else ""
+    gateway = make_gateway(f"""
+        [[routes]]
+        prefix = "/api"
+        integration = "http_proxy"
+        upstream = "{origin.url}echo/"
+        api_keys = ["{FILE_KEY}"]
+        api_key_header = "X-Gateway-Key"
+        {opt_in}
+        [[routes]]
+        prefix = "/fn"
+        integration = "function"
+        handler = "tests.integration.function_handlers:echo"
+        api_keys = ["{FILE_KEY}"]
+        {opt_in}
+    """)
+    sent = {"x-gateway-key": FILE_KEY, "X-Other": "kept"}
+    proxied = request(gateway.port, "GET", "/api/x", headers=sent)
+    fields = {name.lower(): value for name, value in json.loads(proxied.body)["headers"]}
+    assert fields["x-other"] == "kept"
+    assert fields.get("x-gateway-key") == (FILE_KEY if forward else None)
+    called = request(gateway.port, "GET", "/fn", headers={"X-API-Key": FILE_KEY})
+    headers = json.loads(called.body)["event"]["headers"]
+    assert {name.lower(): value for name, value in headers.items()}.get("x-api-key") == (
+        FILE_KEY if forward else None)
