@@ -13,11 +13,14 @@ percent-encoded here rather than sent raw.
 
 ``Location`` rewriting only touches URLs that point below the upstream's base path; a
 relative reference ("next", "../x") resolves the same way against either URL, and a URL
-elsewhere (another host, or outside the base) is the origin's business and left alone.
+elsewhere (another host, or outside the base) is the origin's business and left alone. A
+rewritten one never names another host: ``/base//evil`` below a root route is ``/evil``, not
+``//evil``.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -112,7 +115,8 @@ class Upstream:
             return location if mapped is None else public_base + mapped
         if location.startswith("/"):
             mapped = self._below_base(location)
-            return location if mapped is None else _path_and_after(public_base) + mapped
+            return location if mapped is None else _on_this_host(
+                _path_and_after(public_base) + mapped)
         return location
 
     def _below_base(self, path_and_after: str) -> str | None:
@@ -124,6 +128,21 @@ class Upstream:
         if bare_base and path_and_after.startswith(bare_base) and rest[:1] in ("", "?", "#"):
             return rest
         return None
+
+
+# A browser (WHATWG URL parsing) removes tabs and newlines anywhere and reads a backslash as
+# "/": a path-absolute reference that starts with two of these names another host ("//evil").
+_HOST_MARKERS = re.compile(r"[/\\\t\n\r]+")
+
+
+def _on_this_host(path: str) -> str:
+    """'//evil/x' -> '/evil/x': the leading run of slashes (as a browser reads them) made one.
+
+    Only a rewritten Location needs it: '/base//evil' below a root route would otherwise come
+    out as '//evil', an open redirect the origin never asked for.
+    """
+    run = _HOST_MARKERS.match(path)
+    return "/" + path[run.end():] if run else path
 
 
 def _path_and_after(url: str) -> str:

@@ -196,6 +196,22 @@ def test_redirects_to_the_origin_point_at_the_gateway(gateway: GatewayThread,
     assert response.headers["location"] == rewritten.format(gateway=gateway.base_url)
 
 
+@pytest.mark.parametrize("location", ["/redirect//evil.example/x", "/redirect/\\evil.example",
+                                      "/redirect/\t/evil.example"])
+def test_a_rewritten_location_is_never_an_open_redirect(make_gateway,  # type: ignore[no-untyped-def]
+                                                        origin: OriginThread,
+                                                        location: str) -> None:
+    gateway: GatewayThread = make_gateway(f"""
+        [[routes]]
+        prefix = "/"
+        integration = "http_proxy"
+        upstream = "{origin.url}redirect/"
+    """)
+    response = request(gateway.port, "GET", f"/?to={quote(location, safe='')}")
+    assert response.status == 302
+    assert response.headers["location"] == "/evil.example" + location.partition("evil.example")[2]
+
+
 def pattern_pieces(size: int, piece: int = 256 * 1024) -> Iterator[bytes]:
     for offset in range(0, size, piece):
         yield pattern(offset, min(piece, size - offset))

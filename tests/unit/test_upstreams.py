@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 import pytest
 from hypothesis import given, strategies as st
 
@@ -96,6 +98,39 @@ def test_rewrite_location_at_the_root() -> None:
     assert root.rewrite_location("http://origin:8000/a", public_base("http", "gw", "/")) \
         == "http://gw/a"
     assert root.rewrite_location("/a", public_base("http", "gw", "/")) == "/a"
+
+
+@pytest.mark.parametrize("location, rewritten", [
+    ("/base//evil.example/x", "/evil.example/x"),
+    ("/base/\\evil.example", "/evil.example"),
+    ("/base/\\/evil.example", "/evil.example"),
+    ("/base/\t/evil.example", "/evil.example"),
+    ("/base/\n\\evil.example", "/evil.example"),
+    ("/base//", "/"),
+    ("/base/ok//x", "/ok//x"),
+    ("http://origin:8000/base//evil.example/x", "http://gw//evil.example/x"),  # host: gw
+])
+def test_a_rewritten_location_never_names_another_host(location: str, rewritten: str) -> None:
+    root = public_base("http", "gw", "/")
+    assert Upstream.parse("http://origin:8000/base/").rewrite_location(location, root) == rewritten
+
+
+def _host_a_browser_reads(location: str) -> str | None:
+    """WHATWG URL parsing, as far as it decides the host of a reference against http://gw/:
+    tab and newlines removed anywhere, backslashes read as slashes."""
+    text = location.strip("\x00\x01\x02\x03\x04\x05\x06\x07\x08\x0b\x0c\x0e\x0f"
+                          "\x10\x11\x12\x13\x14\x15\x16\x17\x18\x19\x1a\x1b\x1c\x1d"
+                          "\x1e\x1f ")
+    text = "".join(char for char in text if char not in "\t\n\r").replace("\\", "/")
+    return urlsplit(text).hostname if text.startswith("//") else None
+
+
+@given(st.lists(st.sampled_from(["/", "\\", "\t", "\n", "\r", " ", "evil", ".", ":"]))
+       .map("".join))
+def test_rewritten_locations_on_a_root_route_stay_on_the_gateway(rest: str) -> None:
+    root = public_base("http", "gw", "/")
+    rewritten = Upstream.parse("http://origin:8000/base/").rewrite_location("/base/" + rest, root)
+    assert _host_a_browser_reads(rewritten) is None, rewritten
 
 
 @given(st.text())
