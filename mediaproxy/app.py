@@ -180,7 +180,8 @@ def make_gateway(config: Config) -> Gateway:
         built.append(integration)
         routes[route.prefix] = {"route": route, "integration": integration,
                                 "admission": Admission(route, slots), "metrics": metrics,
-                                "access_log": access_log}
+                                "access_log": access_log,
+                                "public_url": config.server.public_url}
     application = GatewayApplication(rules, routes,
                                      log_function=lambda handler: None)  # we log our own access lines
     application.active = active  # type: ignore[attr-defined]

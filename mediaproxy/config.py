@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from mediaproxy import eventloop
-from mediaproxy.http.upstreams import Upstream
+from mediaproxy.http.upstreams import PublicUrl, Upstream
 from mediaproxy.http.params import ParamSpec, parse_declaration
 from mediaproxy.sql_statements import single_statement
 
@@ -115,6 +115,9 @@ class ServerConfig:
     event_loop: str = "auto"
     # Loaded (and so checked) once at start-up; None serves plain HTTP.
     tls: ssl.SSLContext | None = field(default=None, compare=False, repr=False)
+    # Where clients reach the gateway: rewritten Locations and X-Forwarded-Host/-Proto (and
+    # Forwarded's host and proto) use it instead of the request's Host and scheme.
+    public_url: PublicUrl | None = None
 
 
 @dataclass(frozen=True)
@@ -358,9 +361,19 @@ def _read_server(table: Table) -> ServerConfig:
         admin_api_keys=_read_api_keys(table, "admin_api_keys"),
         tls=_read_tls(table),
         event_loop=_read_event_loop(table),
+        public_url=_read_public_url(table),
     )
     table.finish()
     return server
+
+
+def _read_public_url(table: Table) -> PublicUrl | None:
+    if not table.has("public_url"):
+        return None
+    try:
+        return PublicUrl.parse(table.string("public_url"))
+    except ValueError as error:
+        raise table.error("public_url", str(error)) from error
 
 
 def _read_event_loop(table: Table) -> str:

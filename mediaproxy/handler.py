@@ -36,6 +36,7 @@ from mediaproxy.config import Limits, Route
 from mediaproxy.errors import (MediaproxyError, PayloadTooLarge, RequestError, ServiceUnavailable,
                                Termination, UpstreamTimeout)
 from mediaproxy.http.paths import Below, RequestPath, below_prefix
+from mediaproxy.http.upstreams import PublicUrl
 from mediaproxy.http.statuses import is_bodyless
 from mediaproxy.integrations.base import Exchange, Integration, Request, body_framing
 from mediaproxy.limits import StreamTimers
@@ -271,8 +272,10 @@ class GatewayHandler(RequestHandler):
     may_have_body = True  # False: routed here because the request has none
 
     def initialize(self, route: Route, integration: Integration, admission: Admission,
-                   metrics: Metrics, access_log: AccessLog | None, path: RequestPath) -> None:
+                   metrics: Metrics, access_log: AccessLog | None, path: RequestPath,
+                   public_url: PublicUrl | None = None) -> None:
         self.route = route
+        self.public_url = public_url
         self.path = path  # read once by the application, which routed by it
         self.integration = integration
         self.admission = admission
@@ -307,13 +310,16 @@ class GatewayHandler(RequestHandler):
             below = below_prefix(self.path, self.route.prefix, raw=self.route.raw_path)
         except RequestError as error:
             below, refusal = Below("", ()), error
+        public = self.public_url
         self.exchange = HandlerExchange(
             self,
             Request(method=request.method or "GET", path=below.path, segments=below.segments,
                     query=self.admission.forwarded_query(request.query),
                     headers=self.admission.forwarded_headers(request.headers),
                     remote_ip=request.remote_ip or "",
-                    scheme=request.protocol, host=request.host, prefix=self.route.prefix,
+                    scheme=public.scheme if public else request.protocol,
+                    host=public.authority if public else request.host,
+                    mount=public.mount if public else "", prefix=self.route.prefix,
                     version=request.version),
             limits, self._body, self._timers, compress=self.route.compress)
         self.application.active.add(self)  # type: ignore[attr-defined]

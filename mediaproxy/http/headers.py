@@ -11,10 +11,13 @@ Framing is never taken from the forwarded fields: a Connection header can name
 Content-Length, and obeying that would change how the next hop splits the stream (the
 request-smuggling pattern). The gateway decides the framing (``content_length``) itself.
 
-Added: ``X-Forwarded-For`` (appended to, like nginx's ``$proxy_add_x_forwarded_for``),
-``X-Forwarded-Proto`` and ``X-Forwarded-Host`` (replaced: they describe the hop the gateway
-received), and ``Via`` in both directions (§7.6.3: "A proxy MUST send an appropriate Via header
-field ... in each message that it forwards").
+Added: ``X-Forwarded-For`` (appended to, like nginx's ``$proxy_add_x_forwarded_for``) and its
+standard twin ``Forwarded`` (RFC 7239, appended to likewise: ``for``, ``host``, ``proto``),
+``X-Forwarded-Proto``, ``X-Forwarded-Host`` and ``X-Real-IP`` (replaced: they describe the
+hop the gateway received), and ``Via`` in both directions (§7.6.3: "A proxy MUST send an
+appropriate Via header field ... in each message that it forwards"). A client's ``Forwarded``
+that does not parse is dropped rather than appended to: an unterminated quoted-string in it
+would swallow the gateway's own element.
 
 Fields are (name, value) pairs in order, names in any case, as Tornado's HTTPHeaders.get_all()
 yields them; repeated fields stay repeated (Set-Cookie).
@@ -40,8 +43,18 @@ HOP_BY_HOP = frozenset({
 # answered "100-continue" to the client and is relaying the body; the origin gets it anyway.
 _REPLACED_ON_REQUEST = frozenset({
     "host", "content-length", "expect", "x-forwarded-proto", "x-forwarded-host",
-    "x-forwarded-for", "via",
+    "x-forwarded-for", "via", "forwarded", "x-real-ip",
 })
+
+# RFC 9110 §5.6.2 token and §5.6.4 quoted-string; RFC 7239 §4 Forwarded.
+_TOKEN = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
+_QUOTED_STRING = r'"(?:[\t !#-\[\]-~\x80-\xff]|\\[\t !-~\x80-\xff])*"'
+_FORWARDED_PAIR = rf"{_TOKEN}=(?:{_TOKEN}|{_QUOTED_STRING})"
+_FORWARDED_ELEMENT = rf"(?:{_FORWARDED_PAIR})?(?:;(?:{_FORWARDED_PAIR})?)*"
+_FORWARDED = re.compile(
+    rf"[ \t]*{_FORWARDED_ELEMENT}(?:[ \t]*,[ \t]*{_FORWARDED_ELEMENT})*[ \t]*")
+_TOKEN_ONLY = re.compile(_TOKEN)
+_QUOTABLE = re.compile(r"[\t !-~\x80-\xff]*")
 
 
 def _list_members(values: Iterable[str]) -> list[str]:
@@ -75,6 +88,33 @@ def _appended(fields: Fields, name: str, member: str) -> str:
     return ", ".join([*_list_members(_values(fields, name)), member])
 
 
+def _forwarded_value(text: str) -> str | None:
+    """A Forwarded parameter value: the token itself, else a quoted-string; None if no
+    quoted-string can hold it (control characters)."""
+    if _TOKEN_ONLY.fullmatch(text):
+        return text
+    if not _QUOTABLE.fullmatch(text):
+        return None
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def forwarded_element(client_ip: str, scheme: str, host: str) -> str:
+    """RFC 7239 §4: 'for=192.0.2.7;host="gw:8080";proto=http'; an IPv6 node in brackets, quoted
+    (§6); a host no quoted-string can hold is left out."""
+    node = f"[{client_ip}]" if ":" in client_ip else client_ip or "unknown"
+    pairs = [("for", node), ("host", host), ("proto", scheme)]
+    values = [(name, _forwarded_value(value)) for name, value in pairs]
+    return ";".join(f"{name}={value}" for name, value in values if value is not None)
+
+
+def _forwarded(fields: Fields, element: str) -> str:
+    """The client's Forwarded elements, if every one of its fields parses, then ours."""
+    values = _values(fields, "forwarded")
+    if not all(_FORWARDED.fullmatch(value) for value in values):
+        values = []
+    return ", ".join([*(value.strip() for value in values if value.strip()), element])
+
+
 def forward_request_headers(fields: Fields, *, client_ip: str, client_scheme: str,
                             client_host: str, client_version: str, upstream_host: str,
                             content_length: int | None) -> list[tuple[str, str]]:
@@ -91,6 +131,8 @@ def forward_request_headers(fields: Fields, *, client_ip: str, client_scheme: st
         ("X-Forwarded-For", _appended(kept, "x-forwarded-for", client_ip)),
         ("X-Forwarded-Proto", client_scheme),
         ("X-Forwarded-Host", client_host),
+        ("Forwarded", _forwarded(kept, forwarded_element(client_ip, client_scheme, client_host))),
+        ("X-Real-IP", client_ip),
         ("Via", _appended(kept, "via", via_entry(client_version))),
     ]
     return added + [(name, value) for name, value in kept

@@ -24,6 +24,8 @@ import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from mediaproxy.http.paths import normalise_path
+
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
@@ -157,6 +159,40 @@ def _path_and_after(url: str) -> str:
               default=len(after_scheme))
     rest = after_scheme[cut:]
     return rest if rest.startswith("/") else "/" + rest
+
+
+@dataclass(frozen=True)
+class PublicUrl:
+    """Where clients reach the gateway (``public_url``), when something in front of it (a load
+    balancer, a TLS terminator, a path-based router) means the request's own Host and scheme
+    are not that, or cannot be trusted to be."""
+
+    scheme: str  # "http" or "https"
+    authority: str  # "media.example.com" or "media.example.com:8443", host lower-cased
+    mount: str  # the path in front of every route: "" or "/gw"
+
+    @classmethod
+    def parse(cls, url: str) -> PublicUrl:
+        """'https://media.example.com/gw/' -> PublicUrl; ValueError says what is wrong."""
+        if any(not "!" <= char <= "~" for char in url):
+            raise ValueError(f"must be plain ASCII without spaces: {url!r}")
+        try:
+            parts = urlsplit(url)
+            _ = parts.port  # raises ValueError for a port that is not one
+        except ValueError as error:
+            raise ValueError(f"not a valid URL ({error}): {url!r}") from error
+        if parts.scheme.lower() not in ("http", "https"):
+            raise ValueError(f"must be an http:// or https:// URL, got {url!r}")
+        if not parts.hostname or parts.username is not None or parts.password is not None:
+            raise ValueError(f"must name a host, and no credentials: {url!r}")
+        if parts.query or parts.fragment or url.endswith(("?", "#")):
+            raise ValueError(f"must not have a query or fragment: {url!r}")
+        mount = parts.path.rstrip("/")
+        if mount:
+            read = normalise_path(mount)
+            if read.text != mount or read.refusal is not None:
+                raise ValueError(f"its path must be plain and normalised: {parts.path!r}")
+        return cls(parts.scheme.lower(), parts.netloc.lower(), mount)
 
 
 def public_base(scheme: str, host: str, prefix: str) -> str:

@@ -35,6 +35,8 @@ class Request:
     query: str  # raw, without the "?"
     headers: HTTPHeaders
     remote_ip: str
+    # Where the client reached the gateway: the server's public_url when set, else the
+    # request's own scheme and Host.
     scheme: str
     host: str
     prefix: str  # the route prefix that matched, e.g. "/media"
@@ -42,6 +44,7 @@ class Request:
     # The same path decoded, one string per segment: ("a", "b c"); "/a/" is ("a", ""). Octets
     # that are not UTF-8 are lone surrogates (surrogateescape); a raw path's may hold "/".
     segments: tuple[str, ...] = ()
+    mount: str = ""  # the public_url's path in front of every route: "" or "/gw"
 
 
 def body_framing(headers: HTTPHeaders) -> tuple[bool, int | None] | None:

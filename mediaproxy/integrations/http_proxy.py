@@ -251,7 +251,7 @@ class HttpProxyIntegration(Integration):
     def _response_headers(self, exchange: Exchange, head: ResponseHead
                           ) -> list[tuple[str, str]]:
         request = exchange.request
-        base = public_base(request.scheme, request.host, request.prefix)
+        base = public_base(request.scheme, request.host, request.mount + request.prefix)
         fields = forward_response_headers(list(head.headers.get_all()),
                                           upstream_version=head.version)
         return [(name, self.settings.upstream.rewrite_location(value, base)

@@ -212,6 +212,47 @@ def test_a_rewritten_location_is_never_an_open_redirect(make_gateway,  # type: i
     assert response.headers["location"] == "/evil.example" + location.partition("evil.example")[2]
 
 
+def test_the_client_cannot_speak_for_the_gateway_in_forwarding_fields(
+        gateway: GatewayThread) -> None:
+    answer = echoed(request(gateway.port, "GET", "/api/x", headers={
+        "Host": "gw.example", "X-Real-IP": "203.0.113.9",
+        "Forwarded": 'for=198.51.100.1;proto=https'}))
+    fields = [(name.lower(), value) for name, value in answer["headers"]]
+    assert [value for name, value in fields if name == "x-real-ip"] == ["127.0.0.1"]
+    assert [value for name, value in fields if name == "forwarded"] == [
+        "for=198.51.100.1;proto=https, for=127.0.0.1;host=gw.example;proto=http"]
+    unterminated = echoed(request(gateway.port, "GET", "/api/x", headers={
+        "Host": "gw.example", "Forwarded": 'for="198.51.100.1'}))
+    assert [value for name, value in unterminated["headers"] if name.lower() == "forwarded"
+            ] == ["for=127.0.0.1;host=gw.example;proto=http"]
+
+
+def test_public_url_replaces_the_clients_host_and_scheme(make_gateway,  # type: ignore[no-untyped-def]
+                                                         origin: OriginThread) -> None:
+    gateway: GatewayThread = make_gateway(f"""
+        [server]
+        public_url = "https://Media.Example.com:8443/gw/"
+        [[routes]]
+        prefix = "/o"
+        integration = "http_proxy"
+        upstream = "{origin.url}"
+        [[routes]]
+        prefix = "/api"
+        integration = "http_proxy"
+        upstream = "{origin.url}echo/"
+    """)
+    fields = dict(echoed(request(gateway.port, "GET", "/api/x",
+                                 headers={"Host": "evil.example"}))["headers"])
+    assert (fields["X-Forwarded-Host"], fields["X-Forwarded-Proto"]) == (
+        "media.example.com:8443", "https")
+    assert fields["Forwarded"] == 'for=127.0.0.1;host="media.example.com:8443";proto=https'
+    for location, rewritten in [(f"{origin.url}x?a=1", "https://media.example.com:8443/gw/o/x?a=1"),
+                                ("/x", "/gw/o/x")]:
+        response = request(gateway.port, "GET", f"/o/redirect?to={quote(location, safe='')}",
+                           headers={"Host": "evil.example"})
+        assert response.headers["location"] == rewritten
+
+
 def pattern_pieces(size: int, piece: int = 256 * 1024) -> Iterator[bytes]:
     for offset in range(0, size, piece):
         yield pattern(offset, min(piece, size - offset))

@@ -80,6 +80,8 @@ def test_relative_root_is_relative_to_the_file(tmp_path: Path) -> None:
     ("routes = 3\n", "routes", "array of tables"),
     ("[mystery]\n", "mystery", "unknown key"),
     ("[server]\nevent_loop = \"trio\"\n", "server.event_loop", "must be one of"),
+    ("[server]\npublic_url = \"media.example.com\"\n", "server.public_url", "https://"),
+    ("[server]\npublic_url = 8443\n", "server.public_url", "must be a string"),
     ("[server]\nmetrics = 1\n", "server.metrics", "true or false"),
     ("[server]\nadmin_api_keys = []\n", "server.admin_api_keys", "non-empty array"),
     ("[server]\nadmin_api_keys = [\"a,b\"]\n", "server.admin_api_keys", "key #1"),

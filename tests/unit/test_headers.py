@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from hypothesis import given, strategies as st
 
@@ -59,6 +61,17 @@ def forward(fields: Fields, content_length: int | None = None) -> dict[str, list
     ([("Host", "gw.example:8443")], "host", ["origin:8000"]),
     ([], "via", ["1.0 mediaproxy"]),
     ([("Via", "1.1 a, 1.1 b")], "via", ["1.1 a, 1.1 b, 1.0 mediaproxy"]),
+    # RFC 7239: the client's elements (when they parse) and ours, as X-Forwarded-For.
+    ([], "forwarded", ['for=192.0.2.7;host="gw.example:8443";proto=https']),
+    ([("Forwarded", 'for=10.0.0.1;proto=http, for="[2001:db8::1]"')], "forwarded",
+     ['for=10.0.0.1;proto=http, for="[2001:db8::1]", '
+      'for=192.0.2.7;host="gw.example:8443";proto=https']),
+    # One that does not parse could hide ours in its quoted string: it goes.
+    ([("Forwarded", 'for="10.0.0.1')], "forwarded",
+     ['for=192.0.2.7;host="gw.example:8443";proto=https']),
+    ([("Forwarded", "for=1.2.3.4"), ("Forwarded", "for=5.6.7.8,,by")], "forwarded",
+     ['for=192.0.2.7;host="gw.example:8443";proto=https']),
+    ([("X-Real-IP", "10.9.9.9"), ("x-real-ip", "10.8.8.8")], "x-real-ip", ["192.0.2.7"]),
     ([("Expect", "100-continue")], "expect", None),
     ([("Range", "bytes=0-1")], "range", ["bytes=0-1"]),
     ([("If-None-Match", '"x"')], "if-none-match", ['"x"']),
@@ -120,7 +133,8 @@ def test_is_delimited(method: str, status: int, fields: Fields, expected: bool) 
 
 
 field_names = st.sampled_from(sorted(HOP_BY_HOP) + ["X-A", "x-b", "Set-Cookie", "Via",
-                                                     "X-Forwarded-For", "Content-Length"])
+                                                     "X-Forwarded-For", "Content-Length",
+                                                     "Forwarded", "X-Real-IP"])
 hostile_fields = st.lists(st.tuples(
     st.one_of(field_names, st.text(min_size=1, max_size=12)),
     st.one_of(st.text(max_size=40), st.lists(field_names).map(", ".join))))
@@ -137,11 +151,38 @@ def test_nothing_hop_by_hop_or_connection_named_survives(fields: Fields) -> None
 def test_forwarded_requests_have_exactly_one_of_each_field_we_set(
         fields: Fields, content_length: int | None) -> None:
     forwarded = forward(fields, content_length)
-    for name in ("host", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "via"):
+    for name in ("host", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "via",
+                 "forwarded", "x-real-ip"):
         assert len(forwarded[name]) == 1
+    assert forwarded["x-real-ip"] == ["192.0.2.7"]
+    assert forwarded["forwarded"][0].endswith('for=192.0.2.7;host="gw.example:8443";proto=https')
     assert forwarded.get("content-length") == (None if content_length is None
                                                else [str(content_length)])
     assert forwarded["x-forwarded-for"][0].endswith("192.0.2.7")
+
+
+@pytest.mark.parametrize("client_ip, client_host, element", [
+    ("2001:db8::1", "gw", 'for="[2001:db8::1]";host=gw;proto=https'),
+    ("", "gw", "for=unknown;host=gw;proto=https"),
+    ("192.0.2.7", 'a"b\\c', 'for=192.0.2.7;host="a\\"b\\\\c";proto=https'),
+    ("192.0.2.7", "a\x7fb", "for=192.0.2.7;proto=https"),  # no quoted-string holds DEL
+])
+def test_our_forwarded_element(client_ip: str, client_host: str, element: str) -> None:
+    forwarded = forward_request_headers(
+        [], client_ip=client_ip, client_scheme="https", client_host=client_host,
+        client_version="HTTP/1.1", upstream_host="origin", content_length=None)
+    assert dict(forwarded)["Forwarded"] == element
+
+
+@given(st.lists(st.text(max_size=30), max_size=3))
+def test_our_forwarded_element_is_always_the_last_one_a_parser_sees(values: list[str]) -> None:
+    fields = [("Forwarded", value) for value in values]
+    forwarded = dict(forward_request_headers(
+        fields, client_ip="192.0.2.7", client_scheme="http", client_host="gw",
+        client_version="HTTP/1.1", upstream_host="origin", content_length=None))["Forwarded"]
+    elements = [element.strip() for element in re.findall(
+        r'(?:[^,"]|"(?:[^"\\]|\\.)*")+', forwarded)]
+    assert elements[-1] == "for=192.0.2.7;host=gw;proto=http"
 
 
 @pytest.mark.parametrize("method, expected", [

@@ -7,7 +7,7 @@ from urllib.parse import urlsplit
 import pytest
 from hypothesis import given, strategies as st
 
-from mediaproxy.http.upstreams import Upstream, public_base
+from mediaproxy.http.upstreams import PublicUrl, Upstream, public_base
 
 ORIGIN = Upstream.parse("http://origin.internal:8000/base/")
 GATEWAY = public_base("https", "gw.example", "/media")
@@ -131,6 +131,29 @@ def test_rewritten_locations_on_a_root_route_stay_on_the_gateway(rest: str) -> N
     root = public_base("http", "gw", "/")
     rewritten = Upstream.parse("http://origin:8000/base/").rewrite_location("/base/" + rest, root)
     assert _host_a_browser_reads(rewritten) is None, rewritten
+
+
+@pytest.mark.parametrize("url, parsed", [
+    ("https://Media.Example.com/gw/", PublicUrl("https", "media.example.com", "/gw")),
+    ("http://gw:8080", PublicUrl("http", "gw:8080", "")),
+    ("https://gw/", PublicUrl("https", "gw", "")),
+    ("https://[::1]:8443/a/b", PublicUrl("https", "[::1]:8443", "/a/b")),
+])
+def test_public_url(url: str, parsed: PublicUrl) -> None:
+    assert PublicUrl.parse(url) == parsed
+
+
+@pytest.mark.parametrize("url, reason", [
+    ("gw.example", "http:// or https://"), ("ftp://gw/", "http:// or https://"),
+    ("https://gw:99999/", "not a valid URL"), ("https://u:p@gw/", "no credentials"),
+    ("https:///x", "must name a host"), ("https://gw/?x", "query or fragment"),
+    ("https://gw/#", "query or fragment"), ("https://gw/a/../b", "plain and normalised"),
+    ("https://gw//a", "plain and normalised"), ("https://gw/%61", "plain and normalised"),
+    ("https://g w/", "plain ASCII"),
+])
+def test_public_url_refuses(url: str, reason: str) -> None:
+    with pytest.raises(ValueError, match=reason):
+        PublicUrl.parse(url)
 
 
 @given(st.text())
