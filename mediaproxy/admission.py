@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import sys
 import time
-from collections import Counter
 from collections.abc import Mapping
 
 from tornado.httputil import HTTPHeaders
@@ -30,6 +29,7 @@ from mediaproxy.access import AccessPolicy
 from mediaproxy.config import Route
 from mediaproxy.errors import PayloadTooLarge, ServiceUnavailable
 from mediaproxy.http import signing
+from mediaproxy.server.shared_table import SharedTable, TableFull
 
 # Streams last minutes: a client told to come back at once would only add load. Five seconds
 # is long enough for a short stream to end and short enough for a player's retry to feel live.
@@ -39,23 +39,34 @@ RETRY_AFTER_S = 5
 class Slot:
     """One admitted stream's place in the counts; ``release`` is idempotent."""
 
-    def __init__(self, slots: StreamSlots, prefix: str) -> None:
-        self._slots = slots
-        self._prefix: str | None = prefix
+    def __init__(self, table: SharedTable, names: tuple[str, ...]) -> None:
+        self._table = table
+        self._names: tuple[str, ...] | None = names
 
     def release(self) -> None:
-        if self._prefix is not None:
-            self._slots._release(self._prefix)
-            self._prefix = None
+        if self._names is not None:
+            self._table.release(self._names)
+            self._names = None
+
+
+TOTAL = "streams"
+
+
+def route_name(prefix: str) -> str:
+    """The shared table's name for a route's running streams."""
+    return f"streams {prefix}"
 
 
 class StreamSlots:
-    """Running streams counted in all and per route prefix, against ``max_concurrent_streams``."""
+    """Running streams counted in all and per route prefix, against ``max_concurrent_streams``.
 
-    def __init__(self, total_cap: int) -> None:
+    The counts live in the instance's ``SharedTable``, so the caps hold for every worker
+    process together, not for each.
+    """
+
+    def __init__(self, total_cap: int, table: SharedTable) -> None:
         self.total_cap = total_cap  # 0: no cap
-        self.total = 0
-        self.per_route: Counter[str] = Counter()
+        self.table = table
         self.closed = False
 
     def close(self) -> None:
@@ -72,20 +83,21 @@ class StreamSlots:
         if self.closed:
             raise ServiceUnavailable("shutting down",
                                      headers={"Retry-After": "1", "Connection": "close"})
-        if 0 < self.total_cap <= self.total:
-            raise self._busy(f"gateway runs {self.total} streams (cap {self.total_cap})")
-        if 0 < route_cap <= self.per_route[prefix]:
-            raise self._busy(f"route {prefix} runs {self.per_route[prefix]} streams "
-                             f"(cap {route_cap})")
-        self.total += 1
-        self.per_route[prefix] += 1
-        return Slot(self, prefix)
+        caps = ((TOTAL, self.total_cap), (route_name(prefix), route_cap))
+        try:
+            refused = self.table.acquire(caps)
+        except TableFull as error:
+            raise ServiceUnavailable(str(error)) from error
+        if refused == 0:
+            raise self._busy(f"gateway runs {self.total_cap} streams (its cap)")
+        if refused == 1:
+            raise self._busy(f"route {prefix} runs {route_cap} streams (its cap)")
+        return Slot(self.table, tuple(name for name, _ in caps))
 
-    def _release(self, prefix: str) -> None:
-        self.total -= 1
-        self.per_route[prefix] -= 1
-        if not self.per_route[prefix]:
-            del self.per_route[prefix]
+    @property
+    def total(self) -> int:
+        """Streams running on every worker of this instance."""
+        return self.table.running(TOTAL)
 
     @staticmethod
     def _busy(detail: str) -> ServiceUnavailable:

@@ -25,6 +25,7 @@ from mediaproxy.handler import GatewayHandler, handler_class_for
 from mediaproxy.http import paths
 from mediaproxy.integrations.base import Integration
 from mediaproxy.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE, Metrics
+from mediaproxy.server.shared_table import SharedTable
 
 log = logging.getLogger("mediaproxy")
 
@@ -141,8 +142,9 @@ class Gateway:
     metrics: Metrics
     access_log: AccessLog | None
     lifecycle: Lifecycle
-    integrations: list[Integration] = field(default_factory=list)
-    slots: StreamSlots = field(default_factory=lambda: StreamSlots(0))
+    integrations: list[Integration]
+    slots: StreamSlots
+    owns_table: bool = False  # made for this gateway alone (one process), not a worker's
 
     @property
     def active(self) -> set[GatewayHandler]:
@@ -154,15 +156,20 @@ class Gateway:
             await integration.close()
         if self.access_log is not None:
             self.access_log.close()
+        if self.owns_table:
+            self.slots.table.close()
 
 
-def make_gateway(config: Config) -> Gateway:
+def make_gateway(config: Config, table: SharedTable | None = None) -> Gateway:
+    """The gateway for ``config``; ``table`` is the instance's (the workers' parent makes it),
+    or None for a gateway that is the whole instance."""
     built: list[Integration] = []
     active: set[GatewayHandler] = set()
     admin = AdminAccess(config.server.admin_api_keys)
     metrics = Metrics(config.routes, reveal_restricted=admin.protected)
     access_log = open_access_log(config.server.access_log)
-    slots = StreamSlots(config.limits.max_concurrent_streams)
+    owns_table = table is None
+    slots = StreamSlots(config.limits.max_concurrent_streams, table or SharedTable(columns=1))
     lifecycle = Lifecycle()
     rules: list[Any] = [(r"/healthz", HealthHandler, {"lifecycle": lifecycle})]
     # A surface switched off stays reserved: 404, never handed to a catch-all '/' route.
@@ -185,7 +192,7 @@ def make_gateway(config: Config) -> Gateway:
     application = GatewayApplication(rules, routes,
                                      log_function=lambda handler: None)  # we log our own access lines
     application.active = active  # type: ignore[attr-defined]
-    return Gateway(config, application, metrics, access_log, lifecycle, built, slots)
+    return Gateway(config, application, metrics, access_log, lifecycle, built, slots, owns_table)
 
 
 @dataclass
@@ -228,9 +235,11 @@ def listen(config: Config) -> list[socket.socket]:
     return sockets
 
 
-def start(config: Config, sockets: list[socket.socket] | None = None) -> RunningServer:
-    """Serve on ``sockets`` (a worker's share of the parent's), or on newly bound ones."""
-    gateway = make_gateway(config)
+def start(config: Config, sockets: list[socket.socket] | None = None,
+          table: SharedTable | None = None) -> RunningServer:
+    """Serve on ``sockets`` (a worker's share of the parent's), or on newly bound ones;
+    ``table``: the counters shared with the other workers, if any."""
+    gateway = make_gateway(config, table)
     # Tornado's default would be 100 MB per request body; uploads stream, so no ceiling here.
     server = HTTPServer(gateway.application, xheaders=False, max_body_size=2**63,
                         idle_connection_timeout=config.limits.idle_timeout_s,
@@ -242,9 +251,10 @@ def start(config: Config, sockets: list[socket.socket] | None = None) -> Running
     return RunningServer(gateway, server, sockets)
 
 
-async def serve(config: Config, sockets: list[socket.socket] | None = None) -> None:
+async def serve(config: Config, sockets: list[socket.socket] | None = None,
+                table: SharedTable | None = None) -> None:
     """Run until SIGTERM or SIGINT, then drain gracefully; SIGHUP reopens the access log."""
-    running = start(config, sockets)
+    running = start(config, sockets, table)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -13,6 +13,10 @@ refuses new connections as soon as every worker has stopped accepting. A worker 
 is restarted, unless it crashed within ``MIN_UPTIME_S`` of starting (that would only repeat).
 The parent exits 0 once every worker has drained and exited 0.
 
+Caps hold for the instance, not each worker: the stream counts live in a ``SharedTable`` the
+parent creates before forking, one column per worker, and the parent frees a worker's column
+(whatever it still counted) when it reaps it, so a crashed worker's slots come back at once.
+
 Metrics: prometheus_client's multiprocess mode, in ``PROMETHEUS_MULTIPROC_DIR`` (the
 operator's, emptied at start, or a temporary folder removed at exit). The variable must be set
 before prometheus_client is first imported, which is why the gateway is imported only here.
@@ -35,6 +39,7 @@ from typing import NoReturn
 
 from mediaproxy import eventloop
 from mediaproxy.config import Config
+from mediaproxy.server.shared_table import SharedTable
 
 log = logging.getLogger("mediaproxy")
 
@@ -79,6 +84,12 @@ def _prepare_metrics_dir() -> Callable[[], None]:
 class _Worker:
     index: int
     started_at: float
+    column: int  # its column in the shared table
+
+
+# Columns of the shared table per worker: a worker being replaced still counts its running
+# streams while its successor starts, and a crash loop's replacements are not yet reaped.
+COLUMNS_PER_WORKER = 4
 
 
 class _Supervisor:
@@ -89,6 +100,8 @@ class _Supervisor:
         self.stopping = False
         self.failed = False
         self.sockets: list[socket.socket] = []
+        self.table = SharedTable(columns=COLUMNS_PER_WORKER * count)
+        self.free_columns = list(range(self.table.columns))
 
     def run(self) -> int:
         from mediaproxy import app, metrics
@@ -105,8 +118,12 @@ class _Supervisor:
             if worker is None:
                 continue
             metrics.forget_process(pid)
+            # Its streams are over, however it ended: the instance's caps count them no more.
+            self.table.reclaim(worker.column)
+            self.free_columns.append(worker.column)
             self._exited(pid, worker, os.waitstatus_to_exitcode(wait_status))
         self._close_sockets()
+        self.table.close()
         log.info("mediaproxy stopped")
         return 1 if self.failed else 0
 
@@ -132,10 +149,12 @@ class _Supervisor:
         try:
             if self.stopping:
                 return
+            column = self.free_columns.pop(0)
             pid = os.fork()
             if pid == 0:
+                self.table.column = column
                 self._serve_in_child(index)
-            self.workers[pid] = _Worker(index, time.monotonic())
+            self.workers[pid] = _Worker(index, time.monotonic(), column)
         finally:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED_SIGNALS)
 
@@ -145,7 +164,8 @@ class _Supervisor:
             signal.signal(signum, signal.SIG_DFL)  # not the parent's: it signals the workers
         code = 0
         try:
-            eventloop.run(serve(self.config, self.sockets), self.config.server.event_loop)
+            eventloop.run(serve(self.config, self.sockets, self.table),
+                          self.config.server.event_loop)
         except BaseException:
             log.exception("worker %d failed", index)
             code = 1

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from mediaproxy.admission import RETRY_AFTER_S
+from mediaproxy.admission import RETRY_AFTER_S, route_name
 
 from .origin import OriginThread
 from .support import GatewayThread, request
@@ -134,7 +134,8 @@ def test_every_way_a_stream_ends_gives_its_slot_back(
                               body=b"12345").body)["bytes"] == 5
     assert gateway.running is not None
     slots = gateway.running.gateway.slots
-    assert gateway.call(lambda: dict(slots.per_route)) == {}
+    assert gateway.call(lambda: [slots.table.running(route_name(prefix))  # type: ignore[call-overload]
+                                 for prefix in ("/paced", "/idle", "/upload")]) == [0, 0, 0]
 
 
 @needs_curl

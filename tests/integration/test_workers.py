@@ -20,6 +20,8 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from mediaproxy.workers import MIN_UPTIME_S
+
 from .support import (GatewayThread, make_sparse_file, open_stalled_download, read_access_log,
                       request, wait_until)
 
@@ -42,6 +44,7 @@ class Server:
         self._reader.start()
         started = self.wait_for_line(r"(\d+) worker processes \(pids ([\d ]+)\)")
         self.worker_pids = set(map(int, started.group(2).split()))
+        self.started_at = time.monotonic()
         listening = self.wait_for_line(r"listening on http://127\.0\.0\.1:(\d+)")
         self.port = int(listening.group(1))
 
@@ -63,9 +66,8 @@ class Server:
     def wait_for_line(self, pattern: str, timeout_s: float = 15) -> re.Match[str]:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            for line in list(self.lines):
-                if match := re.search(pattern, line):
-                    return match
+            if match := re.search(pattern, "".join(self.lines)):
+                return match
             assert self.process.poll() is None, "".join(self.lines)
             time.sleep(0.02)
         raise AssertionError(f"no line matching {pattern!r} in:\n{''.join(self.lines)}")
@@ -179,3 +181,45 @@ def test_draining_refuses_new_requests_on_kept_alive_connections(make_gateway,  
     running.close()
     client.close()
     balancer.close()
+
+
+def status_line(sock: socket.socket) -> bytes:
+    sock.settimeout(10)
+    return sock.recv(4096).split(b"\r\n", 1)[0]
+
+
+def test_the_stream_cap_holds_for_the_instance_and_a_killed_workers_slots_return(
+        tmp_path: Path) -> None:
+    make_sparse_file(tmp_path / "big.bin", BIG_BYTES)
+    config = tmp_path / "mediaproxy.toml"
+    config.write_text(f"""
+[server]
+port = 0
+processes = 2
+access_log = "off"
+[limits]
+max_concurrent_streams = 1
+[[routes]]
+prefix = "/files"
+integration = "file"
+root = "{tmp_path}"
+""")
+    server = Server(config)
+    try:
+        # Fresh connections land on both workers; one stream runs in the whole instance.
+        downloads = [open_stalled_download(server.port, "/files/big.bin") for _ in range(8)]
+        lines = sorted(status_line(sock) for sock in downloads)
+        assert lines.count(b"HTTP/1.1 200 OK") == 1, lines
+        assert lines.count(b"HTTP/1.1 503 Service Unavailable") == 7, lines
+        # Past the start-up window, a killed worker is restarted (not taken for a crash loop).
+        time.sleep(max(0.0, MIN_UPTIME_S + 0.2 - (time.monotonic() - server.started_at)))
+        for pid in server.worker_pids:  # the one holding the slot among them
+            os.kill(pid, signal.SIGKILL)
+        for sock in downloads:
+            sock.close()
+        server.wait_for_line(r"restarting it(.|\n)*restarting it")
+        again = open_stalled_download(server.port, "/files/big.bin")
+        assert status_line(again) == b"HTTP/1.1 200 OK"
+        again.close()
+    finally:
+        server.close()

@@ -2,15 +2,33 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 
-from mediaproxy.admission import RETRY_AFTER_S, Admission, StreamSlots
+from mediaproxy.admission import RETRY_AFTER_S, Admission, StreamSlots, route_name
 from mediaproxy.config import Access, Limits, Route
 from mediaproxy.errors import ServiceUnavailable
+from mediaproxy.server.shared_table import SharedTable
+
+
+TABLES: list[SharedTable] = []
+
+
+@pytest.fixture(autouse=True)
+def close_tables() -> Iterator[None]:
+    yield
+    while TABLES:
+        TABLES.pop().close()
+
+
+def slots_of(total_cap: int) -> StreamSlots:
+    TABLES.append(SharedTable(columns=1, entries=64))
+    return StreamSlots(total_cap, TABLES[-1])
 
 
 def test_the_route_cap_refuses_with_retry_after_and_a_release_admits_again() -> None:
-    slots = StreamSlots(total_cap=0)
+    slots = slots_of(0)
     first = slots.acquire("/a", route_cap=2)
     slots.acquire("/a", route_cap=2)
     with pytest.raises(ServiceUnavailable) as caught:
@@ -19,11 +37,12 @@ def test_the_route_cap_refuses_with_retry_after_and_a_release_admits_again() -> 
     slots.acquire("/b", route_cap=2)  # another route is not affected
     first.release()
     slots.acquire("/a", route_cap=2)
-    assert slots.total == 3 and slots.per_route == {"/a": 2, "/b": 1}
+    assert slots.total == 3
+    assert [slots.table.running(route_name(p)) for p in ("/a", "/b")] == [2, 1]
 
 
 def test_the_gateway_cap_counts_every_route() -> None:
-    slots = StreamSlots(total_cap=2)
+    slots = slots_of(2)
     slots.acquire("/a", route_cap=0)
     slots.acquire("/b", route_cap=0)
     with pytest.raises(ServiceUnavailable):
@@ -31,11 +50,11 @@ def test_the_gateway_cap_counts_every_route() -> None:
 
 
 def test_release_is_idempotent() -> None:
-    slots = StreamSlots(total_cap=1)
+    slots = slots_of(1)
     slot = slots.acquire("/a", route_cap=0)
     slot.release()
     slot.release()
-    assert slots.total == 0 and not slots.per_route
+    assert slots.total == 0 and not slots.table.running(route_name("/a"))
     slots.acquire("/a", route_cap=0)
     with pytest.raises(ServiceUnavailable):
         slots.acquire("/a", route_cap=0)
@@ -55,5 +74,5 @@ def route(access: Access) -> Route:
 def test_a_signing_route_keeps_its_parameters_from_the_integration(query: str,
                                                                     forwarded: str) -> None:
     signing_route = route(Access(signing_secret=b"0123456789abcdef"))
-    assert Admission(signing_route, StreamSlots(0)).forwarded_query(query) == forwarded
-    assert Admission(route(Access()), StreamSlots(0)).forwarded_query(query) == query
+    assert Admission(signing_route, slots_of(0)).forwarded_query(query) == forwarded
+    assert Admission(route(Access()), slots_of(0)).forwarded_query(query) == query
