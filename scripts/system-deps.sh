@@ -3,7 +3,8 @@
 #   scripts/system-deps.sh run    libmagic (python-magic's C library) and python3-venv
 #   scripts/system-deps.sh test   the above plus the real clients the tests drive: curl, ffprobe,
 #                                 the PostgreSQL server the csv_export tests start, openssl
-#                                 (test certificates) and headless chromium (the status page)
+#                                 (test certificates), headless chromium (the status page) and
+#                                 the Redis server the shared-state tests start
 set -euo pipefail
 
 want=(libmagic1)
@@ -14,6 +15,7 @@ if [ "${1:-run}" = test ]; then
   compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || want+=(postgresql)
   command -v openssl >/dev/null || want+=(openssl)
   command -v chromium >/dev/null || want+=(chromium)
+  command -v redis-server >/dev/null || want+=(redis-server)
 fi
 
 missing=()
