@@ -229,6 +229,16 @@ def test_a_listing_is_html_for_browsers(listed: GatewayThread) -> None:
     assert request(listed.port, "HEAD", "/s3/folder/").body == b""
 
 
+def test_a_folder_without_its_slash_is_redirected(listed: GatewayThread) -> None:
+    for path, location in (("/s3", "/s3/"), ("/s3/folder", "/s3/folder/"),
+                           ("/s3/folder/deeper", "/s3/folder/deeper/")):
+        for method in ("GET", "HEAD"):
+            reply = request(listed.port, method, path)
+            assert (reply.status, reply.headers["location"]) == (301, location), path
+    assert request(listed.port, "GET", "/s3/folder/missing").status == 404
+    assert request(listed.port, "HEAD", "/s3/folder/missing").status == 404
+
+
 def test_a_listing_of_nothing_is_404_but_the_root_lists(listed: GatewayThread) -> None:
     assert request(listed.port, "GET", "/s3/no-such-folder/").status == 404
     root = request(listed.port, "GET", "/s3/", {"Accept": "application/json"})

@@ -26,6 +26,7 @@ import collections
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Iterable
+from typing import NoReturn
 from urllib.parse import parse_qs
 
 from tornado.httputil import HTTPHeaders, RequestStartLine
@@ -106,14 +107,25 @@ class S3Integration(Integration):
         if folder:
             if not self.settings.listing:
                 raise NotFound(f"{request.path!r} names a folder and the route has no listing")
+            if not request.path:  # "/media": its listing's relative links need "/media/"
+                await _redirect_to_folder(exchange)
+                return
             await self._send_listing(exchange, "".join(f"{s}/" for s in segments))
             return
-        await self._send_object(exchange, self.settings.key_prefix + "/".join(segments),
-                                segments[-1])
+        key = self.settings.key_prefix + "/".join(segments)
+        if await self._send_object(exchange, key, segments[-1]):
+            return
+        # No such object. With listings on, "/media/videos" may name a folder.
+        if await self._has_keys_below(exchange, key + "/"):
+            await _redirect_to_folder(exchange)
+            return
+        raise NotFound(f"no object {key!r}")
 
     # --- one object ---------------------------------------------------------------------------
 
-    async def _send_object(self, exchange: Exchange, key: str, name: str) -> None:
+    async def _send_object(self, exchange: Exchange, key: str, name: str) -> bool:
+        """Relay the object, or raise what the store's error means; False: no such object
+        on a route with listings, which may be a folder (the caller looks)."""
         request = exchange.request
         fields = [(field, request.headers[field]) for field in PRECONDITIONS
                   if field in request.headers and _plain(request.headers[field])]
@@ -130,7 +142,7 @@ class S3Integration(Integration):
             error = await self._try_object(exchange, key, name, fields, None)
         if error is None:
             await exchange.finish()
-            return
+            return True
         if not error.code and needs_code(error.status):
             # A HEAD's error has no document: a GET of one byte gets the store to say why.
             probe, body = await self._fetch_small(exchange, "GET",
@@ -138,6 +150,8 @@ class S3Integration(Integration):
                                                   [("Range", "bytes=0-0")], MAX_ERROR_BYTES)
             if probe.status >= 300:
                 error = StoreError.parse(probe.status, body, probe.headers.get("Retry-After"))
+        if self.settings.listing and error.status == 404 and error.code in ("", "NoSuchKey"):
+            return False
         self._fail(error)
         await self._fail_range(exchange, key, error)
 
@@ -251,9 +265,15 @@ class S3Integration(Integration):
         await exchange.send(renderer.tail())
         await exchange.finish()
 
-    async def _list_page(self, exchange: Exchange, prefix: str, token: str | None) -> Page:
+    async def _has_keys_below(self, exchange: Exchange, prefix: str) -> bool:
+        page = await self._list_page(exchange, prefix, None, max_keys=1)
+        return bool(page.entries)
+
+    async def _list_page(self, exchange: Exchange, prefix: str, token: str | None,
+                         max_keys: int | None = None) -> Page:
         head, body = await self._fetch_small(exchange, "GET", self.settings.bucket_target,
-                                             [], MAX_PAGE_BYTES, list_query(prefix, token))
+                                             [], MAX_PAGE_BYTES,
+                                             list_query(prefix, token, max_keys))
         if head.status != 200:
             self._fail(StoreError.parse(head.status, body, head.headers.get("Retry-After")))
             raise UpstreamError(f"listing {prefix!r}: the store answered {head.status}")
@@ -267,7 +287,8 @@ class S3Integration(Integration):
     # --- failures -----------------------------------------------------------------------------
 
     def _fail(self, error: StoreError) -> None:
-        """Raise the client's error for what the store said, logging what to fix."""
+        """Raise the client's error for what the store said, logging what to fix; return
+        only for a 416, which ``_fail_range`` completes with the object's size."""
         fix = advice(error, region=self.settings.region, credentials=self.signer.source)
         if fix is not None:
             log.warning("s3 route %s (bucket %s): %s; %s", self.route.prefix,
@@ -276,7 +297,7 @@ class S3Integration(Integration):
         if not isinstance(failure, RangeNotSatisfiable):
             raise failure
 
-    async def _fail_range(self, exchange: Exchange, key: str, error: StoreError) -> None:
+    async def _fail_range(self, exchange: Exchange, key: str, error: StoreError) -> NoReturn:
         """416, with the object's size in Content-Range as RFC 9110 §15.5.17 wants it."""
         size = error.object_size
         if size is None:
@@ -319,6 +340,14 @@ class S3Integration(Integration):
         except _Cut:
             pass
         return head, bytes(data[:limit_bytes])
+
+
+async def _redirect_to_folder(exchange: Exchange) -> None:
+    """301 to the same path with a trailing "/", where a listing's relative links work."""
+    request = exchange.request
+    location = request.prefix.rstrip("/") + request.path + "/"
+    exchange.start(301, [("Location", location), ("Content-Length", "0")])
+    await exchange.finish()
 
 
 def key_segments(segments: tuple[str, ...]) -> tuple[tuple[str, ...], bool]:

@@ -44,10 +44,10 @@ class Page:
     next_token: str | None  # None: this was the last page
 
 
-def list_query(prefix: str, token: str | None) -> str:
+def list_query(prefix: str, token: str | None, max_keys: int | None = None) -> str:
     """The query of a ListObjectsV2 request, encoded and in order as SigV4 signs it."""
-    params = [("delimiter", "/"), ("list-type", "2"), ("max-keys", str(PAGE_KEYS)),
-              ("prefix", prefix)]
+    params = [("delimiter", "/"), ("list-type", "2"),
+              ("max-keys", str(max_keys or PAGE_KEYS)), ("prefix", prefix)]
     if token is not None:
         params.insert(0, ("continuation-token", token))
     return "&".join(f"{name}={quote(value, safe='-_.~')}" for name, value in params)
