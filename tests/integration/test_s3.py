@@ -95,6 +95,15 @@ def test_a_head_first_sniffs_the_objects_first_bytes(gateway: GatewayThread,
     assert (ranged.status, ranged.body) == (206, PNG[4000:])
 
 
+def test_an_empty_object_is_typed_by_its_name_for_get_and_head(gateway: GatewayThread,
+                                                              objects: S3Store) -> None:
+    objects.put("videos/empty.txt", b"")
+    head = request(gateway.port, "HEAD", "/s3/empty.txt")  # first: no body to sniff
+    reply = get_and_head(gateway, "/s3/empty.txt")
+    assert (reply.status, reply.body, reply.headers["content-length"]) == (200, b"", "0")
+    assert head.headers["content-type"] == reply.headers["content-type"] == "text/plain"
+
+
 def test_ranges_are_served_by_the_store(gateway: GatewayThread) -> None:
     reply = request(gateway.port, "GET", "/s3/clip.bin", {"Range": "bytes=10-19"})
     assert (reply.status, reply.body) == (206, BODY[10:20])

@@ -213,7 +213,8 @@ class S3Integration(Integration):
     async def _sniff_body(self, body: AsyncIterator[bytes], held: list[bytes],
                           head: ResponseHead, key: str, etag: str, name: str) -> str | None:
         """The type from the response's own first bytes, kept in ``held`` to be sent."""
-        wanted = min(sniff.SNIFF_BYTES, _object_size(head) or sniff.SNIFF_BYTES)
+        size = _object_size(head)
+        wanted = sniff.SNIFF_BYTES if size is None else min(sniff.SNIFF_BYTES, size)
         taken = 0
         async for chunk in body:
             held.append(chunk)
@@ -233,7 +234,9 @@ class S3Integration(Integration):
             fields.append(("If-Match", etag))  # the same version the response describes
         probe, data = await self._fetch_small(exchange, "GET", self.settings.object_target(key),
                                               fields, sniff.SNIFF_BYTES)
-        if probe.status not in (200, 206):
+        if probe.status == 416:  # no byte 0: the object is empty
+            data = b""
+        elif probe.status not in (200, 206):
             log.info("s3 bucket %s: sniffing %r: %s", self.settings.bucket, key,
                      StoreError.parse(probe.status, data))
             return sniff.OCTET_STREAM
