@@ -86,8 +86,19 @@ def _sign_parser() -> argparse.ArgumentParser:
     parser.add_argument("--method", default="GET", type=str.upper,
                         help="method the URL admits (default: %(default)s; GET admits HEAD)")
     parser.add_argument("--base-url", help="scheme://host[:port] clients reach the gateway "
-                                           "at (default: the [server] address and port)")
+                                           "at (default: [server] public_url, else its "
+                                           "address and port)")
     return parser
+
+
+def _gateway_url(server: config_module.ServerConfig) -> str:
+    """Where clients reach the gateway: public_url when set, else the listening address."""
+    if server.public_url is not None:
+        public = server.public_url
+        return f"{public.scheme}://{public.authority}{public.mount}"
+    host = f"[{server.address}]" if ":" in server.address else server.address
+    scheme = "https" if server.tls is not None else "http"
+    return f"{scheme}://{host}:{server.port}"
 
 
 def sign(argv: list[str]) -> int:
@@ -121,9 +132,6 @@ def sign(argv: list[str]) -> int:
         parser.error(f"route {route.prefix} in {config.path} has no signing_secret(_env)")
     expires_s = int(time.time()) + args.expires_in
     signed = sign_query(route.access.signing_secret, args.method, path, expires_s, query)
-    server = config.server
-    host = f"[{server.address}]" if ":" in server.address else server.address
-    scheme = "https" if server.tls is not None else "http"
-    base_url = (args.base_url or f"{scheme}://{host}:{server.port}").rstrip("/")
+    base_url = (args.base_url or _gateway_url(config.server)).rstrip("/")
     print(f"{base_url}{path}?{signed}")
     return 0

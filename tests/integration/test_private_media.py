@@ -195,3 +195,31 @@ def test_the_api_key_stays_at_the_gateway_unless_the_route_forwards_it(
     headers = json.loads(called.body)["event"]["headers"]
     assert {name.lower(): value for name, value in headers.items()}.get("x-api-key") == (
         FILE_KEY if forward else None)
+
+
+def test_a_signed_url_signs_the_path_the_gateway_reads(gateway: GatewayThread) -> None:
+    # An escaped unreserved character is the same path: minted either way, the URL is one.
+    url = mint(gateway.config.path, "/%70rivate/talk.mp4", "--base-url", gateway.base_url)
+    assert url.startswith(f"{gateway.base_url}/private/talk.mp4?")
+    assert request(gateway.port, "GET", url.removeprefix(gateway.base_url)).status == 200
+    query = url.partition("?")[2]
+    assert request(gateway.port, "GET", f"/private/talk%2Emp4?{query}").status == 200
+    refused = subprocess.run(
+        [sys.executable, "-m", "mediaproxy", "sign", "--config", str(gateway.config.path),
+         "--path", "/public/../private/talk.mp4"], capture_output=True, text=True, timeout=30)
+    assert refused.returncode == 2 and "would refuse it" in refused.stderr
+
+
+def test_sign_addresses_the_public_url(tmp_path: Path, media_root: Path) -> None:
+    config_path = tmp_path / "public.toml"
+    config_path.write_text(f"""
+        [server]
+        public_url = "https://media.example.com/gw/"
+        [[routes]]
+        prefix = "/private"
+        integration = "file"
+        root = "{media_root}"
+        signing_secret = "{SECRET}"
+    """.replace("\n        ", "\n"))
+    assert mint(config_path, "/private/talk.mp4").startswith(
+        "https://media.example.com/gw/private/talk.mp4?expires=")
