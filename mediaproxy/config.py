@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from mediaproxy import eventloop
+from mediaproxy.http import paths
 from mediaproxy.http.upstreams import PublicUrl, Upstream
 from mediaproxy.http.params import ParamSpec, parse_declaration
 from mediaproxy.sql_statements import single_statement
@@ -555,6 +556,16 @@ _SETTINGS_PARSERS: dict[str, Callable[[Table], Any]] = {
 }
 
 
+def _is_plain_prefix(prefix: str) -> bool:
+    """Whether requests can reach ``prefix``: routing compares prefixes with the normalised
+    path (mediaproxy.http.paths), so a prefix must be its own normal form, in every reading."""
+    if not prefix.startswith("/") or "%" in prefix:
+        return False
+    read = paths.normalise_path(prefix)
+    return (read.text == prefix and read.refusal is None
+            and paths.lenient_segments(read) == paths.prefix_segments(prefix))
+
+
 def normalize_prefix(prefix: str) -> str:
     """'/media/' and '/media' name the same route; '/' stays '/'."""
     return "/" + prefix.strip("/") if prefix.strip("/") else "/"
@@ -629,8 +640,10 @@ def _read_signing_secret(table: Table) -> bytes | None:
 
 def _read_route(table: Table, index: int, base_limits: Limits) -> Route:
     raw_prefix = table.string("prefix")
-    if not raw_prefix.startswith("/") or any(c in raw_prefix for c in "?#%\\ ") or "//" in raw_prefix:
-        raise table.error("prefix", f"must be a plain path starting with '/', got {raw_prefix!r}")
+    if not _is_plain_prefix(raw_prefix):
+        raise table.error("prefix", f"must be a plain path starting with '/' (ASCII letters, "
+                                    f"digits and -._~!$&'()*+,=:@; no '.' or '..' segments), "
+                                    f"got {raw_prefix!r}")
     prefix = normalize_prefix(raw_prefix)
     if prefix in RESERVED_PREFIXES:
         raise table.error("prefix", f"{prefix} is reserved for the gateway itself")

@@ -75,6 +75,11 @@ def test_relative_root_is_relative_to_the_file(tmp_path: Path) -> None:
     (GOOD_ROUTE.replace('"file"', '"ftp"'), "routes[0].integration", "must be one of"),
     (GOOD_ROUTE.replace('"/media"', '"media"'), "routes[0].prefix", "starting with '/'"),
     (GOOD_ROUTE.replace('"/media"', '"/healthz"'), "routes[0].prefix", "reserved"),
+    # Prefixes no request could reach: routing compares them with the normalised path.
+    (GOOD_ROUTE.replace('"/media"', '"/a/./b"'), "routes[0].prefix", "plain path"),
+    (GOOD_ROUTE.replace('"/media"', '"/a/../b"'), "routes[0].prefix", "plain path"),
+    (GOOD_ROUTE.replace('"/media"', '"/a;v=1"'), "routes[0].prefix", "plain path"),
+    (GOOD_ROUTE.replace('"/media"', '"/caf\u00e9"'), "routes[0].prefix", "plain path"),
     (GOOD_ROUTE + GOOD_ROUTE.replace('"/media"', '"/media/"'), "routes[1].prefix",
      "already the prefix of routes[0]"),
     ("routes = 3\n", "routes", "array of tables"),
