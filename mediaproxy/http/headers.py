@@ -174,30 +174,3 @@ IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELET
 def may_retry(method: str) -> bool:
     """Whether a request whose connection failed unanswered may be sent again unasked."""
     return method in IDEMPOTENT_METHODS
-
-
-_REPEATED_LENGTH_SEPARATOR = re.compile(r",[ \t]*")
-_DIGITS = re.compile(r"[0-9]+")
-
-
-def request_body_framing(transfer_encoding: str | None, content_length: str | None
-                         ) -> tuple[bool, int | None] | None:
-    """How Tornado frames a request body: (has one, its length; None if chunked or absent).
-
-    None when Tornado will answer 400 instead: a coding other than exactly "chunked", both
-    fields, a Content-Length that is not one number (repeats of one value pass). Tornado is
-    that strict against request smuggling (http1connection's ``is_transfer_encoding_chunked``
-    and ``_read_body``), but checks only as it starts reading the body; the gateway must
-    agree with it exactly, or it would act on a request that Tornado then refuses.
-    """
-    if transfer_encoding is not None:
-        if content_length is not None or transfer_encoding.lower() != "chunked":
-            return None
-        return True, None
-    if content_length is None:
-        return False, None
-    lengths = _REPEATED_LENGTH_SEPARATOR.split(content_length)
-    if any(length != lengths[0] for length in lengths) or not _DIGITS.fullmatch(lengths[0]):
-        return None
-    length = int(lengths[0])
-    return length > 0, length

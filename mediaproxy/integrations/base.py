@@ -21,7 +21,7 @@ from tornado.httputil import HTTPHeaders
 
 from mediaproxy import diskio
 from mediaproxy.config import Limits, Route
-from mediaproxy.http.headers import request_body_framing
+from mediaproxy.http.framing import request_body_framing
 
 
 @dataclass(frozen=True)

@@ -7,13 +7,10 @@ import re
 import pytest
 from hypothesis import given, strategies as st
 
-from tornado.http1connection import is_transfer_encoding_chunked
-from tornado.httputil import HTTPHeaders, HTTPInputError
 
 from mediaproxy.http.headers import (HOP_BY_HOP, connection_options, end_to_end,
                                      forward_request_headers, forward_response_headers,
-                                     is_delimited, keeps_alive, may_retry,
-                                     request_body_framing, via_entry)
+                                     is_delimited, keeps_alive, may_retry, via_entry)
 
 Fields = list[tuple[str, str]]
 
@@ -191,40 +188,3 @@ def test_our_forwarded_element_is_always_the_last_one_a_parser_sees(values: list
 ])
 def test_only_idempotent_methods_may_be_retried(method: str, expected: bool) -> None:
     assert may_retry(method) is expected
-
-
-@pytest.mark.parametrize("transfer_encoding, content_length, expected", [
-    (None, None, (False, None)),
-    (None, "0", (False, 0)),
-    (None, "12", (True, 12)),
-    (None, "12,12", (True, 12)),  # a repeated field, joined by HTTPHeaders
-    (None, "12, \t12", (True, 12)),
-    ("chunked", None, (True, None)),
-    ("Chunked", None, (True, None)),
-    # Everything Tornado answers 400 to once it reads the body:
-    ("gzip, chunked", None, None),
-    ("chunked, chunked", None, None),
-    ("chunked", "5", None),
-    ("chunked", "0", None),
-    ("identity", None, None),
-    (None, "12, 13", None),
-    (None, "12 ,12", None),
-    (None, "-1", None),
-    (None, "+1", None),
-    (None, "0x10", None),
-    (None, "\u00b2", None),  # a digit to str.isdigit(), not to Tornado
-    (None, "", None),
-])
-def test_request_body_framing(transfer_encoding: str | None, content_length: str | None,
-                              expected: tuple[bool, int | None] | None) -> None:
-    assert request_body_framing(transfer_encoding, content_length) == expected
-
-
-@given(st.text(st.characters(codec="latin-1", exclude_characters="\r\n"), max_size=20))
-def test_request_body_framing_takes_transfer_encoding_as_tornado_does(value: str) -> None:
-    try:
-        chunked = is_transfer_encoding_chunked(HTTPHeaders({"Transfer-Encoding": value}))
-    except HTTPInputError:
-        assert request_body_framing(value, None) is None
-    else:
-        assert chunked and request_body_framing(value, None) == (True, None)

@@ -1,0 +1,74 @@
+"""The 1*DIGIT and token rules: ASCII only, whatever Python's int() and str.isdigit() allow."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, strategies as st
+
+from mediaproxy.http.grammar import (MAX_INT64, GrammarError, is_digits, is_token,
+                                     parse_digits, parse_digits_capped)
+
+
+@pytest.mark.parametrize("text, value", [
+    ("0", 0), ("7", 7), ("007", 7), ("1234567890", 1234567890),
+    (str(MAX_INT64), MAX_INT64), ("0" * 5000 + "1", 1),  # int() alone refuses 4,300 digits
+])
+def test_digits(text: str, value: int) -> None:
+    assert is_digits(text)
+    assert parse_digits(text) == value
+
+
+@pytest.mark.parametrize("text", [
+    "", "+5", "-1", " 7", "7 ", "1 2", "1_0", "0x10", "1e3", "1.0", "\u00b2", "\u0663",
+    "\uff17", "\t1", "1\n", "١٢",
+])
+def test_not_digits(text: str) -> None:
+    assert not is_digits(text)
+    with pytest.raises(GrammarError):
+        parse_digits(text)
+    with pytest.raises(GrammarError):
+        parse_digits_capped(text, 10)
+
+
+@pytest.mark.parametrize("text, maximum", [
+    (str(MAX_INT64 + 1), MAX_INT64), ("9" * 30, MAX_INT64), ("9" * 10_000, MAX_INT64),
+    ("11", 10),
+])
+def test_digits_over_the_maximum(text: str, maximum: int) -> None:
+    with pytest.raises(GrammarError):
+        parse_digits(text, maximum=maximum)
+
+
+@pytest.mark.parametrize("text, ceiling, value", [
+    ("5", 10, 5), ("10", 10, 10), ("11", 10, 10), ("9" * 10_000, 10, 10), ("0" * 50 + "3", 10, 3),
+])
+def test_digits_capped(text: str, ceiling: int, value: int) -> None:
+    assert parse_digits_capped(text, ceiling) == value
+
+
+@given(st.text(max_size=30))
+def test_parse_digits_returns_or_raises_its_own_error(text: str) -> None:
+    try:
+        value = parse_digits(text)
+    except GrammarError:
+        assert not (text and all(c in "0123456789" for c in text) and int(text) <= MAX_INT64)
+    else:
+        assert all(c in "0123456789" for c in text) and value == int(text)
+
+
+@given(st.text(max_size=30), st.integers(min_value=0, max_value=2**70))
+def test_parse_digits_capped_returns_or_raises_its_own_error(text: str, ceiling: int) -> None:
+    try:
+        value = parse_digits_capped(text, ceiling)
+    except GrammarError:
+        assert not is_digits(text)
+    else:
+        assert value == min(int(text), ceiling)
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("Content-Type", True), ("x-a_b.c~d!#$%&'*+^`|", True), ("", False), ("a b", False),
+    ("a:b", False), ("é", False), ("a\tb", False), ('"a"', False), ("(a)", False),
+])
+def test_token(text: str, expected: bool) -> None:
+    assert is_token(text) is expected
