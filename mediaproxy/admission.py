@@ -19,7 +19,6 @@ Limits only ever refuse new requests: nothing here touches a stream already admi
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Mapping
 
@@ -29,6 +28,7 @@ from mediaproxy.access import AccessPolicy
 from mediaproxy.config import Route
 from mediaproxy.errors import PayloadTooLarge, ServiceUnavailable
 from mediaproxy.http import signing
+from mediaproxy.http.framing import request_body_framing
 from mediaproxy.server.shared_table import SharedTable, TableFull
 
 # Streams last minutes: a client told to come back at once would only add load. Five seconds
@@ -105,13 +105,11 @@ class StreamSlots:
 
 
 def _declared_body_bytes(headers: Mapping[str, str]) -> int | None:
-    """Content-Length when it is plain digits; else None (a chunked body is counted as it
-    arrives, and Tornado answers a malformed Content-Length with 400 itself)."""
-    value = headers.get("Content-Length", "")
-    if not (value.isascii() and value.isdigit()):
-        return None
-    # Past 18 digits it exceeds any limit, and int() refuses over 4300 digits anyway.
-    return int(value) if len(value) <= 18 else sys.maxsize
+    """The request body's declared length; None when chunked, absent, or framed so that
+    Tornado answers 400 itself."""
+    framing = request_body_framing(headers.get("Transfer-Encoding"),
+                                   headers.get("Content-Length"))
+    return None if framing is None else framing[1]
 
 
 class Admission:

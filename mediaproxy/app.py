@@ -23,6 +23,7 @@ from mediaproxy.config import Config
 from mediaproxy.errors import RequestError, Termination
 from mediaproxy.handler import GatewayHandler, handler_class_for
 from mediaproxy.http import paths
+from mediaproxy.http.grammar import MAX_INT64
 from mediaproxy.integrations.base import Integration
 from mediaproxy.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE, Metrics
 from mediaproxy.server.shared_table import SharedTable
@@ -241,7 +242,7 @@ def start(config: Config, sockets: list[socket.socket] | None = None,
     ``table``: the counters shared with the other workers, if any."""
     gateway = make_gateway(config, table)
     # Tornado's default would be 100 MB per request body; uploads stream, so no ceiling here.
-    server = HTTPServer(gateway.application, xheaders=False, max_body_size=2**63,
+    server = HTTPServer(gateway.application, xheaders=False, max_body_size=MAX_INT64,
                         idle_connection_timeout=config.limits.idle_timeout_s,
                         max_header_size=config.server.max_header_bytes,
                         ssl_options=config.server.tls)

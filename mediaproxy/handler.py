@@ -177,8 +177,10 @@ class HandlerExchange(Exchange):
     async def _send_now(self, chunk: bytes) -> None:
         handler = self._handler
         handler.write(chunk)
-        flushed = handler.flush()
+        # From here the headers may be on the wire, even if flush() raises: a failure must
+        # cut the connection, never write a status page as if it were this response's body.
         self._started = True
+        flushed = handler.flush()
         stream = handler.request.connection.stream  # type: ignore[union-attr]
         # Still writing after flush() returned: the kernel did not take it all at once.
         self._last_send_waited = stream.writing()

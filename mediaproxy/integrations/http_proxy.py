@@ -44,12 +44,13 @@ from mediaproxy.integrations.upstream import (LAST_CHUNK, MIN_CHUNK_BYTES, Conne
 class UpstreamExchange:
     """One request and response on one upstream connection."""
 
-    def __init__(self, stream: IOStream, pool: ConnectionPool, exchange: Exchange) -> None:
+    def __init__(self, stream: IOStream, pool: ConnectionPool, exchange: Exchange,
+                 method: str) -> None:
         self.stream = stream
         self._pool = pool
         self.connection = HTTP1Connection(stream, True, connection_parameters(),
                                           context=str(pool.upstream))
-        self.relay = ResponseRelay(exchange.progress)
+        self.relay = ResponseRelay(exchange.progress, head_request=method == "HEAD")
         self._progress = exchange.progress
         self.set_chunk_size(MIN_CHUNK_BYTES)  # a pooled stream may keep a larger one
         self._reader = asyncio.ensure_future(self.relay.read(self.connection))
@@ -136,7 +137,7 @@ class UpstreamClient:
         method = start_line.method
         while True:
             stream, reused = await self.pool.acquire()
-            upstream = UpstreamExchange(stream, self.pool, exchange)
+            upstream = UpstreamExchange(stream, self.pool, exchange, method)
             reusable = False
             try:
                 upstream.send_request(start_line, headers.copy(), body,
@@ -205,8 +206,8 @@ class HttpProxyIntegration(Integration):
         try:
             async with asyncio.timeout(limits.buffered_timeout_s):
                 async with self._exchange(exchange) as (upstream, head):
-                    declared = head.headers.get("Content-Length", "0")
-                    if declared.isdigit() and int(declared) > limits.buffered_max_bytes:
+                    declared = head.content_length
+                    if declared is not None and declared > limits.buffered_max_bytes:
                         raise BufferedResponseTooLarge(f"Content-Length {declared} > "
                                                        f"{limits.buffered_max_bytes}")
                     async for chunk in upstream.relay.body():

@@ -44,6 +44,8 @@ from tornado.tcpclient import TCPClient
 
 from mediaproxy.chunks import ChunkBudget, ChunkShare
 from mediaproxy.errors import UpstreamError, UpstreamTimeout
+from mediaproxy.http.framing import InvalidFraming, response_body_length
+from mediaproxy.http.grammar import MAX_INT64
 from mediaproxy.http.upstreams import Upstream
 
 log = logging.getLogger("mediaproxy")
@@ -59,7 +61,8 @@ GROW_AFTER_SENDS = 4
 # Tornado's default header block limit (nginx: proxy_buffer_size 4-8 KiB, far stricter).
 MAX_HEADER_BYTES = 64 * 1024
 # Streams have no size ceiling; Tornado's default would be 100 MB, even for streamed bodies.
-NO_BODY_CEILING = 2**63
+# A larger Content-Length than this is refused by response_body_length first.
+NO_BODY_CEILING = MAX_INT64
 
 
 def connection_parameters() -> HTTP1ConnectionParameters:
@@ -73,12 +76,19 @@ class UpstreamClosedEarly(UpstreamError):
     """The origin closed the connection (or sent garbage) before any response header."""
 
 
+class UpstreamMalformed(UpstreamError):
+    """The origin's response head came, but its body cannot be delimited (RFC 9112 §6.3)."""
+
+
 @dataclass(frozen=True)
 class ResponseHead:
     version: str
     status: int
     reason: str
     headers: HTTPHeaders
+    # The body's length as the origin declared it, checked (``response_body_length``); None
+    # if chunked or delimited by the connection closing.
+    content_length: int | None = None
 
 
 @dataclass(frozen=True)
@@ -99,12 +109,13 @@ _Piece = ResponseHead | _Chunk | _End
 class ResponseRelay(HTTPMessageDelegate):
     """The upstream response, from Tornado's reader task to the request's task."""
 
-    def __init__(self, on_bytes: Callable[[], None]) -> None:
+    def __init__(self, on_bytes: Callable[[], None], *, head_request: bool = False) -> None:
         self._pieces: asyncio.Queue[_Piece] = asyncio.Queue()
         self._on_bytes = on_bytes
+        self._head_request = head_request
         self._held: asyncio.Future[None] | None = None
         self._abandoned = False
-        self._expected_bytes: int | None = None
+        self._declared_bytes: int | None = None
         self._arrived_bytes = 0
         self.body_bytes = 0
         self.failure: BaseException | None = None
@@ -115,11 +126,25 @@ class ResponseRelay(HTTPMessageDelegate):
                          headers: HTTPHeaders) -> None:
         assert isinstance(start_line, ResponseStartLine)
         self._on_bytes()
-        if start_line.code >= 200:  # an interim 1xx is the origin's business with us
-            length = headers.get("Content-Length", "")
-            self._expected_bytes = int(length) if length.isdigit() else None
-            self._pieces.put_nowait(ResponseHead(start_line.version, start_line.code,
-                                                 start_line.reason, headers))
+        if start_line.code < 200:
+            return  # an interim 1xx is the origin's business with us
+        try:
+            self._declared_bytes = response_body_length(
+                start_line.code, head_request=self._head_request,
+                transfer_encoding=headers.get("Transfer-Encoding"),
+                content_length=headers.get("Content-Length"))
+        except InvalidFraming as error:
+            # Never passed on: the client would be told a length the body does not have.
+            # Tornado refuses the body too (or, for framing it accepts, the connection is
+            # closed unread when the exchange fails); nothing here may raise into Tornado.
+            self.failure = UpstreamMalformed(f"upstream response framing: {error}")
+            self._pieces.put_nowait(_CUT)
+            return
+        if self._declared_bytes is not None:
+            headers["Content-Length"] = str(self._declared_bytes)  # repeats become one
+        self._pieces.put_nowait(ResponseHead(start_line.version, start_line.code,
+                                             start_line.reason, headers,
+                                             self._declared_bytes))
 
     def data_received(self, chunk: bytes) -> asyncio.Future[None] | None:
         if self._abandoned:
@@ -128,7 +153,7 @@ class ResponseRelay(HTTPMessageDelegate):
         self._arrived_bytes += len(chunk)
         taken = asyncio.get_running_loop().create_future()
         self._pieces.put_nowait(_Chunk(chunk, taken))
-        if self._arrived_bytes == self._expected_bytes:
+        if self._arrived_bytes == self._declared_bytes:
             # The last chunk of a known length: let the reader finish now, so the connection
             # is back in the pool by the time the client has the last byte and asks again.
             return None
@@ -145,7 +170,7 @@ class ResponseRelay(HTTPMessageDelegate):
         try:
             return await connection.read_response(self)
         except Exception as error:  # StreamClosedError, UnsatisfiableReadError, ...
-            self.failure = error
+            self.failure = self.failure or error
             return False
         finally:
             self._pieces.put_nowait(_CUT)
@@ -156,6 +181,8 @@ class ResponseRelay(HTTPMessageDelegate):
         piece = await self._pieces.get()
         if isinstance(piece, ResponseHead):
             return piece
+        if isinstance(self.failure, UpstreamMalformed):
+            raise self.failure
         reason = f": {self.failure}" if self.failure and str(self.failure) else ""
         raise UpstreamClosedEarly(f"upstream closed the connection or sent a malformed "
                                   f"response before its headers{reason}")

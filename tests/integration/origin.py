@@ -24,6 +24,9 @@ picks the endpoint, so /echo/a/b is /echo):
     /gzip                                    a gzip body with Content-Encoding: gzip
     /notype                                  a body without Content-Type
     /status?code=N[&reason=R]                status N with a short body (none for 204/304)
+    /length?cl=V[&cl=V...][&body=B]          body B (default "hello") under one Content-Length
+                                             line per ``cl``, each value sent as given
+                                             (percent-decoded as Latin-1, so %B2 is byte 0xB2)
     /_stats                                  {"accepted", "open", "requests"} as JSON
     /admin/secret.txt, /base/hello.txt, /secret.txt
                                              small files, found the way ``python3 -m
@@ -51,7 +54,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass, field
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, parse_qsl, unquote, urlsplit
 
 PATTERN_PERIOD = (1 << 20) + 13  # a prime-ish period: chunk boundaries never line up with it
 _PATTERN = random.Random(20240601).randbytes(PATTERN_PERIOD)
@@ -208,6 +211,8 @@ class Origin:
             body = b"" if code in (204, 304) else f"status {code}\n".encode()
             await _send_simple(request, writer, code, body, [("Content-Type", "text/plain")],
                                reason=request.query.get("reason"))
+        elif path == "/length":
+            await self._length(request, writer)
         elif path == "/_stats":
             stats = {"accepted": self.accepted, "open": self.open, "requests": self.requests}
             await _send_simple(request, writer, 200, json.dumps(stats).encode(),
@@ -240,6 +245,17 @@ class Origin:
         interval = request.number("interval", 0)
         body = _pattern_chunks(start, length, chunk)
         await _send_streamed(request, writer, status, headers, framing, length, body, interval)
+
+    async def _length(self, request: Request, writer: asyncio.StreamWriter) -> None:
+        fields = parse_qsl(urlsplit(request.target).query, keep_blank_values=True,
+                           encoding="latin-1")
+        body = dict(fields).get("body", "hello").encode("latin-1")
+        headers = [("Content-Type", "text/plain")]
+        headers += [("Content-Length", value) for key, value in fields if key == "cl"]
+        writer.write(_head(200, headers))
+        if request.method != "HEAD":
+            writer.write(body)
+        await writer.drain()
 
     async def _endless(self, request: Request, writer: asyncio.StreamWriter) -> None:
         chunk = int(request.number("chunk", 16 * 1024))

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 from mediaproxy.errors import (Forbidden, MediaproxyError, NotFound, PreconditionFailed,
                                RangeNotSatisfiable, ServiceUnavailable, UpstreamError)
+from mediaproxy.http.grammar import is_digits, parse_digits_or_none
 
 # An error document is a few hundred bytes; more than this is not one.
 MAX_ERROR_BYTES = 64 * 1024
@@ -55,9 +56,8 @@ class StoreError:
         size = found.get("ActualObjectSize", "")
         return cls(status, found.get("Code", ""), found.get("Message", ""),
                    found.get("Region", ""), found.get("Endpoint", ""),
-                   int(size) if size.isascii() and size.isdigit() else None,
-                   retry_after if retry_after and retry_after.isascii()
-                   and retry_after.isdigit() else None)
+                   parse_digits_or_none(size),
+                   retry_after if retry_after and is_digits(retry_after) else None)
 
     def __str__(self) -> str:
         said = f"{self.code}: {self.message}" if self.code else "no error document"

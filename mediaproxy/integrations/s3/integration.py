@@ -37,6 +37,7 @@ from mediaproxy.errors import (MethodNotAllowed, NotFound, RangeNotSatisfiable, 
                                UpstreamError)
 from mediaproxy.http.conditional import Validators, if_range_allows_partial, parse_http_date
 from mediaproxy.http.disposition import content_disposition
+from mediaproxy.http.grammar import parse_digits_or_none
 from mediaproxy.integrations.base import Exchange, Integration
 from mediaproxy.integrations.http_proxy import UpstreamClient, UpstreamExchange, relay_body
 from mediaproxy.integrations.s3.failures import (MAX_ERROR_BYTES, StoreError, advice,
@@ -306,8 +307,7 @@ class S3Integration(Integration):
         if size is None:
             probe, _ = await self._fetch_small(exchange, "HEAD",
                                                self.settings.object_target(key), [], 0)
-            length = probe.headers.get("Content-Length", "")
-            size = int(length) if probe.status == 200 and length.isdigit() else None
+            size = probe.content_length if probe.status == 200 else None
         if size is None:
             raise UpstreamError(f"{error}, and the object's size is unknown")
         raise RangeNotSatisfiable(f"bytes */{size}")
@@ -397,7 +397,6 @@ def _starts_at_zero(head: ResponseHead) -> bool:
 def _object_size(head: ResponseHead) -> int | None:
     """The whole object's size: Content-Length of a 200, the complete-length of a 206."""
     if head.status == 200:
-        length = head.headers.get("Content-Length", "")
-    else:
-        length = head.headers.get("Content-Range", "").rpartition("/")[2]
-    return int(length) if length.isdigit() else None
+        return head.content_length
+    complete_length = head.headers.get("Content-Range", "").rpartition("/")[2]
+    return parse_digits_or_none(complete_length)

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from urllib.parse import quote
 
 from mediaproxy.http.conditional import format_http_date
+from mediaproxy.http.grammar import parse_digits_or_none
 
 # A page of 1,000 keys with long names is a few hundred KiB; beyond this it is not a page.
 MAX_PAGE_BYTES = 8 * 1024 * 1024
@@ -72,7 +73,7 @@ def parse_page(body: bytes, prefix: str) -> Page:
             name = _text(element, "Key").removeprefix(prefix)
             size = _text(element, "Size")
             if name:  # "" is the folder's own marker object
-                entries.append(Entry(name, int(size) if size.isdigit() else None,
+                entries.append(Entry(name, parse_digits_or_none(size),
                                      _text(element, "LastModified") or None))
     truncated = _text(root, "IsTruncated") == "true"
     token = _text(root, "NextContinuationToken") if truncated else ""
