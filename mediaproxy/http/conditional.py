@@ -35,6 +35,8 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from mediaproxy.http.grammar import parse_digits
+
 __all__ = [
     "Outcome",
     "Validators",
@@ -128,15 +130,16 @@ def parse_http_date(value: str, *, now_s: float | None = None) -> int | None:
     text = value.strip(_OWS)
     if match := _IMF_FIXDATE.fullmatch(text):
         day, month, year, hour, minute, second = match.groups()
-        return _epoch(int(year), _MONTH_NUMBERS[month], int(day), int(hour), int(minute), int(second))
-    if match := _RFC850_DATE.fullmatch(text):
+    elif match := _RFC850_DATE.fullmatch(text):
         day, month, short_year, hour, minute, second = match.groups()
-        year = _rfc850_year(int(short_year), time.time() if now_s is None else now_s)
-        return _epoch(year, _MONTH_NUMBERS[month], int(day), int(hour), int(minute), int(second))
-    if match := _ASCTIME_DATE.fullmatch(text):
+        year = str(_rfc850_year(parse_digits(short_year), time.time() if now_s is None else now_s))
+    elif match := _ASCTIME_DATE.fullmatch(text):
         month, day, hour, minute, second, year = match.groups()
-        return _epoch(int(year), _MONTH_NUMBERS[month], int(day.lstrip()), int(hour), int(minute), int(second))
-    return None
+        day = day.lstrip()
+    else:
+        return None
+    return _epoch(parse_digits(year), _MONTH_NUMBERS[month], parse_digits(day),
+                  parse_digits(hour), parse_digits(minute), parse_digits(second))
 
 
 def _rfc850_year(short_year: int, now_s: float) -> int:

@@ -15,14 +15,13 @@ written by any HTTP stack and cannot inject a header.
 
 from __future__ import annotations
 
-import string
 import unicodedata
 from urllib.parse import quote
 
+from mediaproxy.http.grammar import is_token
+
 __all__ = ["content_disposition"]
 
-# RFC 9110 §5.6.2: tchar. A disposition-type is a token.
-_TCHAR = frozenset("!#$%&'*+-.^_`|~" + string.ascii_letters + string.digits)
 # RFC 8187 §3.2.1: attr-char = ALPHA / DIGIT / "!" / "#" / "$" / "&" / "+" /
 # "-" / "." / "^" / "_" / "`" / "|" / "~". quote() always keeps letters, digits
 # and "_.-~"; these are the rest.
@@ -48,7 +47,7 @@ def content_disposition(filename: str, disposition: str = "attachment") -> str:
     type and the user agent names the file itself.
     """
     # RFC 6266 §4.1: disposition-type = "inline" | "attachment" | disp-ext-type
-    if not disposition or not all(c in _TCHAR for c in disposition):
+    if not is_token(disposition):
         raise ValueError(f"disposition type {disposition!r} is not a token")
 
     name = _clean(filename)

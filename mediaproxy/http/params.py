@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from urllib.parse import parse_qsl
 
+from mediaproxy.http.grammar import parse_digits
+
 __all__ = ["TYPE_FORMS", "InvalidParameter", "ParamSpec", "Value", "parse_declaration",
            "parse_query"]
 
@@ -46,7 +48,6 @@ MAX_TEXT_CHARS = 4096
 MAX_FIELDS = 100
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
-_INTEGER = re.compile(r"-?[0-9]+\Z")
 _NUMBER = re.compile(r"-?[0-9]+(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?\Z")
 _DATE = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})\Z")
 _DATETIME = re.compile(
@@ -131,12 +132,10 @@ def _text(raw: str) -> Value:
 
 
 def _integer(raw: str) -> Value:
-    if not _INTEGER.match(raw) or len(raw) > 20:
-        raise ValueError(raw)
-    value = int(raw)
-    if value not in _INT64:
-        raise ValueError(raw)
-    return value
+    # An optional minus, then 1*DIGIT within what a signed 64-bit integer holds.
+    if raw.startswith("-"):
+        return -parse_digits(raw[1:], maximum=-_INT64.start)
+    return parse_digits(raw, maximum=_INT64.stop - 1)
 
 
 def _number(raw: str) -> Value:
@@ -150,7 +149,7 @@ def _date(raw: str) -> Value:
     match = _DATE.match(raw)
     if not match:
         raise ValueError(raw)
-    return date(*map(int, match.groups()))  # ValueError for 2024-02-30
+    return date(*map(parse_digits, match.groups()))  # ValueError for 2024-02-30
 
 
 def _datetime(raw: str) -> Value:
@@ -162,15 +161,16 @@ def _datetime(raw: str) -> Value:
     if offset == "Z":
         tzinfo = timezone.utc
     elif offset:
-        hours, minutes = int(offset[1:3]), int(offset[4:6])
+        hours, minutes = parse_digits(offset[1:3]), parse_digits(offset[4:6])
         if hours > 23 or minutes > 59:
             raise ValueError(raw)
         # A "+" the client did not percent-encode arrives as a space (form encoding).
         sign = -1 if offset[0] == "-" else 1
         tzinfo = timezone(sign * timedelta(hours=hours, minutes=minutes))
     # ValueError for 2024-01-01T24:00
-    return datetime(int(year), int(month), int(day), int(hour), int(minute), int(second or 0),
-                    int((fraction or "0").ljust(6, "0")), tzinfo)
+    return datetime(parse_digits(year), parse_digits(month), parse_digits(day),
+                    parse_digits(hour), parse_digits(minute), parse_digits(second or "0"),
+                    parse_digits((fraction or "0").ljust(6, "0")), tzinfo)
 
 
 def _boolean(raw: str) -> Value:

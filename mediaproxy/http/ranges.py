@@ -26,6 +26,8 @@ import string
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from mediaproxy.http.grammar import is_digits, is_token, parse_digits_capped
+
 __all__ = [
     "COALESCE_GAP_BYTES",
     "MAX_RANGES",
@@ -60,13 +62,6 @@ COALESCE_GAP_BYTES = 80
 
 # RFC 9110 §5.6.1: OWS = *( SP / HTAB ).
 _OWS = " \t"
-# RFC 9110 §5.6.2: tchar. A range-unit is a token.
-_TCHAR = frozenset("!#$%&'*+-.^_`|~" + string.ascii_letters + string.digits)
-_ASCII_DIGITS = frozenset(string.digits)
-# CPython refuses int() on strings longer than 4300 digits (CVE-2020-10735);
-# a numeral longer than this is larger than any representation we will ever
-# serve, so it saturates without being converted.
-_MAX_EXACT_DIGITS = 4000
 
 
 @dataclass(frozen=True)
@@ -156,7 +151,7 @@ def parse_range(header: str | None, size: int, *, max_ranges: int = MAX_RANGES) 
 
     # RFC 9110 §14.1.1: ranges-specifier = range-unit "=" range-set
     unit, equals, range_set = value.partition("=")
-    if not equals or not unit or not all(c in _TCHAR for c in unit):
+    if not equals or not is_token(unit):  # a range-unit is a token
         # Includes "bytes =0-1": a token cannot contain whitespace, and the
         # grammar has no OWS around "=".
         return _MALFORMED
@@ -282,12 +277,9 @@ def _resolve_spec(spec: str, size: int) -> ByteRange | None:
 
 
 def _digits(text: str) -> str:
-    """``1*DIGIT`` without leading zeros; raises _InvalidSpec for anything else.
-
-    RFC 5234 DIGIT is %x30-39. str.isdigit() and int() also accept "+5",
-    "1_0", " 7" and "٣" (Arabic-Indic three); HTTP does not.
-    """
-    if not text or not all(c in _ASCII_DIGITS for c in text):
+    """``1*DIGIT`` (``grammar.is_digits``) without leading zeros; raises _InvalidSpec for
+    anything else."""
+    if not is_digits(text):
         raise _InvalidSpec(text)
     return text.lstrip("0") or "0"
 
@@ -300,9 +292,7 @@ def _saturate(digits: str, size: int) -> int:
     Any position or suffix length at or beyond the size means the same thing
     as the size itself, so capping loses nothing.
     """
-    if len(digits) > _MAX_EXACT_DIGITS:
-        return size
-    return min(int(digits), size)
+    return parse_digits_capped(digits, size)
 
 
 def _coalesce(ranges: list[ByteRange]) -> tuple[ByteRange, ...]:
