@@ -420,6 +420,9 @@ class CsvExportSettings:
     # reading the export would not expect; a route whose CSV goes to spreadsheets turns it on.
     escape_formulas: bool = False
     line_terminator: str = "\r\n"  # after every record: RFC 4180's CRLF, or "\n"
+    # SQLite's: "default" (Python's csv module, the same bytes as ever) or "arrow" (ADBC and
+    # Arrow's CSV writer for STRICT tables; the `arrow` extra).
+    engine: str = "default"
 
     @property
     def is_postgres(self) -> bool:
@@ -438,6 +441,7 @@ POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 # rate; 5,000 rows are ~300 KB of CSV, so a slow client pins about that much per export.
 DEFAULT_BATCH_ROWS = 5000
 LINE_TERMINATORS = {"crlf": "\r\n", "lf": "\n"}
+ENGINES = ("default", "arrow")
 
 
 def _read_csv_export_settings(table: Table) -> CsvExportSettings:
@@ -478,7 +482,11 @@ def _read_csv_export_settings(table: Table) -> CsvExportSettings:
                                  escape_formulas=table.boolean("escape_formulas",
                                                                CsvExportSettings.escape_formulas),
                                  line_terminator=LINE_TERMINATORS[table.choice(
-                                     "line_terminator", tuple(LINE_TERMINATORS), "crlf")])
+                                     "line_terminator", tuple(LINE_TERMINATORS), "crlf")],
+                                 engine=table.choice("engine", ENGINES, "default"))
+    if settings.is_postgres and settings.engine != "default":
+        raise table.error("engine", "PostgreSQL writes its own CSV (COPY): only SQLite routes "
+                                    "take an engine")
     if not settings.is_postgres:
         _check_sqlite_query(table, settings)
     return settings

@@ -85,6 +85,10 @@ def test_postgres_url_is_kept_and_not_opened(folder: Path) -> None:
      "true or false"),
     ('database = "shop.sqlite"\nquery = "SELECT 1"\nline_terminator = "cr"',
      "routes[0].line_terminator", "crlf, lf"),
+    ('database = "shop.sqlite"\nquery = "SELECT 1"\nengine = "fast"', "routes[0].engine",
+     "default, arrow"),
+    ('database = "postgresql://db/shop"\nquery = "SELECT 1"\nengine = "arrow"',
+     "routes[0].engine", "only SQLite routes"),
     # One statement only: a second one would run with the export's connection (for
     # PostgreSQL nothing checks the query before the first request, so the text is read here).
     ('database = "shop.sqlite"\nquery = "SELECT 1; SELECT 2"', "routes[0].query",
