@@ -1,31 +1,26 @@
 """CSV export throughput: mediaproxy's csv_export against the databases' own CSV tools.
 
-Run from the repository root (after `make test` has built .venv):
+Run from the repository root (after `make test` has built .venv); `make bench` runs it too:
 
-    .venv/bin/python bench/csv_export.py [--rows 1000000] [--reps 3]
+    .venv/bin/python bench/csv_export.py [--rows 1000000] [--reps 3] [--skip-postgres]
 
-What it does, all on loopback:
+One mediaproxy process serves every route, all on loopback, and everything below is measured
+in one run, so that the ratios compare like with like on a shared, noisy machine:
 
-1. Builds a --rows orders database with scripts/make_orders_db.py in bench/work/ (kept for
-   the next run); notes hold commas, quotes, newlines and non-ASCII text.
-2. Starts mediaproxy (its own process) with two SQLite export routes over that file: the
-   orders table alone, and orders joined to customers (the default config's query).
-3. Downloads each export with curl, --reps times, interleaved with `sqlite3 -csv -header` on
-   the same query as the reference; reports first byte (curl's time_starttransfer), rows/s and
-   the server's peak RSS (VmHWM: the whole process, over every run).
-4. If PostgreSQL's server is installed: a throwaway cluster, the same orders copied in, the
-   same exports through psycopg, against `psql -c "\\copy (query) to stdout csv header"`.
+1. SQLite: a --rows orders database (scripts/make_orders_db.py, kept in bench/work/), exported
+   by curl through the default engine and the `arrow` engine (when its extra is installed),
+   interleaved with `sqlite3 -csv -header` on the same query.
+2. PostgreSQL (when its server is installed): a throwaway cluster holding the same rows,
+   exported through mediaproxy, interleaved with `psql -c "\\copy (query) to stdout csv
+   header"`.
+3. Concurrency: one, two and four exports at once; rows/s together.
+4. The same gateway's small-file service (`wrk` on a 4 KiB file) idle, and while two exports
+   run back to back: requests/s and p99.
 
-Targets (issue 4): first byte < 100 ms, >= 500,000 rows/s, peak RSS < 100 MB.
-A benchmark, not a test: the machine is shared and noisy, so it reports medians and spreads,
-and rows per CPU-second of the exporting process, which the neighbours disturb far less.
-
-Findings (py-spy on the server, and process_time A/B runs of the batch pipeline alone): the
-time is CPython's, ~1 us per row in sqlite3's fetchmany (a tuple and an object per value) and
-~1.1 us in csv.writer.writerows, both under the GIL, so a second thread cannot help. Tried and
-dropped for making no difference in CPU time: formatting the CSV in SQL (CASE/GLOB/replace per
-column: slower, ~410k rows/CPU-s), a list.append sink instead of io.StringIO, islice over the
-cursor instead of fetchmany, 20,000-row batches, one batch of read-ahead.
+Reported per export: first byte (curl's time_starttransfer), rows/s (median and range), the
+peak RSS of the export's own process (VmHWM, which counts the pages it still shares with the
+fork server it was forked from, and the largest PSS seen, which shares them out). The closing
+"ratios" block is what the targets in bench/TARGETS.md are checked against.
 """
 
 from __future__ import annotations
@@ -41,24 +36,24 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 WORK = REPO / "bench" / "work"
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
 
+from loadgen import run_wrk  # noqa: E402
 from tests.integration.pgcluster import server_binaries, throwaway_cluster  # noqa: E402
 
 ORDERS = "SELECT * FROM orders WHERE ordered_at >= {since}"
-JOINED = ("SELECT o.id, o.ordered_at, c.name AS customer, c.email, c.country, o.status, "
-          "o.total_cents, o.currency, o.note FROM orders AS o "
-          "JOIN customers AS c ON c.id = o.customer_id "
-          "WHERE o.ordered_at >= {since} ORDER BY o.ordered_at")
-QUERIES = {"orders": ORDERS, "joined": JOINED}
 SINCE = "2000-01-01"
+SMALL_FILE_BYTES = 4 * 1024
+WRK_SECONDS = 5
 
 
 @dataclass
@@ -66,7 +61,24 @@ class Run:
     first_byte_ms: float
     seconds: float
     bytes: int
-    cpu_s: float  # the exporting process's CPU time (user + system)
+
+
+@dataclass
+class Series:
+    """Runs of one export, or of one reference command."""
+
+    label: str
+    rows: int
+    runs: list[Run] = field(default_factory=list)
+
+    def rows_per_s(self) -> float:
+        return statistics.median(self.rows / run.seconds for run in self.runs)
+
+    def report(self, rss: str = "") -> None:
+        rates = [self.rows / run.seconds for run in self.runs]
+        first = statistics.median(run.first_byte_ms for run in self.runs)
+        print(f"{self.label:40} {first:8.1f} {statistics.median(rates):>12,.0f}"
+              f"  ({min(rates):,.0f}-{max(rates):,.0f})  {rss}", flush=True)
 
 
 def build_database(rows: int) -> Path:
@@ -92,11 +104,10 @@ def mediaproxy(routes: str) -> Iterator[tuple[int, int]]:
     port = free_port()
     with tempfile.TemporaryDirectory() as folder:
         config = Path(folder) / "bench.toml"
-        config.write_text(f"[server]\nport = {port}\n{routes}")
+        config.write_text(f"[server]\nport = {port}\naccess_log = \"off\"\n{routes}")
         process = subprocess.Popen([str(REPO / ".venv" / "bin" / "mediaproxy"), "--config",
                                     str(config), "--log-level", "WARNING"],
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                   start_new_session=True)
+                                   stdout=subprocess.DEVNULL, start_new_session=True)
         try:
             deadline = time.monotonic() + 20
             while True:
@@ -112,25 +123,67 @@ def mediaproxy(routes: str) -> Iterator[tuple[int, int]]:
             process.wait(30)
 
 
-def peak_rss_mib(pid: int) -> float:
+class ExportMemory:
+    """Samples the export processes (the fork server's children) while it runs: the peak
+    VmHWM and the peak PSS of any one of them."""
+
+    def __init__(self, gateway_pid: int) -> None:
+        self._gateway_pid = gateway_pid
+        self.peak_hwm_kib = 0
+        self.peak_pss_kib = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def __enter__(self) -> ExportMemory:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.05):
+            for pid in _children(self._gateway_pid):
+                for export in _children(pid):
+                    with contextlib.suppress(OSError, ValueError):
+                        self.peak_hwm_kib = max(self.peak_hwm_kib, _status_kib(export, "VmHWM"))
+                        self.peak_pss_kib = max(self.peak_pss_kib, _pss_kib(export))
+
+    def describe(self) -> str:
+        return (f"export process peak RSS {self.peak_hwm_kib / 1024:.1f} MiB "
+                f"(PSS {self.peak_pss_kib / 1024:.1f} MiB)")
+
+
+def _children(pid: int) -> list[int]:
+    pids: list[int] = []
+    with contextlib.suppress(OSError):
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with contextlib.suppress(OSError):
+                pids += [int(child) for child in
+                         Path(f"/proc/{pid}/task/{task}/children").read_text().split()]
+    return pids
+
+
+def _status_kib(pid: int, key: str) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    return 0
 
 
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+def _pss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        if line.startswith("Pss:"):
+            return int(line.split()[1])
+    return 0
 
 
-def curl_run(url: str, server_pid: int) -> Run:
-    cpu_before = cpu_seconds(server_pid)
+def curl_run(url: str) -> Run:
     out = subprocess.run(["curl", "-sS", "--fail", "-o", "/dev/null", "-w",
                           "%{time_starttransfer} %{time_total} %{size_download}", url],
                          check=True, capture_output=True, text=True).stdout.split()
-    return Run(float(out[0]) * 1000, float(out[1]), int(out[2]),
-               cpu_seconds(server_pid) - cpu_before)
+    return Run(float(out[0]) * 1000, float(out[1]), int(out[2]))
 
 
 def timed_command(command: list[str]) -> Run:
@@ -143,67 +196,42 @@ def timed_command(command: list[str]) -> Run:
     size = len(first)
     while chunk := process.stdout.read(1 << 20):
         size += len(chunk)
-    _, status, usage = os.wait4(process.pid, 0)
-    process.returncode = os.waitstatus_to_exitcode(status)
-    if process.returncode != 0:
+    if process.wait() != 0:
         raise RuntimeError(f"{command[0]} failed")
-    return Run(first_byte_ms, time.monotonic() - started, size, usage.ru_utime + usage.ru_stime)
+    return Run(first_byte_ms, time.monotonic() - started, size)
 
 
-def row_count(database: Path, query: str) -> int:
-    with contextlib.closing(sqlite3.connect(database)) as connection:
-        count: int = connection.execute(f"SELECT count(*) FROM ({query})").fetchone()[0]
-        return count
+def concurrent_rows_per_s(url: str, count: int, rows: int) -> float:
+    """``count`` exports of ``url`` started together: their rows per second, together."""
+    started = time.monotonic()
+    with contextlib.ExitStack() as stack:
+        processes = [stack.enter_context(subprocess.Popen(
+            ["curl", "-sS", "--fail", "-o", "/dev/null", url])) for _ in range(count)]
+        for process in processes:
+            if process.wait() != 0:
+                raise RuntimeError(f"curl {url} failed")
+    return count * rows / (time.monotonic() - started)
 
 
-def report(label: str, runs: list[Run], rows: int, rss_mib: float | None = None) -> None:
-    rates = [rows / run.seconds for run in runs]
-    first = [run.first_byte_ms for run in runs]
-    per_cpu_s = statistics.median(rows / run.cpu_s for run in runs)
-    rss = f"{rss_mib:7.1f}" if rss_mib is not None else "      -"
-    print(f"{label:34} {statistics.median(first):8.1f} {statistics.median(rates):>12,.0f}"
-          f"  ({min(rates):,.0f}-{max(rates):,.0f})  {per_cpu_s:>12,.0f}  {rss}"
-          f"  {runs[0].bytes / 1e6:7.1f}", flush=True)
+@contextlib.contextmanager
+def exports_running(url: str, count: int) -> Iterator[None]:
+    """``count`` exports of ``url`` back to back, each restarted as it ends, until exit."""
+    stop = threading.Event()
 
+    def loop() -> None:
+        while not stop.is_set():
+            subprocess.run(["curl", "-sS", "-o", "/dev/null", url], check=False)
 
-def header() -> None:
-    # rows/CPU-s: rows per second of the exporting process's own CPU time, which the other
-    # load on a shared machine disturbs far less than the wall-clock rate.
-    print(f"{'export':34} {'first ms':>8} {'rows/s':>12}  {'(min-max)':^21}  {'rows/CPU-s':>12}"
-          f"  {'RSS MiB':>7}  {'MB':>7}")
-
-
-def compare(title: str, database: Path, url: str, placeholder: str,
-            reference: Callable[[str, str], list[str]], reps: int) -> None:
-    """mediaproxy's export of each query from ``url`` against the ``reference`` command.
-
-    ``reference(name, sql)`` is the command line of the database's own CSV tool.
-    """
-    routes = "".join(f"""
-[[routes]]
-prefix = "/{name}"
-integration = "csv_export"
-database = "{url}"
-query = "{query.format(since=placeholder)}"
-params = {{ since = "date" }}
-""" for name, query in QUERIES.items())
-    with mediaproxy(routes) as (port, pid):
-        print(f"\n{title}; server RSS at start {peak_rss_mib(pid):.1f} MiB")
-        header()
-        for name, query in QUERIES.items():
-            sql = query.format(since=f"'{SINCE}'")
-            rows = row_count(database, sql)
-            ours, theirs = [], []
-            for _ in range(reps):
-                ours.append(curl_run(f"http://127.0.0.1:{port}/{name}?since={SINCE}", pid))
-                theirs.append(timed_command(reference(name, sql)))
-            report(f"mediaproxy {name} ({rows:,} rows)", ours, rows, peak_rss_mib(pid))
-            report(f"{reference(name, sql)[0]} {name}", theirs, rows)
-
-
-def bench_sqlite(database: Path, reps: int) -> None:
-    compare(f"SQLite, {database.name}", database, str(database), ":since",
-            lambda name, sql: ["sqlite3", "-csv", "-header", str(database), sql], reps)
+    threads = [threading.Thread(target=loop, daemon=True) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    time.sleep(1.0)  # every export under way
+    try:
+        yield
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
 
 
 def load_postgres(url: str, database: Path) -> None:
@@ -224,17 +252,98 @@ def load_postgres(url: str, database: Path) -> None:
         connection.execute("ANALYZE")
 
 
-def bench_postgres(database: Path, reps: int) -> None:
-    bindir = server_binaries()
-    if bindir is None or shutil.which("psql") is None:
-        print("\nPostgreSQL: server not installed, skipped")
-        return
-    with throwaway_cluster(bindir) as url:
-        print("\nPostgreSQL: loading the same rows ...", flush=True)
-        load_postgres(url, database)
-        compare("PostgreSQL, the same rows", database, url, "%(since)s::text",
-                lambda name, sql: ["psql", url, "-c", f"\\copy ({sql}) to stdout csv header"],
-                reps)
+def arrow_installed() -> bool:
+    probe = subprocess.run([str(REPO / ".venv" / "bin" / "python"), "-c",
+                            "import adbc_driver_sqlite, pyarrow"], capture_output=True)
+    return probe.returncode == 0
+
+
+def routes(database: Path, postgres_url: str | None, files: Path, arrow: bool) -> str:
+    text = f"""
+[[routes]]
+prefix = "/files"
+integration = "file"
+root = "{files}"
+[[routes]]
+prefix = "/sqlite"
+integration = "csv_export"
+database = "{database}"
+query = "{ORDERS.format(since=':since')}"
+params = {{ since = "date" }}
+"""
+    if arrow:
+        text += f"""
+[[routes]]
+prefix = "/sqlite-arrow"
+integration = "csv_export"
+engine = "arrow"
+database = "{database}"
+query = "{ORDERS.format(since=':since')}"
+params = {{ since = "date" }}
+"""
+    if postgres_url is not None:
+        text += f"""
+[[routes]]
+prefix = "/postgres"
+integration = "csv_export"
+database = "{postgres_url}"
+query = "{ORDERS.format(since='%(since)s::text')}"
+params = {{ since = "date" }}
+"""
+    return text
+
+
+def header() -> None:
+    print(f"{'export':40} {'first ms':>8} {'rows/s':>12}  {'(min-max)':^21}  export memory")
+
+
+def measure_single(label: str, url: str, reference: tuple[str, list[str]], rows: int,
+                   reps: int, gateway_pid: int, ratios: dict[str, float],
+                   first_bytes: dict[str, float]) -> None:
+    """The export interleaved with the database's own tool; one ratio."""
+    ours, theirs = Series(f"mediaproxy {label}", rows), Series(reference[0], rows)
+    with ExportMemory(gateway_pid) as memory:
+        for _ in range(reps):
+            ours.runs.append(curl_run(url))
+            theirs.runs.append(timed_command(reference[1]))
+    ours.report(memory.describe())
+    theirs.report()
+    ratios[f"{label} / {reference[0]}"] = ours.rows_per_s() / theirs.rows_per_s()
+    first_bytes[label] = statistics.median(run.first_byte_ms for run in ours.runs)
+
+
+def measure_concurrency(label: str, url: str, rows: int, reps: int,
+                        ratios: dict[str, float]) -> None:
+    together: dict[int, list[float]] = {1: [], 2: [], 4: []}
+    for _ in range(reps):
+        for count in together:
+            together[count].append(concurrent_rows_per_s(url, count, rows))
+    one = statistics.median(together[1])
+    for count, rates in together.items():
+        print(f"{label} x{count} at once: {statistics.median(rates):,.0f} rows/s together "
+              f"({min(rates):,.0f}-{max(rates):,.0f})", flush=True)
+        if count > 1:
+            ratios[f"{label}: {count} at once / one"] = statistics.median(rates) / one
+
+
+def measure_small_files(port: int, export_url: str, reps: int,
+                        ratios: dict[str, float]) -> None:
+    url = f"http://127.0.0.1:{port}/files/small.bin"
+    idle: list[tuple[float, float]] = []
+    busy: list[tuple[float, float]] = []
+    for _ in range(reps):
+        run = run_wrk(url, 1, 8, WRK_SECONDS)
+        idle.append((run.requests_per_s, run.p99_s * 1e3))
+        with exports_running(export_url, 2):
+            run = run_wrk(url, 1, 8, WRK_SECONDS)
+        busy.append((run.requests_per_s, run.p99_s * 1e3))
+    for name, runs in (("idle", idle), ("two exports running", busy)):
+        print(f"small files, {name}: {statistics.median(r for r, _ in runs):,.0f} requests/s, "
+              f"p99 {statistics.median(p for _, p in runs):.2f} ms", flush=True)
+    ratios["small files requests/s: two exports running / idle"] = (
+        statistics.median(r for r, _ in busy) / statistics.median(r for r, _ in idle))
+    ratios["small files p99: two exports running / idle"] = (
+        statistics.median(p for _, p in busy) / statistics.median(p for _, p in idle))
 
 
 def main() -> None:
@@ -243,14 +352,59 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--skip-postgres", action="store_true")
     args = parser.parse_args()
-    for tool in ("curl", "sqlite3"):
+    for tool in ("curl", "sqlite3", "wrk"):
         if shutil.which(tool) is None:
             sys.exit(f"{tool} is needed: apt-get install {tool}")
     database = build_database(args.rows)
-    print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
-    bench_sqlite(database, args.reps)
-    if not args.skip_postgres:
-        bench_postgres(database, args.reps)
+    sql = ORDERS.format(since=f"'{SINCE}'")
+    with contextlib.closing(sqlite3.connect(database)) as connection:
+        rows: int = connection.execute(f"SELECT count(*) FROM ({sql})").fetchone()[0]
+    bindir = server_binaries()
+    with_postgres = not args.skip_postgres and bindir is not None and shutil.which("psql")
+    arrow = arrow_installed()
+    print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs; {rows:,} rows",
+          flush=True)
+    with contextlib.ExitStack() as stack:
+        postgres_url = None
+        if with_postgres:
+            assert bindir is not None
+            postgres_url = stack.enter_context(throwaway_cluster(bindir))
+            print("PostgreSQL: loading the same rows ...", flush=True)
+            load_postgres(postgres_url, database)
+        files = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        (files / "small.bin").write_bytes(os.urandom(SMALL_FILE_BYTES))
+        port, pid = stack.enter_context(mediaproxy(routes(database, postgres_url, files,
+                                                          arrow)))
+        base = f"http://127.0.0.1:{port}"
+        query = f"?since={SINCE}"
+        ratios: dict[str, float] = {}
+        first_bytes: dict[str, float] = {}
+        header()
+        sqlite_cli = ("sqlite3 -csv", ["sqlite3", "-csv", "-header", str(database), sql])
+        measure_single("SQLite", f"{base}/sqlite{query}", sqlite_cli, rows, args.reps, pid,
+                       ratios, first_bytes)
+        if arrow:
+            measure_single("SQLite arrow", f"{base}/sqlite-arrow{query}", sqlite_cli, rows,
+                           args.reps, pid, ratios, first_bytes)
+        else:
+            print("SQLite arrow: adbc-driver-sqlite and pyarrow not installed, skipped")
+        if postgres_url is not None:
+            measure_single("PostgreSQL", f"{base}/postgres{query}",
+                           ("psql \\copy", ["psql", postgres_url, "-c",
+                                            f"\\copy ({sql}) to stdout csv header"]),
+                           rows, args.reps, pid, ratios, first_bytes)
+        else:
+            print("PostgreSQL: server not installed (or --skip-postgres), skipped")
+        measure_concurrency("SQLite", f"{base}/sqlite{query}", rows, args.reps, ratios)
+        if postgres_url is not None:
+            measure_concurrency("PostgreSQL", f"{base}/postgres{query}", rows, args.reps,
+                                ratios)
+        measure_small_files(port, f"{base}/sqlite{query}", args.reps, ratios)
+    print("\nratios (one run):")
+    for name, ratio in ratios.items():
+        print(f"  ratio {name}: {ratio:.2f}")
+    for name, milliseconds in first_bytes.items():
+        print(f"  first byte {name}: {milliseconds:.1f} ms")
 
 
 if __name__ == "__main__":
