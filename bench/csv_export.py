@@ -82,7 +82,7 @@ class Series:
 
 
 def build_database(rows: int) -> Path:
-    path = WORK / f"orders-{rows}.sqlite"
+    path = WORK / f"orders-{rows}-strict.sqlite"
     if not path.exists():
         WORK.mkdir(parents=True, exist_ok=True)
         print(f"building {path.name} ...", flush=True)

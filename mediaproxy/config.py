@@ -423,6 +423,9 @@ class CsvExportSettings:
     # SQLite's: "default" (Python's csv module, the same bytes as ever) or "arrow" (ADBC and
     # Arrow's CSV writer for STRICT tables; the `arrow` extra).
     engine: str = "default"
+    # The export process's niceness (added to the gateway's): on short cores the gateway's own
+    # requests go first and bulk exports take what is left; 0 makes them equals.
+    niceness: int = 10
 
     @property
     def is_postgres(self) -> bool:
@@ -483,7 +486,9 @@ def _read_csv_export_settings(table: Table) -> CsvExportSettings:
                                                                CsvExportSettings.escape_formulas),
                                  line_terminator=LINE_TERMINATORS[table.choice(
                                      "line_terminator", tuple(LINE_TERMINATORS), "crlf")],
-                                 engine=table.choice("engine", ENGINES, "default"))
+                                 engine=table.choice("engine", ENGINES, "default"),
+                                 niceness=table.integer("niceness", CsvExportSettings.niceness,
+                                                        minimum=0, maximum=19))
     if settings.is_postgres and settings.engine != "default":
         raise table.error("engine", "PostgreSQL writes its own CSV (COPY): only SQLite routes "
                                     "take an engine")

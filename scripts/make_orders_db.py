@@ -4,7 +4,8 @@ The same seed and --orders always give the same rows, so tests can assert on
 them and benchmarks are comparable. Order ids rise with ordered_at and every
 order is placed after its customer signed up, as in a real shop. Notes are
 mostly NULL and otherwise hold the values CSV exports get wrong: commas,
-quotes, newlines, non-ASCII text and the empty string.
+quotes, newlines, non-ASCII text and the empty string. The tables are STRICT (SQLite 3.37+):
+every cell is of its column's type, which csv_export's arrow engine needs.
 
 Usage: python scripts/make_orders_db.py OUT.sqlite [--orders N] [--seed S]
 """
@@ -24,7 +25,7 @@ CREATE TABLE customers (
     email TEXT NOT NULL UNIQUE,
     country TEXT NOT NULL,
     created_at TEXT NOT NULL
-);
+) STRICT;
 CREATE TABLE orders (
     id INTEGER PRIMARY KEY,
     customer_id INTEGER NOT NULL REFERENCES customers(id),
@@ -34,7 +35,7 @@ CREATE TABLE orders (
     total_cents INTEGER NOT NULL CHECK (total_cents >= 0),
     currency TEXT NOT NULL,
     note TEXT
-);
+) STRICT;
 """
 
 # Orders span two years; customers start signing up a year before the first order.

@@ -39,6 +39,7 @@ import contextlib
 import csv
 import io
 import logging
+import os
 import re
 import select
 import sqlite3
@@ -72,6 +73,7 @@ class ExportJob:
     database: str  # a SQLite file: URI, or a postgresql:// URL
     postgres: bool
     engine: str  # SQLite's: "default" or "arrow"
+    niceness: int  # the export process's, added to the gateway's
     query: str
     params: Mapping[str, Value]
     batch_rows: int
@@ -81,6 +83,7 @@ class ExportJob:
 
 def produce(job: ExportJob) -> tuple[CsvChunks, str, Mapping[str, Value]]:
     """In the export process: the job's CSV producer, and its query and parameters."""
+    os.nice(job.niceness)
     chunks: CsvChunks
     if job.postgres:
         chunks = PostgresCopy(job.database, job.batch_rows, job.line_terminator,
@@ -268,6 +271,8 @@ class SqliteCsv(CsvChunks):
 # SQLite's STRICT column types, and the Arrow type ADBC's driver must have inferred for each
 # from its first batch for the whole result to read without a mismatch. BLOB and ANY are not
 # here: Arrow's CSV writer has no text for binary values, and ANY holds any type.
+# What the arrow engine imports: the fork server loads them once such a route exists.
+ARROW_MODULES = ("pyarrow.csv", "pyarrow.compute", "adbc_driver_sqlite.dbapi", "apsw")
 STRICT_ARROW_TYPES = {"INTEGER": "int64", "INT": "int64", "REAL": "double", "TEXT": "string"}
 
 
@@ -624,15 +629,19 @@ class CsvExportIntegration(Integration):
         super().__init__(route)
         settings: CsvExportSettings = route.settings
         self.settings = settings
+        # Imported once, in the fork server, rather than by every export process.
         if settings.is_postgres:
-            _fork_server.warm("psycopg")  # once, in the fork server: not per export
+            _fork_server.warm("psycopg")
+        elif settings.engine == "arrow":
+            for module in ARROW_MODULES:
+                _fork_server.warm(module)
 
     def _job(self, params: Mapping[str, Value]) -> ExportJob:
         settings = self.settings
         return ExportJob(
             database=settings.database if settings.is_postgres else settings.sqlite_uri,
             postgres=settings.is_postgres, engine=settings.engine, query=settings.query,
-            params=params,
+            params=params, niceness=settings.niceness,
             batch_rows=settings.batch_rows, line_terminator=settings.line_terminator,
             escape_formulas=settings.escape_formulas)
 

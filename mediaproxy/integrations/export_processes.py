@@ -56,9 +56,6 @@ PIECE_BYTES = 256 * 1024
 # After its socket closes an export process cancels its query (a round trip to PostgreSQL at
 # most) and exits; one still there this much later is killed.
 EXIT_GRACE_S = 5.0
-# Export processes run at a lower priority than the gateway: when the cores are short, the
-# event loop's requests go first and bulk exports take what is left (the bench measures both).
-EXPORT_NICENESS = 10
 # The package's parent folder, for the fork server's sys.path: the gateway may run from a
 # checkout that is not installed.
 _PACKAGE_PARENT = str(Path(__file__).resolve().parents[2])
@@ -264,7 +261,6 @@ def serve(control: socket.socket) -> None:
         if os.fork() == 0:
             control.close()
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-            os.nice(EXPORT_NICENESS)
             code = 1
             try:
                 run(socket.socket(fileno=fds[0]), produce)

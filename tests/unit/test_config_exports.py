@@ -87,6 +87,8 @@ def test_postgres_url_is_kept_and_not_opened(folder: Path) -> None:
      "routes[0].line_terminator", "crlf, lf"),
     ('database = "shop.sqlite"\nquery = "SELECT 1"\nengine = "fast"', "routes[0].engine",
      "default, arrow"),
+    ('database = "shop.sqlite"\nquery = "SELECT 1"\nniceness = 20', "routes[0].niceness",
+     "between 0 and 19"),
     ('database = "postgresql://db/shop"\nquery = "SELECT 1"\nengine = "arrow"',
      "routes[0].engine", "only SQLite routes"),
     # One statement only: a second one would run with the export's connection (for
