@@ -336,14 +336,24 @@ def bytes_sent_by_active_streams(gateway: GatewayThread) -> int:
 
 
 def test_a_slow_client_pauses_the_query(gateway: GatewayThread) -> None:
+    """Not reading: the socket buffers fill, then the export must wait. How soon depends on
+    the machine's load (the export process runs niced), so this waits for the bytes sent to
+    stop growing; an export that ran ahead of the client would never stop."""
     sock = open_stalled_download(gateway.port, "/endless")
-    time.sleep(1.0)  # not reading: the socket buffers fill, then the export must wait
-    sent = bytes_sent_by_active_streams(gateway)
-    time.sleep(0.5)
-    assert bytes_sent_by_active_streams(gateway) == sent, "the export ran ahead of the client"
-    # A billion 200-byte rows were available; what left is the kernel buffers plus a batch.
-    assert 0 < sent < 32 * 1024 * 1024
-    sock.close()
+    try:
+        deadline = time.monotonic() + 30
+        sent, previous = bytes_sent_by_active_streams(gateway), -1
+        while sent != previous or sent == 0:
+            assert time.monotonic() < deadline, "the export ran ahead of the client"
+            time.sleep(0.5)
+            sent, previous = bytes_sent_by_active_streams(gateway), sent
+        time.sleep(0.5)
+        assert bytes_sent_by_active_streams(gateway) == sent
+        # A billion 200-byte rows were available; what left is the kernel buffers plus a
+        # batch or two.
+        assert sent < 32 * 1024 * 1024
+    finally:
+        sock.close()
     wait_for_no_streams(gateway)
 
 
