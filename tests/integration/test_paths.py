@@ -167,6 +167,19 @@ def test_a_function_route_gets_the_same_treatment(make_gateway) -> None:  # type
         assert raw_get(gateway.port, target)[0] == 400, target
 
 
+def test_a_raw_path_function_gets_the_path_as_sent(make_gateway) -> None:  # type: ignore[no-untyped-def]
+    gateway: GatewayThread = make_gateway("""
+        [[routes]]
+        prefix = "/fn"
+        integration = "function"
+        handler = "tests.integration.function_handlers:echo"
+        raw_path = true
+    """)
+    status, body = raw_get(gateway.port, "/fn/a%2Fb//c")
+    assert status == 201 and json.loads(body)["event"]["path"] == "/fn/a/b//c"
+    assert raw_get(gateway.port, "/fn/a/%2e%2e/x")[0] == 400
+
+
 @pytest.mark.parametrize("target, status", [
     ("/pub/%zz", 400), ("/pub/%4", 400), ("*", 400), ("http://gw/pub/hello.txt", 400),
     ("/nowhere/../x", 400), ("/nowhere", 404),
