@@ -29,7 +29,7 @@ from tornado.httputil import HTTPHeaders, HTTPServerRequest
 from tornado.iostream import IOStream, StreamClosedError
 from tornado.web import RequestHandler, stream_request_body
 
-from mediaproxy import compression, diskio
+from mediaproxy.streaming import compression, diskio
 from mediaproxy.access_log import AccessLog, ExchangeRecord
 from mediaproxy.admission import Admission, Slot
 from mediaproxy.config import Limits, Route
@@ -39,9 +39,9 @@ from mediaproxy.http.paths import Below, RequestPath, below_prefix
 from mediaproxy.http.upstreams import PublicUrl
 from mediaproxy.http.statuses import is_bodyless
 from mediaproxy.integrations.base import Exchange, Integration, Request, body_framing
-from mediaproxy.limits import StreamTimers
+from mediaproxy.streaming.timers import StreamTimers
 from mediaproxy.metrics import Metrics
-from mediaproxy.pacing import Pacer
+from mediaproxy.streaming.pacing import Pacer
 
 log = logging.getLogger("mediaproxy")
 

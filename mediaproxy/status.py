@@ -33,8 +33,9 @@ from urllib.parse import quote
 from tornado.iostream import StreamClosedError
 from tornado.web import RequestHandler
 
-from mediaproxy import __version__, sniff
+from mediaproxy import __version__
 from mediaproxy.access import AdminAccess
+from mediaproxy.streaming import sniff
 from mediaproxy.config import Config, FileSettings, Route
 from mediaproxy.errors import Unauthorized
 from mediaproxy.handler import GatewayHandler

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from tornado.httputil import HTTPHeaders
 
-from mediaproxy import diskio
+from mediaproxy.streaming import diskio
 from mediaproxy.config import Limits, Route
 from mediaproxy.http.framing import request_body_framing
 

@@ -4,7 +4,7 @@ The protocol decisions (ranges, validators, preconditions, disposition) are the 
 in ``mediaproxy.http``; this module only looks at the disk and streams bytes.
 
 Bytes go out through ``Exchange.send_file``: zero-copy ``sendfile`` where the connection
-allows it, else reads on a dedicated pool (``mediaproxy.diskio``).
+allows it, else reads on a dedicated pool (``mediaproxy.streaming.diskio``).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qs
 
-from mediaproxy import diskio, sniff
+from mediaproxy.streaming import diskio, sniff
 from mediaproxy.config import FileSettings, Route
 from mediaproxy.errors import (Forbidden, MethodNotAllowed, NotFound, PreconditionFailed,
                                RangeNotSatisfiable, RequestError)

@@ -52,13 +52,13 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, unquote
 
-from mediaproxy import sniff
+from mediaproxy.streaming import sniff
 from mediaproxy.config import FunctionSettings, Route
 from mediaproxy.errors import PayloadTooLarge, UpstreamError
 from mediaproxy.http.headers import end_to_end
 from mediaproxy.http.statuses import is_bodyless
 from mediaproxy.integrations.base import Exchange, Integration, Request
-from mediaproxy.threads import LazyPool, SerialSteps
+from mediaproxy.streaming.threads import LazyPool, SerialSteps
 
 log = logging.getLogger("mediaproxy.function")
 

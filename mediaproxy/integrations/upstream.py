@@ -18,7 +18,7 @@ upstream stream and lets the reader task end on ``StreamClosedError``.
 
 How much is read at once follows the client (``ChunkSizer``): 16 KiB while it is slow, up
 to 1 MiB while it keeps up, within one budget for all relayed streams (``relay_budget``, see
-``mediaproxy.chunks``), so that 200 slow clients stay small and a lone fast one pays a
+``mediaproxy.streaming.chunks``), so that 200 slow clients stay small and a lone fast one pays a
 fraction of the CPU per byte.
 
 ``ConnectionPool`` keeps idle keep-alive connections per upstream, bounded; a connection goes
@@ -42,7 +42,7 @@ from tornado.httputil import (HTTPHeaders, HTTPMessageDelegate, RequestStartLine
 from tornado.iostream import IOStream, StreamClosedError
 from tornado.tcpclient import TCPClient
 
-from mediaproxy.chunks import ChunkBudget, ChunkShare
+from mediaproxy.streaming.chunks import ChunkBudget, ChunkShare
 from mediaproxy.errors import UpstreamError, UpstreamTimeout
 from mediaproxy.http.framing import InvalidFraming, response_body_length
 from mediaproxy.http.grammar import MAX_INT64

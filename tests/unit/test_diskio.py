@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from mediaproxy.chunks import ChunkBudget
-from mediaproxy.diskio import (MAX_CHUNK_BYTES, MIN_CHUNK_BYTES, READ_BUDGET_BYTES,
+from mediaproxy.streaming.chunks import ChunkBudget
+from mediaproxy.streaming.diskio import (MAX_CHUNK_BYTES, MIN_CHUNK_BYTES, READ_BUDGET_BYTES,
                                next_chunk_bytes)
 
 

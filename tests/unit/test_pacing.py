@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mediaproxy.pacing import PIECES_PER_S, Pacer
+from mediaproxy.streaming.pacing import PIECES_PER_S, Pacer
 
 
 def send_all(pacer: Pacer, total_bytes: int, start: float = 100.0,

@@ -6,7 +6,7 @@ import heapq
 from collections.abc import Callable
 
 from mediaproxy.errors import Termination
-from mediaproxy.limits import StreamTimers
+from mediaproxy.streaming.timers import StreamTimers
 
 
 class FakeHandle:

@@ -19,8 +19,8 @@ from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from typing import TYPE_CHECKING
 
-from mediaproxy.chunks import ChunkBudget, ChunkShare
-from mediaproxy.threads import LazyPool
+from mediaproxy.streaming.chunks import ChunkBudget, ChunkShare
+from mediaproxy.streaming.threads import LazyPool
 
 if TYPE_CHECKING:
     from mediaproxy.integrations.base import Exchange
@@ -30,7 +30,7 @@ MAX_CHUNK_BYTES = 1024 * 1024
 INLINE_READ_BYTES = 64 * 1024  # a page-cached read this small costs less than a thread hop
 READ_THREADS = 4
 # Chunk bytes all copying streams together may hold (each holds up to two chunks; see
-# mediaproxy.chunks). 200 slow clients at the minimum already exceed it, so they never grow;
+# mediaproxy.streaming.chunks). 200 slow clients at the minimum already exceed it, so they never grow;
 # a lone fast one gets full 1 MiB chunks.
 READ_BUDGET_BYTES = 8 * 1024 * 1024
 
