@@ -15,9 +15,10 @@ from tornado.httputil import HTTPServerRequest
 from tornado.netutil import bind_sockets
 from tornado.web import Application, RequestHandler
 
-from mediaproxy import eventloop, integrations, status
+from mediaproxy import eventloop, integrations
 from mediaproxy.access import AdminAccess
-from mediaproxy.access_log import AccessLog, open_access_log
+from mediaproxy.ops import status
+from mediaproxy.ops.access_log import AccessLog, open_access_log
 from mediaproxy.admission import Admission, StreamSlots
 from mediaproxy.config import Config
 from mediaproxy.errors import RequestError, Termination
@@ -25,7 +26,7 @@ from mediaproxy.handler import GatewayHandler, handler_class_for
 from mediaproxy.http import paths
 from mediaproxy.http.grammar import MAX_INT64
 from mediaproxy.integrations.base import Integration
-from mediaproxy.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE, Metrics
+from mediaproxy.ops.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE, Metrics
 from mediaproxy.server.shared_table import SharedTable
 
 log = logging.getLogger("mediaproxy")

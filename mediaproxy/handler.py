@@ -30,7 +30,7 @@ from tornado.iostream import IOStream, StreamClosedError
 from tornado.web import RequestHandler, stream_request_body
 
 from mediaproxy.streaming import compression, diskio
-from mediaproxy.access_log import AccessLog, ExchangeRecord
+from mediaproxy.ops.access_log import AccessLog, ExchangeRecord
 from mediaproxy.admission import Admission, Slot
 from mediaproxy.config import Limits, Route
 from mediaproxy.errors import (MediaproxyError, PayloadTooLarge, RequestError, ServiceUnavailable,
@@ -40,7 +40,7 @@ from mediaproxy.http.upstreams import PublicUrl
 from mediaproxy.http.statuses import is_bodyless
 from mediaproxy.integrations.base import Exchange, Integration, Request, body_framing
 from mediaproxy.streaming.timers import StreamTimers
-from mediaproxy.metrics import Metrics
+from mediaproxy.ops.metrics import Metrics
 from mediaproxy.streaming.pacing import Pacer
 
 log = logging.getLogger("mediaproxy")

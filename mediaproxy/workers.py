@@ -26,24 +26,20 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import signal
 import socket
-import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, replace
-from pathlib import Path
 from types import FrameType
 from typing import NoReturn
 
 from mediaproxy import eventloop
 from mediaproxy.config import Config
+from mediaproxy.ops.metrics_dir import prepare_metrics_dir
 from mediaproxy.server.shared_table import SharedTable
 
 log = logging.getLogger("mediaproxy")
 
-MULTIPROCESS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus_client's own name for it
 MIN_UPTIME_S = 1.0
 FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
@@ -59,25 +55,12 @@ def run(config: Config) -> int:
         from mediaproxy.app import serve
         eventloop.run(serve(config), config.server.event_loop)
         return 0
-    remove_metrics_dir = _prepare_metrics_dir()
+    remove_metrics_dir = prepare_metrics_dir()
     try:
         config = replace(config, server=replace(config.server, processes=count))
         return _Supervisor(config, count).run()
     finally:
         remove_metrics_dir()
-
-
-def _prepare_metrics_dir() -> Callable[[], None]:
-    """Set up the shared metrics folder; returns what undoes it."""
-    given = os.environ.get(MULTIPROCESS_DIR_ENV)
-    if given:
-        # Files of a previous run would be summed into this one's counters.
-        for stale in Path(given).glob("*.db"):
-            stale.unlink()
-        return lambda: None
-    created = tempfile.mkdtemp(prefix="mediaproxy-metrics-")
-    os.environ[MULTIPROCESS_DIR_ENV] = created
-    return lambda: shutil.rmtree(created, ignore_errors=True)
 
 
 @dataclass
@@ -104,7 +87,8 @@ class _Supervisor:
         self.free_columns = list(range(self.table.columns))
 
     def run(self) -> int:
-        from mediaproxy import app, metrics
+        from mediaproxy import app
+        from mediaproxy.ops import metrics
         self.sockets = app.listen(self.config)
         for signum in FORWARDED_SIGNALS:
             signal.signal(signum, self._stop)

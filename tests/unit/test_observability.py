@@ -10,11 +10,11 @@ from types import SimpleNamespace
 import pytest
 
 from mediaproxy.access import AdminAccess
-from mediaproxy.access_log import AccessLog, ExchangeRecord, open_access_log
 from mediaproxy.config import ConfigError, load
 from mediaproxy.errors import Termination
-from mediaproxy.metrics import RESTRICTED, Metrics
-from mediaproxy.status import find_samples, sample_streams
+from mediaproxy.ops.access_log import AccessLog, ExchangeRecord, open_access_log
+from mediaproxy.ops.metrics import RESTRICTED, Metrics
+from mediaproxy.ops.status import find_samples, sample_streams
 
 SAMPLE_MEDIA = Path(__file__).resolve().parents[2] / "sample_media"
 

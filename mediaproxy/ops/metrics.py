@@ -19,7 +19,6 @@ module (``mediaproxy.workers``); ``Metrics`` refuses a mixed state rather than u
 
 from __future__ import annotations
 
-import os
 from typing import TypeVar
 
 from prometheus_client import (CollectorRegistry, Counter, Gauge, Histogram,
@@ -27,9 +26,9 @@ from prometheus_client import (CollectorRegistry, Counter, Gauge, Histogram,
 
 from prometheus_client.metrics import MetricWrapperBase
 
-from mediaproxy.access_log import ExchangeRecord
+from mediaproxy.ops.access_log import ExchangeRecord
 from mediaproxy.config import Route
-from mediaproxy.workers import MULTIPROCESS_DIR_ENV
+from mediaproxy.ops.metrics_dir import MULTIPROCESS_DIR_ENV, multiprocess_dir
 
 # What generate_latest writes, named the way every Prometheus version reads it.
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -49,11 +48,6 @@ disable_created_metrics()  # type: ignore[no-untyped-call]
 
 
 M = TypeVar("M", bound=MetricWrapperBase)
-
-
-def multiprocess_dir() -> str | None:
-    """The shared folder when running as one of several processes, else None."""
-    return os.environ.get(MULTIPROCESS_DIR_ENV)
 
 
 class Metrics:

@@ -24,22 +24,22 @@ import json
 import os
 import re
 import stat
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import quote
 
+from tornado.httputil import HTTPServerRequest
 from tornado.iostream import StreamClosedError
 from tornado.web import RequestHandler
 
 from mediaproxy import __version__
 from mediaproxy.access import AdminAccess
-from mediaproxy.streaming import sniff
 from mediaproxy.config import Config, FileSettings, Route
 from mediaproxy.errors import Unauthorized
-from mediaproxy.handler import GatewayHandler
-from mediaproxy.threads import LazyPool
+from mediaproxy.streaming import sniff
+from mediaproxy.streaming.threads import LazyPool
 
 PREFIX = "/_mediaproxy"
 PAGE_DIR = Path(__file__).parent / "status_page"
@@ -47,6 +47,32 @@ PAGE_FILES = {"": ("index.html", "text/html; charset=utf-8"),
               "status.js": ("status.js", "text/javascript; charset=utf-8"),
               "status.css": ("status.css", "text/css; charset=utf-8")}
 SAMPLE_INTERVAL_S = 1.0
+
+
+class SendCounter(Protocol):
+    @property
+    def bytes_sent(self) -> int: ...
+
+
+class LiveStream(Protocol):
+    """What the page reads of a running stream; the server's request handler is one."""
+
+    @property
+    def route(self) -> Route: ...
+
+    @property
+    def request(self) -> HTTPServerRequest: ...
+
+    @property
+    def started_at(self) -> float: ...
+
+    @property
+    def bytes_received(self) -> int: ...
+
+    @property
+    def exchange(self) -> SendCounter: ...
+
+    def get_status(self) -> int: ...
 # Enough players for a page; a route over a big archive must not make the page scan it all.
 MAX_SAMPLES = 24
 MAX_FILES_EXAMINED = 2000
@@ -178,7 +204,7 @@ class StreamSample:
     age_s: float
 
 
-def sample_streams(active: Iterable[GatewayHandler], previous: dict[int, StreamSample],
+def sample_streams(active: Iterable[LiveStream], previous: dict[int, StreamSample],
                    now: float, admin: AdminAccess) -> dict[int, StreamSample]:
     """The running exchanges now that the viewer may see (no private route's without an
     admin key); rates from ``previous`` (the last sample), else from start."""
@@ -279,7 +305,7 @@ class EventsHandler(_StatusHandler):
     """Server-sent events: every second, the running exchanges of this process."""
 
     def initialize(self, config: Config, admin: AdminAccess,  # type: ignore[override]
-                   active: set[GatewayHandler]) -> None:
+                   active: Collection[LiveStream]) -> None:
         super().initialize(config, admin)
         self.active = active
 
@@ -300,7 +326,7 @@ class EventsHandler(_StatusHandler):
             await asyncio.sleep(SAMPLE_INTERVAL_S)
 
 
-def rules(config: Config, active: set[GatewayHandler], admin: AdminAccess) -> list[Any]:
+def rules(config: Config, active: Collection[LiveStream], admin: AdminAccess) -> list[Any]:
     """The status page's URL rules, for the application."""
     settings = {"config": config, "admin": admin}
     samples = SampleCache(shown_routes(config.routes, admin))
