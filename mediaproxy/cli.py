@@ -14,10 +14,11 @@ from dataclasses import replace
 from pathlib import Path
 from urllib.parse import quote
 
-# Not mediaproxy.app: the workers module imports it once the metrics storage is chosen.
-from mediaproxy import __version__, config as config_module, workers
+# Not mediaproxy.server.app: the workers module imports it once the metrics storage is chosen.
+from mediaproxy import __version__, config as config_module
 from mediaproxy.errors import RequestError
 from mediaproxy.http import paths
+from mediaproxy.server import workers
 from mediaproxy.http.signing import sign_query
 
 EXIT_CONFIG_ERROR = 2  # the same code argparse uses for a bad command line

@@ -13,6 +13,7 @@ any working directory. Each integration's own keys are read by a parser register
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import math
 import os
 import re
@@ -25,7 +26,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
-from mediaproxy import eventloop
 from mediaproxy.http import paths
 from mediaproxy.http.upstreams import PublicUrl, Upstream
 from mediaproxy.http.params import ParamSpec, parse_declaration
@@ -37,6 +37,11 @@ COMPRESSED_BY_DEFAULT = ("csv_export", "function")
 # Integrations that hand the path to someone else, and so may take it as sent (raw_path).
 RAW_PATH_INTEGRATIONS = ("http_proxy", "function")
 RESERVED_PREFIXES = ("/healthz", "/metrics", "/_mediaproxy")
+EVENT_LOOPS = ("auto", "asyncio", "uvloop")
+
+
+def uvloop_installed() -> bool:
+    return importlib.util.find_spec("uvloop") is not None
 
 
 class ConfigError(Exception):
@@ -378,8 +383,8 @@ def _read_public_url(table: Table) -> PublicUrl | None:
 
 
 def _read_event_loop(table: Table) -> str:
-    value = table.choice("event_loop", eventloop.EVENT_LOOPS, ServerConfig.event_loop)
-    if value == "uvloop" and not eventloop.uvloop_installed():
+    value = table.choice("event_loop", EVENT_LOOPS, ServerConfig.event_loop)
+    if value == "uvloop" and not uvloop_installed():
         raise table.error("event_loop", "uvloop is not installed "
                                         "(pip install 'mediaproxy[uvloop]', or use \"auto\")")
     return value

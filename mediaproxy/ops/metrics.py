@@ -14,7 +14,7 @@ values in memory-mapped files in ``PROMETHEUS_MULTIPROC_DIR``; whichever worker 
 reaches reads every process's files, so ``/metrics`` is the sum over the whole server (active
 streams too: ``livesum`` drops a process's share when it exits). prometheus_client chooses its
 storage when it is first imported, so the supervisor sets the variable before importing this
-module (``mediaproxy.workers``); ``Metrics`` refuses a mixed state rather than undercount.
+module (``mediaproxy.server.workers``); ``Metrics`` refuses a mixed state rather than undercount.
 """
 
 from __future__ import annotations

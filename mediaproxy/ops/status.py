@@ -35,7 +35,7 @@ from tornado.iostream import StreamClosedError
 from tornado.web import RequestHandler
 
 from mediaproxy import __version__
-from mediaproxy.access import AdminAccess
+from mediaproxy.access_control import AdminAccess
 from mediaproxy.config import Config, FileSettings, Route
 from mediaproxy.errors import Unauthorized
 from mediaproxy.streaming import sniff

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from mediaproxy import config as config_module
-from mediaproxy.app import RunningServer, start
+from mediaproxy.server.app import RunningServer, start
 
 
 class GatewayThread:

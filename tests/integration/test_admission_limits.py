@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from mediaproxy.admission import RETRY_AFTER_S, route_name
+from mediaproxy.server.admission import RETRY_AFTER_S, route_name
 
 from .origin import OriginThread
 from .support import GatewayThread, request

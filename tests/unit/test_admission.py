@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from mediaproxy.admission import RETRY_AFTER_S, Admission, StreamSlots, route_name
+from mediaproxy.server.admission import RETRY_AFTER_S, Admission, StreamSlots, route_name
 from mediaproxy.config import Access, Limits, Route
 from mediaproxy.errors import ServiceUnavailable
 from mediaproxy.server.shared_table import SharedTable

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from mediaproxy import eventloop
+from mediaproxy import config
+from mediaproxy.server import eventloop
 from mediaproxy.config import ConfigError, Limits, load
 
 GOOD_ROUTE = """
@@ -119,6 +120,6 @@ def test_event_loop_uvloop_needs_uvloop_installed(tmp_path: Path,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     path = write(tmp_path, '[server]\nevent_loop = "uvloop"\n')
     assert load(path).server.event_loop == "uvloop"  # installed with the test extra
-    monkeypatch.setattr(eventloop, "uvloop_installed", lambda: False)
+    monkeypatch.setattr(config, "uvloop_installed", lambda: False)
     assert_refused(path, "server.event_loop", "uvloop is not installed")
     assert eventloop.chosen("auto") == "asyncio" and eventloop.chosen("uvloop") == "uvloop"

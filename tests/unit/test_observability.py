@@ -9,7 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from mediaproxy.access import AdminAccess
+from mediaproxy.access_control import AdminAccess
 from mediaproxy.config import ConfigError, load
 from mediaproxy.errors import Termination
 from mediaproxy.ops.access_log import AccessLog, ExchangeRecord, open_access_log

@@ -33,7 +33,7 @@ from dataclasses import dataclass, replace
 from types import FrameType
 from typing import NoReturn
 
-from mediaproxy import eventloop
+from mediaproxy.server import eventloop
 from mediaproxy.config import Config
 from mediaproxy.ops.metrics_dir import prepare_metrics_dir
 from mediaproxy.server.shared_table import SharedTable
@@ -52,7 +52,7 @@ def run(config: Config) -> int:
     """Serve until SIGTERM or SIGINT and a graceful drain; the exit code."""
     count = process_count(config)
     if count == 1:
-        from mediaproxy.app import serve
+        from mediaproxy.server.app import serve
         eventloop.run(serve(config), config.server.event_loop)
         return 0
     remove_metrics_dir = prepare_metrics_dir()
@@ -87,7 +87,7 @@ class _Supervisor:
         self.free_columns = list(range(self.table.columns))
 
     def run(self) -> int:
-        from mediaproxy import app
+        from mediaproxy.server import app
         from mediaproxy.ops import metrics
         self.sockets = app.listen(self.config)
         for signum in FORWARDED_SIGNALS:
@@ -143,7 +143,7 @@ class _Supervisor:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED_SIGNALS)
 
     def _serve_in_child(self, index: int) -> NoReturn:
-        from mediaproxy.app import serve
+        from mediaproxy.server.app import serve
         for signum in FORWARDED_SIGNALS:
             signal.signal(signum, signal.SIG_DFL)  # not the parent's: it signals the workers
         code = 0

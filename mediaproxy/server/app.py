@@ -15,16 +15,17 @@ from tornado.httputil import HTTPServerRequest
 from tornado.netutil import bind_sockets
 from tornado.web import Application, RequestHandler
 
-from mediaproxy import eventloop, integrations
-from mediaproxy.access import AdminAccess
+from mediaproxy import integrations
+from mediaproxy.access_control import AdminAccess
+from mediaproxy.server import eventloop
 from mediaproxy.ops import status
 from mediaproxy.ops.access_log import AccessLog, open_access_log
-from mediaproxy.admission import Admission, StreamSlots
+from mediaproxy.server.admission import Admission, StreamSlots
 from mediaproxy.config import Config
 from mediaproxy.errors import RequestError, Termination
-from mediaproxy.handler import GatewayHandler, handler_class_for
 from mediaproxy.http import paths
 from mediaproxy.http.grammar import MAX_INT64
+from mediaproxy.server.handler import GatewayHandler, handler_class_for
 from mediaproxy.integrations.base import Integration
 from mediaproxy.ops.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE, Metrics
 from mediaproxy.server.shared_table import SharedTable
@@ -261,7 +262,7 @@ async def serve(config: Config, sockets: list[socket.socket] | None = None,
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    # A worker process starts with these blocked (mediaproxy.workers): none was lost.
+    # A worker process starts with these blocked (mediaproxy.server.workers): none was lost.
     signal.pthread_sigmask(signal.SIG_UNBLOCK, (signal.SIGTERM, signal.SIGINT))
     if running.gateway.access_log is not None:
         loop.add_signal_handler(signal.SIGHUP, running.gateway.access_log.reopen)

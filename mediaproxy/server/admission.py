@@ -24,7 +24,7 @@ from collections.abc import Mapping
 
 from tornado.httputil import HTTPHeaders
 
-from mediaproxy.access import AccessPolicy
+from mediaproxy.access_control import AccessPolicy
 from mediaproxy.config import Route
 from mediaproxy.errors import PayloadTooLarge, ServiceUnavailable
 from mediaproxy.http import signing

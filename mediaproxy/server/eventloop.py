@@ -9,23 +9,18 @@ takes it when it can be imported, so installing the extra is all it takes.
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
+from mediaproxy import config
+
 T = TypeVar("T")
-
-EVENT_LOOPS = ("auto", "asyncio", "uvloop")
-
-
-def uvloop_installed() -> bool:
-    return importlib.util.find_spec("uvloop") is not None
 
 
 def chosen(event_loop: str) -> str:
     """The loop ``event_loop`` ("auto", "asyncio" or "uvloop") means on this installation."""
     if event_loop == "auto":
-        return "uvloop" if uvloop_installed() else "asyncio"
+        return "uvloop" if config.uvloop_installed() else "asyncio"
     return event_loop
 
 

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 import base64
 
-from mediaproxy.access import AccessPolicy, AdminAccess, presented_key
+from mediaproxy.access_control import AccessPolicy, AdminAccess, presented_key
 from mediaproxy.config import Access
 from mediaproxy.errors import Forbidden, Unauthorized
 from mediaproxy.http.signing import sign_query

@@ -31,7 +31,7 @@ from tornado.web import RequestHandler, stream_request_body
 
 from mediaproxy.streaming import compression, diskio
 from mediaproxy.ops.access_log import AccessLog, ExchangeRecord
-from mediaproxy.admission import Admission, Slot
+from mediaproxy.server.admission import Admission, Slot
 from mediaproxy.config import Limits, Route
 from mediaproxy.errors import (MediaproxyError, PayloadTooLarge, RequestError, ServiceUnavailable,
                                Termination, UpstreamTimeout)
