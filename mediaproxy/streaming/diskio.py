@@ -17,22 +17,30 @@ import asyncio
 import os
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from mediaproxy.streaming.chunks import ChunkBudget, ChunkShare
 from mediaproxy.streaming.threads import LazyPool
-
-if TYPE_CHECKING:
-    from mediaproxy.integrations.base import Exchange
 
 MIN_CHUNK_BYTES = 64 * 1024  # Tornado's own read chunk; two of them per slow client
 MAX_CHUNK_BYTES = 1024 * 1024
 INLINE_READ_BYTES = 64 * 1024  # a page-cached read this small costs less than a thread hop
 READ_THREADS = 4
 # Chunk bytes all copying streams together may hold (each holds up to two chunks; see
-# mediaproxy.streaming.chunks). 200 slow clients at the minimum already exceed it, so they never grow;
-# a lone fast one gets full 1 MiB chunks.
+# mediaproxy.streaming.chunks). 200 slow clients at the minimum already exceed it, so they
+# never grow; a lone fast one gets full 1 MiB chunks.
 READ_BUDGET_BYTES = 8 * 1024 * 1024
+
+
+class Sink(Protocol):
+    """Where the chunks go (an integration's ``Exchange`` is one): a send that waits for the
+    client, and whether the last one had to."""
+
+    async def send(self, chunk: bytes) -> None: ...
+
+    @property
+    def last_send_waited(self) -> bool: ...
+
 
 _read_pool = LazyPool(READ_THREADS, "mediaproxy-read")
 _read_budget = ChunkBudget(READ_BUDGET_BYTES, min_bytes=MIN_CHUNK_BYTES,
@@ -51,7 +59,7 @@ def pread_exactly(fd: int, length: int, offset: int) -> bytes:
     return chunk
 
 
-async def send_by_reading(exchange: Exchange, fd: int, offset: int, length: int) -> None:
+async def send_by_reading(exchange: Sink, fd: int, offset: int, length: int) -> None:
     """Send ``length`` bytes of ``fd`` from ``offset``, chunk by chunk, flow-controlled."""
     if length <= INLINE_READ_BYTES:
         await exchange.send(pread_exactly(fd, length, offset))
