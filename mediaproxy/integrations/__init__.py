@@ -13,7 +13,7 @@ from mediaproxy.integrations.base import Integration
 
 _CLASSES: dict[str, str] = {
     "file": "mediaproxy.integrations.file:FileIntegration",
-    "http_proxy": "mediaproxy.integrations.http_proxy:HttpProxyIntegration",
+    "http_proxy": "mediaproxy.integrations.http_proxy.route:HttpProxyIntegration",
     "csv_export": "mediaproxy.integrations.csv_export:CsvExportIntegration",
     "function": "mediaproxy.integrations.function:FunctionIntegration",
     "s3": "mediaproxy.integrations.s3.integration:S3Integration",

@@ -13,7 +13,7 @@ from urllib.parse import quote
 
 import pytest
 
-from mediaproxy.integrations.http_proxy import HttpProxyIntegration
+from mediaproxy.integrations.http_proxy.route import HttpProxyIntegration
 
 from .origin import (GZIP_BODY, ORIGIN_DATE, ORIGIN_SERVER, OriginThread, pattern,
                      pattern_sha256)

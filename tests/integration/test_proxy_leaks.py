@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from mediaproxy.integrations.http_proxy import HttpProxyIntegration
+from mediaproxy.integrations.http_proxy.route import HttpProxyIntegration
 
 from .origin import OriginThread
 from .support import GatewayThread

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from mediaproxy.streaming.chunks import ChunkBudget
-from mediaproxy.integrations.upstream import (GROW_AFTER_SENDS, MAX_CHUNK_BYTES,
+from mediaproxy.integrations.http_proxy.relay import (GROW_AFTER_SENDS, MAX_CHUNK_BYTES,
                                               MIN_CHUNK_BYTES, SEND_TARGET_S, ChunkSizer,
                                               relay_sizer)
 

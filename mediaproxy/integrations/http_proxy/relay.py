@@ -20,35 +20,23 @@ How much is read at once follows the client (``ChunkSizer``): 16 KiB while it is
 to 1 MiB while it keeps up, within one budget for all relayed streams (``relay_budget``, see
 ``mediaproxy.streaming.chunks``), so that 200 slow clients stay small and a lone fast one pays a
 fraction of the CPU per byte.
-
-``ConnectionPool`` keeps idle keep-alive connections per upstream, bounded; a connection goes
-back only after an exchange that completed in both directions on a delimited body, and an idle
-one that the origin closes (or that receives stray bytes) is dropped at once.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
-import logging
-import ssl
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 
 from tornado.http1connection import HTTP1Connection, HTTP1ConnectionParameters
 from tornado.httputil import (HTTPHeaders, HTTPMessageDelegate, RequestStartLine,
                               ResponseStartLine)
-from tornado.iostream import IOStream, StreamClosedError
-from tornado.tcpclient import TCPClient
 
+from mediaproxy.errors import UpstreamError
 from mediaproxy.streaming.chunks import ChunkBudget, ChunkShare
-from mediaproxy.errors import UpstreamError, UpstreamTimeout
 from mediaproxy.http.framing import InvalidFraming, response_body_length
 from mediaproxy.http.grammar import MAX_INT64
-from mediaproxy.http.upstreams import Upstream
-
-log = logging.getLogger("mediaproxy")
 
 # Reads from the origin start small and grow while the client keeps up (ChunkSizer).
 # Measured on loopback: 64 KiB reads relayed ~500 MB/s at 1.0 CPU s/GiB, 1 MiB reads ~1,700
@@ -254,69 +242,6 @@ def relay_sizer(budget: ChunkBudget = relay_budget) -> Iterator[ChunkSizer]:
     """A read size for one relayed stream, held in ``budget`` while the stream runs."""
     with budget.share() as share:
         yield ChunkSizer(share)
-
-
-class ConnectionPool:
-    """Connections to one upstream; up to ``max_idle`` idle ones are kept for reuse."""
-
-    def __init__(self, upstream: Upstream, *, max_idle: int, connect_timeout_s: float) -> None:
-        self.upstream = upstream
-        self.max_idle = max_idle
-        self.connect_timeout_s = connect_timeout_s
-        self._client = TCPClient()
-        # https: the system's trust store and host name checks, as any HTTPS client does.
-        self._tls = ssl.create_default_context() if upstream.scheme == "https" else None
-        self._idle: collections.deque[IOStream] = collections.deque()
-
-    @property
-    def idle_count(self) -> int:
-        return len(self._idle)
-
-    async def acquire(self) -> tuple[IOStream, bool]:
-        """A connected stream, and whether it was reused from the pool."""
-        while self._idle:
-            stream = self._idle.pop()  # the most recently used is the likeliest still open
-            stream.set_close_callback(None)
-            # Bytes waiting on an idle connection belong to no request: never parse them as one.
-            if not stream.closed() and stream._read_buffer_size == 0:
-                return stream, True
-            stream.close()
-        return await self._connect(), False
-
-    async def _connect(self) -> IOStream:
-        upstream = self.upstream
-        try:
-            # Not TCPClient's own timeout: a refused connection leaves that timer (and with it
-            # the failed attempt's traceback) scheduled until it expires.
-            async with asyncio.timeout(self.connect_timeout_s):
-                stream = await self._client.connect(upstream.host, upstream.port,
-                                                    ssl_options=self._tls)
-        except TimeoutError as error:
-            raise UpstreamTimeout(f"{upstream}: no connection within "
-                                  f"{self.connect_timeout_s:g} s ({error})") from error
-        except (OSError, StreamClosedError) as error:
-            cause = getattr(error, "real_error", None) or error
-            raise UpstreamError(f"{upstream}: cannot connect: {cause}") from error
-        stream.set_nodelay(True)  # request heads are small and must not wait for an ACK
-        return stream
-
-    def release(self, stream: IOStream, *, reusable: bool) -> None:
-        """Keep a connection whose last exchange completed cleanly; close any other."""
-        if not reusable or stream.closed() or len(self._idle) >= self.max_idle:
-            stream.close()
-            return
-        self._idle.append(stream)
-        stream.set_close_callback(lambda: self._forget(stream))
-
-    def _forget(self, stream: IOStream) -> None:
-        if stream in self._idle:
-            self._idle.remove(stream)
-
-    def close(self) -> None:
-        while self._idle:
-            stream = self._idle.pop()
-            stream.set_close_callback(None)
-            stream.close()
 
 
 def frame_chunk(data: bytes) -> bytes:

@@ -3,7 +3,7 @@
 ``/prefix/a/b?q=1`` goes to ``{upstream}a/b?q=1`` with any method; status, reason, headers
 (minus hop-by-hop ones, plus X-Forwarded-* and Via) and body come back untouched, a gzip body
 stays gzip, a response without Content-Type gets none. Both directions are flow-controlled:
-the origin is read only as fast as the client drains (``upstream.ResponseRelay``), and an
+the origin is read only as fast as the client drains (``relay.ResponseRelay``), and an
 upload is read from the client only as fast as the origin accepts it (each write awaited).
 
 Failures, in the terms of ``errors``: no connection → 502 (504 when the connect timeout
@@ -36,9 +36,11 @@ from mediaproxy.http.headers import (forward_request_headers, forward_response_h
 from mediaproxy.http.statuses import is_bodyless
 from mediaproxy.http.upstreams import Upstream, public_base
 from mediaproxy.integrations.base import Exchange, Integration, body_framing
-from mediaproxy.integrations.upstream import (LAST_CHUNK, MIN_CHUNK_BYTES, ConnectionPool,
-                                              ResponseHead, ResponseRelay, UpstreamClosedEarly,
-                                              connection_parameters, frame_chunk, relay_sizer)
+from mediaproxy.integrations.http_proxy.pool import ConnectionPool
+from mediaproxy.integrations.http_proxy.relay import (LAST_CHUNK, MIN_CHUNK_BYTES, ResponseHead,
+                                                      ResponseRelay, UpstreamClosedEarly,
+                                                      connection_parameters, frame_chunk,
+                                                      relay_sizer)
 
 
 class UpstreamExchange:
