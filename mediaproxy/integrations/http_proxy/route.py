@@ -43,7 +43,7 @@ from mediaproxy.integrations.http_proxy.relay import (LAST_CHUNK, MIN_CHUNK_BYTE
                                                       relay_sizer)
 
 
-class UpstreamExchange:
+class RoundTrip:
     """One request and response on one upstream connection."""
 
     def __init__(self, stream: IOStream, pool: ConnectionPool, exchange: Exchange,
@@ -128,7 +128,7 @@ class UpstreamClient:
     async def exchange(self, exchange: Exchange, start_line: RequestStartLine,
                        headers: HTTPHeaders, *, body: AsyncIterator[bytes] | None = None,
                        content_length: int | None = None
-                       ) -> AsyncIterator[tuple[UpstreamExchange, ResponseHead]]:
+                       ) -> AsyncIterator[tuple[RoundTrip, ResponseHead]]:
         """Send the request and yield once its response headers are in; release after.
 
         The connection goes back to the pool only if the body was read to its end by the
@@ -139,7 +139,7 @@ class UpstreamClient:
         method = start_line.method
         while True:
             stream, reused = await self.pool.acquire()
-            upstream = UpstreamExchange(stream, self.pool, exchange, method)
+            upstream = RoundTrip(stream, self.pool, exchange, method)
             reusable = False
             try:
                 upstream.send_request(start_line, headers.copy(), body,
@@ -161,7 +161,7 @@ class UpstreamClient:
         self.pool.close()
 
 
-async def relay_body(exchange: Exchange, upstream: UpstreamExchange,
+async def relay_body(exchange: Exchange, upstream: RoundTrip,
                      body: AsyncIterator[bytes] | None = None) -> None:
     """Send the response body as the origin delivers it, read as fast as the client takes it.
 
@@ -230,7 +230,7 @@ class HttpProxyIntegration(Integration):
         await exchange.finish()
 
     def _exchange(self, exchange: Exchange
-                  ) -> contextlib.AbstractAsyncContextManager[tuple[UpstreamExchange,
+                  ) -> contextlib.AbstractAsyncContextManager[tuple[RoundTrip,
                                                                     ResponseHead]]:
         """The client's request, forwarded: ``UpstreamClient.exchange`` with its body."""
         request = exchange.request

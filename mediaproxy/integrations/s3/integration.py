@@ -39,7 +39,7 @@ from mediaproxy.http.conditional import Validators, if_range_allows_partial, par
 from mediaproxy.http.disposition import content_disposition
 from mediaproxy.http.grammar import parse_digits_or_none
 from mediaproxy.integrations.base import Exchange, Integration
-from mediaproxy.integrations.http_proxy import UpstreamClient, UpstreamExchange, relay_body
+from mediaproxy.integrations.http_proxy import UpstreamClient, RoundTrip, relay_body
 from mediaproxy.integrations.s3.failures import (MAX_ERROR_BYTES, StoreError, advice,
                                                  client_error, needs_code)
 from mediaproxy.integrations.s3.listing import (MAX_PAGE_BYTES, HtmlListing, JsonListing, Page,
@@ -179,7 +179,7 @@ class S3Integration(Integration):
             pass
         return StoreError.parse(head.status, bytes(error_body), head.headers.get("Retry-After"))
 
-    async def _relay(self, exchange: Exchange, upstream: UpstreamExchange, head: ResponseHead,
+    async def _relay(self, exchange: Exchange, upstream: RoundTrip, head: ResponseHead,
                      key: str, name: str) -> None:
         request = exchange.request
         fields = head.headers
@@ -317,7 +317,7 @@ class S3Integration(Integration):
     @contextlib.asynccontextmanager
     async def _request(self, exchange: Exchange, method: str, path: str,
                        fields: Iterable[tuple[str, str]], query: str = ""
-                       ) -> AsyncIterator[tuple[UpstreamExchange, ResponseHead]]:
+                       ) -> AsyncIterator[tuple[RoundTrip, ResponseHead]]:
         """A signed request for ``path`` (and ``query``, both encoded), sent as the proxy's."""
         target = path + (f"?{query}" if query else "")
         headers = HTTPHeaders()
