@@ -22,7 +22,7 @@ from tornado.httputil import HTTPHeaders
 
 from mediaproxy.errors import UpstreamError
 from mediaproxy.integrations.s3.settings import S3Settings
-from mediaproxy.threads import LazyPool
+from mediaproxy.streaming.threads import LazyPool
 
 log = logging.getLogger("mediaproxy")
 
