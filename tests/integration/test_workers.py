@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from mediaproxy.workers import MIN_UPTIME_S
+from mediaproxy.server.workers import MIN_UPTIME_S
 
 from .support import (GatewayThread, make_sparse_file, open_stalled_download, read_access_log,
                       request, wait_until)
