@@ -158,6 +158,18 @@ def _refusal(parts: list[str]) -> str | None:
     return None
 
 
+_ABSOLUTE_FORM = re.compile(r"(?i:https?)://([^/?#]*)(.*)")
+
+
+def split_absolute_form(target: str) -> tuple[str | None, str]:
+    """RFC 9112 §3.2.2: a server "MUST accept the absolute-form in requests" and take the host
+    from it: 'http://gw:8080/a/b' -> ('gw:8080', '/a/b'). Origin-form: (None, target)."""
+    match = _ABSOLUTE_FORM.fullmatch(target)
+    if match is None:
+        return None, target
+    return match[1], match[2] or "/"
+
+
 def normalise_path(raw: str) -> RequestPath:
     """Read a request path once; RequestError (400) if it is not a well-formed absolute path."""
     if not raw.startswith("/"):

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tornado.httpserver import HTTPServer
-from tornado.httputil import HTTPServerRequest
+from tornado.httputil import HTTPServerRequest, split_host_and_port
 from tornado.netutil import bind_sockets
 from tornado.web import Application, RequestHandler
 
@@ -106,8 +106,12 @@ class GatewayApplication(Application):
         self._prefixes = list(routes)
 
     def find_handler(self, request: HTTPServerRequest, **kwargs: Any) -> Any:
+        authority, target = paths.split_absolute_form(request.path)
+        if authority is not None:
+            request.host = authority  # RFC 9112 §3.2.2: the target's host, not the Host field
+            request.host_name = split_host_and_port(authority.lower())[0]  # as Tornado does
         try:
-            path = paths.normalise_path(request.path)
+            path = paths.normalise_path(target)
         except RequestError as error:
             return self.get_handler_delegate(request, BadPathHandler, {"detail": str(error)})
         # Every later reader of the request (endpoints, the status page, logs) sees the one

@@ -180,8 +180,23 @@ def test_a_raw_path_function_gets_the_path_as_sent(make_gateway) -> None:  # typ
     assert raw_get(gateway.port, "/fn/a/%2e%2e/x")[0] == 400
 
 
+def test_an_absolute_form_target_names_the_host(make_gateway,  # type: ignore[no-untyped-def]
+                                                origin: OriginThread) -> None:
+    gateway: GatewayThread = make_gateway(f"""
+        [[routes]]
+        prefix = "/api"
+        integration = "http_proxy"
+        upstream = "{origin.url}echo/"
+    """)
+    status, body = raw_get(gateway.port, "http://media.example:8080/api/x?q=1")
+    fields = {name.lower(): value for name, value in json.loads(body)["headers"]}
+    assert status == 200 and json.loads(body)["target"] == "/echo/x?q=1"
+    assert fields["x-forwarded-host"] == "media.example:8080"  # not the Host field's "gw"
+
+
 @pytest.mark.parametrize("target, status", [
-    ("/pub/%zz", 400), ("/pub/%4", 400), ("*", 400), ("http://gw/pub/hello.txt", 400),
+    ("/pub/%zz", 400), ("/pub/%4", 400), ("*", 400), ("ftp://gw/pub/hello.txt", 400),
+    ("http://gw/pub/hello.txt", 200), ("HTTP://gw", 404), ("http://gw/pub/../secret.txt", 400),
     ("/nowhere/../x", 400), ("/nowhere", 404),
 ])
 def test_what_is_no_path_at_all(base_gateway: GatewayThread, target: str, status: int) -> None:

@@ -10,7 +10,7 @@ from hypothesis import given, strategies as st
 
 from mediaproxy.errors import NotFound, RequestError
 from mediaproxy.http.paths import (below_prefix, decode_path_segments, lenient_segments,
-                                   match_prefix, normalise_path)
+                                   match_prefix, normalise_path, split_absolute_form)
 from mediaproxy.http.upstreams import Upstream
 
 
@@ -78,6 +78,18 @@ def test_never_escapes_and_never_raises_foreign_errors(raw: str) -> None:
 ])
 def test_normal_form(raw: str, text: str) -> None:
     assert normalise_path(raw).text == text
+
+
+@pytest.mark.parametrize("target, split", [
+    ("/a/b", (None, "/a/b")),
+    ("http://gw:8080/a/b", ("gw:8080", "/a/b")),
+    ("HTTPS://[::1]/a", ("[::1]", "/a")),
+    ("http://gw", ("gw", "/")),
+    ("ftp://gw/a", (None, "ftp://gw/a")),
+    ("*", (None, "*")),
+])
+def test_split_absolute_form(target: str, split: tuple[str | None, str]) -> None:
+    assert split_absolute_form(target) == split
 
 
 @pytest.mark.parametrize("raw", ["", "*", "a/b", "http://h/a", "/%", "/%4", "/%zz", "/a%g0"])
