@@ -3,6 +3,7 @@
 Run from the repository root (after `make test` has built .venv); `make bench` runs it too:
 
     .venv/bin/python bench/csv_export.py [--rows 1000000] [--reps 3] [--skip-postgres]
+                                         [--niceness 10]
 
 One mediaproxy process serves every route, all on loopback, and everything below is measured
 in one run, so that the ratios compare like with like on a shared, noisy machine:
@@ -258,7 +259,8 @@ def arrow_installed() -> bool:
     return probe.returncode == 0
 
 
-def routes(database: Path, postgres_url: str | None, files: Path, arrow: bool) -> str:
+def routes(database: Path, postgres_url: str | None, files: Path, arrow: bool,
+           niceness: int) -> str:
     text = f"""
 [[routes]]
 prefix = "/files"
@@ -270,6 +272,7 @@ integration = "csv_export"
 database = "{database}"
 query = "{ORDERS.format(since=':since')}"
 params = {{ since = "date" }}
+niceness = {niceness}
 """
     if arrow:
         text += f"""
@@ -280,6 +283,7 @@ engine = "arrow"
 database = "{database}"
 query = "{ORDERS.format(since=':since')}"
 params = {{ since = "date" }}
+niceness = {niceness}
 """
     if postgres_url is not None:
         text += f"""
@@ -289,6 +293,7 @@ integration = "csv_export"
 database = "{postgres_url}"
 query = "{ORDERS.format(since='%(since)s::text')}"
 params = {{ since = "date" }}
+niceness = {niceness}
 """
     return text
 
@@ -351,6 +356,8 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--skip-postgres", action="store_true")
+    parser.add_argument("--niceness", type=int, default=10,
+                        help="the export routes' niceness (mediaproxy's default: 10)")
     args = parser.parse_args()
     for tool in ("curl", "sqlite3", "wrk"):
         if shutil.which(tool) is None:
@@ -362,8 +369,8 @@ def main() -> None:
     bindir = server_binaries()
     with_postgres = not args.skip_postgres and bindir is not None and shutil.which("psql")
     arrow = arrow_installed()
-    print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs; {rows:,} rows",
-          flush=True)
+    print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs; {rows:,} rows; "
+          f"exports at niceness {args.niceness}", flush=True)
     with contextlib.ExitStack() as stack:
         postgres_url = None
         if with_postgres:
@@ -374,7 +381,7 @@ def main() -> None:
         files = Path(stack.enter_context(tempfile.TemporaryDirectory()))
         (files / "small.bin").write_bytes(os.urandom(SMALL_FILE_BYTES))
         port, pid = stack.enter_context(mediaproxy(routes(database, postgres_url, files,
-                                                          arrow)))
+                                                          arrow, args.niceness)))
         base = f"http://127.0.0.1:{port}"
         query = f"?since={SINCE}"
         ratios: dict[str, float] = {}
