@@ -253,6 +253,7 @@ def test_a_listing_of_nothing_is_404_but_the_root_lists(listed: GatewayThread) -
     root = request(listed.port, "GET", "/s3/", {"Accept": "application/json"})
     names = [e["name"] for e in json.loads(root.body)["entries"]]
     assert "folder/" in names and "secret.txt" in names
+    assert '<a href="../">' not in request(listed.port, "GET", "/s3/").body.decode()
 
 
 def test_api_keys_guard_an_s3_route_like_any_other(objects: S3Store, make_gateway: MakeGateway,

@@ -74,11 +74,11 @@ def test_json_fragments_make_one_document_whatever_pages_are_empty() -> None:
 
 
 def test_html_escapes_names_and_links_relatively() -> None:
-    renderer = HtmlListing("/m/<videos>/")
+    renderer = HtmlListing("/m/<videos>/", has_parent=True)
     text = (renderer.head() + renderer.page(parse_page(PAGE, "videos/"))
             + renderer.tail()).decode()
     assert "<title>Index of /m/&lt;videos&gt;/</title>" in text
     assert '<a href="a%20%26%20b.mp4">a &amp; b.mp4</a></td><td>1234</td>' in text
     assert '<a href="2024/">2024/</a>' in text
     assert '<a href="../">' in text
-    assert '<a href="../">' not in HtmlListing("/m/").head().decode()
+    assert '<a href="../">' not in HtmlListing("/m/x/", has_parent=False).head().decode()

@@ -256,7 +256,7 @@ class S3Integration(Integration):
             raise NotFound(f"no key below {prefix!r}")
         path = request.prefix.rstrip("/") + "/" + folder
         renderer = (JsonListing(path) if wants_json(request.headers.get("Accept"))
-                    else HtmlListing(path))
+                    else HtmlListing(path, has_parent=bool(folder)))
         exchange.start(200, [("Content-Type", renderer.content_type), ("Vary", "Accept"),
                              ("Cache-Control", "no-cache")])
         if request.method == "HEAD":

@@ -133,13 +133,14 @@ class HtmlListing:
 
     content_type = "text/html; charset=utf-8"
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, *, has_parent: bool) -> None:
         self.path = path  # as the client sees the folder, e.g. "/media/videos/"
+        self.has_parent = has_parent  # False at the route's root: "../" would leave it
 
     def head(self) -> bytes:
         title = html.escape(f"Index of {self.path}")
         parent = ('<tr><td><a href="../">../</a></td><td></td><td></td></tr>\n'
-                  if self.path.count("/") > 2 else "")
+                  if self.has_parent else "")
         return (f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>{title}</title>'
                 f'</head>\n<body><h1>{title}</h1>\n<table>\n<tr><th>Name</th><th>Size</th>'
                 f'<th>Last modified</th></tr>\n{parent}').encode()
