@@ -31,7 +31,6 @@ from urllib.parse import parse_qs
 
 from tornado.httputil import HTTPHeaders, RequestStartLine
 
-from mediaproxy.streaming import sniff
 from mediaproxy.config import Route
 from mediaproxy.errors import (MethodNotAllowed, NotFound, RangeNotSatisfiable, RequestError,
                                UpstreamError)
@@ -39,6 +38,7 @@ from mediaproxy.http.conditional import Validators, if_range_allows_partial, par
 from mediaproxy.http.disposition import content_disposition
 from mediaproxy.http.grammar import parse_digits_or_none
 from mediaproxy.integrations.base import Exchange, Integration
+from mediaproxy.integrations.http_proxy.relay import ResponseHead
 from mediaproxy.integrations.http_proxy.route import RoundTrip, UpstreamClient, relay_body
 from mediaproxy.integrations.s3.failures import (MAX_ERROR_BYTES, StoreError, advice,
                                                  client_error, needs_code)
@@ -46,7 +46,7 @@ from mediaproxy.integrations.s3.listing import (MAX_PAGE_BYTES, HtmlListing, Jso
                                                 PageError, list_query, parse_page, wants_json)
 from mediaproxy.integrations.s3.settings import S3Settings
 from mediaproxy.integrations.s3.signer import Signer
-from mediaproxy.integrations.http_proxy.relay import ResponseHead
+from mediaproxy.streaming import sniff
 
 log = logging.getLogger("mediaproxy")
 
