@@ -6,8 +6,8 @@ Everything is validated at start-up, so a running server never meets a bad setti
     conf/mediaproxy.toml: routes[1].idle_timeout: must be a positive number of seconds, got -5
 
 Relative paths in the file are resolved against the file's own folder, so a config works from
-any working directory. Each integration's own keys are read by a parser registered in
-``_SETTINGS_PARSERS``; an integration without one is refused by name.
+any working directory. Each integration's own keys are read by its own module, which
+``KINDS`` names; adding an integration is its module and one entry there.
 """
 
 from __future__ import annotations
@@ -18,30 +18,65 @@ import math
 import os
 import re
 import ssl
-import string
-import sys
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
 from mediaproxy.http import paths
-from mediaproxy.http.upstreams import PublicUrl, Upstream
-from mediaproxy.http.params import ParamSpec, parse_declaration
-from mediaproxy.sql_statements import single_statement
+from mediaproxy.http.upstreams import PublicUrl
 
-INTEGRATIONS = ("file", "http_proxy", "csv_export", "function", "s3")
-# Integrations whose bodies are generated text: `compress` defaults to true for them only.
-COMPRESSED_BY_DEFAULT = ("csv_export", "function")
-# Integrations that hand the path to someone else, and so may take it as sent (raw_path).
-RAW_PATH_INTEGRATIONS = ("http_proxy", "function")
 RESERVED_PREFIXES = ("/healthz", "/metrics", "/_mediaproxy")
 EVENT_LOOPS = ("auto", "asyncio", "uvloop")
 
 
 def uvloop_installed() -> bool:
     return importlib.util.find_spec("uvloop") is not None
+
+
+@dataclass(frozen=True)
+class Kind:
+    """One integration, as a route names it in ``integration = "..."``.
+
+    Its modules are named, not imported: a gateway loads only the integrations its routes use
+    (one that serves files never carries sqlite3 or botocore).
+    """
+
+    # "module:function" reading the route's own keys (a Table) into its settings dataclass.
+    settings: str
+    # "module:Class", the Integration subclass that serves the route.
+    integration: str
+    # Generated text compresses well: `compress` defaults to true for such integrations only.
+    compress: bool = False
+    # An integration that hands the path on to someone else may take it as sent (raw_path).
+    raw_path: bool = False
+
+    def read_settings(self, table: Table) -> Any:
+        return resolve(self.settings)(table)
+
+
+# Every integration, one line each.
+KINDS: dict[str, Kind] = {
+    "file": Kind("mediaproxy.integrations.file:read_settings",
+                 "mediaproxy.integrations.file:FileIntegration"),
+    "http_proxy": Kind("mediaproxy.integrations.http_proxy.settings:read_settings",
+                       "mediaproxy.integrations.http_proxy.route:HttpProxyIntegration",
+                       raw_path=True),
+    "csv_export": Kind("mediaproxy.integrations.csv_export:read_settings",
+                       "mediaproxy.integrations.csv_export:CsvExportIntegration", compress=True),
+    "function": Kind("mediaproxy.integrations.function:read_settings",
+                     "mediaproxy.integrations.function:FunctionIntegration", compress=True,
+                     raw_path=True),
+    "s3": Kind("mediaproxy.integrations.s3.settings:read_settings",
+               "mediaproxy.integrations.s3.integration:S3Integration"),
+}
+
+
+def resolve(name: str) -> Any:
+    """What ``"package.module:attribute"`` names, importing the module if need be."""
+    module_name, _, attribute = name.partition(":")
+    return getattr(importlib.import_module(module_name), attribute)
 
 
 class ConfigError(Exception):
@@ -124,30 +159,6 @@ class ServerConfig:
     # Where clients reach the gateway: rewritten Locations and X-Forwarded-Host/-Proto (and
     # Forwarded's host and proto) use it instead of the request's Host and scheme.
     public_url: PublicUrl | None = None
-
-
-@dataclass(frozen=True)
-class FileSettings:
-    root: Path
-    serve_dotfiles: bool = False
-    # sendfile reads through the page cache on the event loop; a mostly cold, slow disk
-    # (network storage) is better served by the reader pool: set zero_copy = false.
-    zero_copy: bool = True
-
-
-TRANSFER_MODES = ("stream", "buffered")
-
-
-@dataclass(frozen=True)
-class HttpProxySettings:
-    upstream: Upstream
-    # "buffered" is the legacy gateway behaviour (whole response, then Content-Length), kept
-    # to show the difference in time to first byte; see Limits for its ceilings.
-    transfer_mode: str = "stream"
-    # nginx's upstream `keepalive` example uses 32 idle connections per upstream.
-    max_idle_connections: int = 32
-    # nginx proxy_connect_timeout is 60 s; a loopback or LAN origin answers in milliseconds.
-    connect_timeout_s: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -390,190 +401,6 @@ def _read_event_loop(table: Table) -> str:
     return value
 
 
-def _read_file_settings(table: Table) -> FileSettings:
-    return FileSettings(
-        root=table.directory("root"),
-        serve_dotfiles=table.boolean("serve_dotfiles", False),
-        zero_copy=table.boolean("zero_copy", True),
-    )
-
-
-def _read_http_proxy_settings(table: Table) -> HttpProxySettings:
-    try:
-        upstream = Upstream.parse(table.string("upstream"))
-    except ValueError as error:
-        raise table.error("upstream", str(error)) from error
-    return HttpProxySettings(
-        upstream=upstream,
-        transfer_mode=table.choice("transfer_mode", TRANSFER_MODES, HttpProxySettings.transfer_mode),
-        max_idle_connections=table.integer("max_idle_connections",
-                                           HttpProxySettings.max_idle_connections, maximum=4096),
-        connect_timeout_s=table.seconds("connect_timeout", HttpProxySettings.connect_timeout_s),
-    )
-
-
-# --- csv_export ----------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class CsvExportSettings:
-    database: str  # an absolute SQLite file path, or a postgresql:// URL
-    query: str  # placeholders in the database's own style: :name (SQLite), %(name)s (psycopg)
-    params: Mapping[str, ParamSpec]
-    filename: str  # may hold {date} and {name} of any declared parameter
-    batch_rows: int
-    # Off by default: it changes the data (a text cell "=x" arrives as "'=x"), which a program
-    # reading the export would not expect; a route whose CSV goes to spreadsheets turns it on.
-    escape_formulas: bool = False
-    line_terminator: str = "\r\n"  # after every record: RFC 4180's CRLF, or "\n"
-    # SQLite's: "default" (Python's csv module, the same bytes as ever) or "arrow" (ADBC and
-    # Arrow's CSV writer for STRICT tables; the `arrow` extra).
-    engine: str = "default"
-    # The export process's niceness (added to the gateway's): on short cores the gateway's own
-    # requests go first and bulk exports take what is left; 0 makes them equals.
-    niceness: int = 10
-
-    @property
-    def is_postgres(self) -> bool:
-        return self.database.startswith(POSTGRES_SCHEMES)
-
-    @property
-    def sqlite_uri(self) -> str:
-        """The read-only URI of the SQLite file. ``as_uri`` escapes the path, so a '?' or '#'
-        in a folder or file name cannot start the URI's query (and drop ``mode=ro``)."""
-        return Path(self.database).as_uri() + "?mode=ro"
-
-
-POSTGRES_SCHEMES = ("postgresql://", "postgres://")
-# Rows per batch once an export is under way (the first batches are smaller, for a quick first
-# byte). Measured on the 1M-row orders table: 1,000 to 20,000 rows per batch run at the same
-# rate; 5,000 rows are ~300 KB of CSV, so a slow client pins about that much per export.
-DEFAULT_BATCH_ROWS = 5000
-LINE_TERMINATORS = {"crlf": "\r\n", "lf": "\n"}
-ENGINES = ("default", "arrow")
-
-
-def _read_csv_export_settings(table: Table) -> CsvExportSettings:
-    database = table.string("database")
-    if not database.startswith(POSTGRES_SCHEMES):
-        path = (table.path.parent / database).resolve()
-        if not path.is_file():
-            raise table.error("database", f"{path} is not an existing SQLite file "
-                                          "(or give a postgresql:// URL)")
-        database = str(path)
-    query = table.string("query")
-    if database.startswith(POSTGRES_SCHEMES):
-        try:
-            query = single_statement(query)
-        except ValueError as error:
-            raise table.error("query", str(error)) from None
-    params_table = table.table("params")
-    params: dict[str, ParamSpec] = {}
-    for name in params_table.names():
-        try:
-            params[name] = parse_declaration(name, params_table.string(name))
-        except ValueError as error:
-            raise params_table.error(name, str(error)) from None
-    params_table.finish()
-    filename = table.string("filename", "export-{date}.csv")
-    allowed = {"date", *params}
-    try:
-        fields = {name for _, name, _, _ in string.Formatter().parse(filename) if name is not None}
-    except ValueError as error:
-        raise table.error("filename", f"not a valid template: {error}") from None
-    if not fields <= allowed:
-        raise table.error("filename", f"unknown placeholder {{{sorted(fields - allowed)[0]}}}; "
-                                      f"known: {', '.join('{' + n + '}' for n in sorted(allowed))}")
-    settings = CsvExportSettings(database=database, query=query, params=params,
-                                 filename=filename,
-                                 batch_rows=table.integer("batch_rows", DEFAULT_BATCH_ROWS,
-                                                          minimum=1, maximum=1_000_000),
-                                 escape_formulas=table.boolean("escape_formulas",
-                                                               CsvExportSettings.escape_formulas),
-                                 line_terminator=LINE_TERMINATORS[table.choice(
-                                     "line_terminator", tuple(LINE_TERMINATORS), "crlf")],
-                                 engine=table.choice("engine", ENGINES, "default"),
-                                 niceness=table.integer("niceness", CsvExportSettings.niceness,
-                                                        minimum=0, maximum=19))
-    if settings.is_postgres and settings.engine != "default":
-        raise table.error("engine", "PostgreSQL writes its own CSV (COPY): only SQLite routes "
-                                    "take an engine")
-    if not settings.is_postgres:
-        _check_sqlite_query(table, settings)
-    return settings
-
-
-def _check_sqlite_query(table: Table, settings: CsvExportSettings) -> None:
-    """Prepare the query once at start-up, so a typo is a ConfigError and not a 502 later."""
-    import sqlite3  # here, not at the top: a gateway without exports saves its ~1 MiB
-
-    try:
-        connection = sqlite3.connect(settings.sqlite_uri, uri=True)
-    except sqlite3.Error as error:
-        raise table.error("database", f"cannot open {settings.database}: {error}") from None
-    try:
-        # EXPLAIN compiles the statement without running it; every declared name is bound.
-        connection.execute("EXPLAIN " + settings.query, dict.fromkeys(settings.params))
-    except (sqlite3.Error, sqlite3.Warning) as error:
-        raise table.error("query", f"SQLite refuses it: {error}") from None
-    finally:
-        connection.close()
-
-
-# --- function ------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class FunctionSettings:
-    handler: Callable[..., Any]
-    handler_name: str  # "package.module:callable", as configured
-
-
-def _read_function_settings(table: Table) -> FunctionSettings:
-    raw_path = table.raw("python_path")
-    entries = [raw_path] if isinstance(raw_path, str) else raw_path or []
-    if not isinstance(entries, list) or not all(isinstance(e, str) for e in entries):
-        raise table.error("python_path", "must be a folder or an array of folders")
-    for entry in reversed(entries):
-        folder = (table.path.parent / entry).resolve()
-        if not folder.is_dir():
-            raise table.error("python_path", f"{folder} is not an existing directory")
-        if str(folder) not in sys.path:
-            sys.path.insert(0, str(folder))
-    name = table.string("handler")
-    module_name, _, attribute = name.partition(":")
-    if not module_name or not attribute:
-        raise table.error("handler", f"must be 'package.module:callable', got {name!r}")
-    try:
-        target: Any = importlib.import_module(module_name)
-    except Exception as error:  # the user's module may fail in any way while it loads
-        raise table.error("handler", f"cannot import {module_name!r}: "
-                                     f"{type(error).__name__}: {error}") from None
-    try:
-        for part in attribute.split("."):
-            target = getattr(target, part)
-    except AttributeError:
-        raise table.error("handler", f"{module_name!r} has no {attribute!r}") from None
-    if not callable(target):
-        raise table.error("handler", f"{name!r} is not callable")
-    return FunctionSettings(handler=target, handler_name=name)
-
-
-def _read_s3_settings(table: Table) -> Any:
-    # Imported only for an s3 route: its module reads this one's Table.
-    from mediaproxy.integrations.s3.settings import read_settings
-
-    return read_settings(table)
-
-
-# Each integration's own keys; every name in INTEGRATIONS has its parser here.
-_SETTINGS_PARSERS: dict[str, Callable[[Table], Any]] = {
-    "file": _read_file_settings,
-    "http_proxy": _read_http_proxy_settings,
-    "csv_export": _read_csv_export_settings,
-    "function": _read_function_settings,
-    "s3": _read_s3_settings,
-}
-
-
 def _is_plain_prefix(prefix: str) -> bool:
     """Whether requests can reach ``prefix``: routing compares prefixes with the normalised
     path (mediaproxy.http.paths), so a prefix must be its own normal form, in every reading."""
@@ -665,14 +492,16 @@ def _read_route(table: Table, index: int, base_limits: Limits) -> Route:
     prefix = normalize_prefix(raw_prefix)
     if prefix in RESERVED_PREFIXES:
         raise table.error("prefix", f"{prefix} is reserved for the gateway itself")
-    integration = table.choice("integration", INTEGRATIONS)
-    settings = _SETTINGS_PARSERS[integration](table)
+    integration = table.choice("integration", tuple(KINDS))
+    kind = KINDS[integration]
+    settings = kind.read_settings(table)
     limits = _read_limits(table, base_limits)
-    compress = table.boolean("compress", integration in COMPRESSED_BY_DEFAULT)
+    compress = table.boolean("compress", kind.compress)
     access = _read_access(table)
     raw_path = table.boolean("raw_path", False)
-    if raw_path and integration not in RAW_PATH_INTEGRATIONS:
-        raise table.error("raw_path", f"only {' and '.join(RAW_PATH_INTEGRATIONS)} routes pass "
+    if raw_path and not kind.raw_path:
+        passing = [name for name, other in KINDS.items() if other.raw_path]
+        raise table.error("raw_path", f"only {' and '.join(passing)} routes pass "
                                       f"paths on; a {integration} route reads them itself")
     table.finish()
     return Route(prefix=prefix, integration=integration, limits=limits, settings=settings,

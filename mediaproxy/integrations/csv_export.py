@@ -43,18 +43,22 @@ import os
 import re
 import select
 import sqlite3
+import string
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
+from pathlib import Path
 from typing import Any
 
-from mediaproxy.config import CsvExportSettings, Route
+from mediaproxy.config import Route, Table
 from mediaproxy.errors import MethodNotAllowed, RequestError, UpstreamError
 from mediaproxy.http.disposition import content_disposition
-from mediaproxy.http.params import InvalidParameter, Value, parse_query
+from mediaproxy.http.params import (InvalidParameter, ParamSpec, Value, parse_declaration,
+                                    parse_query)
 from mediaproxy.integrations.base import Exchange, Integration
 from mediaproxy.integrations.export_processes import ExportProcess, ForkServer, QueryFailed
+from mediaproxy.sql_statements import single_statement
 
 log = logging.getLogger("mediaproxy.csv_export")
 
@@ -65,6 +69,108 @@ FIRST_BATCH_ROWS = 200
 
 _fork_server = ForkServer()
 
+
+@dataclass(frozen=True)
+class CsvExportSettings:
+    database: str  # an absolute SQLite file path, or a postgresql:// URL
+    query: str  # placeholders in the database's own style: :name (SQLite), %(name)s (psycopg)
+    params: Mapping[str, ParamSpec]
+    filename: str  # may hold {date} and {name} of any declared parameter
+    batch_rows: int
+    # Off by default: it changes the data (a text cell "=x" arrives as "'=x"), which a program
+    # reading the export would not expect; a route whose CSV goes to spreadsheets turns it on.
+    escape_formulas: bool = False
+    line_terminator: str = "\r\n"  # after every record: RFC 4180's CRLF, or "\n"
+    # SQLite's: "default" (Python's csv module, the same bytes as ever) or "arrow" (ADBC and
+    # Arrow's CSV writer for STRICT tables; the `arrow` extra).
+    engine: str = "default"
+    # The export process's niceness (added to the gateway's): on short cores the gateway's own
+    # requests go first and bulk exports take what is left; 0 makes them equals.
+    niceness: int = 10
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.database.startswith(POSTGRES_SCHEMES)
+
+    @property
+    def sqlite_uri(self) -> str:
+        """The read-only URI of the SQLite file. ``as_uri`` escapes the path, so a '?' or '#'
+        in a folder or file name cannot start the URI's query (and drop ``mode=ro``)."""
+        return Path(self.database).as_uri() + "?mode=ro"
+
+
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+# Rows per batch once an export is under way (the first batches are smaller, for a quick first
+# byte). Measured on the 1M-row orders table: 1,000 to 20,000 rows per batch run at the same
+# rate; 5,000 rows are ~300 KB of CSV, so a slow client pins about that much per export.
+DEFAULT_BATCH_ROWS = 5000
+LINE_TERMINATORS = {"crlf": "\r\n", "lf": "\n"}
+ENGINES = ("default", "arrow")
+
+
+def read_settings(table: Table) -> CsvExportSettings:
+    database = table.string("database")
+    if not database.startswith(POSTGRES_SCHEMES):
+        path = (table.path.parent / database).resolve()
+        if not path.is_file():
+            raise table.error("database", f"{path} is not an existing SQLite file "
+                                          "(or give a postgresql:// URL)")
+        database = str(path)
+    query = table.string("query")
+    if database.startswith(POSTGRES_SCHEMES):
+        try:
+            query = single_statement(query)
+        except ValueError as error:
+            raise table.error("query", str(error)) from None
+    params_table = table.table("params")
+    params: dict[str, ParamSpec] = {}
+    for name in params_table.names():
+        try:
+            params[name] = parse_declaration(name, params_table.string(name))
+        except ValueError as error:
+            raise params_table.error(name, str(error)) from None
+    params_table.finish()
+    filename = table.string("filename", "export-{date}.csv")
+    allowed = {"date", *params}
+    try:
+        fields = {name for _, name, _, _ in string.Formatter().parse(filename) if name is not None}
+    except ValueError as error:
+        raise table.error("filename", f"not a valid template: {error}") from None
+    if not fields <= allowed:
+        raise table.error("filename", f"unknown placeholder {{{sorted(fields - allowed)[0]}}}; "
+                                      f"known: {', '.join('{' + n + '}' for n in sorted(allowed))}")
+    settings = CsvExportSettings(database=database, query=query, params=params,
+                                 filename=filename,
+                                 batch_rows=table.integer("batch_rows", DEFAULT_BATCH_ROWS,
+                                                          minimum=1, maximum=1_000_000),
+                                 escape_formulas=table.boolean("escape_formulas",
+                                                               CsvExportSettings.escape_formulas),
+                                 line_terminator=LINE_TERMINATORS[table.choice(
+                                     "line_terminator", tuple(LINE_TERMINATORS), "crlf")],
+                                 engine=table.choice("engine", ENGINES, "default"),
+                                 niceness=table.integer("niceness", CsvExportSettings.niceness,
+                                                        minimum=0, maximum=19))
+    if settings.is_postgres and settings.engine != "default":
+        raise table.error("engine", "PostgreSQL writes its own CSV (COPY): only SQLite routes "
+                                    "take an engine")
+    if not settings.is_postgres:
+        _check_sqlite_query(table, settings)
+    return settings
+
+
+def _check_sqlite_query(table: Table, settings: CsvExportSettings) -> None:
+    """Prepare the query once at start-up, so a typo is a ConfigError and not a 502 later."""
+    try:
+        connection = sqlite3.connect(settings.sqlite_uri, uri=True)
+    except sqlite3.Error as error:
+        raise table.error("database", f"cannot open {settings.database}: {error}") from None
+    try:
+        # EXPLAIN compiles the statement without running it; every declared name is bound.
+        connection.execute("EXPLAIN " + settings.query, dict.fromkeys(settings.params))
+    except (sqlite3.Error, sqlite3.Warning) as error:
+        raise table.error("query", f"SQLite refuses it: {error}") from None
+    finally:
+        connection.close()
 
 @dataclass(frozen=True)
 class ExportJob:

@@ -19,7 +19,7 @@ from pathlib import Path
 from urllib.parse import parse_qs
 
 from mediaproxy.streaming import diskio, sniff
-from mediaproxy.config import FileSettings, Route
+from mediaproxy.config import Route, Table
 from mediaproxy.errors import (Forbidden, MethodNotAllowed, NotFound, PreconditionFailed,
                                RangeNotSatisfiable, RequestError)
 from mediaproxy.http.conditional import (Outcome, Validators, evaluate, format_http_date,
@@ -45,6 +45,22 @@ _REFUSED_NAMES: dict[int, type[RequestError]] = {
     errno.EINVAL: RequestError,
 }
 
+
+@dataclass(frozen=True)
+class FileSettings:
+    root: Path
+    serve_dotfiles: bool = False
+    # sendfile reads through the page cache on the event loop; a mostly cold, slow disk
+    # (network storage) is better served by the reader pool: set zero_copy = false.
+    zero_copy: bool = True
+
+
+def read_settings(table: Table) -> FileSettings:
+    return FileSettings(
+        root=table.directory("root"),
+        serve_dotfiles=table.boolean("serve_dotfiles", False),
+        zero_copy=table.boolean("zero_copy", True),
+    )
 
 def refusal(error: OSError, path: str) -> RequestError | None:
     """The client error for a name the file system refused, or None for any other failure."""

@@ -40,24 +40,26 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import importlib
 import inspect
 import logging
 import re
+import sys
 import time
 import uuid
-from collections.abc import AsyncGenerator, Iterator, Mapping
+from collections.abc import AsyncGenerator, Callable, Iterator, Mapping
 from contextlib import aclosing, contextmanager
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, unquote
 
-from mediaproxy.streaming import sniff
-from mediaproxy.config import FunctionSettings, Route
+from mediaproxy.config import Route, Table
 from mediaproxy.errors import PayloadTooLarge, UpstreamError
 from mediaproxy.http.headers import end_to_end
 from mediaproxy.http.statuses import is_bodyless
 from mediaproxy.integrations.base import Exchange, Integration, Request
+from mediaproxy.streaming import sniff
 from mediaproxy.streaming.threads import LazyPool, SerialSteps
 
 log = logging.getLogger("mediaproxy.function")
@@ -75,6 +77,41 @@ _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
 _FORBIDDEN_IN_VALUES = re.compile(r"[\r\n\x00]")
 _END = object()
 
+
+@dataclass(frozen=True)
+class FunctionSettings:
+    handler: Callable[..., Any]
+    handler_name: str  # "package.module:callable", as configured
+
+
+def read_settings(table: Table) -> FunctionSettings:
+    raw_path = table.raw("python_path")
+    entries = [raw_path] if isinstance(raw_path, str) else raw_path or []
+    if not isinstance(entries, list) or not all(isinstance(e, str) for e in entries):
+        raise table.error("python_path", "must be a folder or an array of folders")
+    for entry in reversed(entries):
+        folder = (table.path.parent / entry).resolve()
+        if not folder.is_dir():
+            raise table.error("python_path", f"{folder} is not an existing directory")
+        if str(folder) not in sys.path:
+            sys.path.insert(0, str(folder))
+    name = table.string("handler")
+    module_name, _, attribute = name.partition(":")
+    if not module_name or not attribute:
+        raise table.error("handler", f"must be 'package.module:callable', got {name!r}")
+    try:
+        target: Any = importlib.import_module(module_name)
+    except Exception as error:  # the user's module may fail in any way while it loads
+        raise table.error("handler", f"cannot import {module_name!r}: "
+                                     f"{type(error).__name__}: {error}") from None
+    try:
+        for part in attribute.split("."):
+            target = getattr(target, part)
+    except AttributeError:
+        raise table.error("handler", f"{module_name!r} has no {attribute!r}") from None
+    if not callable(target):
+        raise table.error("handler", f"{name!r} is not callable")
+    return FunctionSettings(handler=target, handler_name=name)
 
 class MalformedResponse(Exception):
     """The handler's return value is not a proxy response (API Gateway: 502 as well)."""

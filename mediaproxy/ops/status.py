@@ -36,8 +36,9 @@ from tornado.web import RequestHandler
 
 from mediaproxy import __version__
 from mediaproxy.access_control import AdminAccess
-from mediaproxy.config import Config, FileSettings, Route
+from mediaproxy.config import Config, Route
 from mediaproxy.errors import Unauthorized
+from mediaproxy.integrations.file import FileSettings
 from mediaproxy.streaming import sniff
 from mediaproxy.streaming.threads import LazyPool
 

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from mediaproxy.config import DEFAULT_BATCH_ROWS, Config, ConfigError, load
+from mediaproxy.config import Config, ConfigError, load
+from mediaproxy.integrations.csv_export import DEFAULT_BATCH_ROWS
 from mediaproxy.http.params import ParamSpec
 from mediaproxy.sql_statements import single_statement
 

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from mediaproxy.config import ConfigError, HttpProxySettings, load
+from mediaproxy.config import ConfigError, load
+from mediaproxy.integrations.http_proxy.settings import HttpProxySettings
 from mediaproxy.http.upstreams import Upstream
 
 ROUTE = """

@@ -29,7 +29,7 @@ from tornado.http1connection import HTTP1Connection
 from tornado.httputil import HTTPHeaders, RequestStartLine
 from tornado.iostream import IOStream, StreamClosedError
 
-from mediaproxy.config import HttpProxySettings, Route
+from mediaproxy.config import Route
 from mediaproxy.errors import BufferedResponseTooLarge, UpstreamTimeout
 from mediaproxy.http.headers import (forward_request_headers, forward_response_headers,
                                      is_delimited, keeps_alive, may_retry)
@@ -41,6 +41,7 @@ from mediaproxy.integrations.http_proxy.relay import (LAST_CHUNK, MIN_CHUNK_BYTE
                                                       ResponseRelay, UpstreamClosedEarly,
                                                       connection_parameters, frame_chunk,
                                                       relay_sizer)
+from mediaproxy.integrations.http_proxy.settings import HttpProxySettings
 
 
 class RoundTrip:
