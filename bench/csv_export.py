@@ -20,7 +20,8 @@ in one run, so that the ratios compare like with like on a shared, noisy machine
 
 Reported per export: first byte (curl's time_starttransfer), rows/s (median and range), the
 peak RSS of the export's own process (VmHWM, which counts the pages it still shares with the
-fork server it was forked from, and the largest PSS seen, which shares them out). The closing
+fork server it was forked from, and the largest PSS seen, which shares them out), and the
+gateway's own CPU time per export (relaying only: the rows are the export process's). The closing
 "ratios" block is what the targets in bench/TARGETS.md are checked against.
 """
 
@@ -154,6 +155,12 @@ class ExportMemory:
     def describe(self) -> str:
         return (f"export process peak RSS {self.peak_hwm_kib / 1024:.1f} MiB "
                 f"(PSS {self.peak_pss_kib / 1024:.1f} MiB)")
+
+
+def cpu_seconds(pid: int) -> float:
+    """The process's own CPU time (user + system), not its children's."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _children(pid: int) -> list[int]:
@@ -307,11 +314,14 @@ def measure_single(label: str, url: str, reference: tuple[str, list[str]], rows:
                    first_bytes: dict[str, float]) -> None:
     """The export interleaved with the database's own tool; one ratio."""
     ours, theirs = Series(f"mediaproxy {label}", rows), Series(reference[0], rows)
+    gateway_cpu_s = 0.0
     with ExportMemory(gateway_pid) as memory:
         for _ in range(reps):
+            before = cpu_seconds(gateway_pid)
             ours.runs.append(curl_run(url))
+            gateway_cpu_s += cpu_seconds(gateway_pid) - before
             theirs.runs.append(timed_command(reference[1]))
-    ours.report(memory.describe())
+    ours.report(f"{memory.describe()}; gateway CPU {gateway_cpu_s / reps:.2f} s per export")
     theirs.report()
     ratios[f"{label} / {reference[0]}"] = ours.rows_per_s() / theirs.rows_per_s()
     first_bytes[label] = statistics.median(run.first_byte_ms for run in ours.runs)
