@@ -41,6 +41,7 @@ from mediaproxy.errors import Unauthorized
 from mediaproxy.integrations.file import FileSettings
 from mediaproxy.streaming import sniff
 from mediaproxy.streaming.threads import LazyPool
+from mediaproxy.tornado_internals import reason_phrase
 
 PREFIX = "/_mediaproxy"
 PAGE_DIR = Path(__file__).parent / "status_page"
@@ -264,7 +265,7 @@ class _StatusHandler(AdminOnly):
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         self.set_header("Content-Type", "text/plain; charset=utf-8")
-        self.finish(f"{status_code} {self._reason}\n")
+        self.finish(f"{status_code} {reason_phrase(self)}\n")
 
     def process(self) -> dict[str, Any]:
         processes = self.config.server.processes

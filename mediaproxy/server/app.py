@@ -29,6 +29,7 @@ from mediaproxy.server.handler import GatewayHandler, handler_class_for
 from mediaproxy.integrations.base import Integration
 from mediaproxy.ops.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE, Metrics
 from mediaproxy.server.shared_table import SharedTable
+from mediaproxy.tornado_internals import reason_phrase
 
 log = logging.getLogger("mediaproxy")
 
@@ -41,7 +42,7 @@ class PlainHandler(RequestHandler):
         self.set_header("Server", "mediaproxy")
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
-        self.finish(f"{status_code} {self._reason}\n")
+        self.finish(f"{status_code} {reason_phrase(self)}\n")
 
 
 @dataclass

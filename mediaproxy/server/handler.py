@@ -40,6 +40,8 @@ from mediaproxy.http.upstreams import PublicUrl
 from mediaproxy.http.statuses import is_bodyless
 from mediaproxy.integrations.base import Exchange, Integration, Request, body_framing
 from mediaproxy.streaming.timers import StreamTimers
+from mediaproxy.tornado_internals import (chunking_output, content_remaining, count_body_bytes,
+                                         handler_finished, not_streaming_body)
 from mediaproxy.ops.metrics import Metrics
 from mediaproxy.streaming.pacing import Pacer
 
@@ -227,7 +229,7 @@ class HandlerExchange(Exchange):
             if sent > 0:
                 # Tornado counts the body bytes it writes against Content-Length; these it
                 # never saw. (Checked present by _zero_copy_possible.)
-                connection._expected_content_remaining -= sent  # type: ignore[operator]
+                count_body_bytes(connection, sent)
                 offset += sent
                 self._sent(sent)
             if offset < stop and sent < wanted:
@@ -258,8 +260,8 @@ def _zero_copy_possible(connection: object) -> bool:
     """sendfile needs a plain TCP socket and a Content-Length body Tornado is accounting."""
     return (isinstance(connection, HTTP1Connection)
             and type(connection.stream) is IOStream
-            and not connection._chunking_output
-            and isinstance(getattr(connection, "_expected_content_remaining", None), int))
+            and not chunking_output(connection)
+            and content_remaining(connection) is not None)
 
 
 def has_request_body(headers: HTTPHeaders) -> bool:
@@ -342,7 +344,7 @@ class GatewayHandler(RequestHandler):
 
     async def data_received(self, chunk: bytes) -> None:
         self.bytes_received += len(chunk)
-        if self._finished:
+        if handler_finished(self):
             return  # refused; Tornado closes the connection once the answer is out
         if not self.admission.upload_allows(self.bytes_received):
             self._refuse(PayloadTooLarge(f"request body passed {self.bytes_received} bytes"))
@@ -371,7 +373,7 @@ class GatewayHandler(RequestHandler):
     async def _run(self) -> None:
         try:
             await self.integration.respond(self.exchange)
-            if not self._finished:
+            if not handler_finished(self):
                 await self.exchange.finish()
             self.termination = self.termination or Termination.COMPLETE
         except asyncio.CancelledError:
@@ -394,7 +396,7 @@ class GatewayHandler(RequestHandler):
         finally:
             self._timers.cancel()
             self._body.close()
-            if not self._finished:
+            if not handler_finished(self):
                 # Every path has either answered or closed the stream by now; finishing a
                 # closed stream writes nothing, and it runs on_finish's bookkeeping.
                 self._abort()
@@ -412,7 +414,7 @@ class GatewayHandler(RequestHandler):
 
     def _fail(self, error: MediaproxyError) -> None:
         """A status if the response has not begun, else a cut connection."""
-        if self.exchange.started or self._finished:
+        if self.exchange.started or handler_finished(self):
             self._abort()
             return
         if self.request.connection.stream.closed():  # type: ignore[union-attr]
@@ -449,7 +451,7 @@ class GatewayHandler(RequestHandler):
 
     def on_connection_close(self) -> None:
         super().on_connection_close()
-        if self._task is None and hasattr(self, "exchange") and not self._finished:
+        if self._task is None and hasattr(self, "exchange") and not handler_finished(self):
             # Gone before the response began: Tornado will not call a method now.
             self.termination = Termination.CLIENT_CLOSED
             self._timers.cancel()
@@ -493,6 +495,7 @@ class GatewayHandler(RequestHandler):
             upstream_status=upstream_status)
 
 
+@not_streaming_body
 class BodylessGatewayHandler(GatewayHandler):
     """GatewayHandler for a request without a body, which has nothing to stream in.
 
@@ -502,7 +505,6 @@ class BodylessGatewayHandler(GatewayHandler):
     GatewayHandler's.
     """
 
-    _stream_request_body = False
     may_have_body = False
 
 

@@ -16,6 +16,7 @@ from tornado.tcpclient import TCPClient
 
 from mediaproxy.errors import UpstreamError, UpstreamTimeout
 from mediaproxy.http.upstreams import Upstream
+from mediaproxy.tornado_internals import buffered_read_bytes
 
 
 class ConnectionPool:
@@ -40,7 +41,7 @@ class ConnectionPool:
             stream = self._idle.pop()  # the most recently used is the likeliest still open
             stream.set_close_callback(None)
             # Bytes waiting on an idle connection belong to no request: never parse them as one.
-            if not stream.closed() and stream._read_buffer_size == 0:
+            if not stream.closed() and buffered_read_bytes(stream) == 0:
                 return stream, True
             stream.close()
         return await self._connect(), False

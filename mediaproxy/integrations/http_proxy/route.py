@@ -42,6 +42,7 @@ from mediaproxy.integrations.http_proxy.relay import (LAST_CHUNK, MIN_CHUNK_BYTE
                                                       connection_parameters, frame_chunk,
                                                       relay_sizer)
 from mediaproxy.integrations.http_proxy.settings import HttpProxySettings
+from mediaproxy.tornado_internals import chunking_output
 
 
 class RoundTrip:
@@ -77,7 +78,7 @@ class RoundTrip:
                 headers["Transfer-Encoding"] = "chunked"
             await connection.write_headers(start_line, headers)
             # Tornado chunks POST, PUT and PATCH bodies itself; any other method's we frame.
-            frame = chunked and not connection._chunking_output
+            frame = chunked and not chunking_output(connection)
             async for data in body:
                 if data:
                     await connection.write(frame_chunk(data) if frame else data)

@@ -1,0 +1,108 @@
+"""Every Tornado private attribute the gateway relies on still exists and still means what
+``mediaproxy.tornado_internals`` says: a Tornado release that renames or drops one fails here,
+by name, instead of somewhere in a stream."""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+import socket
+from pathlib import Path
+
+from tornado.http1connection import HTTP1Connection
+from tornado.httputil import HTTPHeaders, HTTPServerRequest, RequestStartLine
+from tornado.iostream import IOStream
+from tornado.web import Application, RequestHandler, _has_stream_request_body, stream_request_body
+
+from mediaproxy import tornado_internals as internals
+
+
+async def _with_connection(is_client: bool) -> tuple[HTTP1Connection, socket.socket]:
+    ours, theirs = socket.socketpair()
+    return HTTP1Connection(IOStream(ours), is_client), theirs
+
+
+def test_an_iostream_counts_its_buffered_bytes() -> None:
+    async def check() -> None:
+        ours, theirs = socket.socketpair()
+        stream = IOStream(ours)
+        assert internals.buffered_read_bytes(stream) == 0
+        theirs.sendall(b"stray")
+        assert await stream.read_bytes(1) == b"s"
+        assert internals.buffered_read_bytes(stream) == 4
+        stream.close()
+        theirs.close()
+
+    asyncio.run(check())
+
+
+def test_a_connection_accounts_a_content_length_body() -> None:
+    async def check() -> None:
+        connection, theirs = await _with_connection(is_client=True)
+        assert not internals.chunking_output(connection)
+        headers = HTTPHeaders({"Content-Length": "5"})
+        await connection.write_headers(RequestStartLine("PUT", "/", "HTTP/1.1"), headers)
+        assert not internals.chunking_output(connection)
+        assert internals.content_remaining(connection) == 5
+        internals.count_body_bytes(connection, 2)
+        assert internals.content_remaining(connection) == 3
+        connection.close()
+        theirs.close()
+
+    asyncio.run(check())
+
+
+def test_a_connection_says_when_it_chunks() -> None:
+    async def check() -> None:
+        connection, theirs = await _with_connection(is_client=True)
+        await connection.write_headers(RequestStartLine("POST", "/", "HTTP/1.1"), HTTPHeaders())
+        assert internals.chunking_output(connection)
+        assert internals.content_remaining(connection) is None
+        connection.close()
+        theirs.close()
+
+    asyncio.run(check())
+
+
+def test_a_handler_keeps_its_reason_and_whether_it_finished() -> None:
+    async def check() -> None:
+        connection, theirs = await _with_connection(is_client=False)
+        request = HTTPServerRequest(connection=connection,
+                                    start_line=RequestStartLine("GET", "/", "HTTP/1.1"),
+                                    headers=HTTPHeaders({"Host": "localhost"}))
+        handler = RequestHandler(Application(), request)
+        assert internals.reason_phrase(handler) == "OK"
+        handler.set_status(404)
+        assert internals.reason_phrase(handler) == "Not Found"
+        assert not internals.handler_finished(handler)
+        stream = handler.detach()  # public, and done with the response as finish() is
+        assert internals.handler_finished(handler)
+        stream.close()
+        theirs.close()
+
+    asyncio.run(check())
+
+
+def test_a_subclass_can_stop_streaming_the_request_body() -> None:
+    @stream_request_body
+    class Streaming(RequestHandler):
+        pass
+
+    @internals.not_streaming_body
+    class Whole(Streaming):
+        pass
+
+    assert _has_stream_request_body(Streaming)
+    assert not _has_stream_request_body(Whole)
+
+
+def test_no_other_module_touches_them() -> None:
+    package = Path(internals.__file__).parent
+    names = {"_finished", "_reason", "_stream_request_body", "_chunking_output",
+             "_expected_content_remaining", "_read_buffer_size"}
+    touching = sorted(
+        f"{path.relative_to(package)}:{node.lineno} {node.attr}"
+        for path in package.rglob("*.py") if path.name != "tornado_internals.py"
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        if isinstance(node, ast.Attribute) and node.attr in names)
+    assert touching == []
