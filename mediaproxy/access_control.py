@@ -63,16 +63,17 @@ class AccessPolicy:
         self._challenge = ", ".join(challenges)
 
     def check(self, method: str, path: str, query: str, headers: Mapping[str, str],
-              now_s: float) -> None:
-        """Return if the request may proceed; raise Unauthorized or Forbidden if not."""
+              now_s: float) -> str | None:
+        """Return if the request may proceed, with the API key that admitted it (None: a
+        public route or a signed URL); raise Unauthorized or Forbidden if not."""
         if not self.access.restricted:
-            return
+            return None
         key = headers.get(self.access.api_key_header) if self._keys else None
         if key is not None and self._keys.holds(key):
-            return
+            return key
         signature_error = self._signature_error(method, path, query, now_s)
         if signature_error is None:
-            return
+            return None
         if key is None and isinstance(signature_error, signing.SignatureMissing):
             raise Unauthorized("no credentials", headers={"WWW-Authenticate": self._challenge})
         key_state = "no API key" if key is None else "API key not accepted"

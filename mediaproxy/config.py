@@ -195,12 +195,51 @@ class Route:
     raw_path: bool = False
 
 
+SHARED_STATE_POLICIES = ("allow", "deny")
+
+
+@dataclass(frozen=True)
+class SharedState:
+    """Where usage plans keep their counts: this instance's memory (the default), or a Redis
+    every instance shares, so a plan holds for the whole fleet."""
+
+    redis_url: str | None = field(default=None, repr=False)  # may carry a password
+    # When Redis cannot be reached: admit (and count nothing) or refuse with 503.
+    on_shared_state_error: str = "allow"
+    # A Redis call that takes longer is a failure: on loopback or a LAN one takes well under a
+    # millisecond, and a request must not wait long on a dead server.
+    timeout_s: float = 0.25
+    # A stream's leased slot expires this long after its instance stopped renewing it (a
+    # crashed instance's slots come back); renewed every third of it.
+    lease_s: float = 30.0
+    # Bytes are counted against quotas in steps of this size, reserved before they are sent:
+    # a download overruns its quota by at most one step.
+    quota_step_bytes: int = 1024 * 1024
+    key_prefix: str = "mediaproxy:"  # names in Redis start with it (several gateways, one Redis)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A usage plan (API Gateway's): the API keys on it, each with its own rate, quotas and
+    stream cap. A route still decides which keys it admits; 0 means no limit."""
+
+    name: str
+    keys: tuple[str, ...] = field(repr=False)
+    requests_per_second: float = 0.0
+    burst: int = 0  # requests at once after a quiet period
+    bytes_per_day: int = 0  # UTC calendar day
+    bytes_per_month: int = 0  # UTC calendar month
+    max_concurrent_streams: int = 0  # per key; beyond: 429
+
+
 @dataclass(frozen=True)
 class Config:
     path: Path
     server: ServerConfig = field(default_factory=ServerConfig)
     limits: Limits = field(default_factory=Limits)
     routes: tuple[Route, ...] = ()
+    shared_state: SharedState = field(default_factory=SharedState)
+    plans: tuple[Plan, ...] = ()
 
 
 _MISSING: Any = object()
@@ -508,6 +547,79 @@ def _read_route(table: Table, index: int, base_limits: Limits) -> Route:
                  index=index, compress=compress, access=access, raw_path=raw_path)
 
 
+def _read_shared_state(table: Table) -> SharedState:
+    redis_url = table.raw("redis_url")
+    if redis_url is not None:
+        if not isinstance(redis_url, str) or not redis_url.startswith(REDIS_SCHEMES):
+            raise table.error("redis_url", "must be a redis://, rediss:// or unix:// URL")
+        if importlib.util.find_spec("redis") is None:
+            raise table.error("redis_url", "the redis client is not installed "
+                                           "(pip install 'mediaproxy[redis]')")
+    shared = SharedState(
+        redis_url=redis_url,
+        on_shared_state_error=table.choice("on_shared_state_error", SHARED_STATE_POLICIES,
+                                           SharedState.on_shared_state_error),
+        timeout_s=table.seconds("timeout", SharedState.timeout_s),
+        lease_s=table.seconds("lease", SharedState.lease_s),
+        quota_step_bytes=table.integer("quota_step_bytes", SharedState.quota_step_bytes,
+                                       minimum=4096),
+        key_prefix=table.string("key_prefix", SharedState.key_prefix),
+    )
+    table.finish()
+    return shared
+
+
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+
+
+def _read_plan(table: Table) -> Plan:
+    name = table.string("name")
+    if not name.strip():
+        raise table.error("name", "must not be empty")
+    keys = _read_api_keys(table, "keys")
+    if not keys:
+        raise table.error("keys", "a plan needs keys or keys_env")
+    rate = table.raw("requests_per_second")
+    if rate is not None and (isinstance(rate, bool) or not isinstance(rate, (int, float))
+                             or not (math.isfinite(rate) and rate > 0)):
+        raise table.error("requests_per_second", f"must be a positive number, got {rate!r}")
+    burst = table.integer("burst", 0, minimum=1) if table.has("burst") else 0
+    if burst and rate is None:
+        raise table.error("burst", "needs requests_per_second (the rate after the burst)")
+    if rate is not None and not burst:
+        burst = max(1, math.ceil(rate))  # a second's worth, as API Gateway's console suggests
+    plan = Plan(name=name, keys=keys, requests_per_second=float(rate or 0), burst=burst,
+                bytes_per_day=table.integer("bytes_per_day", 0),
+                bytes_per_month=table.integer("bytes_per_month", 0),
+                max_concurrent_streams=table.integer("max_concurrent_streams", 0))
+    table.finish()
+    return plan
+
+
+def _read_plans(top: Table, path: Path) -> tuple[Plan, ...]:
+    raw_plans = top.raw("plans") or []
+    if not isinstance(raw_plans, list) or not all(isinstance(p, dict) for p in raw_plans):
+        raise ConfigError(path, "plans", "must be an array of tables ([[plans]])")
+    plans: list[Plan] = []
+    names: dict[str, int] = {}
+    key_owners: dict[str, int] = {}
+    for index, raw in enumerate(raw_plans):
+        plan = _read_plan(Table(raw, path, f"plans[{index}]"))
+        if plan.name in names:
+            raise ConfigError(path, f"plans[{index}].name",
+                              f"{plan.name!r} is already the name of plans[{names[plan.name]}]")
+        names[plan.name] = index
+        for key in plan.keys:
+            if key in key_owners:
+                # Never echo the key: config errors are printed and logged.
+                raise ConfigError(path, f"plans[{index}].keys",
+                                  f"a key is already on plans[{key_owners[key]}] (a key "
+                                  f"has one plan)")
+            key_owners[key] = index
+        plans.append(plan)
+    return tuple(plans)
+
+
 def parse(data: Mapping[str, Any], path: Path) -> Config:
     """Validate an already-decoded TOML document."""
     top = Table(data, path, "")
@@ -527,8 +639,11 @@ def parse(data: Mapping[str, Any], path: Path) -> Config:
                               f"{route.prefix} is already the prefix of routes[{seen[route.prefix]}]")
         seen[route.prefix] = index
         routes.append(route)
+    shared_state = _read_shared_state(top.table("shared_state"))
+    plans = _read_plans(top, path)
     top.finish()
-    return Config(path=path, server=server, limits=limits, routes=tuple(routes))
+    return Config(path=path, server=server, limits=limits, routes=tuple(routes),
+                  shared_state=shared_state, plans=plans)
 
 
 def load(path: Path | str) -> Config:

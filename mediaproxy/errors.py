@@ -8,7 +8,8 @@
     │   ├── MethodNotAllowed         405  carries the Allow header
     │   ├── PreconditionFailed       412
     │   ├── PayloadTooLarge          413
-    │   └── RangeNotSatisfiable      416  carries Content-Range: bytes */size
+    │   ├── RangeNotSatisfiable      416  carries Content-Range: bytes */size
+    │   └── TooManyRequests          429  a usage plan's rate, quota or stream cap
     ├── ServiceUnavailable           503  carries Retry-After
     └── UpstreamError                502  the integration behind the route failed
         ├── UpstreamTimeout          504  ... or did not answer in time
@@ -85,6 +86,13 @@ class RangeNotSatisfiable(RequestError):
         super().__init__(content_range, headers={"Content-Range": content_range})
 
 
+class TooManyRequests(RequestError):
+    """Over a usage plan (RFC 6585 section 4): Retry-After, and the reset time of a quota."""
+
+    status = 429
+    phrase = "Too Many Requests"
+
+
 class ServiceUnavailable(MediaproxyError):
     status = 503
     phrase = "Service Unavailable"
@@ -114,3 +122,4 @@ class Termination(enum.Enum):
     UPSTREAM_ERROR = "upstream_error"
     REJECTED = "rejected"
     SHUTDOWN = "shutdown"
+    QUOTA = "quota"  # the key's plan ran out of bytes mid-stream

@@ -80,6 +80,18 @@ class Metrics:
         self.terminations = Counter("mediaproxy_terminations",
                                     "How exchanges ended (complete, client_closed, ...).",
                                     LABELS + ("reason",), registry=registry)
+        self.plan_refusals = Counter("mediaproxy_plan_refusals",
+                                     "Requests refused (or streams cut) by a usage plan, by "
+                                     "reason: rate, day, month, streams.",
+                                     ("plan", "reason"), registry=registry)
+        self.shared_state_errors = Counter("mediaproxy_shared_state_errors",
+                                           "Calls to the shared state (Redis) that failed.",
+                                           registry=registry)
+        self.shared_state_up = Gauge("mediaproxy_shared_state_up",
+                                     "1 while the shared state answers, 0 during an outage.",
+                                     registry=registry, multiprocess_mode="livemin")
+        self.shared_state_up.set(1)
+        self._reveal_restricted = reveal_restricted
         self._children: dict[tuple[object, ...], MetricWrapperBase] = {}
         # Route prefix -> its label values.
         self._labels = {route.prefix: _labels(route, reveal_restricted) for route in routes}
@@ -117,6 +129,17 @@ class Metrics:
         if record.ttfb_s is not None:
             self._child(self.ttfb, *route).observe(record.ttfb_s)
         self._child(self.duration, *route).observe(record.duration_s)
+
+    def plan_refused(self, plan: str, reason: str) -> None:
+        # Plans hold API keys: a public scrape does not name them.
+        label = plan if self._reveal_restricted else RESTRICTED
+        self._child(self.plan_refusals, label, reason).inc()
+
+    def shared_state_failed(self) -> None:
+        self.shared_state_errors.inc()
+
+    def shared_state_answers(self, up: bool) -> None:
+        self.shared_state_up.set(1 if up else 0)
 
     def exposition(self) -> bytes:
         """The text a scrape gets: this process's figures, or every process's summed."""

@@ -7,7 +7,9 @@ In this order, each refusal a short status and no work done:
 2. the declared upload size (413 when Content-Length exceeds ``max_upload_bytes``); a chunked
    upload is counted as it arrives instead (``upload_allows``);
 3. a stream slot (503 with Retry-After when the gateway or the route runs
-   ``max_concurrent_streams`` already).
+   ``max_concurrent_streams`` already);
+4. the usage plan of the API key that admitted it, if any (429: ``server.usage``), which the
+   handler awaits: it may ask Redis.
 
 The method is the integration's to judge (it knows what it serves), so it comes after these:
 a POST to a file route past the upload limit is a 413, within it a 405.
@@ -30,6 +32,7 @@ from mediaproxy.errors import PayloadTooLarge, ServiceUnavailable
 from mediaproxy.http import signing
 from mediaproxy.http.framing import request_body_framing
 from mediaproxy.server.shared_table import SharedTable, TableFull
+from mediaproxy.server.usage import PlanGuard, PlanKey
 
 # Streams last minutes: a client told to come back at once would only add load. Five seconds
 # is long enough for a short stream to end and short enough for a player's retry to feel live.
@@ -115,20 +118,23 @@ def _declared_body_bytes(headers: Mapping[str, str]) -> int | None:
 class Admission:
     """The admission step for one route."""
 
-    def __init__(self, route: Route, slots: StreamSlots) -> None:
+    def __init__(self, route: Route, slots: StreamSlots, plans: PlanGuard | None = None) -> None:
         self.route = route
         self.policy = AccessPolicy(route.access)
         self._slots = slots
+        self.plans = plans
         self._max_upload_bytes = route.limits.max_upload_bytes
 
     def admit(self, method: str, path: str, query: str,
-              headers: Mapping[str, str]) -> Slot:
-        """A slot for this request (``path`` normalised), or the MediaproxyError that refuses it."""
-        self.policy.check(method, path, query, headers, time.time())
+              headers: Mapping[str, str]) -> tuple[Slot, PlanKey | None]:
+        """A slot for this request (``path`` normalised) and the plan its key is on, if any;
+        or the MediaproxyError that refuses it."""
+        key = self.policy.check(method, path, query, headers, time.time())
         declared_bytes = _declared_body_bytes(headers)
         if declared_bytes is not None and not self.upload_allows(declared_bytes):
             raise PayloadTooLarge(f"Content-Length {declared_bytes} > {self._max_upload_bytes}")
-        return self._slots.acquire(self.route.prefix, self.route.limits.max_concurrent_streams)
+        slot = self._slots.acquire(self.route.prefix, self.route.limits.max_concurrent_streams)
+        return slot, None if self.plans is None else self.plans.plan_for(key)
 
     def upload_allows(self, body_bytes: int) -> bool:
         """Whether a request body of ``body_bytes`` is within the route's upload limit."""

@@ -29,6 +29,7 @@ from mediaproxy.server.handler import GatewayHandler, handler_class_for
 from mediaproxy.integrations.base import Integration
 from mediaproxy.ops.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE, Metrics
 from mediaproxy.server.shared_table import SharedTable
+from mediaproxy.server.usage import LocalStore, PlanGuard, UsageStore
 from mediaproxy.tornado_internals import reason_phrase
 
 log = logging.getLogger("mediaproxy")
@@ -153,6 +154,7 @@ class Gateway:
     integrations: list[Integration]
     slots: StreamSlots
     owns_table: bool = False  # made for this gateway alone (one process), not a worker's
+    plans: PlanGuard | None = None
 
     @property
     def active(self) -> set[GatewayHandler]:
@@ -162,6 +164,8 @@ class Gateway:
     async def close(self) -> None:
         for integration in self.integrations:
             await integration.close()
+        if self.plans is not None:
+            await self.plans.close()
         if self.access_log is not None:
             self.access_log.close()
         if self.owns_table:
@@ -178,6 +182,8 @@ def make_gateway(config: Config, table: SharedTable | None = None) -> Gateway:
     access_log = open_access_log(config.server.access_log)
     owns_table = table is None
     slots = StreamSlots(config.limits.max_concurrent_streams, table or SharedTable(columns=1))
+    plans = None if not config.plans else PlanGuard(config.shared_state, config.plans,
+                                                    usage_store(config, slots.table), metrics)
     lifecycle = Lifecycle()
     rules: list[Any] = [(r"/healthz", HealthHandler, {"lifecycle": lifecycle})]
     # A surface switched off stays reserved: 404, never handed to a catch-all '/' route.
@@ -194,13 +200,22 @@ def make_gateway(config: Config, table: SharedTable | None = None) -> Gateway:
         integration = integrations.build(route)
         built.append(integration)
         routes[route.prefix] = {"route": route, "integration": integration,
-                                "admission": Admission(route, slots), "metrics": metrics,
+                                "admission": Admission(route, slots, plans), "metrics": metrics,
                                 "access_log": access_log,
                                 "public_url": config.server.public_url}
     application = GatewayApplication(rules, routes,
                                      log_function=lambda handler: None)  # we log our own access lines
     application.active = active  # type: ignore[attr-defined]
-    return Gateway(config, application, metrics, access_log, lifecycle, built, slots, owns_table)
+    return Gateway(config, application, metrics, access_log, lifecycle, built, slots, owns_table,
+                   plans)
+
+
+def usage_store(config: Config, table: SharedTable) -> UsageStore:
+    """Where plans count: Redis when configured (the fleet), else the instance's table."""
+    if config.shared_state.redis_url is None:
+        return LocalStore(table)
+    from mediaproxy.server.redis_store import RedisStore  # the optional redis extra
+    return RedisStore(config.shared_state)
 
 
 @dataclass

@@ -44,6 +44,7 @@ from mediaproxy.tornado_internals import (chunking_output, content_remaining, co
                                          handler_finished, not_streaming_body)
 from mediaproxy.ops.metrics import Metrics
 from mediaproxy.streaming.pacing import Pacer
+from mediaproxy.server.usage import KeyUsage, QuotaExhausted
 
 log = logging.getLogger("mediaproxy")
 
@@ -117,6 +118,7 @@ class HandlerExchange(Exchange):
         self._pacer = (Pacer(limits.rate_limit_bytes_per_s, limits.rate_limit_after_bytes)
                        if limits.rate_limit_bytes_per_s else None)
         self.upstream_status: int | None = None
+        self.meter: KeyUsage | None = None  # the key's quotas, charged before bytes go out
 
     def body(self) -> AsyncIterator[bytes]:
         return self._body.chunks()
@@ -153,6 +155,8 @@ class HandlerExchange(Exchange):
     async def send(self, chunk: bytes) -> None:
         if self._encoder is not None:
             chunk = self._encoder.compress(chunk)
+        if self.meter is not None and chunk:
+            await self.meter.cover(len(chunk))
         if self._pacer is None or not chunk:
             await self._send_now(chunk)
         else:
@@ -212,18 +216,23 @@ class HandlerExchange(Exchange):
         socket_fd = stream.socket.fileno()
         stop = offset + length
         while offset < stop:
+            wanted = min(stop - offset, SENDFILE_MAX_BYTES)
+            if self.meter is not None:
+                wanted = min(wanted, self.meter.step_bytes)
+                await self.meter.cover(wanted)  # before the check below: it may wait
             if stream.closed():
                 # A failed write closed the socket, and HTTP1Connection resolves the flush of
                 # a closed stream without an error: the descriptor may already be another
                 # connection's.
                 raise StreamClosedError(real_error=stream.error)
-            wanted = min(stop - offset, SENDFILE_MAX_BYTES)
             try:
                 sent = os.sendfile(socket_fd, fd, offset, wanted)
             except BlockingIOError:
                 sent = -1
             except (BrokenPipeError, ConnectionResetError) as error:
                 raise StreamClosedError(real_error=error) from error
+            if self.meter is not None:
+                self.meter.give_back(wanted - max(sent, 0))
             if sent == 0:
                 raise OSError(f"file shrank while being sent (at byte {offset})")
             if sent > 0:
@@ -286,6 +295,7 @@ class GatewayHandler(RequestHandler):
         self.metrics = metrics
         self.access_log = access_log
         self._slot: Slot | None = None
+        self.usage: KeyUsage | None = None  # the plan of the key that admitted it, if any
         self._counted_active = False  # admitted: counted in the active-streams gauge
         self.termination: Termination | None = None
         self.bytes_received = 0
@@ -330,8 +340,16 @@ class GatewayHandler(RequestHandler):
         try:
             if refusal is not None:
                 raise refusal
-            self._slot = self.admission.admit(request.method or "GET", self.path.text,
-                                              request.query, request.headers)
+            self._slot, plan_key = self.admission.admit(request.method or "GET", self.path.text,
+                                                        request.query, request.headers)
+            if plan_key is not None:
+                assert self.admission.plans is not None
+                self.usage = await self.admission.plans.admit(plan_key)
+                if self._finished:  # the client left while the store answered
+                    self.usage.end()
+                    return
+                if self.usage.metered:
+                    self.exchange.meter = self.usage
         except MediaproxyError as error:
             self._refuse(error)
             return
@@ -387,7 +405,8 @@ class GatewayHandler(RequestHandler):
         except MediaproxyError as error:
             log.info("%s %s: %s (%d)", self.request.method, self.path.raw, error, error.status)
             self.termination = self.termination or (
-                Termination.REJECTED if error.status < 500 else Termination.UPSTREAM_ERROR)
+                Termination.QUOTA if isinstance(error, QuotaExhausted)
+                else Termination.REJECTED if error.status < 500 else Termination.UPSTREAM_ERROR)
             self._fail(error)
         except Exception:
             log.exception("%s %s failed", self.request.method, self.path.raw)
@@ -463,6 +482,8 @@ class GatewayHandler(RequestHandler):
         self.application.active.discard(self)  # type: ignore[attr-defined]
         if self._slot is not None:
             self._slot.release()
+        if self.usage is not None:
+            self.usage.end()
         if self._counted_active:
             self.metrics.stream_ended(self.route)
         record = self._record()

@@ -30,7 +30,7 @@ import struct
 import tempfile
 from collections.abc import Sequence
 
-from mediaproxy.streaming.usage import Rate, gcra
+from mediaproxy.streaming.usage import Quota, Rate, Refusal, gcra, period_end_s, period_number
 
 _HEAD = struct.Struct("=16sdqq")  # name digest, tat, period, amount
 _COUNT = struct.Struct("=i")
@@ -116,6 +116,30 @@ class SharedTable:
                 _HEAD.pack_into(self._map, offset, digest, new_tat, period, amount)
         return wait_s
 
+    def admit_key(self, key: str, rate: Rate | None, quotas: Sequence[Quota], max_streams: int,
+                  now_s: float) -> Refusal | None:
+        """One request of a plan's key: refused by a spent quota, a full stream cap or the
+        rate, in that order, changing nothing; or admitted, its rate and stream counted (the
+        stream under ``key_streams(key)``, to be released)."""
+        with self._locked():
+            for quota in quotas:
+                offset = self._offset(f"{quota.period} {key}")
+                _, _, period, used = _HEAD.unpack_from(self._map, offset)
+                if period == period_number(quota.period, now_s) and used >= quota.limit_bytes:
+                    return Refusal(quota.period, period_end_s(quota.period, now_s) - now_s)
+            streams = self._offset(key_streams(key))
+            if max_streams and self._running(streams) >= max_streams:
+                return Refusal("streams", 0.0)
+            if rate is not None:
+                offset = self._offset(f"rate {key}")
+                digest, tat, period, amount = _HEAD.unpack_from(self._map, offset)
+                new_tat, wait_s = gcra(rate, tat, now_s)
+                if wait_s:
+                    return Refusal("rate", wait_s)
+                _HEAD.pack_into(self._map, offset, digest, new_tat, period, amount)
+            self._add_running(streams, self.column, 1)
+        return None
+
     def charge(self, name: str, period: int, amount: int) -> int:
         """Add ``amount`` bytes to ``name``'s count in ``period``; the count after it."""
         with self._locked():
@@ -157,6 +181,11 @@ class SharedTable:
         at = offset + _HEAD.size + column * _COUNT.size
         (count,) = _COUNT.unpack_from(self._map, at)
         _COUNT.pack_into(self._map, at, count + delta)
+
+
+def key_streams(key: str) -> str:
+    """The table's name for a plan key's running streams."""
+    return f"key streams {key}"
 
 
 class _Lock:

@@ -28,6 +28,23 @@ _DAY_S = 86400
 
 
 @dataclass(frozen=True)
+class Quota:
+    """At most ``limit_bytes`` per key in each calendar ``period``."""
+
+    period: str
+    limit_bytes: int
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why a key's request is refused: ``reason`` is "rate", a quota's period or "streams";
+    ``wait_s`` is how long until it would pass (0 when nobody can tell: a stream cap)."""
+
+    reason: str
+    wait_s: float
+
+
+@dataclass(frozen=True)
 class Rate:
     """``per_second`` requests a second on average, ``burst`` of them at once."""
 

@@ -14,6 +14,7 @@ from mediaproxy.config import ACCESS_LOG_OFF
 
 from .origin import OriginThread
 from .pgcluster import server_binaries, throwaway_cluster
+from .redisserver import RedisServer, redis_installed, throwaway_redis
 from .s3store import S3Store, moto_server
 from .support import GatewayThread
 
@@ -66,3 +67,30 @@ def s3_store() -> Iterator[S3Store]:
     pytest.importorskip("moto")
     with moto_server() as store:
         yield store
+
+
+@pytest.fixture(scope="session")
+def redis_session() -> Iterator[RedisServer]:
+    """A Redis server for this test session (see redisserver.py)."""
+    pytest.importorskip("redis")
+    if not redis_installed():
+        pytest.skip("redis-server not installed (scripts/system-deps.sh test installs it)")
+    with throwaway_redis() as server:
+        yield server
+
+
+@pytest.fixture
+def redis_url(redis_session: RedisServer) -> str:
+    """The session's Redis, emptied for this test."""
+    redis_session.flush()
+    return redis_session.url
+
+
+@pytest.fixture
+def own_redis() -> Iterator[RedisServer]:
+    """A Redis server of this test's own, which it may kill and start again."""
+    pytest.importorskip("redis")
+    if not redis_installed():
+        pytest.skip("redis-server not installed (scripts/system-deps.sh test installs it)")
+    with throwaway_redis() as server:
+        yield server
