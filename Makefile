@@ -27,6 +27,7 @@ bench: $(BIN)/mediaproxy
 	bench/setup.sh
 	$(BIN)/python bench/run.py
 	$(BIN)/python bench/s3.py
+	$(BIN)/python bench/plans.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .hypothesis

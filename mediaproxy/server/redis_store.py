@@ -42,15 +42,15 @@ log = logging.getLogger("mediaproxy")
 
 # KEYS: rate TAT, stream leases, then one counter per quota.
 # ARGV: interval s, tolerance s (0 0: no rate), stream cap (0: none), lease id, lease ms,
-#       then each quota's limit in bytes.
+#       bytes to reserve, then per quota its limit in bytes and its counter's lifetime in s.
 # Returns {0} admitted, or {reason, wait}: 1 rate, 2 quota (wait: quota index), 3 streams.
 _ADMIT = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local now_ms = math.floor(now * 1000)
-for i = 3, #KEYS do
-  local used = tonumber(redis.call('GET', KEYS[i]) or '0')
-  if used >= tonumber(ARGV[3 + i]) then return {2, tostring(i - 3)} end
+for k = 3, #KEYS do
+  local used = tonumber(redis.call('GET', KEYS[k]) or '0')
+  if used >= tonumber(ARGV[2 * k + 1]) then return {2, tostring(k - 3)} end
 end
 local cap = tonumber(ARGV[3])
 if cap > 0 then
@@ -71,6 +71,13 @@ if cap > 0 then
   redis.call('ZADD', KEYS[2], now_ms + lease_ms, ARGV[4])
   redis.call('PEXPIRE', KEYS[2], lease_ms)
 end
+local reserve = tonumber(ARGV[6])
+if reserve > 0 then
+  for k = 3, #KEYS do
+    redis.call('INCRBY', KEYS[k], reserve)
+    redis.call('EXPIRE', KEYS[k], ARGV[2 * k + 2])
+  end
+end
 return {0}
 """
 
@@ -83,6 +90,18 @@ for i = 1, #KEYS do
   counts[i] = count
 end
 return counts
+"""
+
+# KEYS: stream leases, then the quota counters to refund. ARGV: lease id ('' none), refund.
+_END = """
+if ARGV[1] ~= '' then redis.call('ZREM', KEYS[1], ARGV[1]) end
+local refund = tonumber(ARGV[2])
+if refund > 0 then
+  for k = 2, #KEYS do
+    if redis.call('EXISTS', KEYS[k]) == 1 then redis.call('DECRBY', KEYS[k], refund) end
+  end
+end
+return 1
 """
 
 # KEYS: stream leases. ARGV: lease ms, then the lease ids this instance still holds.
@@ -113,12 +132,13 @@ class RedisStore:
         self._admit = self.client.register_script(_ADMIT)
         self._charge = self.client.register_script(_CHARGE)
         self._renew = self.client.register_script(_RENEW)
+        self._end = self.client.register_script(_END)
         self.leases: dict[str, dict[str, None]] = {}  # leases key -> lease ids held here
         self._renewer: asyncio.Task[None] | None = None
 
     async def open(self) -> None:
         try:
-            for script in (self._admit, self._charge, self._renew):
+            for script in (self._admit, self._charge, self._renew, self._end):
                 await self.client.script_load(script.script)
         except (RedisError, OSError) as error:
             raise SharedStateError(f"{type(error).__name__}: {error}") from error
@@ -136,13 +156,15 @@ class RedisStore:
         except (RedisError, OSError) as error:
             raise SharedStateError(f"{type(error).__name__}: {error}") from error
 
-    async def admit(self, key: PlanKey, lease_id: str, now_s: float) -> Refusal | None:
+    async def admit(self, key: PlanKey, lease_id: str, now_s: float,
+                    reserve_bytes: int) -> Refusal | None:
         periods = tuple(period_number(quota.period, now_s) for quota in key.quotas)
         args: list[Any] = [key.rate.interval_s if key.rate else 0,
                            key.rate.tolerance_s if key.rate else 0,
                            key.plan.max_concurrent_streams, lease_id,
-                           math.ceil(self.settings.lease_s * 1000)]
-        args += [quota.limit_bytes for quota in key.quotas]
+                           math.ceil(self.settings.lease_s * 1000), reserve_bytes]
+        for quota, lifetime in zip(key.quotas, self._lifetimes(key, now_s)):
+            args += [quota.limit_bytes, lifetime]
         answer = await self._run(self._admit, [f"{self.prefix}rate:{key.key_id}",
                                                self._leases_key(key),
                                                *self._quota_keys(key, periods)], args)
@@ -158,24 +180,30 @@ class RedisStore:
         return Refusal(_REFUSALS[code], float(answer[1]))
 
     async def charge(self, key: PlanKey, periods: tuple[int, ...], amount: int) -> tuple[int, ...]:
-        now_s = time.time()
-        lifetimes = [math.ceil(period_end_s(quota.period, now_s) - now_s) + _QUOTA_SLACK_S
-                     for quota in key.quotas]
         counts = await self._run(self._charge, self._quota_keys(key, periods),
-                                 [amount, *lifetimes])
+                                 [amount, *self._lifetimes(key, time.time())])
         return tuple(int(count) for count in counts)
 
-    async def release(self, key: PlanKey, lease_id: str) -> None:
-        held = self.leases.get(self._leases_key(key))
-        if held is not None:
+    @staticmethod
+    def _lifetimes(key: PlanKey, now_s: float) -> list[int]:
+        """Each quota counter lives until its period ends, and a day more (a late refund)."""
+        return [math.ceil(period_end_s(quota.period, now_s) - now_s) + _QUOTA_SLACK_S
+                for quota in key.quotas]
+
+    async def end(self, key: PlanKey, lease_id: str | None, periods: tuple[int, ...],
+                  refund_bytes: int) -> None:
+        leases_key = self._leases_key(key)
+        held = self.leases.get(leases_key)
+        if held is not None and lease_id is not None:
             held.pop(lease_id, None)
             if not held:
-                del self.leases[self._leases_key(key)]
-        if key.plan.max_concurrent_streams:
-            try:
-                await self.client.zrem(self._leases_key(key), lease_id)
-            except (RedisError, OSError) as error:
-                raise SharedStateError(f"{type(error).__name__}: {error}") from error
+                del self.leases[leases_key]
+        if not key.plan.max_concurrent_streams:
+            lease_id = None  # none was taken
+        if lease_id is None and not refund_bytes:
+            return
+        await self._run(self._end, [leases_key, *self._quota_keys(key, periods)],
+                        [lease_id or "", refund_bytes])
 
     def _start_renewing(self) -> None:
         if self._renewer is None or self._renewer.done():

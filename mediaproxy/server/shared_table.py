@@ -117,16 +117,21 @@ class SharedTable:
         return wait_s
 
     def admit_key(self, key: str, rate: Rate | None, quotas: Sequence[Quota], max_streams: int,
-                  now_s: float) -> Refusal | None:
+                  now_s: float, reserve_bytes: int = 0) -> Refusal | None:
         """One request of a plan's key: refused by a spent quota, a full stream cap or the
         rate, in that order, changing nothing; or admitted, its rate and stream counted (the
-        stream under ``key_streams(key)``, to be released)."""
+        stream under ``key_streams(key)``, to be released) and ``reserve_bytes`` charged to
+        each quota."""
         with self._locked():
+            counted = []
             for quota in quotas:
                 offset = self._offset(f"{quota.period} {key}")
-                _, _, period, used = _HEAD.unpack_from(self._map, offset)
-                if period == period_number(quota.period, now_s) and used >= quota.limit_bytes:
+                digest, tat, period, used = _HEAD.unpack_from(self._map, offset)
+                current = period_number(quota.period, now_s)
+                used = used if period == current else 0
+                if used >= quota.limit_bytes:
                     return Refusal(quota.period, period_end_s(quota.period, now_s) - now_s)
+                counted.append((offset, digest, tat, current, used))
             streams = self._offset(key_streams(key))
             if max_streams and self._running(streams) >= max_streams:
                 return Refusal("streams", 0.0)
@@ -138,6 +143,8 @@ class SharedTable:
                     return Refusal("rate", wait_s)
                 _HEAD.pack_into(self._map, offset, digest, new_tat, period, amount)
             self._add_running(streams, self.column, 1)
+            for offset, digest, tat, current, used in counted:
+                _HEAD.pack_into(self._map, offset, digest, tat, current, used + reserve_bytes)
         return None
 
     def charge(self, name: str, period: int, amount: int) -> int:

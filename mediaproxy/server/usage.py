@@ -68,13 +68,18 @@ class UsageStore(Protocol):
     async def open(self) -> None:
         """Connect and prepare, ahead of the first request."""
 
-    async def admit(self, key: PlanKey, lease_id: str, now_s: float) -> Refusal | None: ...
+    async def admit(self, key: PlanKey, lease_id: str, now_s: float,
+                    reserve_bytes: int) -> Refusal | None:
+        """Check and count one request of ``key``; admitted, lease it a stream slot (if the
+        plan caps streams) and charge ``reserve_bytes`` to each quota, all in one step."""
 
     async def charge(self, key: PlanKey, periods: tuple[int, ...], amount: int) -> tuple[int, ...]:
         """Add ``amount`` bytes to each quota of ``key`` (in the given period numbers);
         every count after it."""
 
-    async def release(self, key: PlanKey, lease_id: str) -> None: ...
+    async def end(self, key: PlanKey, lease_id: str | None, periods: tuple[int, ...],
+                  refund_bytes: int) -> None:
+        """A stream is over: drop its lease and give back what it reserved and did not send."""
 
     async def close(self) -> None: ...
 
@@ -89,10 +94,11 @@ class LocalStore:
     async def open(self) -> None:
         pass  # the table is in memory already
 
-    async def admit(self, key: PlanKey, lease_id: str, now_s: float) -> Refusal | None:
+    async def admit(self, key: PlanKey, lease_id: str, now_s: float,
+                    reserve_bytes: int) -> Refusal | None:
         try:
             return self.table.admit_key(key.key_id, key.rate, key.quotas,
-                                        key.plan.max_concurrent_streams, now_s)
+                                        key.plan.max_concurrent_streams, now_s, reserve_bytes)
         except TableFull as error:
             raise SharedStateError(str(error)) from error
 
@@ -103,8 +109,12 @@ class LocalStore:
         except TableFull as error:
             raise SharedStateError(str(error)) from error
 
-    async def release(self, key: PlanKey, lease_id: str) -> None:
-        self.table.release([key_streams(key.key_id)])
+    async def end(self, key: PlanKey, lease_id: str | None, periods: tuple[int, ...],
+                  refund_bytes: int) -> None:
+        if refund_bytes:
+            await self.charge(key, periods, -refund_bytes)
+        if lease_id is not None:
+            self.table.release([key_streams(key.key_id)])
 
     async def close(self) -> None:
         pass  # the table belongs to the gateway (or the workers' parent)
@@ -156,17 +166,21 @@ class PlanGuard:
         """Admit a request of ``key`` or raise TooManyRequests (or 503 under "deny")."""
         now_s = self.clock()
         lease_id = uuid.uuid4().hex
+        # The first step of bytes is reserved with the admission: one round trip, and a
+        # response smaller than a step needs no other before it is sent.
+        reserve_bytes = self.settings.quota_step_bytes if key.quotas else 0
         try:
-            refusal = await self._ask(self.store.admit(key, lease_id, now_s))
+            refusal = await self._ask(self.store.admit(key, lease_id, now_s, reserve_bytes))
         except SharedStateError:
             if self.settings.on_shared_state_error == "deny":
                 raise ServiceUnavailable("shared state unreachable (on_shared_state_error = "
                                          "\"deny\")", headers={"Retry-After": "5"}) from None
-            return KeyUsage(self, key, None)
+            return KeyUsage(self, key, None, 0, ())
         if refusal is not None:
             self.metrics.plan_refused(key.plan.name, refusal.reason)
             raise _refusal_error(key, refusal, now_s)
-        return KeyUsage(self, key, lease_id)
+        periods = tuple(period_number(quota.period, now_s) for quota in key.quotas)
+        return KeyUsage(self, key, lease_id, reserve_bytes, periods)
 
     async def _ask(self, operation: Awaitable[T]) -> T:
         """The store's answer, or SharedStateError (at once while it is known to be away)."""
@@ -240,13 +254,14 @@ class KeyUsage:
     ``lease_id`` is None when the store was away at admission: nothing to give back.
     """
 
-    def __init__(self, guard: PlanGuard, key: PlanKey, lease_id: str | None) -> None:
+    def __init__(self, guard: PlanGuard, key: PlanKey, lease_id: str | None,
+                 reserved_bytes: int, periods: tuple[int, ...]) -> None:
         self._guard = guard
         self.key = key
         self._lease_id = lease_id
         self.step_bytes = guard.settings.quota_step_bytes
-        self._reserved = 0  # charged to the quotas, not yet sent
-        self._periods: tuple[int, ...] = ()  # the period numbers the reservation went to
+        self._reserved = reserved_bytes  # charged to the quotas, not yet sent
+        self._periods = periods  # the period numbers the reservation went to
         self._ended = False
 
     @property
@@ -288,14 +303,9 @@ class KeyUsage:
                 self._guard.finish(self._end())
 
     async def _end(self) -> None:
-        store = self._guard.store
-        if self._reserved and self._periods:
-            try:
-                await self._guard._ask(store.charge(self.key, self._periods, -self._reserved))
-            except SharedStateError:
-                pass  # the refund is lost: the key is over-counted by less than a step
-        if self._lease_id is not None:
-            try:
-                await self._guard._ask(store.release(self.key, self._lease_id))
-            except SharedStateError:
-                pass  # a Redis lease expires on its own within lease_s
+        refund = self._reserved if self._periods else 0
+        try:
+            await self._guard._ask(self._guard.store.end(self.key, self._lease_id,
+                                                         self._periods, refund))
+        except SharedStateError:
+            pass  # a Redis lease expires on its own; a lost refund over-counts < one step
