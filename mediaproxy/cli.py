@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.check_config:
         print(f"{config.path}: ok ({len(config.routes)} routes)")
         return 0
-    return workers.run(config)
+    return workers.run(config, lambda: load_config(args))
 
 
 def _sign_parser() -> argparse.ArgumentParser:

@@ -6,8 +6,8 @@ byte, duration, and how the stream ended. The same ``ExchangeRecord`` feeds the 
 the log and ``/metrics`` never disagree.
 
 Lines go to stderr, nowhere, or a file opened with O_APPEND and written with one ``write``
-per line, so several worker processes can share the file without tearing lines. SIGHUP
-reopens the file (logrotate's ``postrotate``).
+per line, so several worker processes can share the file without tearing lines. SIGUSR1
+reopens the file (logrotate's ``postrotate``; nginx's signal for it).
 """
 
 from __future__ import annotations

@@ -91,10 +91,16 @@ class Metrics:
                                      "1 while the shared state answers, 0 during an outage.",
                                      registry=registry, multiprocess_mode="livemin")
         self.shared_state_up.set(1)
-        self._reveal_restricted = reveal_restricted
         self._children: dict[tuple[object, ...], MetricWrapperBase] = {}
-        # Route prefix -> its label values.
-        self._labels = {route.prefix: _labels(route, reveal_restricted) for route in routes}
+        self._labels: dict[str, tuple[str, str]] = {}  # route prefix -> its label values
+        self.use_routes(routes, reveal_restricted)
+
+    def use_routes(self, routes: tuple[Route, ...], reveal_restricted: bool) -> None:
+        """Label these routes (a reloaded config's too: the counts go on from where they were).
+
+        A route gone from the config keeps its labels: its streams may still be running."""
+        self._reveal_restricted = reveal_restricted
+        self._labels.update({route.prefix: _labels(route, reveal_restricted) for route in routes})
         for labels in self._labels.values():  # a route nobody used yet shows zeros, not nothing
             for metric in (self.sent_bytes, self.received_bytes, self.ttfb, self.duration,
                            self.active):

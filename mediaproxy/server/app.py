@@ -7,7 +7,8 @@ import logging
 import re
 import signal
 import socket
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from tornado.httpserver import HTTPServer
@@ -21,7 +22,7 @@ from mediaproxy.server import eventloop
 from mediaproxy.ops import status
 from mediaproxy.ops.access_log import AccessLog, open_access_log
 from mediaproxy.server.admission import Admission, StreamSlots
-from mediaproxy.config import Config
+from mediaproxy.config import Config, ConfigError
 from mediaproxy.errors import RequestError, Termination
 from mediaproxy.http import paths
 from mediaproxy.http.grammar import MAX_INT64
@@ -41,6 +42,8 @@ class PlainHandler(RequestHandler):
     def set_default_headers(self) -> None:
         self.set_header("Content-Type", "text/plain; charset=utf-8")
         self.set_header("Server", "mediaproxy")
+        if self.application.lifecycle.retiring:  # type: ignore[attr-defined]
+            self.set_header("Connection", "close")
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         self.finish(f"{status_code} {reason_phrase(self)}\n")
@@ -49,6 +52,9 @@ class PlainHandler(RequestHandler):
 @dataclass
 class Lifecycle:
     draining: bool = False  # shutdown began: running streams finish, nothing new should come
+    # Replaced by a new worker (a reload): accepts no connection, serves the requests that
+    # reach it on connections it has, and closes each after its response.
+    retiring: bool = False
 
 
 class HealthHandler(PlainHandler):
@@ -161,30 +167,45 @@ class Gateway:
         active: set[GatewayHandler] = self.application.active  # type: ignore[attr-defined]
         return active
 
-    async def close(self) -> None:
+    async def close(self, successor: Gateway | None = None) -> None:
+        """Release what is this gateway's own; with a ``successor`` (a reload), what it shares
+        with it stays open."""
         for integration in self.integrations:
             await integration.close()
         if self.plans is not None:
             await self.plans.close()
-        if self.access_log is not None:
+        if self.access_log is not None and (successor is None
+                                            or successor.access_log is not self.access_log):
             self.access_log.close()
-        if self.owns_table:
+        if self.owns_table and successor is None:
             self.slots.table.close()
 
 
-def make_gateway(config: Config, table: SharedTable | None = None) -> Gateway:
+def make_gateway(config: Config, table: SharedTable | None = None,
+                 previous: Gateway | None = None) -> Gateway:
     """The gateway for ``config``; ``table`` is the instance's (the workers' parent makes it),
-    or None for a gateway that is the whole instance."""
+    or None for a gateway that is the whole instance. A reload passes the ``previous``
+    gateway: the new one shares its running streams, metrics, lifecycle and table (and its
+    access log, if the destination is the same)."""
     built: list[Integration] = []
-    active: set[GatewayHandler] = set()
     admin = AdminAccess(config.server.admin_api_keys)
-    metrics = Metrics(config.routes, reveal_restricted=admin.protected)
-    access_log = open_access_log(config.server.access_log)
-    owns_table = table is None
-    slots = StreamSlots(config.limits.max_concurrent_streams, table or SharedTable(columns=1))
+    if previous is None:
+        active: set[GatewayHandler] = set()
+        metrics = Metrics(config.routes, reveal_restricted=admin.protected)
+        access_log = open_access_log(config.server.access_log)
+        owns_table = table is None
+        table = table or SharedTable(columns=1)
+        lifecycle = Lifecycle()
+    else:
+        active, metrics, lifecycle = previous.active, previous.metrics, previous.lifecycle
+        metrics.use_routes(config.routes, reveal_restricted=admin.protected)
+        same_log = previous.config.server.access_log == config.server.access_log
+        access_log = (previous.access_log if same_log
+                      else open_access_log(config.server.access_log))
+        owns_table, table = previous.owns_table, previous.slots.table
+    slots = StreamSlots(config.limits.max_concurrent_streams, table)
     plans = None if not config.plans else PlanGuard(config.shared_state, config.plans,
                                                     usage_store(config, slots.table), metrics)
-    lifecycle = Lifecycle()
     rules: list[Any] = [(r"/healthz", HealthHandler, {"lifecycle": lifecycle})]
     # A surface switched off stays reserved: 404, never handed to a catch-all '/' route.
     if config.server.metrics:
@@ -206,6 +227,7 @@ def make_gateway(config: Config, table: SharedTable | None = None) -> Gateway:
     application = GatewayApplication(rules, routes,
                                      log_function=lambda handler: None)  # we log our own access lines
     application.active = active  # type: ignore[attr-defined]
+    application.lifecycle = lifecycle  # type: ignore[attr-defined]
     return Gateway(config, application, metrics, access_log, lifecycle, built, slots, owns_table,
                    plans)
 
@@ -223,26 +245,74 @@ class RunningServer:
     gateway: Gateway
     server: HTTPServer
     sockets: list[socket.socket]
+    retiring: list[asyncio.Task[None]] = field(default_factory=list)  # gateways reloaded away
 
     @property
     def port(self) -> int:
         port: int = self.sockets[0].getsockname()[1]
         return port
 
-    async def shutdown(self) -> None:
-        """Stop accepting, let running streams finish within the grace period, cut the rest."""
-        self.gateway.lifecycle.draining = True
-        self.gateway.slots.close()
+    def reload(self, config: Config) -> None:
+        """New requests are served with ``config`` from now on; streams running go on with
+        the config they started with, whose integrations close when the last one ends."""
+        previous = self.gateway
+        self.gateway = make_gateway(restartless(previous.config, config), previous=previous)
+        # Tornado asks the server's callback for every new request, kept-alive ones too.
+        self.server.request_callback = self.gateway.application
+        self.retiring.append(asyncio.ensure_future(self._retire(previous)))
+
+    async def _retire(self, previous: Gateway) -> None:
+        while any(handler.application is previous.application for handler in self.gateway.active):
+            await asyncio.sleep(0.05)
+        await previous.close(successor=self.gateway)
+
+    async def shutdown(self, graceful: bool = False) -> None:
+        """Stop accepting, let running streams finish within the grace period, cut the rest.
+
+        ``graceful`` (a worker being replaced): requests still arriving on open connections are
+        served, not refused, each connection closing after its response; it ends when they
+        have all closed, or at the end of the grace period.
+        """
+        lifecycle = self.gateway.lifecycle
+        if graceful:
+            lifecycle.retiring = True
+        else:
+            lifecycle.draining = True
+            self.gateway.slots.close()
         self.server.stop()
         grace_s = self.gateway.config.server.shutdown_grace_s
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace_s
-        while self.gateway.active and loop.time() < deadline:
+        while loop.time() < deadline and (self.gateway.active or (
+                graceful and _open_connections(self.server))):
             await asyncio.sleep(0.05)
         for handler in list(self.gateway.active):
             handler.terminate(Termination.SHUTDOWN)
         await self.server.close_all_connections()
+        await asyncio.gather(*self.retiring)
         await self.gateway.close()
+
+
+def _open_connections(server: HTTPServer) -> int:
+    """Connections the server still has open (a request may be on its way on any of them)."""
+    # Checked against Tornado 6.4: HTTPServer keeps them in a private set, which its own
+    # close_all_connections walks.
+    return len(server._connections)
+
+
+# [server] settings bound to the listening socket or the process: a reload keeps them.
+RESTART_ONLY = ("address", "port", "processes", "event_loop", "max_header_bytes", "tls")
+
+
+def restartless(running: Config, loaded: Config) -> Config:
+    """``loaded`` with the settings a reload cannot change kept as they run (and said so)."""
+    changed = [key for key in RESTART_ONLY[:-1]
+               if getattr(running.server, key) != getattr(loaded.server, key)]
+    if changed:
+        log.warning("reload: [server] %s changed; that applies at the next start",
+                    ", ".join(changed))
+    kept = {key: getattr(running.server, key) for key in RESTART_ONLY}
+    return replace(loaded, server=replace(loaded.server, **kept))
 
 
 def listen(config: Config) -> list[socket.socket]:
@@ -274,20 +344,55 @@ def start(config: Config, sockets: list[socket.socket] | None = None,
     return RunningServer(gateway, server, sockets)
 
 
+def reload_from(running: RunningServer, read_config: Callable[[], Config]) -> None:
+    """Read the config again and serve new requests with it; an invalid one changes nothing."""
+    try:
+        config = read_config()
+    except ConfigError as error:
+        log.error("reload refused, the running config stays: %s", error)
+        return
+    running.reload(config)
+    log.info("config reloaded from %s (routes: %s); running streams finish on the old one",
+             config.path, ", ".join(route.prefix for route in config.routes) or "none")
+
+
+def _reopen_access_log(running: RunningServer) -> None:
+    if running.gateway.access_log is not None:
+        running.gateway.access_log.reopen()
+
+
 async def serve(config: Config, sockets: list[socket.socket] | None = None,
-                table: SharedTable | None = None) -> None:
-    """Run until SIGTERM or SIGINT, then drain gracefully; SIGHUP reopens the access log."""
+                table: SharedTable | None = None,
+                read_config: Callable[[], Config] | None = None) -> None:
+    """Run until a signal to stop, then drain. SIGTERM and SIGINT drain, refusing requests
+    on open connections; SIGQUIT drains serving them (a worker being replaced); SIGHUP
+    reloads the config with ``read_config`` (None: a worker, whose parent reloads by
+    replacing it); SIGUSR1 reopens the access log."""
     running = start(config, sockets, table)
     stop = asyncio.Event()
+    graceful = False
+
+    def retire() -> None:
+        nonlocal graceful
+        graceful = True
+        stop.set()
+
     loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
+    meanings: dict[signal.Signals, Callable[[], None]] = {
+        signal.SIGTERM: stop.set,
+        signal.SIGINT: stop.set,
+        signal.SIGQUIT: retire,
+        signal.SIGHUP: ((lambda: reload_from(running, read_config)) if read_config is not None
+                        else lambda: None),
+        signal.SIGUSR1: lambda: _reopen_access_log(running),
+    }
+    for signum, act in meanings.items():
+        loop.add_signal_handler(signum, act)
     # A worker process starts with these blocked (mediaproxy.server.workers): none was lost.
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, (signal.SIGTERM, signal.SIGINT))
-    if running.gateway.access_log is not None:
-        loop.add_signal_handler(signal.SIGHUP, running.gateway.access_log.reopen)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, meanings)
     await stop.wait()
-    log.info("mediaproxy stopping: %d streams running, grace %.0f s",
-             len(running.gateway.active), config.server.shutdown_grace_s)
-    await running.shutdown()
+    log.info("mediaproxy %s: %d streams running, grace %.0f s",
+             "replaced, finishing" if graceful else "stopping", len(running.gateway.active),
+             running.gateway.config.server.shutdown_grace_s)
+    await running.shutdown(graceful)
     log.info("mediaproxy stopped")

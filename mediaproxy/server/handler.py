@@ -306,6 +306,8 @@ class GatewayHandler(RequestHandler):
         # Never Tornado's default text/html: a response without a type stays without one.
         self.clear_header("Content-Type")
         self.set_header("Server", "mediaproxy")
+        if self.application.lifecycle.retiring:  # type: ignore[attr-defined]
+            self.set_header("Connection", "close")  # the client's next request: a new worker
 
     def compute_etag(self) -> str | None:
         return None  # integrations set validators themselves; never hash a body

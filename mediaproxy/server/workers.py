@@ -7,11 +7,18 @@ single port, and a draining worker leaves no connections stranded in an accept q
 own. Not ``fork_processes`` itself: its parent dies on SIGTERM without telling the workers (a
 container runtime signals only PID 1), and it cannot tell the metrics a worker is gone.
 
-The parent forwards SIGTERM and SIGINT to every worker, which drains as a single process does
-(``RunningServer.shutdown``); it closes its own copy of the socket at once, so the port
-refuses new connections as soon as every worker has stopped accepting. A worker that crashes
-is restarted, unless it crashed within ``MIN_UPTIME_S`` of starting (that would only repeat).
-The parent exits 0 once every worker has drained and exited 0.
+The parent forwards SIGTERM, SIGINT and SIGQUIT to every worker, which drains as a single
+process does (``RunningServer.shutdown``); it closes its own copy of the socket at once, so
+the port refuses new connections as soon as every worker has stopped accepting. SIGUSR1 is
+passed on (every worker reopens the access log). A worker that crashes is restarted, unless it
+crashed within ``MIN_UPTIME_S`` of starting (that would only repeat). The parent exits 0 once
+every worker has drained and exited 0.
+
+SIGHUP reloads: the parent reads the config again; invalid, it logs why and nothing changes;
+valid, it forks a new set of workers with it and sends the old ones SIGQUIT. They stop
+accepting at once (the new ones accept from then on), serve what reaches them on the
+connections they have, closing each after its response, and exit once their streams have
+finished: no request is refused or cut. A fresh process also imports function handlers anew.
 
 Caps hold for the instance, not each worker: the stream counts live in a ``SharedTable`` the
 parent creates before forking, one column per worker, and the parent frees a worker's column
@@ -29,36 +36,42 @@ import os
 import signal
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from types import FrameType
 from typing import NoReturn
 
 from mediaproxy.server import eventloop
-from mediaproxy.config import Config
+from mediaproxy.config import Config, ConfigError
 from mediaproxy.ops.metrics_dir import prepare_metrics_dir
 from mediaproxy.server.shared_table import SharedTable
 
 log = logging.getLogger("mediaproxy")
 
 MIN_UPTIME_S = 1.0
-FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+# The parent's part in each signal: stop (and pass it on), reload, or only pass it on.
+STOPPING_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
+RELOAD_SIGNAL = signal.SIGHUP
+PASSED_ON_SIGNALS = (signal.SIGUSR1,)
+FORWARDED_SIGNALS = STOPPING_SIGNALS + (RELOAD_SIGNAL,) + PASSED_ON_SIGNALS
 
 
 def process_count(config: Config) -> int:
     return config.server.processes or os.cpu_count() or 1
 
 
-def run(config: Config) -> int:
-    """Serve until SIGTERM or SIGINT and a graceful drain; the exit code."""
+def run(config: Config, read_config: Callable[[], Config] | None = None) -> int:
+    """Serve until SIGTERM, SIGINT or SIGQUIT and a graceful drain; the exit code.
+    ``read_config`` reads the config again, on SIGHUP."""
     count = process_count(config)
     if count == 1:
         from mediaproxy.server.app import serve
-        eventloop.run(serve(config), config.server.event_loop)
+        eventloop.run(serve(config, read_config=read_config), config.server.event_loop)
         return 0
     remove_metrics_dir = prepare_metrics_dir()
     try:
         config = replace(config, server=replace(config.server, processes=count))
-        return _Supervisor(config, count).run()
+        return _Supervisor(config, count, read_config).run()
     finally:
         remove_metrics_dir()
 
@@ -76,10 +89,13 @@ COLUMNS_PER_WORKER = 4
 
 
 class _Supervisor:
-    def __init__(self, config: Config, count: int) -> None:
+    def __init__(self, config: Config, count: int,
+                 read_config: Callable[[], Config] | None) -> None:
         self.config = config
         self.count = count
+        self.read_config = read_config
         self.workers: dict[int, _Worker] = {}
+        self.replaced: set[int] = set()  # pids told to finish and exit (a reload)
         self.stopping = False
         self.failed = False
         self.sockets: list[socket.socket] = []
@@ -90,8 +106,11 @@ class _Supervisor:
         from mediaproxy.server import app
         from mediaproxy.ops import metrics
         self.sockets = app.listen(self.config)
-        for signum in FORWARDED_SIGNALS:
+        for signum in STOPPING_SIGNALS:
             signal.signal(signum, self._stop)
+        signal.signal(RELOAD_SIGNAL, self._reload)
+        for signum in PASSED_ON_SIGNALS:
+            signal.signal(signum, self._pass_on)
         for index in range(self.count):
             self._fork(index)
         log.info("mediaproxy: %d worker processes (pids %s)", self.count,
@@ -112,6 +131,11 @@ class _Supervisor:
         return 1 if self.failed else 0
 
     def _exited(self, pid: int, worker: _Worker, code: int) -> None:
+        if pid in self.replaced:
+            self.replaced.discard(pid)
+            if code != 0:
+                log.error("replaced worker %d (pid %d) exited with %d", worker.index, pid, code)
+            return  # its successor runs already
         if code == 0:
             return  # drained (or told to stop on its own): not restarted
         how = f"killed by signal {-code}" if code < 0 else f"exited with {code}"
@@ -164,11 +188,44 @@ class _Supervisor:
                      self.config.server.shutdown_grace_s)
         self.stopping = True
         self._close_sockets()
-        for pid in self.workers:
+        self._pass_on(signum, frame)
+
+    def _pass_on(self, signum: int, frame: FrameType | None) -> None:
+        """Send the signal to every worker."""
+        self._signal(list(self.workers), signum)
+
+    @staticmethod
+    def _signal(pids: list[int], signum: int) -> None:
+        for pid in pids:
             try:
                 os.kill(pid, signum)
             except ProcessLookupError:
                 pass  # exited already; os.wait() will tell
+
+    def _reload(self, signum: int, frame: FrameType | None) -> None:
+        """Read the config again; valid, replace every worker by one running it."""
+        from mediaproxy.server.app import restartless
+
+        if self.stopping or self.read_config is None:
+            return
+        try:
+            config = self.read_config()
+        except ConfigError as error:
+            log.error("reload refused, the running config stays: %s", error)
+            return
+        if len(self.free_columns) < self.count:
+            log.error("reload refused: workers replaced by an earlier reload are still "
+                      "finishing their streams; send SIGHUP again once they have")
+            return
+        self.config = restartless(self.config, config)
+        previous = [pid for pid in self.workers if pid not in self.replaced]
+        for index in range(self.count):
+            self._fork(index)
+        self.replaced.update(previous)
+        self._signal(previous, signal.SIGQUIT)
+        log.info("config reloaded from %s: workers %s replace %s, which finish their streams",
+                 config.path, " ".join(str(pid) for pid in self.workers if pid not in
+                                       self.replaced), " ".join(map(str, previous)))
 
     def _close_sockets(self) -> None:
         for sock in self.sockets:

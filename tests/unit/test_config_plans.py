@@ -71,3 +71,14 @@ def test_bad_plans_name_file_key_and_reason(tmp_path: Path, text: str, key: str,
     assert caught.value.key == key and reason in caught.value.reason
     assert str(caught.value).startswith(f"{path.resolve()}: {key}: ")
     assert "\"k\"" not in str(caught.value)  # a key is never echoed
+
+
+def test_a_reload_keeps_what_only_a_restart_can_change(tmp_path: Path,
+                                                       caplog: pytest.LogCaptureFixture) -> None:
+    from mediaproxy.server.app import restartless
+
+    running = load(write(tmp_path, '[server]\nport = 8080\nshutdown_grace = 5\n'))
+    loaded = load(write(tmp_path, '[server]\nport = 9090\nprocesses = 3\nshutdown_grace = 7\n'))
+    kept = restartless(running, loaded)
+    assert (kept.server.port, kept.server.processes, kept.server.shutdown_grace_s) == (8080, 1, 7)
+    assert "[server] port, processes changed; that applies at the next start" in caplog.text
