@@ -167,3 +167,28 @@ def test_redis_killed_mid_stream_the_stream_goes_on_and_the_policy_applies(
     assert get(denying, "/files/small.txt", "gold-key")[0] == 200
     metrics = request(denying.port, "GET", "/metrics").body.decode()
     assert "mediaproxy_shared_state_up 1.0" in metrics
+
+
+def test_a_reload_applies_a_changed_plan_to_new_requests_and_keeps_the_stream_running(
+        make_gateway: MakeGateway, root: Path, tmp_path: Path) -> None:
+    from mediaproxy import config as config_module
+
+    gateway = make_gateway(config(root, "max_concurrent_streams = 1"))
+    running = stalled(gateway, "gold-key")
+    assert status_of(running) == 200
+    assert get(gateway, "/files/small.txt", "gold-key")[0] == 429
+    path = tmp_path / "reloaded.toml"
+    path.write_text(config(root, "max_concurrent_streams = 2"))
+    loaded = config_module.load(path)
+    assert gateway.running is not None
+    server = gateway.running
+    gateway.call(lambda: server.reload(loaded))
+    # The running stream still holds its slot under the new cap: one more, not two.
+    assert get(gateway, "/files/small.txt", "gold-key")[0] == 200
+    second = stalled(gateway, "gold-key")
+    assert status_of(second) == 200
+    assert get(gateway, "/files/small.txt", "gold-key")[0] == 429
+    second.close()
+    # Began before the reload, ends whole after it (status_of read its first 4 KiB).
+    assert drain(running) > BIG_BYTES - 4096
+    running.close()
