@@ -204,8 +204,9 @@ def make_gateway(config: Config, table: SharedTable | None = None,
                       else open_access_log(config.server.access_log))
         owns_table, table = previous.owns_table, previous.slots.table
     slots = StreamSlots(config.limits.max_concurrent_streams, table)
-    plans = None if not config.plans else PlanGuard(config.shared_state, config.plans,
-                                                    usage_store(config, slots.table), metrics)
+    plans = None if not config.plans else PlanGuard(
+        config.shared_state, config.plans, usage_store(config, slots.table), metrics,
+        remote=config.shared_state.redis_url is not None)
     rules: list[Any] = [(r"/healthz", HealthHandler, {"lifecycle": lifecycle})]
     # A surface switched off stays reserved: 404, never handed to a catch-all '/' route.
     if config.server.metrics:

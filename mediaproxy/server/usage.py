@@ -141,9 +141,12 @@ class PlanGuard:
     """Usage plans for one gateway: admission of a key's request and its byte meter."""
 
     def __init__(self, settings: SharedState, plans: Iterable[Plan], store: UsageStore,
-                 metrics: Metrics, clock: Callable[[], float] = time.time) -> None:
+                 metrics: Metrics, clock: Callable[[], float] = time.time, *,
+                 remote: bool = True) -> None:
         self.settings = settings
         self.store = store
+        # A store in this process's memory answers at once: no timer per call for it.
+        self._timeout_s = settings.timeout_s if remote else None
         self.metrics = metrics
         self.clock = clock
         self._keys = plan_keys(plans)
@@ -158,6 +161,11 @@ class PlanGuard:
             await asyncio.wait_for(self.store.open(), max(self.settings.timeout_s, OPEN_S))
         except (SharedStateError, asyncio.TimeoutError) as error:
             self._failed(error)
+
+    @property
+    def away(self) -> bool:
+        """The store failed and has not answered since."""
+        return self._down_since is not None
 
     def plan_for(self, api_key: str | None) -> PlanKey | None:
         return None if api_key is None else self._keys.get(api_key)
@@ -189,7 +197,8 @@ class PlanGuard:
                 operation.close()  # never started: nothing to clean up
             raise SharedStateError("still away")
         try:
-            answer = await asyncio.wait_for(operation, self.settings.timeout_s)
+            answer = await (operation if self._timeout_s is None
+                            else asyncio.wait_for(operation, self._timeout_s))
         except (SharedStateError, asyncio.TimeoutError) as error:
             self._failed(error)
             raise SharedStateError(str(error)) from error
@@ -273,6 +282,11 @@ class KeyUsage:
         QuotaExhausted when a quota had nothing left."""
         if length <= self._reserved:
             self._reserved -= length
+            return
+        if self._guard.away:
+            # Uncounted meanwhile: a running stream never waits on a store that is away (new
+            # requests are the ones that find out when it is back).
+            self._reserved = 0
             return
         step = max(self.step_bytes, length - self._reserved)
         now_s = self._guard.clock()
