@@ -3,8 +3,8 @@
 Three files of plain HTML, CSS and JavaScript from the package (no build step), one JSON
 overview, and one server-sent-events stream that samples the running exchanges once a second.
 Sampling reads the ``bytes_sent`` counters the exchanges keep anyway, so watching costs the
-streams nothing per chunk. A page shows the process that served it: with several worker
-processes each has its own streams (``/metrics`` is the one that sums them all).
+streams nothing per chunk. With several worker processes the live table shows every worker's
+streams (``SiblingStreams``), each with the pid of the worker running it.
 
 What it shows depends on who may look (``AdminAccess``): with no admin key configured the page
 is public, so routes that take API keys or signed URLs, their files and their streams are left
@@ -24,6 +24,7 @@ import json
 import os
 import re
 import stat
+import time
 from collections.abc import Collection, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -303,13 +304,66 @@ class OverviewHandler(_StatusHandler):
         self.finish(json.dumps(overview))
 
 
+STREAMS_FILE = "streams-{pid}.json"
+# A worker's file older than this is one with no streams left (it writes none then), or gone.
+STALE_AFTER_S = 3 * SAMPLE_INTERVAL_S
+
+
+class SiblingStreams:
+    """The live streams of every worker process of this instance, through small files in the
+    folder the workers already share for their metrics: each worker writes its own streams
+    once per sample interval while it has any (``publish``), and the page's events add the
+    other workers' files to this one's streams (``others``). The parent removes a worker's file
+    when it reaps it (``forget_worker``)."""
+
+    def __init__(self, folder: str, active: Collection[LiveStream], admin: AdminAccess) -> None:
+        self.folder = Path(folder)
+        self.active = active
+        self.admin = admin
+        self.pid = os.getpid()
+        self._path = self.folder / STREAMS_FILE.format(pid=self.pid)
+
+    async def publish(self) -> None:
+        loop = asyncio.get_running_loop()
+        streams: dict[int, StreamSample] = {}
+        while True:
+            had_streams = bool(streams)
+            streams = sample_streams(self.active, streams, loop.time(), self.admin)
+            if streams or had_streams:  # the last write of a busy spell says "none left"
+                rows = [{**asdict(sample), "pid": self.pid} for sample in streams.values()]
+                temporary = self._path.with_suffix(".tmp")
+                temporary.write_text(json.dumps(rows))
+                temporary.replace(self._path)  # a reader sees the old file or the new
+            await asyncio.sleep(SAMPLE_INTERVAL_S)
+
+    def others(self, now_s: float) -> list[dict[str, Any]]:
+        rows: list[dict[str, Any]] = []
+        for path in self.folder.glob(STREAMS_FILE.format(pid="*")):
+            if path == self._path:
+                continue
+            try:
+                if now_s - path.stat().st_mtime > STALE_AFTER_S:
+                    continue
+                rows += json.loads(path.read_text())
+            except (OSError, ValueError):
+                continue  # its worker is just gone, or mid-replace
+        return rows
+
+
+def forget_worker(folder: str, pid: int) -> None:
+    """A worker exited: its streams are no longer shown."""
+    (Path(folder) / STREAMS_FILE.format(pid=pid)).unlink(missing_ok=True)
+
+
 class EventsHandler(_StatusHandler):
-    """Server-sent events: every second, the running exchanges of this process."""
+    """Server-sent events: every second, the running exchanges of this process, and with
+    several workers every other worker's too (``SiblingStreams``)."""
 
     def initialize(self, config: Config, admin: AdminAccess,  # type: ignore[override]
-                   active: Collection[LiveStream]) -> None:
+                   active: Collection[LiveStream], siblings: SiblingStreams | None) -> None:
         super().initialize(config, admin)
         self.active = active
+        self.siblings = siblings
 
     async def get(self) -> None:
         self.set_header("Content-Type", "text/event-stream")
@@ -319,7 +373,10 @@ class EventsHandler(_StatusHandler):
         self.write(f"retry: {int(SAMPLE_INTERVAL_S * 2000)}\n\n")
         while True:
             streams = sample_streams(self.active, streams, loop.time(), self.admin)
-            event = {**self.process(), "streams": [asdict(s) for s in streams.values()]}
+            rows = [{**asdict(s), "pid": os.getpid()} for s in streams.values()]
+            if self.siblings is not None:
+                rows += self.siblings.others(time.time())
+            event = {**self.process(), "streams": rows}
             self.write(f"data: {json.dumps(event)}\n\n")
             try:
                 await self.flush()
@@ -328,14 +385,16 @@ class EventsHandler(_StatusHandler):
             await asyncio.sleep(SAMPLE_INTERVAL_S)
 
 
-def rules(config: Config, active: Collection[LiveStream], admin: AdminAccess) -> list[Any]:
+def rules(config: Config, active: Collection[LiveStream], admin: AdminAccess,
+          siblings: SiblingStreams | None = None) -> list[Any]:
     """The status page's URL rules, for the application."""
     settings = {"config": config, "admin": admin}
     samples = SampleCache(shown_routes(config.routes, admin))
     return [
         (PREFIX, _RedirectToPage, settings),
         (PREFIX + "/api/overview", OverviewHandler, {**settings, "samples": samples}),
-        (PREFIX + "/events", EventsHandler, {**settings, "active": active}),
+        (PREFIX + "/events", EventsHandler, {**settings, "active": active,
+                                                 "siblings": siblings}),
         (PREFIX + "/(" + "|".join(map(re.escape, PAGE_FILES)) + ")", PageHandler, settings),
     ]
 

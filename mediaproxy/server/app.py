@@ -29,6 +29,7 @@ from mediaproxy.http.grammar import MAX_INT64
 from mediaproxy.server.handler import GatewayHandler, handler_class_for
 from mediaproxy.integrations.base import Integration
 from mediaproxy.ops.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE, Metrics
+from mediaproxy.ops.metrics_dir import multiprocess_dir
 from mediaproxy.server.shared_table import SharedTable
 from mediaproxy.server.usage import LocalStore, PlanGuard, UsageStore
 from mediaproxy.tornado_internals import reason_phrase
@@ -161,6 +162,7 @@ class Gateway:
     slots: StreamSlots
     owns_table: bool = False  # made for this gateway alone (one process), not a worker's
     plans: PlanGuard | None = None
+    publishing: asyncio.Task[None] | None = None  # this worker's streams, for its siblings' page
 
     @property
     def active(self) -> set[GatewayHandler]:
@@ -172,6 +174,8 @@ class Gateway:
         with it stays open."""
         for integration in self.integrations:
             await integration.close()
+        if self.publishing is not None:
+            self.publishing.cancel()
         if self.plans is not None:
             await self.plans.close()
         if self.access_log is not None and (successor is None
@@ -213,8 +217,13 @@ def make_gateway(config: Config, table: SharedTable | None = None,
         rules.append((r"/metrics", MetricsHandler, {"metrics": metrics, "admin": admin}))
     else:
         rules.append((r"/metrics", NotFoundHandler))
+    publishing = None
     if config.server.status_page:
-        rules += status.rules(config, active, admin)
+        folder = multiprocess_dir()
+        siblings = None if folder is None else status.SiblingStreams(folder, active, admin)
+        rules += status.rules(config, active, admin, siblings)
+        if siblings is not None:
+            publishing = asyncio.ensure_future(siblings.publish())
     else:
         rules.append((re.escape(status.PREFIX) + "(?:/.*)?", NotFoundHandler))
     routes: dict[str, dict[str, Any]] = {}
@@ -230,7 +239,7 @@ def make_gateway(config: Config, table: SharedTable | None = None,
     application.active = active  # type: ignore[attr-defined]
     application.lifecycle = lifecycle  # type: ignore[attr-defined]
     return Gateway(config, application, metrics, access_log, lifecycle, built, slots, owns_table,
-                   plans)
+                   plans, publishing)
 
 
 def usage_store(config: Config, table: SharedTable) -> UsageStore:

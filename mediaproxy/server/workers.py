@@ -43,7 +43,7 @@ from typing import NoReturn
 
 from mediaproxy.server import eventloop
 from mediaproxy.config import Config, ConfigError
-from mediaproxy.ops.metrics_dir import prepare_metrics_dir
+from mediaproxy.ops.metrics_dir import multiprocess_dir, prepare_metrics_dir
 from mediaproxy.server.shared_table import SharedTable
 
 log = logging.getLogger("mediaproxy")
@@ -104,7 +104,9 @@ class _Supervisor:
 
     def run(self) -> int:
         from mediaproxy.server import app
-        from mediaproxy.ops import metrics
+        from mediaproxy.ops import metrics, status
+        metrics_folder = multiprocess_dir()
+        assert metrics_folder is not None  # run() prepared it
         self.sockets = app.listen(self.config)
         for signum in STOPPING_SIGNALS:
             signal.signal(signum, self._stop)
@@ -121,6 +123,7 @@ class _Supervisor:
             if worker is None:
                 continue
             metrics.forget_process(pid)
+            status.forget_worker(metrics_folder, pid)
             # Its streams are over, however it ended: the instance's caps count them no more.
             self.table.reclaim(worker.column)
             self.free_columns.append(worker.column)

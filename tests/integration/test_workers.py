@@ -223,3 +223,34 @@ root = "{tmp_path}"
         again.close()
     finally:
         server.close()
+
+
+def test_the_live_table_shows_every_workers_streams(server: Server) -> None:
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    connection.request("GET", "/_mediaproxy/events")
+    reply = connection.getresponse()
+    assert reply.status == 200
+
+    def next_streams() -> list[dict[str, object]]:
+        while not (line := reply.fp.readline().decode()).startswith("data: "):
+            pass
+        streams: list[dict[str, object]] = json.loads(line[len("data: "):])["streams"]
+        return streams
+
+    downloads: list[socket.socket] = []
+    # Fresh connections until the kernel has handed some to each worker; the one page sees
+    # them all, whichever worker serves its events.
+    while True:
+        downloads.append(open_stalled_download(server.port, "/files/big.bin"))
+        assert status_line(downloads[-1]) == b"HTTP/1.1 200 OK"
+        for _ in range(5):  # each worker publishes its streams once a second
+            streams = next_streams()
+            if len(streams) == len(downloads):
+                break
+        assert len(streams) == len(downloads)
+        if {stream["pid"] for stream in streams} == server.worker_pids:
+            break
+        assert len(downloads) < 40
+    connection.close()
+    for sock in downloads:
+        sock.close()

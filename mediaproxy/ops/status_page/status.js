@@ -33,7 +33,7 @@ function fillTable(tbody, rows) {
 function showProcess(info) {
   const text = info.processes > 1
     ? `Served by process ${info.pid}, one of ${info.processes} worker processes: the live ` +
-      "table shows this process's streams only (reload to reach another); /metrics sums them all."
+      "table shows every worker's streams; /metrics sums them all."
     : `Served by process ${info.pid}.`;
   document.getElementById("process").textContent = text;
 }
