@@ -22,6 +22,7 @@ from __future__ import annotations
 from typing import TypeVar
 
 from tornado.http1connection import HTTP1Connection
+from tornado.httpserver import HTTPServer
 from tornado.iostream import IOStream
 from tornado.web import RequestHandler
 
@@ -59,6 +60,11 @@ def count_body_bytes(connection: HTTP1Connection, sent: int) -> None:
     remaining = content_remaining(connection)
     assert remaining is not None, "only a Content-Length body is counted"
     connection._expected_content_remaining = remaining - sent
+
+
+def open_connections(server: HTTPServer) -> int:
+    """Connections the server still has open (its own close_all_connections walks them)."""
+    return len(server._connections)
 
 
 def buffered_read_bytes(stream: IOStream) -> int:

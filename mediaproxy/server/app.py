@@ -32,7 +32,7 @@ from mediaproxy.ops.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE, Metrics
 from mediaproxy.ops.metrics_dir import multiprocess_dir
 from mediaproxy.server.shared_table import SharedTable
 from mediaproxy.server.usage import LocalStore, PlanGuard, UsageStore
-from mediaproxy.tornado_internals import reason_phrase
+from mediaproxy.tornado_internals import open_connections, reason_phrase
 
 log = logging.getLogger("mediaproxy")
 
@@ -294,20 +294,13 @@ class RunningServer:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace_s
         while loop.time() < deadline and (self.gateway.active or (
-                graceful and _open_connections(self.server))):
+                graceful and open_connections(self.server))):
             await asyncio.sleep(0.05)
         for handler in list(self.gateway.active):
             handler.terminate(Termination.SHUTDOWN)
         await self.server.close_all_connections()
         await asyncio.gather(*self.retiring)
         await self.gateway.close()
-
-
-def _open_connections(server: HTTPServer) -> int:
-    """Connections the server still has open (a request may be on its way on any of them)."""
-    # Checked against Tornado 6.4: HTTPServer keeps them in a private set, which its own
-    # close_all_connections walks.
-    return len(server._connections)
 
 
 # [server] settings bound to the listening socket or the process: a reload keeps them.

@@ -347,7 +347,7 @@ class GatewayHandler(RequestHandler):
             if plan_key is not None:
                 assert self.admission.plans is not None
                 self.usage = await self.admission.plans.admit(plan_key)
-                if self._finished:  # the client left while the store answered
+                if handler_finished(self):  # the client left while the store answered
                     self.usage.end()
                     return
                 if self.usage.metered:

@@ -96,10 +96,33 @@ def test_a_subclass_can_stop_streaming_the_request_body() -> None:
     assert not _has_stream_request_body(Whole)
 
 
+def test_a_server_counts_its_open_connections() -> None:
+    async def check() -> None:
+        from tornado.httpserver import HTTPServer
+        from tornado.netutil import bind_sockets
+
+        server = HTTPServer(Application())
+        sockets = bind_sockets(0, "127.0.0.1")
+        server.add_sockets(sockets)
+        assert internals.open_connections(server) == 0
+        reader, writer = await asyncio.open_connection("127.0.0.1",
+                                                       sockets[0].getsockname()[1])
+        for _ in range(100):
+            await asyncio.sleep(0.01)
+            if internals.open_connections(server):
+                break
+        assert internals.open_connections(server) == 1
+        writer.close()
+        server.stop()
+        await server.close_all_connections()
+
+    asyncio.run(check())
+
+
 def test_no_other_module_touches_them() -> None:
     package = Path(internals.__file__).parent
     names = {"_finished", "_reason", "_stream_request_body", "_chunking_output",
-             "_expected_content_remaining", "_read_buffer_size"}
+             "_expected_content_remaining", "_read_buffer_size", "_connections"}
     touching = sorted(
         f"{path.relative_to(package)}:{node.lineno} {node.attr}"
         for path in package.rglob("*.py") if path.name != "tornado_internals.py"
