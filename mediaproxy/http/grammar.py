@@ -12,6 +12,8 @@ and ``int()`` refuses more than 4,300 digits with its own ValueError. RFC 5234 a
 
 from __future__ import annotations
 
+import re
+
 # A signed 64-bit file offset (off_t) is the largest size any file or body here can have;
 # nginx refuses a Content-Length beyond it as well.
 MAX_INT64 = 2**63 - 1
@@ -77,3 +79,17 @@ TCHARS = frozenset("!#$%&'*+-.^_`|~0123456789"
 def is_token(text: str) -> bool:
     """Whether ``text`` is an RFC 9110 token (a field name, a method, a range unit)."""
     return bool(text) and all(character in TCHARS for character in text)
+
+
+# RFC 9110 §5.5:
+#   field-value   = *field-content
+#   field-content = field-vchar [ 1*( SP / HTAB / field-vchar ) field-vchar ]
+#   field-vchar   = VCHAR / obs-text          ; obs-text = %x80-FF
+# No control character but HTAB, nothing past Latin-1 (the wire is octets), and no whitespace
+# at either end ("a field value does not include leading or trailing whitespace").
+_FIELD_VALUE = re.compile(r"(?:[\x21-\x7e\x80-\xff](?:[\t\x20-\x7e\x80-\xff]*[\x21-\x7e\x80-\xff])?)?")
+
+
+def is_field_value(text: str) -> bool:
+    """Whether ``text`` is an RFC 9110 field-value (each character one octet on the wire)."""
+    return _FIELD_VALUE.fullmatch(text) is not None

@@ -43,7 +43,6 @@ import binascii
 import importlib
 import inspect
 import logging
-import re
 import sys
 import time
 import uuid
@@ -56,6 +55,7 @@ from urllib.parse import parse_qsl, unquote
 
 from mediaproxy.config import Route, Table
 from mediaproxy.errors import PayloadTooLarge, UpstreamError
+from mediaproxy.http.grammar import GrammarError, is_field_value, is_token, parse_digits
 from mediaproxy.http.headers import end_to_end
 from mediaproxy.http.statuses import is_bodyless
 from mediaproxy.integrations.base import Exchange, Integration, Request
@@ -73,8 +73,8 @@ SYNC_CLOSE_WAIT_S = 1.0
 MEMORY_LIMIT_MB = 128  # what context.memory_limit_in_mb says; nothing enforces it
 
 _function_pool = LazyPool(FUNCTION_THREADS, "mediaproxy-function")
-_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
-_FORBIDDEN_IN_VALUES = re.compile(r"[\r\n\x00]")
+# The cap the gateway puts on an origin's header block too (Tornado's default for a request's).
+MAX_HEADER_BYTES = 64 * 1024
 _END = object()
 
 
@@ -315,8 +315,11 @@ def _has(fields: list[tuple[str, str]], name: str) -> bool:
 
 def _read_head(response: Mapping[str, Any]) -> Head:
     status = response.get("statusCode", 200)
-    if isinstance(status, str) and status.isdigit():
-        status = int(status)
+    if isinstance(status, str):
+        try:  # API Gateway takes "200" as well as 200; never "+200" or "٢٠٠"
+            status = parse_digits(status, maximum=999)
+        except GrammarError:
+            raise MalformedResponse(f"statusCode {status[:20]!r} is not ASCII digits") from None
     # 1xx are interim responses, never the answer (and would promise another head to come).
     if not isinstance(status, int) or isinstance(status, bool) or not 200 <= status <= 599:
         raise MalformedResponse(f"statusCode must be an integer 200-599, got {status!r}")
@@ -333,17 +336,21 @@ def _read_head(response: Mapping[str, Any]) -> Head:
     # Framing is the gateway's: a function cannot set Transfer-Encoding, Connection or a
     # Content-Length that its body might contradict.
     fields = [(n, v) for n, v in end_to_end(fields) if n.lower() != "content-length"]
+    # Each field costs ": " and CRLF on the wire besides its name and value.
+    if sum(len(n) + len(v) + 4 for n, v in fields) > MAX_HEADER_BYTES:
+        raise MalformedResponse(f"headers over {MAX_HEADER_BYTES} bytes")
     return Head(status, fields, base64=bool(response.get("isBase64Encoded", False)))
 
 
 def _header_field(name: object, value: object) -> tuple[str, str]:
-    if not isinstance(name, str) or not _TOKEN.match(name):
+    if not isinstance(name, str) or not is_token(name):
         raise MalformedResponse(f"header name {name!r} is not a token")
     if isinstance(value, bool) or not isinstance(value, str | int | float):
         raise MalformedResponse(f"header {name} has a {type(value).__name__} value")
-    text = str(value)
-    if _FORBIDDEN_IN_VALUES.search(text):
-        raise MalformedResponse(f"header {name} holds CR, LF or NUL")
+    text = str(value).strip(" \t")  # RFC 9110 §5.5: whitespace around is no part of a value
+    if not is_field_value(text):
+        raise MalformedResponse(f"header {name} is not a field value (a control character, "
+                                f"or one beyond Latin-1): {text[:40]!r}")
     return name, text
 
 

@@ -104,3 +104,34 @@ async def status_with_streamed_body(event: dict[str, Any], context: Any) -> Asyn
         yield "a body that must not be sent"
     finally:
         cleaned_up(query.get("token", "-")).set()
+
+
+# Response heads that must be refused (a 502), and heads that must pass, by ?case=NAME.
+MALFORMED_HEADS: dict[str, dict[str, Any]] = {
+    "control-character": {"headers": {"X-A": "a\x01b"}},
+    "delete": {"headers": {"X-A": "a\x7fb"}},
+    "vertical-tab": {"headers": {"X-A": "a\x0bb"}},
+    "beyond-latin-1": {"headers": {"X-A": "snow \u2603"}},
+    "name-with-space": {"headers": {"X A": "1"}},
+    "name-with-colon": {"multiValueHeaders": {"X:A": ["1"]}},
+    "non-ascii-name": {"headers": {"\u00c4": "1"}},
+    "empty-name": {"headers": {"": "1"}},
+    "arabic-indic-status": {"statusCode": "\u0663\u0660\u0660"},
+    "superscript-status": {"statusCode": "2\u00b2"},
+    "signed-status": {"statusCode": "+200"},
+    "spaced-status": {"statusCode": " 200"},
+    "underscored-status": {"statusCode": "2_00"},
+    "headers-over-the-cap": {"headers": {f"X-{n}": "v" * 1000 for n in range(80)}},
+}
+VALID_HEADS: dict[str, dict[str, Any]] = {
+    "string-status": {"statusCode": "201"},
+    "tab-inside": {"headers": {"X-A": "a\tb"}},
+    "latin-1": {"headers": {"X-A": "caf\u00e9"}},
+    "surrounding-space": {"headers": {"X-A": " trimmed \t"}},
+    "empty-value": {"headers": {"X-A": ""}},
+}
+
+
+def head_case(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    case = (event["queryStringParameters"] or {})["case"]
+    return {"statusCode": 200, "body": "x", **MALFORMED_HEADS.get(case, VALID_HEADS.get(case, {}))}

@@ -23,7 +23,7 @@ REPO = Path(__file__).resolve().parents[2]
 HANDLERS = [
     "echo", "binary", "iterator_body", "async_iterator_body", "async_stream", "sync_stream",
     "fails_at_once", "fails_later", "not_a_response", "bad_header", "status_with_body",
-    "status_with_streamed_body",
+    "status_with_streamed_body", "head_case",
 ]
 
 
@@ -121,6 +121,26 @@ def test_an_exception_mid_stream_aborts_the_response(gateway: GatewayThread) -> 
 def test_a_malformed_response_is_502(gateway: GatewayThread, path: str) -> None:
     reply = request(gateway.port, "GET", path)
     assert (reply.status, reply.body) == (502, b"502 Bad Gateway: malformed function response\n")
+
+
+@pytest.mark.parametrize("case", handlers.MALFORMED_HEADS)
+def test_a_head_outside_the_field_grammar_is_502(gateway: GatewayThread, case: str) -> None:
+    """RFC 9110 §5.5 field-values (no control characters but HTAB, Latin-1 at most), token
+    names, a statusCode of ASCII digits, the header block within its cap."""
+    reply = request(gateway.port, "GET", f"/head_case?case={case}")
+    assert (reply.status, reply.body) == (502, b"502 Bad Gateway: malformed function response\n")
+
+
+@pytest.mark.parametrize("case, status, value", [
+    ("string-status", 201, None), ("tab-inside", 200, "a\tb"), ("latin-1", 200, "caf\u00e9"),
+    ("surrounding-space", 200, "trimmed"), ("empty-value", 200, ""),
+])
+def test_a_head_within_the_field_grammar_passes(gateway: GatewayThread, case: str, status: int,
+                                               value: str | None) -> None:
+    reply = request(gateway.port, "GET", f"/head_case?case={case}")
+    assert (reply.status, reply.body) == (status, b"x")
+    if value is not None:
+        assert reply.headers["x-a"] == value
 
 
 def two_on_one_connection(port: int, first_path: str) -> tuple[bytes, bytes]:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, strategies as st
 
-from mediaproxy.http.grammar import (MAX_INT64, GrammarError, is_digits, is_token,
-                                     parse_digits, parse_digits_capped)
+from mediaproxy.http.grammar import (MAX_INT64, GrammarError, is_digits, is_field_value,
+                                     is_token, parse_digits, parse_digits_capped)
 
 
 @pytest.mark.parametrize("text, value", [
@@ -72,3 +72,21 @@ def test_parse_digits_capped_returns_or_raises_its_own_error(text: str, ceiling:
 ])
 def test_token(text: str, expected: bool) -> None:
     assert is_token(text) is expected
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("", True), ("a", True), ("a b\tc", True), ("caf\u00e9", True), ("\u00ff", True),
+    ('"quoted", (comment); x=1', True),
+    (" a", False), ("a ", False), ("\ta", False), ("a\r\nb", False), ("a\nb", False),
+    ("a\x00b", False), ("a\x01b", False), ("a\x7fb", False), ("a\x0bb", False),
+    ("\u0100", False), ("snow \u2603", False),
+])
+def test_field_value(text: str, expected: bool) -> None:
+    assert is_field_value(text) is expected
+
+
+@given(st.text(max_size=20))
+def test_a_field_value_is_one_latin_1_octet_per_character_without_controls(text: str) -> None:
+    if is_field_value(text):
+        assert text == text.strip(" \t")
+        assert all(c == "\t" or " " <= c <= "~" or "\x80" <= c <= "\xff" for c in text)
