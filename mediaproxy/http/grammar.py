@@ -87,7 +87,9 @@ def is_token(text: str) -> bool:
 #   field-vchar   = VCHAR / obs-text          ; obs-text = %x80-FF
 # No control character but HTAB, nothing past Latin-1 (the wire is octets), and no whitespace
 # at either end ("a field value does not include leading or trailing whitespace").
-_FIELD_VALUE = re.compile(r"(?:[\x21-\x7e\x80-\xff](?:[\t\x20-\x7e\x80-\xff]*[\x21-\x7e\x80-\xff])?)?")
+_FIELD_VCHAR = r"[\x21-\x7e\x80-\xff]"
+_FIELD_VALUE = re.compile(
+    rf"(?:{_FIELD_VCHAR}(?:[\t\x20-\x7e\x80-\xff]*{_FIELD_VCHAR})?)?")
 
 
 def is_field_value(text: str) -> bool:
