@@ -141,8 +141,16 @@ class ServerConfig:
     port: int = 8080
     # Time running streams get to finish after SIGTERM; Kubernetes' default grace is 30 s.
     shutdown_grace_s: float = 25.0
-    # Request line plus headers; Tornado's default. Beyond it Tornado closes the connection.
+    # Request line plus headers; Tornado's default. Beyond it: 414 if the request line alone
+    # does not fit, else 431, then the connection is closed.
     max_header_bytes: int = 65536
+    # Time for a request's header block to arrive (from the connection's start, or from the
+    # first byte of a kept-alive connection's next request). nginx's client_header_timeout is
+    # 60 s; half of it still suits any real client and holds slow-header attackers half as long.
+    header_timeout_s: float = 30.0
+    # Open client connections per process; 0: no cap. Beyond it new connections are closed at
+    # once. nginx's worker_connections (512 by default) is the same idea.
+    max_client_connections: int = 0
     # Worker processes sharing the port; 0 means one per core.
     processes: int = 1
     # "stderr", "off", or a file the JSON lines are appended to.
@@ -366,6 +374,10 @@ def _read_access_log(table: Table) -> str:
     return str(path)
 
 
+# Older versions are refused: RFC 8996 deprecates TLS 1.0 and 1.1.
+TLS_VERSIONS = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}
+
+
 def _refuse_password() -> str:
     raise ValueError("encrypted private keys are not supported (no one could type the "
                      "passphrase); decrypt it with `openssl pkey`")
@@ -380,6 +392,9 @@ def _read_tls(table: Table) -> ssl.SSLContext | None:
     keys = ("tls_certificate", "tls_key")
     given = [key for key in keys if table.has(key)]
     if not given:
+        for setting in ("tls_min_version", "tls_ciphers"):
+            if table.has(setting):
+                raise table.error(setting, "applies only with tls_certificate and tls_key")
         return None
     if len(given) == 1:
         (missing,) = set(keys) - set(given)
@@ -400,6 +415,18 @@ def _read_tls(table: Table) -> ssl.SSLContext | None:
         mismatch = getattr(error, "reason", None) == "KEY_VALUES_MISMATCH"
         reason = "does not match the certificate" if mismatch else "holds no PEM private key"
         raise table.error("tls_key", f"{key} {reason} ({error})") from error
+    version = table.string("tls_min_version", "1.2")
+    if version not in TLS_VERSIONS:
+        raise table.error("tls_min_version", f"must be one of {', '.join(TLS_VERSIONS)}, "
+                                             f"got {version!r}")
+    context.minimum_version = TLS_VERSIONS[version]
+    if table.has("tls_ciphers"):
+        ciphers = table.string("tls_ciphers")
+        try:
+            context.set_ciphers(ciphers)
+        except ssl.SSLError as error:
+            raise table.error("tls_ciphers", f"OpenSSL selects no cipher from {ciphers!r} "
+                                             f"({error})") from error
     return context
 
 
@@ -410,6 +437,9 @@ def _read_server(table: Table) -> ServerConfig:
         shutdown_grace_s=table.seconds("shutdown_grace", ServerConfig.shutdown_grace_s),
         max_header_bytes=table.integer("max_header_bytes", ServerConfig.max_header_bytes,
                                        minimum=1024),
+        header_timeout_s=table.seconds("header_timeout", ServerConfig.header_timeout_s),
+        max_client_connections=table.integer("max_client_connections",
+                                             ServerConfig.max_client_connections),
         processes=table.integer("processes", ServerConfig.processes, maximum=1024),
         access_log=_read_access_log(table),
         status_page=table.boolean("status_page", ServerConfig.status_page),

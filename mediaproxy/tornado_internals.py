@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from typing import TypeVar
 
-from tornado.http1connection import HTTP1Connection
+from tornado.http1connection import HTTP1Connection, HTTP1ServerConnection
 from tornado.httpserver import HTTPServer
 from tornado.iostream import IOStream
 from tornado.web import RequestHandler
@@ -65,6 +65,12 @@ def count_body_bytes(connection: HTTP1Connection, sent: int) -> None:
 def open_connections(server: HTTPServer) -> int:
     """Connections the server still has open (its own close_all_connections walks them)."""
     return len(server._connections)
+
+
+def track_connection(server: HTTPServer, connection: HTTP1ServerConnection) -> None:
+    """Count a connection a server subclass made itself, as ``handle_stream`` counts its own:
+    HTTPServer's ``on_close`` forgets it and ``close_all_connections`` closes it."""
+    server._connections.add(connection)
 
 
 def buffered_read_bytes(stream: IOStream) -> int:

@@ -38,7 +38,7 @@ from tornado.web import RequestHandler
 from mediaproxy import __version__
 from mediaproxy.access_control import AdminAccess
 from mediaproxy.config import Config, Route
-from mediaproxy.errors import Unauthorized
+from mediaproxy.errors import ServiceUnavailable, Unauthorized
 from mediaproxy.integrations.file import FileSettings
 from mediaproxy.streaming import sniff
 from mediaproxy.streaming.threads import LazyPool
@@ -355,17 +355,50 @@ def forget_worker(folder: str, pid: int) -> None:
     (Path(folder) / STREAMS_FILE.format(pid=pid)).unlink(missing_ok=True)
 
 
+class HeldSlot(Protocol):
+    def release(self) -> None: ...
+
+
+class StreamCap(Protocol):
+    """Where streams are counted against max_concurrent_streams (the admission's slots)."""
+
+    def acquire(self, prefix: str, route_cap: int) -> HeldSlot:
+        """A slot, or ServiceUnavailable when the cap is reached."""
+
+
 class EventsHandler(_StatusHandler):
     """Server-sent events: every second, the running exchanges of this process, and with
-    several workers every other worker's too (``SiblingStreams``)."""
+    several workers every other worker's too (``SiblingStreams``).
+
+    Each stream lasts as long as its page is open, so it takes a stream slot like any other
+    (a 503 when the gateway runs max_concurrent_streams already): otherwise anyone could hold
+    open any number of them.
+    """
 
     def initialize(self, config: Config, admin: AdminAccess,  # type: ignore[override]
-                   active: Collection[LiveStream], siblings: SiblingStreams | None) -> None:
+                   active: Collection[LiveStream], siblings: SiblingStreams | None,
+                   streams: StreamCap) -> None:
         super().initialize(config, admin)
         self.active = active
         self.siblings = siblings
+        self.streams = streams
 
     async def get(self) -> None:
+        try:
+            slot = self.streams.acquire(PREFIX + "/events", 0)
+        except ServiceUnavailable as error:
+            self.set_status(error.status)
+            for name, value in error.headers.items():
+                self.set_header(name, value)
+            self.set_header("Content-Type", "text/plain; charset=utf-8")
+            self.finish(f"{error.status} {error.phrase}\n")
+            return
+        try:
+            await self._send_events()
+        finally:
+            slot.release()
+
+    async def _send_events(self) -> None:
         self.set_header("Content-Type", "text/event-stream")
         self.set_header("X-Accel-Buffering", "no")  # a proxy in front must not hold events
         loop = asyncio.get_running_loop()
@@ -386,7 +419,7 @@ class EventsHandler(_StatusHandler):
 
 
 def rules(config: Config, active: Collection[LiveStream], admin: AdminAccess,
-          siblings: SiblingStreams | None = None) -> list[Any]:
+          streams: StreamCap, siblings: SiblingStreams | None = None) -> list[Any]:
     """The status page's URL rules, for the application."""
     settings = {"config": config, "admin": admin}
     samples = SampleCache(shown_routes(config.routes, admin))
@@ -394,7 +427,7 @@ def rules(config: Config, active: Collection[LiveStream], admin: AdminAccess,
         (PREFIX, _RedirectToPage, settings),
         (PREFIX + "/api/overview", OverviewHandler, {**settings, "samples": samples}),
         (PREFIX + "/events", EventsHandler, {**settings, "active": active,
-                                                 "siblings": siblings}),
+                                                 "siblings": siblings, "streams": streams}),
         (PREFIX + "/(" + "|".join(map(re.escape, PAGE_FILES)) + ")", PageHandler, settings),
     ]
 

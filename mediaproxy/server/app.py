@@ -30,6 +30,7 @@ from mediaproxy.server.handler import GatewayHandler, handler_class_for
 from mediaproxy.integrations.base import Integration
 from mediaproxy.ops.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE, Metrics
 from mediaproxy.ops.metrics_dir import multiprocess_dir
+from mediaproxy.server.connections import GatewayServer
 from mediaproxy.server.shared_table import SharedTable
 from mediaproxy.server.usage import LocalStore, PlanGuard, UsageStore
 from mediaproxy.tornado_internals import open_connections, reason_phrase
@@ -221,7 +222,7 @@ def make_gateway(config: Config, table: SharedTable | None = None,
     if config.server.status_page:
         folder = multiprocess_dir()
         siblings = None if folder is None else status.SiblingStreams(folder, active, admin)
-        rules += status.rules(config, active, admin, siblings)
+        rules += status.rules(config, active, admin, slots, siblings)
         if siblings is not None:
             publishing = asyncio.ensure_future(siblings.publish())
     else:
@@ -337,10 +338,12 @@ def start(config: Config, sockets: list[socket.socket] | None = None,
     ``table``: the counters shared with the other workers, if any."""
     gateway = make_gateway(config, table)
     # Tornado's default would be 100 MB per request body; uploads stream, so no ceiling here.
-    server = HTTPServer(gateway.application, xheaders=False, max_body_size=MAX_INT64,
-                        idle_connection_timeout=config.limits.idle_timeout_s,
-                        max_header_size=config.server.max_header_bytes,
-                        ssl_options=config.server.tls)
+    server = GatewayServer(gateway.application, max_body_size=MAX_INT64,
+                           header_timeout_s=config.server.header_timeout_s,
+                           idle_timeout_s=config.limits.idle_timeout_s,
+                           max_header_bytes=config.server.max_header_bytes,
+                           max_client_connections=config.server.max_client_connections,
+                           ssl_options=config.server.tls)
     if sockets is None:
         sockets = listen(config)
     server.add_sockets(sockets)

@@ -1,0 +1,276 @@
+"""Client connections before a request exists: how many, how long a header may take, how
+large it may be, and TLS handshakes that fail.
+
+``GatewayServer`` is Tornado's HTTPServer with its connection loop replaced
+(``ClientConnection``), because Tornado's own cannot do three things HTTP asks for:
+
+* **A header block over the limit is answered.** Tornado stops reading at
+  ``max_header_size`` and closes the connection inside IOStream, with no status. RFC 9110
+  §15.5.15: 414 (URI Too Long) when the request line alone does not fit, §15.5.20 via RFC 6585
+  §5: 431 (Request Header Fields Too Large) when the block does not; then the connection is
+  closed (after a short lingering read, so the status is not lost to a reset).
+* **Reading a header has its own timer.** Tornado times it with ``idle_connection_timeout``,
+  the same timer that bounds how long a kept-alive connection may sit idle between requests.
+  Here a new connection has ``header_timeout`` to deliver its first complete header block (the
+  TLS handshake included), a kept-alive one ``idle_timeout`` for its next request to begin and
+  then ``header_timeout`` for that header to complete (nginx: client_header_timeout and
+  keepalive_timeout).
+* **Open connections are capped** (``max_client_connections``, per process): beyond it a new
+  connection is closed as soon as it is accepted, without a response, as a full accept queue
+  would; a line says so at most once a minute.
+
+The loop reads the header block itself, checks it, and puts the bytes back into the stream's
+read buffer for Tornado's HTTP1Connection, which then parses the request as always.
+
+Tornado logs a WARNING for every TLS handshake that fails (``SSLIOStream._do_ssl_handshake``:
+"SSL Error on FD PEER: ERROR"): plain HTTP sent to the TLS port, scanners, clients with no
+protocol version or cipher in common. None of them is the gateway's fault, and anyone can cause
+one per connection, so an operator's log would fill with them. ``HandshakeFailureLog`` turns
+each into a debug line of our own, and at most one info line per interval says that they
+happen and where the rest went.
+
+Tornado internals this module relies on, checked against Tornado 6.6.1 (and nowhere else in
+the package for these concerns): IOStream keeps unread input in ``_read_buffer`` (a bytearray)
+with its length in ``_read_buffer_size`` and serves reads from there first (``_unread``);
+``httpserver._HTTPRequestContext`` is the connection context HTTPServer gives each request;
+HTTP1Connection finds a header block's end with ``\r?\n\r?\n``; the handshake WARNING's
+format string and its logger ("tornado.general").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import ssl
+import time
+from collections.abc import Callable
+from typing import Any
+
+from tornado import gen
+from tornado.http1connection import HTTP1Connection, HTTP1ServerConnection
+from tornado.httpserver import HTTPServer, _HTTPRequestContext
+from tornado.httputil import HTTPServerConnectionDelegate
+from tornado.iostream import IOStream, StreamClosedError, UnsatisfiableReadError
+
+from mediaproxy.tornado_internals import open_connections, track_connection
+
+log = logging.getLogger("mediaproxy")
+
+# Where HTTP1Connection ends a header block (its read_until_regex).
+_HEAD_END = re.compile(rb"\r?\n\r?\n")
+READ_BYTES = 64 * 1024
+# After a 414 or 431, what the client still sends is read and dropped for this long (at most
+# LINGER_BYTES), so that closing does not reset the connection before it has read the status
+# (nginx's lingering_close does the same, for up to lingering_time).
+LINGER_S = 1.0
+LINGER_BYTES = 1024 * 1024
+# One line a minute says connections are being refused without letting clients flood the log.
+REFUSAL_LOG_INTERVAL_S = 60.0
+
+_TORNADO_GENERAL = "tornado.general"
+_TORNADO_HANDSHAKE_FAILURE = "SSL Error on %s %s: %s"
+# One line a minute tells an operator that handshakes fail without letting clients flood it.
+HANDSHAKE_INFO_INTERVAL_S = 60.0
+
+
+class HandshakeFailureLog(logging.Filter):
+    """Tornado's per-handshake WARNING, replaced by our own lines (install with ``install``)."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic,
+                 interval_s: float = HANDSHAKE_INFO_INTERVAL_S) -> None:
+        super().__init__()
+        self._clock = clock
+        self._interval_s = interval_s
+        self._next_info_at = float("-inf")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg != _TORNADO_HANDSHAKE_FAILURE or not isinstance(record.args, tuple):
+            return True
+        _, peer, error = record.args
+        now = self._clock()
+        if now >= self._next_info_at:
+            self._next_info_at = now + self._interval_s
+            log.info("TLS handshake with %s failed: %s (plain HTTP to the TLS port, or no common "
+                     "version or cipher); more within %g s are logged at debug level",
+                     peer, error, self._interval_s)
+        else:
+            log.debug("TLS handshake with %s failed: %s", peer, error)
+        return False
+
+    def install(self) -> None:
+        logging.getLogger(_TORNADO_GENERAL).addFilter(self)
+
+    def uninstall(self) -> None:
+        logging.getLogger(_TORNADO_GENERAL).removeFilter(self)
+
+
+class _Once:
+    """True at most once per interval (a rate limit for one log line)."""
+
+    def __init__(self, interval_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self._interval_s = interval_s
+        self._clock = clock
+        self._next_at = float("-inf")
+
+    def __call__(self) -> bool:
+        now = self._clock()
+        if now < self._next_at:
+            return False
+        self._next_at = now + self._interval_s
+        return True
+
+
+class _HeadTooLarge(Exception):
+    def __init__(self, status: int, phrase: str) -> None:
+        super().__init__(phrase)
+        self.status, self.phrase = status, phrase
+
+
+def _unread(stream: IOStream, data: bytes) -> None:
+    """Put ``data`` back in front of whatever the stream holds unread."""
+    stream._read_buffer[:0] = data
+    stream._read_buffer_size += len(data)
+
+
+class ClientConnection(HTTP1ServerConnection):
+    """One client connection: each request's header block read and checked here first."""
+
+    def __init__(self, stream: IOStream, server: GatewayServer, context: object) -> None:
+        super().__init__(stream, server.conn_params, context)
+        self._server = server
+        self._serving: asyncio.Future[None] | None = None
+
+    def start_serving(self, delegate: HTTPServerConnectionDelegate) -> None:
+        self._serving = asyncio.ensure_future(self._serve(delegate))
+
+    async def close(self) -> None:
+        self.stream.close()
+        if self._serving is not None:
+            await asyncio.wait([self._serving])
+
+    async def _serve(self, delegate: HTTPServerConnectionDelegate) -> None:
+        """Tornado's request loop (HTTP1ServerConnection), a checked header block first."""
+        try:
+            first = True
+            while await self._await_head(first):
+                first = False
+                connection = HTTP1Connection(self.stream, False, self.params, self.context)
+                request = delegate.start_request(self, connection)
+                try:
+                    if not await connection.read_response(request):
+                        return
+                except (StreamClosedError, UnsatisfiableReadError, asyncio.CancelledError):
+                    return
+                except Exception:
+                    log.exception("reading a request failed")
+                    connection.close()
+                    return
+                await asyncio.sleep(0)
+        finally:
+            delegate.on_close(self)
+
+    async def _await_head(self, first: bool) -> bool:
+        """Wait for one complete header block within the timers; False: the connection ends."""
+        server = self._server
+        # Tornado's clock, which gen.with_timeout uses: not always the asyncio loop's (uvloop).
+        clock = self.stream.io_loop.time
+        deadline = clock() + (server.header_timeout_s if first else server.idle_timeout_s)
+        data = bytearray()
+        try:
+            while True:
+                piece = await gen.with_timeout(
+                    deadline, self.stream.read_bytes(READ_BYTES, partial=True),
+                    quiet_exceptions=StreamClosedError)
+                if not data and not first:
+                    deadline = clock() + server.header_timeout_s  # the request has begun
+                searched_from = max(0, len(data) - 3)
+                data += piece
+                if self._head_complete(data, searched_from):
+                    break
+        except StreamClosedError:
+            return False
+        except TimeoutError:
+            log.debug("%s: no complete request header within %s", self.context,
+                      "header_timeout" if data or first else "idle_timeout")
+            self.stream.close()
+            return False
+        except _HeadTooLarge as refusal:
+            await self._refuse(refusal)
+            return False
+        _unread(self.stream, bytes(data))
+        return True
+
+    def _head_complete(self, data: bytearray, searched_from: int) -> bool:
+        """Whether ``data`` holds a whole header block; _HeadTooLarge if it cannot fit."""
+        limit = self._server.max_header_bytes
+        found = _HEAD_END.search(data, searched_from)
+        if found is not None and found.end() <= limit:
+            return True
+        if found is None and len(data) < limit:
+            return False
+        if data.find(b"\n", 0, limit) < 0:
+            raise _HeadTooLarge(414, "URI Too Long")
+        raise _HeadTooLarge(431, "Request Header Fields Too Large")
+
+    async def _refuse(self, refusal: _HeadTooLarge) -> None:
+        """The status, then a lingering read, then close."""
+        log.debug("%s: request header over %d bytes: %d", self.context,
+                  self._server.max_header_bytes, refusal.status)
+        body = f"{refusal.status} {refusal.phrase}\n".encode()
+        head = (f"HTTP/1.1 {refusal.status} {refusal.phrase}\r\n"
+                f"Content-Type: text/plain; charset=utf-8\r\nContent-Length: {len(body)}\r\n"
+                f"Connection: close\r\n\r\n").encode()
+        stream = self.stream
+        try:
+            await stream.write(head + body)
+            deadline = stream.io_loop.time() + LINGER_S
+            dropped = 0
+            while dropped < LINGER_BYTES:
+                dropped += len(await gen.with_timeout(
+                    deadline, stream.read_bytes(READ_BYTES, partial=True),
+                    quiet_exceptions=StreamClosedError))
+        except (StreamClosedError, TimeoutError):
+            pass
+        finally:
+            stream.close()
+
+
+class GatewayServer(HTTPServer):
+    """HTTPServer with ``ClientConnection`` for its connections (see the module docstring)."""
+
+    # HTTPServer is a tornado Configurable: its constructor's arguments go to initialize().
+    def initialize(self, application: Any, *,  # type: ignore[override]
+                   header_timeout_s: float, idle_timeout_s: float,
+                   max_header_bytes: int, max_client_connections: int, max_body_size: int,
+                   ssl_options: ssl.SSLContext | None) -> None:
+        super().initialize(application, xheaders=False, max_body_size=max_body_size,
+                           max_header_size=max_header_bytes, ssl_options=ssl_options)
+        self.conn_params.header_timeout = None  # the header is complete before Tornado reads it
+        self.header_timeout_s = header_timeout_s
+        self.idle_timeout_s = idle_timeout_s
+        self.max_header_bytes = max_header_bytes
+        self.max_client_connections = max_client_connections
+        self._refusal_line = _Once(REFUSAL_LOG_INTERVAL_S)
+        self._handshake_log = HandshakeFailureLog() if ssl_options is not None else None
+        if self._handshake_log is not None:
+            self._handshake_log.install()
+
+    def handle_stream(self, stream: IOStream, address: tuple[Any, ...]) -> None:
+        if 0 < self.max_client_connections <= open_connections(self):
+            if self._refusal_line():
+                log.warning("max_client_connections (%d) reached: new connections are closed "
+                            "at once (this line at most once a minute)",
+                            self.max_client_connections)
+            stream.close()
+            return
+        context = _HTTPRequestContext(stream, address, self.protocol, self.trusted_downstream)
+        connection = ClientConnection(stream, self, context)
+        track_connection(self, connection)  # HTTPServer's on_close and close_all_connections
+        connection.start_serving(self)
+
+    def stop(self) -> None:
+        super().stop()
+        if self._handshake_log is not None:
+            self._handshake_log.uninstall()
+            self._handshake_log = None
