@@ -15,14 +15,26 @@ the package touches an underscore name of Tornado's.
   expects; bytes sent around it (``sendfile``) must be counted there, or ``finish()`` refuses.
 - ``IOStream._read_buffer_size``: bytes already read from the socket and not yet consumed; an
   idle pooled connection holding any belongs to no request.
+- ``IOStream._read_buffer`` (with ``_read_buffer_size``): unread input, served to reads first.
+  A client's header block, read and checked before Tornado parses it
+  (``server.connections``), is put back there.
+- ``HTTPServer._connections``: the connections a server has open; a replaced worker waits
+  for them to end, ``max_client_connections`` counts them, and a server subclass with its own
+  connection class adds each there, as ``handle_stream`` does.
+- ``httpserver._HTTPRequestContext``: the per-connection context HTTPServer gives each request
+  (remote address, protocol); a server with its own connection loop builds the same one.
+- Behaviour, not attributes: HTTP1Connection ends a header block at ``\r?\n\r?\n``, and
+  ``SSLIOStream`` logs each failed TLS handshake as a WARNING on "tornado.general" with the
+  format below.
 """
 
 from __future__ import annotations
 
-from typing import TypeVar
+import re
+from typing import Any, TypeVar
 
 from tornado.http1connection import HTTP1Connection, HTTP1ServerConnection
-from tornado.httpserver import HTTPServer
+from tornado.httpserver import HTTPServer, _HTTPRequestContext
 from tornado.iostream import IOStream
 from tornado.web import RequestHandler
 
@@ -75,3 +87,22 @@ def track_connection(server: HTTPServer, connection: HTTP1ServerConnection) -> N
 
 def buffered_read_bytes(stream: IOStream) -> int:
     return stream._read_buffer_size
+
+
+def unread(stream: IOStream, data: bytes) -> None:
+    """Put ``data`` back in front of whatever the stream holds unread."""
+    stream._read_buffer[:0] = data
+    stream._read_buffer_size += len(data)
+
+
+def request_context(stream: IOStream, address: tuple[Any, ...], protocol: str | None,
+                    trusted_downstream: list[str] | None) -> object:
+    """The context HTTPServer.handle_stream gives a connection's requests."""
+    return _HTTPRequestContext(stream, address, protocol, trusted_downstream)
+
+
+# Where HTTP1Connection ends a header block (its read_until_regex).
+HEADER_BLOCK_END = re.compile(rb"\r?\n\r?\n")
+# SSLIOStream._do_ssl_handshake's WARNING for a failed handshake, and its logger.
+HANDSHAKE_FAILURE_FORMAT = "SSL Error on %s %s: %s"
+HANDSHAKE_FAILURE_LOGGER = "tornado.general"

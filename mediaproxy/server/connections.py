@@ -29,19 +29,15 @@ one per connection, so an operator's log would fill with them. ``HandshakeFailur
 each into a debug line of our own, and at most one info line per interval says that they
 happen and where the rest went.
 
-Tornado internals this module relies on, checked against Tornado 6.6.1 (and nowhere else in
-the package for these concerns): IOStream keeps unread input in ``_read_buffer`` (a bytearray)
-with its length in ``_read_buffer_size`` and serves reads from there first (``_unread``);
-``httpserver._HTTPRequestContext`` is the connection context HTTPServer gives each request;
-HTTP1Connection finds a header block's end with ``\r?\n\r?\n``; the handshake WARNING's
-format string and its logger ("tornado.general").
+The Tornado internals this relies on (putting bytes back into a stream's read buffer, the
+request context, where a header block ends, the handshake WARNING) are in
+``mediaproxy.tornado_internals``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import ssl
 import time
 from collections.abc import Callable
@@ -49,16 +45,16 @@ from typing import Any
 
 from tornado import gen
 from tornado.http1connection import HTTP1Connection, HTTP1ServerConnection
-from tornado.httpserver import HTTPServer, _HTTPRequestContext
+from tornado.httpserver import HTTPServer
 from tornado.httputil import HTTPServerConnectionDelegate
 from tornado.iostream import IOStream, StreamClosedError, UnsatisfiableReadError
 
-from mediaproxy.tornado_internals import open_connections, track_connection
+from mediaproxy.tornado_internals import (HANDSHAKE_FAILURE_FORMAT, HANDSHAKE_FAILURE_LOGGER,
+                                          HEADER_BLOCK_END, open_connections, request_context,
+                                          track_connection, unread)
 
 log = logging.getLogger("mediaproxy")
 
-# Where HTTP1Connection ends a header block (its read_until_regex).
-_HEAD_END = re.compile(rb"\r?\n\r?\n")
 READ_BYTES = 64 * 1024
 # After a 414 or 431, what the client still sends is read and dropped for this long (at most
 # LINGER_BYTES), so that closing does not reset the connection before it has read the status
@@ -68,8 +64,6 @@ LINGER_BYTES = 1024 * 1024
 # One line a minute says connections are being refused without letting clients flood the log.
 REFUSAL_LOG_INTERVAL_S = 60.0
 
-_TORNADO_GENERAL = "tornado.general"
-_TORNADO_HANDSHAKE_FAILURE = "SSL Error on %s %s: %s"
 # One line a minute tells an operator that handshakes fail without letting clients flood it.
 HANDSHAKE_INFO_INTERVAL_S = 60.0
 
@@ -85,7 +79,7 @@ class HandshakeFailureLog(logging.Filter):
         self._next_info_at = float("-inf")
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.msg != _TORNADO_HANDSHAKE_FAILURE or not isinstance(record.args, tuple):
+        if record.msg != HANDSHAKE_FAILURE_FORMAT or not isinstance(record.args, tuple):
             return True
         _, peer, error = record.args
         now = self._clock()
@@ -99,10 +93,10 @@ class HandshakeFailureLog(logging.Filter):
         return False
 
     def install(self) -> None:
-        logging.getLogger(_TORNADO_GENERAL).addFilter(self)
+        logging.getLogger(HANDSHAKE_FAILURE_LOGGER).addFilter(self)
 
     def uninstall(self) -> None:
-        logging.getLogger(_TORNADO_GENERAL).removeFilter(self)
+        logging.getLogger(HANDSHAKE_FAILURE_LOGGER).removeFilter(self)
 
 
 class _Once:
@@ -125,12 +119,6 @@ class _HeadTooLarge(Exception):
     def __init__(self, status: int, phrase: str) -> None:
         super().__init__(phrase)
         self.status, self.phrase = status, phrase
-
-
-def _unread(stream: IOStream, data: bytes) -> None:
-    """Put ``data`` back in front of whatever the stream holds unread."""
-    stream._read_buffer[:0] = data
-    stream._read_buffer_size += len(data)
 
 
 class ClientConnection(HTTP1ServerConnection):
@@ -198,13 +186,13 @@ class ClientConnection(HTTP1ServerConnection):
         except _HeadTooLarge as refusal:
             await self._refuse(refusal)
             return False
-        _unread(self.stream, bytes(data))
+        unread(self.stream, bytes(data))
         return True
 
     def _head_complete(self, data: bytearray, searched_from: int) -> bool:
         """Whether ``data`` holds a whole header block; _HeadTooLarge if it cannot fit."""
         limit = self._server.max_header_bytes
-        found = _HEAD_END.search(data, searched_from)
+        found = HEADER_BLOCK_END.search(data, searched_from)
         if found is not None and found.end() <= limit:
             return True
         if found is None and len(data) < limit:
@@ -264,7 +252,7 @@ class GatewayServer(HTTPServer):
                             self.max_client_connections)
             stream.close()
             return
-        context = _HTTPRequestContext(stream, address, self.protocol, self.trusted_downstream)
+        context = request_context(stream, address, self.protocol, self.trusted_downstream)
         connection = ClientConnection(stream, self, context)
         track_connection(self, connection)  # HTTPServer's on_close and close_all_connections
         connection.start_serving(self)

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import inspect
 import socket
 from pathlib import Path
 
 from tornado.http1connection import HTTP1Connection
 from tornado.httputil import HTTPHeaders, HTTPServerRequest, RequestStartLine
-from tornado.iostream import IOStream
+from tornado.iostream import IOStream, SSLIOStream
+from tornado.log import gen_log
 from tornado.web import Application, RequestHandler, _has_stream_request_body, stream_request_body
 
 from mediaproxy import tornado_internals as internals
@@ -122,10 +124,49 @@ def test_a_server_counts_its_open_connections() -> None:
 def test_no_other_module_touches_them() -> None:
     package = Path(internals.__file__).parent
     names = {"_finished", "_reason", "_stream_request_body", "_chunking_output",
-             "_expected_content_remaining", "_read_buffer_size", "_connections"}
+             "_expected_content_remaining", "_read_buffer_size", "_connections",
+             "_read_buffer", "_HTTPRequestContext"}
     touching = sorted(
-        f"{path.relative_to(package)}:{node.lineno} {node.attr}"
+        f"{path.relative_to(package)}:{getattr(node, 'lineno', '?')} "
+        f"{getattr(node, 'attr', None) or getattr(node, 'name', '')}"
         for path in package.rglob("*.py") if path.name != "tornado_internals.py"
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
-        if isinstance(node, ast.Attribute) and node.attr in names)
+        if (isinstance(node, ast.Attribute) and node.attr in names)
+        or (isinstance(node, ast.alias) and node.name in names))
     assert touching == []
+
+
+def test_bytes_put_back_are_read_first() -> None:
+    async def check() -> None:
+        ours, theirs = socket.socketpair()
+        stream = IOStream(ours)
+        theirs.sendall(b"GET / HTTP/1.1\r\n\r\nnext")
+        head = await stream.read_bytes(6, partial=True)
+        internals.unread(stream, head)
+        assert internals.buffered_read_bytes(stream) >= len(head)
+        found = await stream.read_until_regex(internals.HEADER_BLOCK_END.pattern)
+        assert found == b"GET / HTTP/1.1\r\n\r\n"
+        assert await stream.read_bytes(4) == b"next"
+        stream.close()
+        theirs.close()
+
+    asyncio.run(check())
+
+
+def test_a_request_context_names_the_client() -> None:
+    async def check() -> None:
+        ours, theirs = socket.socketpair()
+        stream = IOStream(ours)
+        context = internals.request_context(stream, ("192.0.2.7", 4000), None, None)
+        assert getattr(context, "protocol") == "http"
+        stream.close()
+        theirs.close()
+
+    asyncio.run(check())
+
+
+def test_tornado_logs_a_failed_handshake_as_we_expect() -> None:
+    source = inspect.getsource(SSLIOStream._do_ssl_handshake)
+    assert f'"{internals.HANDSHAKE_FAILURE_FORMAT}"' in source and "gen_log.warning" in source
+    assert SSLIOStream.__module__ == "tornado.iostream"
+    assert gen_log.name == internals.HANDSHAKE_FAILURE_LOGGER
