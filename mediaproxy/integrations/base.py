@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from tornado.httputil import HTTPHeaders
 
 from mediaproxy.streaming import diskio
+from mediaproxy.streaming.zerocopy import FileRegion, ZeroCopySource
 from mediaproxy.config import Limits, Route
 from mediaproxy.http.framing import request_body_framing
 
@@ -89,10 +90,23 @@ class Exchange(ABC):
     async def send_file(self, fd: int, offset: int, length: int) -> None:
         """Send ``length`` bytes of an open file from ``offset``, flow-controlled.
 
-        This copying version reads on a thread pool; an exchange that can hand the file to
-        the kernel (``sendfile``) overrides it.
+        By the kernel (``sendfile``) where the exchange allows it, else read on a thread pool.
         """
-        await diskio.send_by_reading(self, fd, offset, length)
+        if await self.begin_zero_copy(length):
+            await self.send_zero_copy(FileRegion(fd, offset, length))
+        else:
+            await diskio.send_by_reading(self, fd, offset, length)
+
+    async def begin_zero_copy(self, length: int) -> bool:
+        """Whether a body of ``length`` may go out by ``send_zero_copy`` (headers sent first).
+
+        This copying exchange never allows it; one on a plain socket may.
+        """
+        return False
+
+    async def send_zero_copy(self, source: ZeroCopySource) -> None:
+        """Send what ``source`` holds, by the kernel; only after ``begin_zero_copy`` said yes."""
+        raise NotImplementedError("begin_zero_copy() said no")
 
     @abstractmethod
     async def finish(self) -> None:

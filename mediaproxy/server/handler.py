@@ -8,10 +8,11 @@ headers, a status (504 for a timer); after them, the connection is closed mid-bo
 chunked response lacks its terminating chunk and a Content-Length one comes up short. The
 client can always tell a cut stream from a complete one; ``finish()`` never runs on a cut one.
 
-Files go out zero-copy (``os.sendfile`` on the loop thread, never a pool: a queued sendfile
-could outlive its socket's descriptor and write into another client's) whenever the connection
-is plain TCP with a Content-Length body; a full socket is waited for by handing Tornado one
-small copied piece, so no descriptor is ever registered behind Tornado's back.
+Files and spliced origin bodies go out zero-copy (``mediaproxy.streaming.zerocopy``: sendfile
+and splice on the loop thread, never a pool: a queued call could outlive its socket's
+descriptor and write into another client's) whenever the connection is plain TCP with a
+Content-Length body; a side that is not ready is waited for by handing Tornado one small copied
+piece, so no descriptor is ever registered behind Tornado's back.
 
 Reference: ``shared/design/STREAMING.md`` (why every flush is awaited, why exactly one is
 outstanding, why aborting means closing the IOStream).
@@ -21,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from collections.abc import AsyncIterator, Iterable
 
 from tornado.http1connection import HTTP1Connection
@@ -29,7 +29,7 @@ from tornado.httputil import HTTPHeaders, HTTPServerRequest
 from tornado.iostream import IOStream, StreamClosedError
 from tornado.web import RequestHandler, stream_request_body
 
-from mediaproxy.streaming import compression, diskio
+from mediaproxy.streaming import compression
 from mediaproxy.ops.access_log import AccessLog, ExchangeRecord
 from mediaproxy.server.admission import Admission, Slot
 from mediaproxy.config import Limits, Route
@@ -45,6 +45,8 @@ from mediaproxy.tornado_internals import (chunking_output, content_remaining, co
 from mediaproxy.ops.metrics import Metrics
 from mediaproxy.streaming.pacing import Pacer
 from mediaproxy.server.usage import KeyUsage, QuotaExhausted
+from mediaproxy.streaming.zerocopy import (ZERO_COPY_MAX_BYTES, ZERO_COPY_MIN_BYTES,
+                                           ZERO_COPY_WAIT_PIECE_BYTES, ZeroCopySource)
 
 log = logging.getLogger("mediaproxy")
 
@@ -52,12 +54,6 @@ log = logging.getLogger("mediaproxy")
 CLIENT_CLOSED_REQUEST = 499
 
 _END_OF_BODY = b""
-SENDFILE_MIN_BYTES = 64 * 1024  # below this one copy is cheaper than the extra syscalls
-SENDFILE_MAX_BYTES = 8 * 1024 * 1024  # per call, so one client cannot hog the loop
-# What a full socket costs in memory: one such piece. Its size does not set how often the loop
-# wakes (the kernel reports a socket writable only once much more than this is free), so it is
-# small: 200 slow clients peaked at 48.4 MiB RSS with 16 KiB pieces, 45.6 MiB with 2 KiB ones.
-SENDFILE_WAIT_PIECE_BYTES = 2 * 1024
 
 
 class BodyChannel:
@@ -200,23 +196,29 @@ class HandlerExchange(Exchange):
         self.bytes_sent += length
         self._timers.progress()
 
-    async def send_file(self, fd: int, offset: int, length: int) -> None:
-        # Compressed or paced bodies need to pass through send(); sendfile bypasses it.
-        if length < SENDFILE_MIN_BYTES or self._encoder is not None or self._pacer is not None:
-            await super().send_file(fd, offset, length)
-            return
+    async def begin_zero_copy(self, length: int) -> bool:
+        # Compressed bodies need to pass through send(); the kernel's copy bypasses it.
+        if length < ZERO_COPY_MIN_BYTES or self._encoder is not None:
+            return False
         if not self._started:
             await self.send(b"")  # the headers, through Tornado: now it accounts the body
+        return _zero_copy_possible(self._handler.request.connection)
+
+    async def send_zero_copy(self, source: ZeroCopySource) -> None:
         connection = self._handler.request.connection
-        if not _zero_copy_possible(connection):
-            await super().send_file(fd, offset, length)
-            return
         assert isinstance(connection, HTTP1Connection)
         stream = connection.stream
-        socket_fd = stream.socket.fileno()
-        stop = offset + length
-        while offset < stop:
-            wanted = min(stop - offset, SENDFILE_MAX_BYTES)
+        loop = asyncio.get_running_loop()
+        pacer = self._pacer
+        while source.remaining:
+            wanted = min(source.remaining, ZERO_COPY_MAX_BYTES)
+            if pacer is not None:
+                wait_s = pacer.wait_s(loop.time())
+                if wait_s > 0:
+                    await asyncio.sleep(wait_s)
+                    self._timers.progress()  # our own pause is not the stream standing still
+                    continue
+                wanted = min(wanted, pacer.piece_bytes())
             if self.meter is not None:
                 wanted = min(wanted, self.meter.step_bytes)
                 await self.meter.cover(wanted)  # before the check below: it may wait
@@ -226,28 +228,27 @@ class HandlerExchange(Exchange):
                 # connection's.
                 raise StreamClosedError(real_error=stream.error)
             try:
-                sent = os.sendfile(socket_fd, fd, offset, wanted)
-            except BlockingIOError:
-                sent = -1
+                sent = source.transfer(stream.socket, wanted)
             except (BrokenPipeError, ConnectionResetError) as error:
                 raise StreamClosedError(real_error=error) from error
             if self.meter is not None:
-                self.meter.give_back(wanted - max(sent, 0))
-            if sent == 0:
-                raise OSError(f"file shrank while being sent (at byte {offset})")
-            if sent > 0:
+                self.meter.give_back(wanted - sent)
+            if sent:
                 # Tornado counts the body bytes it writes against Content-Length; these it
                 # never saw. (Checked present by _zero_copy_possible.)
                 count_body_bytes(connection, sent)
-                offset += sent
                 self._sent(sent)
-            if offset < stop and sent < wanted:
-                # The socket is full. Tornado knows how to wait for it: give it a small copied
-                # piece and resume zero-copy once that is out.
-                piece = diskio.pread_exactly(fd, min(SENDFILE_WAIT_PIECE_BYTES, stop - offset),
-                                             offset)
-                await self.send(piece)
-                offset += len(piece)
+                if pacer is not None:
+                    pacer.record(sent)
+            else:
+                # The client's socket is full or the source has nothing yet. Tornado knows how
+                # to wait for either: give it a small copied piece and go on once that is out.
+                piece = await source.piece(min(ZERO_COPY_WAIT_PIECE_BYTES, source.remaining))
+                if self.meter is not None:
+                    await self.meter.cover(len(piece))
+                await self._send_now(piece)
+                if pacer is not None:
+                    pacer.record(len(piece))
 
     async def finish(self) -> None:
         if (self.request.method == "HEAD" and not self._started
@@ -266,7 +267,7 @@ class HandlerExchange(Exchange):
 
 
 def _zero_copy_possible(connection: object) -> bool:
-    """sendfile needs a plain TCP socket and a Content-Length body Tornado is accounting."""
+    """The kernel's copy needs a plain TCP socket and a Content-Length body Tornado accounts."""
     return (isinstance(connection, HTTP1Connection)
             and type(connection.stream) is IOStream
             and not chunking_output(connection)

@@ -11,23 +11,69 @@ all look fast at first (their first writes land in empty socket buffers), and a 
 share worked out while few of them had started let each take the most (measured on the file
 path: 200 slow clients peaked at 160 MiB RSS, against 72 MiB with every chunk at the minimum).
 
-Pure bookkeeping, no I/O; each kind of stream decides what size it wants and when.
+A budget may follow the clients (``DrainRate``): on top of a fixed floor, it grants what all
+its streams' clients took in the last window, scaled to a short horizon, up to a ceiling. Memory
+then grows with what the clients really drain, not with how many of them there are: 32 clients
+draining a gigabyte a second between them get large chunks, while 200 slow ones, draining little
+in sum, leave the budget at its floor whatever their first writes looked like.
+
+Pure bookkeeping on an injected clock, no I/O; each kind of stream decides what size it wants
+and when.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+
+
+class DrainRate:
+    """The bytes per second all streams of one kind handed their clients, window by window.
+
+    The rate is that of the last complete window of at least ``window_s``; a window in which
+    nothing moved counts as zero, so a burst that has ended stops growing the budget.
+    """
+
+    def __init__(self, clock: Callable[[], float], window_s: float) -> None:
+        self._clock = clock
+        self._window_s = window_s
+        self._window_start = clock()
+        self._window_bytes = 0
+        self.bytes_per_s = 0.0
+
+    def record(self, sent_bytes: int) -> None:
+        now = self._clock()
+        elapsed_s = now - self._window_start
+        if elapsed_s >= self._window_s:
+            self.bytes_per_s = self._window_bytes / elapsed_s
+            self._window_start, self._window_bytes = now, 0
+        self._window_bytes += sent_bytes
 
 
 class ChunkBudget:
-    """The chunk bytes all streams of one kind may hold together."""
+    """The chunk bytes all streams of one kind may hold together.
 
-    def __init__(self, total_bytes: int, *, min_bytes: int, max_bytes: int) -> None:
-        self.total_bytes = total_bytes
+    ``total_bytes`` is fixed, or, with ``drain`` set, that floor plus what the clients drained
+    per second times ``horizon_s``, never above ``ceiling_bytes``.
+    """
+
+    def __init__(self, total_bytes: int, *, min_bytes: int, max_bytes: int,
+                 drain: DrainRate | None = None, horizon_s: float = 0.0,
+                 ceiling_bytes: int = 0) -> None:
+        self.floor_bytes = total_bytes
         self.min_bytes = min_bytes
         self.max_bytes = max_bytes
+        self.drain = drain
+        self.horizon_s = horizon_s
+        self.ceiling_bytes = max(ceiling_bytes, total_bytes)
         self.held_bytes = 0
+
+    @property
+    def total_bytes(self) -> int:
+        if self.drain is None:
+            return self.floor_bytes
+        grant = int(self.drain.bytes_per_s * self.horizon_s)
+        return min(self.ceiling_bytes, self.floor_bytes + grant)
 
     @contextlib.contextmanager
     def share(self) -> Iterator[ChunkShare]:
@@ -46,6 +92,11 @@ class ChunkShare:
         self._budget = budget
         self.size = budget.min_bytes
         budget.held_bytes += self.size
+
+    def drained(self, sent_bytes: int) -> None:
+        """The client took ``sent_bytes`` more: what a budget that follows the clients counts."""
+        if self._budget.drain is not None:
+            self._budget.drain.record(sent_bytes)
 
     def resize(self, wanted_bytes: int) -> None:
         """As near ``wanted_bytes`` as the bounds allow and the budget has left to grow into."""

@@ -387,3 +387,21 @@ def test_streaming_sends_the_first_byte_long_before_the_last(gateway: GatewayThr
             assert first_byte_s < 0.4 and last_byte_s > 1.0, (first_byte_s, last_byte_s)
         else:
             assert first_byte_s > 0.6, first_byte_s
+
+
+def test_an_origin_given_by_address_is_connected_without_a_lookup(
+        gateway: GatewayThread, origin: OriginThread, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A lookup runs on a thread pool: for an address it only adds a thread hop to every new
+    origin connection, i.e. to the first byte of every response not served from the pool."""
+    lookups: list[object] = []
+    real_getaddrinfo = socket.getaddrinfo
+
+    def counting_getaddrinfo(host: object, port: object, *args: object,
+                             **kwargs: object) -> object:
+        lookups.append(port)
+        return real_getaddrinfo(host, port, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(socket, "getaddrinfo", counting_getaddrinfo)
+    reply = request(gateway.port, "GET", "/o/bytes?n=10")
+    assert reply.status == 200 and reply.body == pattern(0, 10)
+    assert origin.port not in lookups

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import ipaddress
+import socket
 import ssl
 
 from tornado.iostream import IOStream, StreamClosedError
@@ -52,8 +54,7 @@ class ConnectionPool:
             # Not TCPClient's own timeout: a refused connection leaves that timer (and with it
             # the failed attempt's traceback) scheduled until it expires.
             async with asyncio.timeout(self.connect_timeout_s):
-                stream = await self._client.connect(upstream.host, upstream.port,
-                                                    ssl_options=self._tls)
+                stream = await self._open()
         except TimeoutError as error:
             raise UpstreamTimeout(f"{upstream}: no connection within "
                                   f"{self.connect_timeout_s:g} s ({error})") from error
@@ -62,6 +63,25 @@ class ConnectionPool:
             raise UpstreamError(f"{upstream}: cannot connect: {cause}") from error
         stream.set_nodelay(True)  # request heads are small and must not wait for an ACK
         return stream
+
+    async def _open(self) -> IOStream:
+        """A connected stream; an address needs no resolver (whose lookups take a thread hop)."""
+        host, port = self.upstream.host, self.upstream.port
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            return await self._client.connect(host, port, ssl_options=self._tls)
+        family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
+        stream = IOStream(socket.socket(family, socket.SOCK_STREAM))
+        try:
+            await stream.connect((host, port))
+        except BaseException:
+            stream.close()
+            raise
+        if self._tls is None:
+            return stream
+        # The TLS stream takes the socket over, and closes it if the handshake fails.
+        return await stream.start_tls(False, self._tls, server_hostname=host)
 
     def release(self, stream: IOStream, *, reusable: bool) -> None:
         """Keep a connection whose last exchange completed cleanly; close any other."""

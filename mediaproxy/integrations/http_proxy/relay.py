@@ -17,15 +17,17 @@ code through the delegate. It reaches the request's task instead, whose ``finall
 upstream stream and lets the reader task end on ``StreamClosedError``.
 
 How much is read at once follows the client (``ChunkSizer``): 16 KiB while it is slow, up
-to 1 MiB while it keeps up, within one budget for all relayed streams (``relay_budget``, see
-``mediaproxy.streaming.chunks``), so that 200 slow clients stay small and a lone fast one pays a
-fraction of the CPU per byte.
+to 1 MiB while it keeps up, within one budget for all relayed streams that grows with what
+their clients drain (``relay_budget``, see ``mediaproxy.streaming.chunks``), so that 200 slow
+clients stay small while fast ones pay a fraction of the CPU per byte. A plain TCP origin's
+Content-Length body does not come here at all: it is spliced (``mediaproxy.streaming.zerocopy``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 
@@ -34,9 +36,11 @@ from tornado.httputil import (HTTPHeaders, HTTPMessageDelegate, RequestStartLine
                               ResponseStartLine)
 
 from mediaproxy.errors import UpstreamError
-from mediaproxy.streaming.chunks import ChunkBudget, ChunkShare
+from mediaproxy.streaming.chunks import ChunkBudget, ChunkShare, DrainRate
 from mediaproxy.http.framing import InvalidFraming, response_body_length
 from mediaproxy.http.grammar import MAX_INT64
+from mediaproxy.http.statuses import is_bodyless
+from mediaproxy.streaming.zerocopy import ZERO_COPY_MIN_BYTES
 
 # Reads from the origin start small and grow while the client keeps up (ChunkSizer).
 # Measured on loopback: 64 KiB reads relayed ~500 MB/s at 1.0 CPU s/GiB, 1 MiB reads ~1,700
@@ -95,27 +99,39 @@ _Piece = ResponseHead | _Chunk | _End
 
 
 class ResponseRelay(HTTPMessageDelegate):
-    """The upstream response, from Tornado's reader task to the request's task."""
+    """The upstream response, from Tornado's reader task to the request's task.
 
-    def __init__(self, on_bytes: Callable[[], None], *, head_request: bool = False) -> None:
+    With ``may_splice`` (a plain TCP origin, on Linux), a response whose body has a
+    Content-Length of at least ``ZERO_COPY_MIN_BYTES`` keeps the reader waiting after its head:
+    the request's task may then move the body itself, straight from the socket
+    (``splice_length`` says how long it is, ``spliced()`` that it is done), or call ``body()``,
+    which lets the reader go on as usual.
+    """
+
+    def __init__(self, on_bytes: Callable[[], None], *, head_request: bool = False,
+                 may_splice: bool = False) -> None:
         self._pieces: asyncio.Queue[_Piece] = asyncio.Queue()
         self._on_bytes = on_bytes
         self._head_request = head_request
+        self._may_splice = may_splice and not head_request
         self._held: asyncio.Future[None] | None = None
         self._abandoned = False
         self._declared_bytes: int | None = None
         self._arrived_bytes = 0
+        self._parked: asyncio.Future[None] | None = None
+        self._headers: HTTPHeaders | None = None
+        self.splice_length: int | None = None
         self.body_bytes = 0
         self.failure: BaseException | None = None
 
     # --- HTTPMessageDelegate: called by HTTP1Connection in the reader task -------------------
 
     def headers_received(self, start_line: RequestStartLine | ResponseStartLine,
-                         headers: HTTPHeaders) -> None:
+                         headers: HTTPHeaders) -> asyncio.Future[None] | None:
         assert isinstance(start_line, ResponseStartLine)
         self._on_bytes()
         if start_line.code < 200:
-            return  # an interim 1xx is the origin's business with us
+            return None  # an interim 1xx is the origin's business with us
         try:
             self._declared_bytes = response_body_length(
                 start_line.code, head_request=self._head_request,
@@ -127,12 +143,20 @@ class ResponseRelay(HTTPMessageDelegate):
             # closed unread when the exchange fails); nothing here may raise into Tornado.
             self.failure = UpstreamMalformed(f"upstream response framing: {error}")
             self._pieces.put_nowait(_CUT)
-            return
+            return None
         if self._declared_bytes is not None:
             headers["Content-Length"] = str(self._declared_bytes)  # repeats become one
         self._pieces.put_nowait(ResponseHead(start_line.version, start_line.code,
                                              start_line.reason, headers,
                                              self._declared_bytes))
+        if (self._may_splice and self._declared_bytes is not None
+                and self._declared_bytes >= ZERO_COPY_MIN_BYTES
+                and not is_bodyless(start_line.code)):
+            self.splice_length = self._declared_bytes
+            self._headers = headers
+            self._parked = asyncio.get_running_loop().create_future()
+            return self._parked
+        return None
 
     def data_received(self, chunk: bytes) -> asyncio.Future[None] | None:
         if self._abandoned:
@@ -175,8 +199,13 @@ class ResponseRelay(HTTPMessageDelegate):
         raise UpstreamClosedEarly(f"upstream closed the connection or sent a malformed "
                                   f"response before its headers{reason}")
 
+    def body_waiting(self) -> bool:
+        """Whether the body (or its end) has already arrived: the head can go out with it."""
+        return not self._pieces.empty()
+
     async def body(self) -> AsyncIterator[bytes]:
         """The body, chunk by chunk; the next is read from the origin when this one is done."""
+        self._resume()
         while True:
             piece = await self._pieces.get()
             if piece is _END:
@@ -194,9 +223,23 @@ class ResponseRelay(HTTPMessageDelegate):
             self._held.set_result(None)
         self._held = None
 
+    def spliced(self) -> None:
+        """The request's task moved the whole body from the socket: the reader reads none."""
+        assert self._headers is not None and self.splice_length is not None
+        self.body_bytes = self.splice_length
+        # HTTP1Connection reads the body its Content-Length announces, after the head; the
+        # bytes are gone, and none of the next response's may be taken for them.
+        self._headers["Content-Length"] = "0"
+        self._resume()
+
+    def _resume(self) -> None:
+        if self._parked is not None and not self._parked.done():
+            self._parked.set_result(None)
+
     def abandon(self) -> None:
         """No more pieces are wanted: unblock the reader so it can run into the closed stream."""
         self._abandoned = True
+        self._resume()
         self._release_held()
         while not self._pieces.empty():
             piece = self._pieces.get_nowait()
@@ -221,6 +264,7 @@ class ChunkSizer:
         return self._share.size
 
     def observe(self, sent_bytes: int, send_s: float, waited: bool) -> None:
+        self._share.drained(sent_bytes)
         if waited and send_s > SEND_TARGET_S:
             self._streak = 0
             self._share.resize(min(self.size, int(sent_bytes / send_s * SEND_TARGET_S)))
@@ -231,10 +275,19 @@ class ChunkSizer:
             self._share.resize(self.size * 2)
 
 
-# Enough for one fast stream at full size; 200 slow ones at the minimum already exceed it, so
-# they never grow. Measured: 200 clients at 256 KiB/s peaked at 57 MiB RSS (idle 44 MiB).
-relay_budget = ChunkBudget(2 * 1024 * 1024, min_bytes=MIN_CHUNK_BYTES,
-                           max_bytes=MAX_CHUNK_BYTES)
+# The floor is enough for one fast stream at full size; 200 slow ones at the minimum already
+# exceed it, so they never grow on the floor alone. Above it the budget follows what the clients
+# drain: what they took in the last RELAY_DRAIN_WINDOW_S, per second, times RELAY_HORIZON_S, so
+# that many fast clients (a gigabyte a second between them) read large chunks while many slow
+# ones, draining little in sum, stay at the floor (bench/RESULTS.md).
+RELAY_FLOOR_BYTES = 2 * 1024 * 1024
+RELAY_CEILING_BYTES = 32 * 1024 * 1024
+RELAY_DRAIN_WINDOW_S = 0.25
+RELAY_HORIZON_S = 2 * SEND_TARGET_S  # the chunk being sent and the one being read
+relay_budget = ChunkBudget(RELAY_FLOOR_BYTES, min_bytes=MIN_CHUNK_BYTES,
+                           max_bytes=MAX_CHUNK_BYTES,
+                           drain=DrainRate(time.monotonic, RELAY_DRAIN_WINDOW_S),
+                           horizon_s=RELAY_HORIZON_S, ceiling_bytes=RELAY_CEILING_BYTES)
 
 
 @contextlib.contextmanager

@@ -30,7 +30,7 @@ from tornado.httputil import HTTPHeaders, RequestStartLine
 from tornado.iostream import IOStream, StreamClosedError
 
 from mediaproxy.config import Route
-from mediaproxy.errors import BufferedResponseTooLarge, UpstreamTimeout
+from mediaproxy.errors import BufferedResponseTooLarge, UpstreamError, UpstreamTimeout
 from mediaproxy.http.headers import (forward_request_headers, forward_response_headers,
                                      is_delimited, keeps_alive, may_retry)
 from mediaproxy.http.statuses import is_bodyless
@@ -42,7 +42,9 @@ from mediaproxy.integrations.http_proxy.relay import (LAST_CHUNK, MIN_CHUNK_BYTE
                                                       connection_parameters, frame_chunk,
                                                       relay_sizer)
 from mediaproxy.integrations.http_proxy.settings import HttpProxySettings
-from mediaproxy.tornado_internals import chunking_output
+from mediaproxy.streaming.zerocopy import (SPLICE_AVAILABLE, ZERO_COPY_WAIT_PIECE_BYTES,
+                                           SplicedBody)
+from mediaproxy.tornado_internals import buffered_read_bytes, chunking_output
 
 
 class RoundTrip:
@@ -54,7 +56,9 @@ class RoundTrip:
         self._pool = pool
         self.connection = HTTP1Connection(stream, True, connection_parameters(),
                                           context=str(pool.upstream))
-        self.relay = ResponseRelay(exchange.progress, head_request=method == "HEAD")
+        plain_tcp = type(stream) is IOStream and SPLICE_AVAILABLE  # not TLS, and Linux
+        self.relay = ResponseRelay(exchange.progress, head_request=method == "HEAD",
+                                   may_splice=plain_tcp)
         self._progress = exchange.progress
         self.set_chunk_size(MIN_CHUNK_BYTES)  # a pooled stream may keep a larger one
         self._reader = asyncio.ensure_future(self.relay.read(self.connection))
@@ -89,6 +93,29 @@ class RoundTrip:
             return True
         except StreamClosedError:
             return False  # the reader meets the same closed stream and reports it
+
+    async def splice_body(self, exchange: Exchange) -> None:
+        """Move the whole body from the origin's socket to the client's (``SplicedBody``)."""
+        relay, stream = self.relay, self.stream
+        assert relay.splice_length is not None
+        # Tornado reads for us only the pieces a wait needs, never more behind our back.
+        self.set_chunk_size(ZERO_COPY_WAIT_PIECE_BYTES)
+
+        def origin_fd() -> int | None:
+            return None if stream.closed() else stream.socket.fileno()
+
+        async def read(max_bytes: int) -> bytes:
+            try:
+                return await stream.read_bytes(max_bytes, partial=True)
+            except StreamClosedError as error:
+                raise UpstreamError(f"upstream response cut before its "
+                                    f"{relay.splice_length} body bytes: "
+                                    f"{error.real_error or 'closed'}") from error
+
+        with SplicedBody(origin_fd, relay.splice_length,
+                         buffered=lambda: buffered_read_bytes(stream), read=read) as body:
+            await exchange.send_zero_copy(body)
+        relay.spliced()
 
     def set_chunk_size(self, size_bytes: int) -> None:
         """How much the next reads from the origin may take at once."""
@@ -167,8 +194,15 @@ async def relay_body(exchange: Exchange, upstream: RoundTrip,
                      body: AsyncIterator[bytes] | None = None) -> None:
     """Send the response body as the origin delivers it, read as fast as the client takes it.
 
-    ``body`` is the relay's iterator when the caller has already taken some of it.
+    ``body`` is the relay's iterator when the caller has already taken some of it. This is
+    where the body's path is chosen: by the kernel (splice) when the origin is plain TCP with a
+    Content-Length body and the client's side allows it (``Exchange.begin_zero_copy``: plain
+    TCP, not compressed); copied through Python in every other case.
     """
+    length = upstream.relay.splice_length
+    if body is None and length is not None and await exchange.begin_zero_copy(length):
+        await upstream.splice_body(exchange)
+        return
     loop = asyncio.get_running_loop()
     with relay_sizer() as sizer:
         async for chunk in body or upstream.relay.body():
@@ -200,7 +234,8 @@ class HttpProxyIntegration(Integration):
         async with self._exchange(exchange) as (upstream, head):
             exchange.start(head.status, self._response_headers(exchange, head),
                            _printable(head.reason))
-            await exchange.send(b"")  # the headers now: a slow body should not hold them
+            if not upstream.relay.body_waiting():
+                await exchange.send(b"")  # the headers now: a slow body should not hold them
             await relay_body(exchange, upstream)
         await exchange.finish()
 
