@@ -40,7 +40,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -50,7 +50,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
 from loadgen import run_wrk  # noqa: E402
-from tests.integration.pgcluster import server_binaries, throwaway_cluster  # noqa: E402
+from testbed.pgcluster import server_binaries, throwaway_cluster  # noqa: E402
 
 ORDERS = "SELECT * FROM orders WHERE ordered_at >= {since}"
 SINCE = "2000-01-01"

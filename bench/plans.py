@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from mediaproxy import config as config_module  # noqa: E402
 from mediaproxy.config import ACCESS_LOG_OFF  # noqa: E402
 
-from tests.integration.redisserver import throwaway_redis  # noqa: E402
+from testbed.redisserver import throwaway_redis  # noqa: E402
 from tests.integration.support import GatewayThread  # noqa: E402
 
 

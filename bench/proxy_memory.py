@@ -14,7 +14,7 @@ Four runs, each on a freshly started gateway process (so its VmHWM is that run's
   gateway's CPU seconds per GiB (not a memory figure; there for context).
 
 Issue 3's bound: peak RSS under 64 MB for each of the first three. The gateway and the origin
-(tests/integration/origin.py) run as separate processes on loopback; figures come from
+(testbed/origin.py) run as separate processes on loopback; figures come from
 /proc/<gateway pid>/status (VmRSS before the transfer, VmHWM after) and /proc/<pid>/stat.
 """
 
@@ -37,7 +37,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.integration.origin import pattern, pattern_sha256  # noqa: E402
+from testbed.origin import pattern, pattern_sha256  # noqa: E402
 
 LIMIT_BYTES = 64 * 1000 * 1000
 PIECE_BYTES = 64 * 1024
@@ -215,7 +215,7 @@ def main() -> None:
           f"{args.slow_clients} clients at {args.slow_rate_kib:g} KiB/s for "
           f"{args.slow_seconds:g} s; python {sys.version.split()[0]}, {os.cpu_count()} CPUs",
           flush=True)
-    origin_command = [sys.executable, "-m", "tests.integration.origin", "--port", "0"]
+    origin_command = [sys.executable, "-m", "testbed.origin", "--port", "0"]
     worst_peak = 0
     with started(origin_command, re.compile(r"listening on (\d+)"), "stdout") as (_, match):
         origin_port = int(match[1])

@@ -4,7 +4,7 @@ Run from the repository root (``make bench`` runs it after bench/run.py):
 
     .venv/bin/python bench/s3.py [--quick] [--size-mib N] [--reps N] [--ttfb-reps N]
 
-One moto server (the tests' S3-compatible store, tests/integration/s3store.py) holds one large
+One moto server (the tests' S3-compatible store, testbed/s3store.py) holds one large
 object of random bytes and one small one. Authentication is off in the store, so that the
 same object can be fetched three ways: through an ``s3`` route (signed, as it would be
 against a real store), through an ``http_proxy`` route to the same bucket path, and directly.
@@ -43,7 +43,7 @@ import slow_clients  # noqa: E402
 from loadgen import curl_download  # noqa: E402
 from workspace import MiB, REPO, WORK  # noqa: E402
 
-from tests.integration.s3store import S3Store, free_port, moto_server  # noqa: E402
+from testbed.s3store import S3Store, free_port, moto_server  # noqa: E402
 
 MEDIAPROXY_BIN = REPO / ".venv" / "bin" / "mediaproxy"
 SMALL_BYTES = 16 * 1024

@@ -11,16 +11,21 @@ from __future__ import annotations
 import asyncio
 import http.client
 import json
+import os
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from mediaproxy import config as config_module
 from mediaproxy.server.app import RunningServer, start
+from testbed.s3store import Keys, S3Store
 
 
 class GatewayThread:
@@ -174,3 +179,78 @@ def make_sparse_file(path: Path, size_bytes: int) -> Path:
 def read_access_log(path: Path) -> list[dict[str, Any]]:
     """Every line of a JSON access log, parsed (a line that is not JSON fails the test)."""
     return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def get_and_head(gateway: GatewayThread, path: str,
+                 headers: dict[str, str] | None = None) -> Response:
+    """GET, and check that HEAD answers with exactly the same status and headers."""
+    got = request(gateway.port, "GET", path, headers)
+    head = request(gateway.port, "HEAD", path, headers)
+    assert head.body == b""
+    assert head.status == got.status
+    strip = {"date"}
+    assert ({k: v for k, v in head.headers.items() if k not in strip}
+            == {k: v for k, v in got.headers.items() if k not in strip})
+    return got
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+def series(count: int, extra: str) -> str:
+    """``count`` rows (i, extra), produced as they are fetched in both databases (PostgreSQL's
+    generate_series would compute them all before the first)."""
+    return (f"WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s "
+            f"WHERE i < {count}) SELECT i, {extra} AS extra FROM s")
+
+
+RSS_TOLERANCE_BYTES = 16 * 1024 * 1024  # one leaked 64 KiB chunk per stream would be 64 MB
+
+
+OBJECT_TOLERANCE = 200  # one leaked object per stream would be 1,000
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/status") as status_file:
+        for line in status_file:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS in /proc/self/status")
+
+
+def make_certificate(folder: Path, name: str) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 and its key (EC: fast to generate)."""
+    certificate, key = folder / f"{name}.crt", folder / f"{name}.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1",
+                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", str(key), "-out", str(certificate)],
+                   check=True, capture_output=True, timeout=30)
+    return certificate, key
+
+
+MakeGateway = Callable[[str], GatewayThread]
+
+
+def route(store: S3Store, keys: Keys, monkeypatch: pytest.MonkeyPatch, extra: str = "",
+          prefix: str = "/s3") -> str:
+    monkeypatch.setenv("TEST_S3_KEY", keys.access_key_id)
+    monkeypatch.setenv("TEST_S3_SECRET", keys.secret_access_key)
+    return f"""
+        [[routes]]
+        prefix = "{prefix}"
+        integration = "s3"
+        bucket = "{store.bucket}"
+        endpoint = "{store.url}"
+        access_key_id_env = "TEST_S3_KEY"
+        secret_access_key_env = "TEST_S3_SECRET"
+        {extra}
+    """

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from .origin import OriginThread
+from testbed.origin import OriginThread
 from .support import GatewayThread, Response, open_stalled_download, request, wait_until
 
 SAMPLE_MEDIA = Path(__file__).resolve().parents[2] / "sample_media"

@@ -19,9 +19,8 @@ import pytest
 
 from mediaproxy.server.admission import RETRY_AFTER_S, route_name
 
-from .origin import OriginThread
-from .support import GatewayThread, request
-from .test_file_timers import drain, open_stalled_download
+from testbed.origin import OriginThread
+from .support import (GatewayThread, drain, open_stalled_download, request)
 
 needs_curl = pytest.mark.skipif(shutil.which("curl") is None, reason="curl not installed")
 

@@ -12,8 +12,7 @@ from pathlib import Path
 import pytest
 import zstandard
 
-from .support import GatewayThread, request
-from .test_csv_export import series
+from .support import (GatewayThread, request, series)
 
 SAMPLE_MEDIA = Path(__file__).resolve().parents[2] / "sample_media"
 

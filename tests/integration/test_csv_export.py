@@ -29,8 +29,7 @@ from mediaproxy.integrations import csv_export
 from mediaproxy.integrations import export_processes as export_processes_module
 from mediaproxy.integrations.csv_export import PostgresCopy, QueryFailed
 
-from .support import (GatewayThread, open_stalled_download, read_cut_response, request,
-                      wait_for_no_streams, wait_until)
+from .support import (GatewayThread, open_stalled_download, read_cut_response, request, series, wait_for_no_streams, wait_until)
 
 # The values CSV exports get wrong: separators, quotes, line breaks, NULL against '', non-ASCII
 # and a formula that must reach the client unchanged.
@@ -72,13 +71,6 @@ def expected_csv(columns: list[str], rows: list[tuple[object, ...]], db: ExportD
     writer.writerows([["" if v is None else empty if v == "" else v for v in row]
                       for row in rows])
     return buffer.getvalue().replace(empty, '""' if db.name == "postgres" else "").encode()
-
-
-def series(count: int, extra: str) -> str:
-    """``count`` rows (i, extra), produced as they are fetched in both databases (PostgreSQL's
-    generate_series would compute them all before the first)."""
-    return (f"WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s "
-            f"WHERE i < {count}) SELECT i, {extra} AS extra FROM s")
 
 
 NEVER_ENDS = "WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s) SELECT count(*) FROM s"

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from .support import GatewayThread, Response, request
+from .support import (GatewayThread, get_and_head, request)
 
 SAMPLE_MEDIA = Path(__file__).resolve().parents[2] / "sample_media"
 
@@ -54,19 +54,6 @@ def gateway(make_gateway, media_root: Path, request) -> GatewayThread:  # type: 
         root = "{SAMPLE_MEDIA}"
     """)
     return gateway
-
-
-def get_and_head(gateway: GatewayThread, path: str,
-                 headers: dict[str, str] | None = None) -> Response:
-    """GET, and check that HEAD answers with exactly the same status and headers."""
-    got = request(gateway.port, "GET", path, headers)
-    head = request(gateway.port, "HEAD", path, headers)
-    assert head.body == b""
-    assert head.status == got.status
-    strip = {"date"}
-    assert ({k: v for k, v in head.headers.items() if k not in strip}
-            == {k: v for k, v in got.headers.items() if k not in strip})
-    return got
 
 
 def raw_request(port: int, request_line: bytes) -> bytes:

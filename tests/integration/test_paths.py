@@ -14,7 +14,7 @@ import subprocess
 
 import pytest
 
-from .origin import FILES, OriginThread
+from testbed.origin import FILES, OriginThread
 from .support import GatewayThread, request
 
 KEY = "k-0123456789"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from .redisserver import RedisServer
+from testbed.redisserver import RedisServer
 from .support import GatewayThread, drain, make_sparse_file, open_stalled_download, request
 
 MakeGateway = Callable[[str], GatewayThread]

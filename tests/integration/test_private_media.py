@@ -17,7 +17,7 @@ import pytest
 
 from mediaproxy.http.signing import sign_query
 
-from .origin import OriginThread
+from testbed.origin import OriginThread
 from .support import GatewayThread, request
 
 needs_curl = pytest.mark.skipif(shutil.which("curl") is None, reason="curl not installed")

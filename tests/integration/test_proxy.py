@@ -15,7 +15,7 @@ import pytest
 
 from mediaproxy.integrations.http_proxy.route import HttpProxyIntegration
 
-from .origin import (GZIP_BODY, ORIGIN_DATE, ORIGIN_SERVER, OriginThread, pattern,
+from testbed.origin import (GZIP_BODY, ORIGIN_DATE, ORIGIN_SERVER, OriginThread, pattern,
                      pattern_sha256)
 from .support import GatewayThread, Response, request, wait_until
 

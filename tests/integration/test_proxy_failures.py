@@ -13,19 +13,12 @@ from collections.abc import Iterator
 
 import pytest
 
-from .origin import OriginThread, pattern
-from .support import GatewayThread, request
+from testbed.origin import OriginThread, pattern
+from .support import (GatewayThread, closed_port, request)
 
 # A valid name too long for DNS (over 255 octets): the C library refuses it without sending a
 # query, so "unresolvable" is tested without leaving loopback.
 UNRESOLVABLE_HOST = "a." * 130 + "x"
-
-
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import logging
 
 import pytest
 
-from .origin import OriginThread, pattern
+from testbed.origin import OriginThread, pattern
 from .support import GatewayThread
 
 # Each is the query string of /length: one "cl" per Content-Length line, as the origin sends it.

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,14 +15,11 @@ import pytest
 
 from mediaproxy.integrations.http_proxy.route import HttpProxyIntegration
 
-from .origin import OriginThread
-from .support import GatewayThread
-from .test_proxy_failures import closed_port
+from testbed.origin import OriginThread
+from .support import (OBJECT_TOLERANCE, RSS_TOLERANCE_BYTES, GatewayThread, closed_port, open_fds, rss_bytes)
 
 TOTAL_STREAMS = 1000
 CONCURRENCY = 25
-RSS_TOLERANCE_BYTES = 16 * 1024 * 1024  # one leaked 64 KiB chunk per stream would be 64 MB
-OBJECT_TOLERANCE = 200  # one leaked object per stream would be 1,000
 
 
 @dataclass(frozen=True)
@@ -89,18 +85,6 @@ async def run_all(port: int, per_ending: int) -> dict[str, int]:
         results = await asyncio.gather(*(one(ending) for _ in range(per_ending)))
         failures[name] = results.count(False)
     return failures
-
-
-def open_fds() -> int:
-    return len(os.listdir("/proc/self/fd"))
-
-
-def rss_bytes() -> int:
-    with open("/proc/self/status") as status_file:
-        for line in status_file:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS in /proc/self/status")
 
 
 def settle(gateway: GatewayThread, origin: OriginThread) -> None:

@@ -16,16 +16,14 @@ import pytest
 
 from mediaproxy.integrations.s3 import listing
 
-from .origin import pattern
-from .s3store import Keys, S3Store
-from .support import GatewayThread, request
-from .test_files import get_and_head
+from testbed.origin import pattern
+from testbed.s3store import Keys, S3Store
+from .support import (GatewayThread, MakeGateway, get_and_head, request, route)
 
 PNG = (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x06\x00\x00"
        b"\x00\x1f\x15\xc4\x89\x00\x00\x00\rIDATx\x9cc\xf8\x0f\x00\x00\x01\x01\x00\x05\x18\xd8N"
        b"\x00\x00\x00\x00IEND\xaeB`\x82") + bytes(4000)
 BODY = pattern(0, 300_000)
-MakeGateway = Callable[[str], GatewayThread]
 
 
 @pytest.fixture(scope="module")
@@ -36,22 +34,6 @@ def objects(s3_store: S3Store) -> S3Store:
     s3_store.put("secret.txt", b"outside the prefix\n")
     s3_store.put("videos/sub dir/ü.txt", b"unicode key\n", content_type="text/plain")
     return s3_store
-
-
-def route(store: S3Store, keys: Keys, monkeypatch: pytest.MonkeyPatch, extra: str = "",
-          prefix: str = "/s3") -> str:
-    monkeypatch.setenv("TEST_S3_KEY", keys.access_key_id)
-    monkeypatch.setenv("TEST_S3_SECRET", keys.secret_access_key)
-    return f"""
-        [[routes]]
-        prefix = "{prefix}"
-        integration = "s3"
-        bucket = "{store.bucket}"
-        endpoint = "{store.url}"
-        access_key_id_env = "TEST_S3_KEY"
-        secret_access_key_env = "TEST_S3_SECRET"
-        {extra}
-    """
 
 
 @pytest.fixture
@@ -270,8 +252,6 @@ def test_metrics_label_the_route(gateway: GatewayThread) -> None:
     request(gateway.port, "GET", "/s3/clip.bin")
     metrics = request(gateway.port, "GET", "/metrics").body.decode()
     assert 'mediaproxy_requests_total{integration="s3",route="/s3",status="200"}' in metrics
-
-
 
 
 # --- the standard AWS credential chain -------------------------------------------------------

@@ -19,11 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from .s3store import S3Store
-from .support import GatewayThread, read_cut_response, request, wait_for_no_streams
-from .test_proxy_leaks import OBJECT_TOLERANCE, RSS_TOLERANCE_BYTES, open_fds, rss_bytes
-from .test_s3 import MakeGateway, route
-from .test_tls import make_certificate
+from testbed.s3store import S3Store
+from .support import (OBJECT_TOLERANCE, RSS_TOLERANCE_BYTES, GatewayThread, MakeGateway, make_certificate, open_fds, read_cut_response, request, route, rss_bytes, wait_for_no_streams)
 
 XML = '<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{code}</Code><Message>{message}' \
       '</Message>{extra}<RequestId>1</RequestId></Error>'

@@ -15,20 +15,9 @@ import pytest
 
 from mediaproxy.config import ConfigError, load
 
-from .support import GatewayThread
+from .support import (GatewayThread, make_certificate)
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl not installed")
-
-
-def make_certificate(folder: Path, name: str) -> tuple[Path, Path]:
-    """A self-signed certificate for 127.0.0.1 and its key (EC: fast to generate)."""
-    certificate, key = folder / f"{name}.crt", folder / f"{name}.key"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
-                    "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1",
-                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
-                    "-keyout", str(key), "-out", str(certificate)],
-                   check=True, capture_output=True, timeout=30)
-    return certificate, key
 
 
 @pytest.fixture(scope="module")

@@ -10,18 +10,7 @@ from mediaproxy import config
 from mediaproxy.server import eventloop
 from mediaproxy.config import ConfigError, Limits, load
 
-GOOD_ROUTE = """
-[[routes]]
-prefix = "/media"
-integration = "file"
-root = "."
-"""
-
-
-def write(tmp_path: Path, text: str) -> Path:
-    path = tmp_path / "mediaproxy.toml"
-    path.write_text(text)
-    return path
+from .support import GOOD_ROUTE, assert_refused, write
 
 
 def test_defaults_and_route_overrides(tmp_path: Path) -> None:
@@ -97,16 +86,6 @@ def test_relative_root_is_relative_to_the_file(tmp_path: Path) -> None:
 def test_bad_config_names_file_key_and_reason(tmp_path: Path, text: str, key: str,
                                               reason: str) -> None:
     assert_refused(write(tmp_path, text), key, reason)
-
-
-def assert_refused(path: Path, key: str, reason: str) -> ConfigError:
-    """Loading ``path`` fails naming the file, ``key`` and a reason containing ``reason``."""
-    with pytest.raises(ConfigError) as caught:
-        load(path)
-    assert caught.value.key == key
-    assert reason in caught.value.reason
-    assert str(caught.value).startswith(f"{path.resolve()}: {key}: ")
-    return caught.value
 
 
 def test_unreadable_and_invalid_toml(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ import pytest
 
 from mediaproxy.config import Access, Limits, load
 
-from .test_config import GOOD_ROUTE, assert_refused, write
+from .support import GOOD_ROUTE, assert_refused, write
 
 SECRET = "0123456789abcdef-secret"
 

@@ -169,3 +169,24 @@ def test_the_walk_sees_lazy_relative_and_type_checking_imports() -> None:
 def test_cycles_are_found() -> None:
     graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
     assert cycles(graph) == [["a", "b", "c"]]
+
+
+def test_tests_share_helpers_through_support_modules() -> None:
+    """A test module imports no other test module, and the benchmarks import no test code:
+    what both need lives in ``support`` modules, conftest, or the ``testbed`` package."""
+    repo = ROOT.parent
+    offending = []
+    for path in sorted([*repo.glob("tests/**/*.py"), *repo.glob("bench/*.py")]):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom):
+                names = [node.module or "", *(f"{node.module or ''}.{a.name}" for a in node.names)]
+            elif isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            else:
+                continue
+            last_parts = {name.rpartition(".")[2] for name in names}
+            from_bench = path.parts[-2] == "bench" and any(
+                name == "tests" or name.startswith("tests.") for name in names)
+            if from_bench or any(part.startswith("test_") for part in last_parts):
+                offending.append(f"{path.relative_to(repo)}:{node.lineno}")
+    assert offending == []

@@ -36,7 +36,7 @@ picks the endpoint, so /echo/a/b is /echo):
 Any endpoint takes ``hang_up_next=1``: the connection's next request is read, then the
 connection closed unanswered (an origin whose keep-alive timeout fires as a request arrives).
 
-Run standalone (for benchmarks): ``python -m tests.integration.origin [--port P]``; it prints
+Run standalone (for benchmarks): ``python -m testbed.origin [--port P]``; it prints
 ``origin listening on PORT`` and serves until killed.
 """
 
