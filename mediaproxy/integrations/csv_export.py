@@ -101,8 +101,8 @@ class CsvExportSettings:
 
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 # Rows per batch once an export is under way (the first batches are smaller, for a quick first
-# byte). Measured on the 1M-row orders table: 1,000 to 20,000 rows per batch run at the same
-# rate; 5,000 rows are ~300 KB of CSV, so a slow client pins about that much per export.
+# byte). The batch size barely changes the export's rate over a wide range (bench/RESULTS.md),
+# so it is chosen for memory: one batch is what a slow client pins per export.
 DEFAULT_BATCH_ROWS = 5000
 LINE_TERMINATORS = {"crlf": "\r\n", "lf": "\n"}
 ENGINES = ("default", "arrow")
@@ -305,8 +305,8 @@ class FormulaEscapedRows(RowSource):
 
 def _import_psycopg() -> Any:
     """psycopg, imported when the first PostgreSQL export runs, not with this module: it
-    costs every process about 11 MiB, which a gateway exporting nothing from PostgreSQL
-    should not pay (measured: 200 slow file downloads peaked 11 MiB higher with it)."""
+    costs every process memory that a gateway exporting nothing from PostgreSQL should not
+    pay (bench/RESULTS.md, "Figures behind code comments")."""
     try:
         import psycopg
     except ImportError:  # the optional `postgres` extra

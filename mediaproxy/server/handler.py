@@ -14,7 +14,7 @@ descriptor and write into another client's) whenever the connection is plain TCP
 Content-Length body; a side that is not ready is waited for by handing Tornado one small copied
 piece, so no descriptor is ever registered behind Tornado's back.
 
-Reference: ``shared/design/STREAMING.md`` (why every flush is awaited, why exactly one is
+Reference: ``docs/design/streaming.md`` (why every flush is awaited, why exactly one is
 outstanding, why aborting means closing the IOStream).
 """
 

@@ -8,8 +8,8 @@ many slow streams stay small while a lone fast one gets the largest chunks.
 
 The budget counts bytes actually held, not a share per stream: streams that start together
 all look fast at first (their first writes land in empty socket buffers), and a per-stream
-share worked out while few of them had started let each take the most (measured on the file
-path: 200 slow clients peaked at 160 MiB RSS, against 72 MiB with every chunk at the minimum).
+share worked out while few of them had started let each take the most (on the file path it
+more than doubled the peak memory of 200 slow clients: bench/RESULTS.md).
 
 A budget may follow the clients (``DrainRate``): on top of a fixed floor, it grants what all
 its streams' clients took in the last window, scaled to a short horizon, up to a ceiling. Memory

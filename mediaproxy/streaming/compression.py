@@ -6,10 +6,10 @@ through it. Each chunk is compressed *and flushed* (zlib ``Z_SYNC_FLUSH``, zstd
 ``FLUSH_BLOCK``), so what the integration sent is decodable by the client at once: a token
 stream or an event stream stays live, at a cost of a few bytes per chunk.
 
-Levels: 1 for both. nginx's default ``gzip_comp_level`` is 1, and measured here on the orders
-CSV (300 KB chunks): gzip 1 ran at 80 MB/s for a 3.5x ratio, gzip 6 at 21 MB/s for 4.2x;
-zstd 1 at 200 MB/s for 4.0x. Compression runs on the event loop: one 300 KB batch costs a few
-milliseconds of gzip 1.
+Levels: 1 for both. nginx's default ``gzip_comp_level`` is 1, and on the orders CSV level 1
+is several times faster than gzip 6 for a ratio only a little lower (bench/RESULTS.md,
+"Figures behind code comments"). Compression runs on the event loop: one export batch costs
+a few milliseconds of gzip 1.
 
 zstd needs the ``zstandard`` package (the ``zstd`` extra); without it only gzip is offered.
 """

@@ -15,7 +15,7 @@ import magic
 SNIFF_BYTES = 2048  # libmagic decides every media type we serve within the first 2 KiB
 OCTET_STREAM = "application/octet-stream"
 
-# A magic handle is not safe to share between threads; one per thread costs ~1 ms once.
+# A magic handle is not safe to share between threads; one per thread is opened once.
 _handles = threading.local()
 
 

@@ -3,7 +3,7 @@
 Why not ``tornado.httpclient``: ``simple_httpclient`` puts a total deadline on the whole body
 (``request_timeout``), a 100 MB ceiling on streamed bodies, decodes gzip, and a stalled origin
 cannot be cancelled; ``curl_httpclient`` cannot await a streaming callback at all
-(shared/design/STREAMING.md). Here the gateway owns the socket: ``TCPClient`` connects,
+(docs/design/streaming.md). Here the gateway owns the socket: ``TCPClient`` connects,
 ``HTTP1Connection`` speaks HTTP/1.1 on it, and ``ResponseRelay`` (its message delegate) hands
 the response over one piece at a time. ``HTTP1Connection`` awaits what ``data_received``
 returns before it reads the socket again, and the relay resolves that only when the consumer
@@ -43,9 +43,8 @@ from mediaproxy.http.statuses import is_bodyless
 from mediaproxy.streaming.zerocopy import ZERO_COPY_MIN_BYTES
 
 # Reads from the origin start small and grow while the client keeps up (ChunkSizer).
-# Measured on loopback: 64 KiB reads relayed ~500 MB/s at 1.0 CPU s/GiB, 1 MiB reads ~1,700
-# MB/s at 0.5 s/GiB; 200 clients reading 256 KiB/s each peaked at 68 MiB RSS with 64 KiB
-# chunks and 56 MiB with 16 KiB ones (idle: 44 MiB).
+# Large reads cost less CPU per byte; small ones keep many slow clients small in memory
+# (bench/RESULTS.md, "Figures behind code comments").
 MIN_CHUNK_BYTES = 16 * 1024
 MAX_CHUNK_BYTES = 1024 * 1024
 SEND_TARGET_S = 0.01  # 1 MiB in 10 ms: a client at 100 MB/s or more gets the largest chunks
