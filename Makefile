@@ -6,7 +6,7 @@ VENV ?= .venv
 CONFIG ?= conf/mediaproxy.toml
 BIN = $(VENV)/bin
 
-.PHONY: run test check bench system-deps clean
+.PHONY: run test test-fast check bench system-deps clean
 
 $(BIN)/mediaproxy: setup.cfg pyproject.toml
 	scripts/system-deps.sh run
@@ -22,6 +22,13 @@ test: $(BIN)/mediaproxy
 	scripts/system-deps.sh test
 	$(BIN)/python -m mypy
 	$(BIN)/python -m pytest
+
+# The quick loop: everything but the tests marked slow (leak checks over 1,000 streams, the
+# large bodies); `make test` runs them all.
+test-fast: $(BIN)/mediaproxy
+	scripts/system-deps.sh test
+	$(BIN)/python -m mypy
+	$(BIN)/python -m pytest -m "not slow" -q
 
 bench: $(BIN)/mediaproxy
 	bench/setup.sh
