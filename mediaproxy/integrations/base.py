@@ -5,6 +5,12 @@ wants it, the request body as it arrives), starts the response, sends chunks and
 It never sees Tornado. Every ``send`` waits until the socket has taken the chunk, so an
 integration that awaits it is flow-controlled by the client for free.
 
+The contract, in order: ``start`` sets the status and headers (nothing is sent yet); the
+headers go out with the first ``send`` or ``send_file``, or at once with ``flush_headers``
+(a response whose body may be slow to come); ``finish`` completes the response. ``finish`` is
+optional: when ``respond`` returns, the server finishes an exchange that is not finished yet,
+so an integration calls it only to complete the response before work of its own that follows.
+
 Timers and client disconnects reach an integration as cancellation: its task is cancelled at
 whatever it awaits, so ``finally`` blocks (closing a file, an upstream socket, a cursor) are
 where it cleans up. An integration signals failure by raising a ``MediaproxyError``: before the
@@ -79,6 +85,11 @@ class Exchange(ABC):
         """True once the response headers have been sent: errors can no longer be a status."""
 
     @abstractmethod
+    async def flush_headers(self) -> None:
+        """Send the status and headers now, with no body byte, and wait until the socket has
+        taken them; afterwards ``started`` is true."""
+
+    @abstractmethod
     async def send(self, chunk: bytes) -> None:
         """Send a chunk and wait until the socket has taken it."""
 
@@ -110,7 +121,7 @@ class Exchange(ABC):
 
     @abstractmethod
     async def finish(self) -> None:
-        """Complete the response (the body is whole)."""
+        """Complete the response (the body is whole). Optional: see the module docstring."""
 
     @abstractmethod
     def progress(self) -> None:

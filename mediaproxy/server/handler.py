@@ -148,6 +148,9 @@ class HandlerExchange(Exchange):
     def last_send_waited(self) -> bool:
         return self._last_send_waited
 
+    async def flush_headers(self) -> None:
+        await self._send_now(b"")  # past the encoder and the pacer: headers only, no body byte
+
     async def send(self, chunk: bytes) -> None:
         if self._encoder is not None:
             chunk = self._encoder.compress(chunk)
@@ -201,7 +204,7 @@ class HandlerExchange(Exchange):
         if length < ZERO_COPY_MIN_BYTES or self._encoder is not None:
             return False
         if not self._started:
-            await self.send(b"")  # the headers, through Tornado: now it accounts the body
+            await self.flush_headers()  # through Tornado: now it accounts the body
         return _zero_copy_possible(self._handler.request.connection)
 
     async def send_zero_copy(self, source: ZeroCopySource) -> None:
@@ -256,7 +259,7 @@ class HandlerExchange(Exchange):
             # Tornado's finish() would add "Content-Length: 0" where the integration set none
             # (a compressed or streamed GET has none): the headers go out as they are first.
             # A 204 or 304 is left to finish(), which trims it as it trims the GET's.
-            await self.send(b"")
+            await self.flush_headers()
         self._started = True
         if self._encoder is not None:
             self._handler.write(self._encoder.finish())

@@ -235,7 +235,7 @@ class HttpProxyIntegration(Integration):
             exchange.start(head.status, self._response_headers(exchange, head),
                            _printable(head.reason))
             if not upstream.relay.body_waiting():
-                await exchange.send(b"")  # the headers now: a slow body should not hold them
+                await exchange.flush_headers()  # a slow body should not hold the headers back
             await relay_body(exchange, upstream)
         await exchange.finish()
 
