@@ -32,7 +32,7 @@ from mediaproxy import config as config_module  # noqa: E402
 from mediaproxy.config import ACCESS_LOG_OFF  # noqa: E402
 
 from testbed.redisserver import throwaway_redis  # noqa: E402
-from tests.integration.support import GatewayThread  # noqa: E402
+from testbed.gateway import GatewayThread  # noqa: E402
 
 
 def timed_gets(port: int, key: str, count: int) -> list[float]:

@@ -1,6 +1,5 @@
-"""Real servers on real sockets: the gateway runs on its own event loop in a thread.
-
-Tests talk to it with real clients (http.client, raw sockets, curl). We use this small fixture
+"""Real servers on real sockets: the gateway runs on its own event loop in a thread
+(``testbed.gateway``). Tests talk to it with real clients (http.client, raw sockets, curl). We use this small fixture
 instead of pytest-tornado: pytest-tornado 0.8 fails to load under ``-W error`` (pytest 9
 deprecations) and is unmaintained, and a thread per server keeps the client code plainly
 synchronous, the way a real client is.
@@ -8,12 +7,14 @@ synchronous, the way a real client is.
 
 from __future__ import annotations
 
-import asyncio
 import http.client
 import json
 import os
+import re
+import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -23,76 +24,8 @@ from typing import Any
 
 import pytest
 
-from mediaproxy import config as config_module
-from mediaproxy.server.app import RunningServer, start
+from testbed.gateway import GatewayThread
 from testbed.s3store import Keys, S3Store
-
-
-class GatewayThread:
-    """A mediaproxy server on an ephemeral loopback port, run by its own loop in a thread."""
-
-    def __init__(self, config: config_module.Config) -> None:
-        self.config = config
-        self._ready = threading.Event()
-        self._loop = asyncio.new_event_loop()
-        self._stop: asyncio.Event | None = None
-        self._error: BaseException | None = None
-        self.running: RunningServer | None = None
-        self._thread = threading.Thread(target=self._run, name="gateway", daemon=True)
-        self._thread.start()
-        self._ready.wait(10)
-        if self._error is not None:
-            raise self._error
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self._loop)
-        self._loop.run_until_complete(self._main())
-        self._loop.close()
-
-    async def _main(self) -> None:
-        self._stop = asyncio.Event()
-        try:
-            self.running = start(self.config)
-        except BaseException as error:
-            self._error = error
-            self._ready.set()
-            return
-        self._ready.set()
-        await self._stop.wait()
-        await self.running.shutdown()
-
-    @property
-    def port(self) -> int:
-        assert self.running is not None
-        return self.running.port
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def call(self, function: Callable[[], object]) -> object:
-        """Run ``function`` on the server's loop and return its result (for inspection)."""
-        result: list[object] = []
-        done = threading.Event()
-
-        def run() -> None:
-            result.append(function())
-            done.set()
-
-        self._loop.call_soon_threadsafe(run)
-        done.wait(10)
-        return result[0]
-
-    def active_streams(self) -> int:
-        assert self.running is not None
-        gateway = self.running.gateway
-        return int(self.call(lambda: len(gateway.active)))  # type: ignore[arg-type]
-
-    def stop(self) -> None:
-        """Shut the gateway down (as SIGTERM does) and wait for it; again: nothing."""
-        if self._stop is not None and self.running is not None and not self._loop.is_closed():
-            self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(30)
 
 
 @dataclass
@@ -254,3 +187,46 @@ def route(store: S3Store, keys: Keys, monkeypatch: pytest.MonkeyPatch, extra: st
         secret_access_key_env = "TEST_S3_SECRET"
         {extra}
     """
+
+
+class Server:
+    """The command in a subprocess; its stderr lines collected as they come."""
+
+    def __init__(self, config: Path) -> None:
+        # Its own process group, so a failed test can kill the workers too.
+        self.process = subprocess.Popen([sys.executable, "-m", "mediaproxy", "--config",
+                                         str(config)],
+                                        stderr=subprocess.PIPE, text=True,
+                                        start_new_session=True)
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        started = self.wait_for_line(r"(\d+) worker processes \(pids ([\d ]+)\)")
+        self.worker_pids = set(map(int, started.group(2).split()))
+        self.started_at = time.monotonic()
+        listening = self.wait_for_line(r"listening on http://127\.0\.0\.1:(\d+)")
+        self.port = int(listening.group(1))
+
+    def _read(self) -> None:
+        assert self.process.stderr is not None
+        for line in self.process.stderr:
+            self.lines.append(line)
+
+    def close(self) -> None:
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass  # exited, workers and all
+        self.process.wait()
+        self._reader.join(5)
+        assert self.process.stderr is not None
+        self.process.stderr.close()
+
+    def wait_for_line(self, pattern: str, timeout_s: float = 15) -> re.Match[str]:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if match := re.search(pattern, "".join(self.lines)):
+                return match
+            assert self.process.poll() is None, "".join(self.lines)
+            time.sleep(0.02)
+        raise AssertionError(f"no line matching {pattern!r} in:\n{''.join(self.lines)}")

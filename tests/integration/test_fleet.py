@@ -14,8 +14,7 @@ import pytest
 
 from mediaproxy.server.workers import MIN_UPTIME_S
 
-from .support import make_sparse_file, request
-from .test_workers import Server
+from .support import (Server, make_sparse_file, request)
 
 
 def instance_config(tmp_path: Path, name: str, redis_url: str, plan: str,

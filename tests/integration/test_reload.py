@@ -15,8 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from .support import drain, make_sparse_file, read_access_log, request, wait_until
-from .test_workers import Server
+from .support import (Server, drain, make_sparse_file, read_access_log, request, wait_until)
 
 BIG_BYTES = 24 * 1024 * 1024
 

@@ -6,13 +6,10 @@ import asyncio
 import http.client
 import json
 import os
-import re
 import shutil
 import signal
 import socket
 import subprocess
-import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,55 +19,12 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from mediaproxy.server.workers import MIN_UPTIME_S
 
-from .support import (GatewayThread, make_sparse_file, open_stalled_download, read_access_log,
+from .support import (GatewayThread, Server, make_sparse_file, open_stalled_download, read_access_log,
                       request, wait_until)
 
 BIG_BYTES = 20 * 1024 * 1024
 # curl lets a first burst of ~10 MB through, then holds the rate: the download lasts ~2 s.
 RATE_BYTES_PER_S = 6 * 1024 * 1024
-
-
-class Server:
-    """The command in a subprocess; its stderr lines collected as they come."""
-
-    def __init__(self, config: Path) -> None:
-        # Its own process group, so a failed test can kill the workers too.
-        self.process = subprocess.Popen([sys.executable, "-m", "mediaproxy", "--config",
-                                         str(config)],
-                                        stderr=subprocess.PIPE, text=True,
-                                        start_new_session=True)
-        self.lines: list[str] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-        started = self.wait_for_line(r"(\d+) worker processes \(pids ([\d ]+)\)")
-        self.worker_pids = set(map(int, started.group(2).split()))
-        self.started_at = time.monotonic()
-        listening = self.wait_for_line(r"listening on http://127\.0\.0\.1:(\d+)")
-        self.port = int(listening.group(1))
-
-    def _read(self) -> None:
-        assert self.process.stderr is not None
-        for line in self.process.stderr:
-            self.lines.append(line)
-
-    def close(self) -> None:
-        try:
-            os.killpg(self.process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass  # exited, workers and all
-        self.process.wait()
-        self._reader.join(5)
-        assert self.process.stderr is not None
-        self.process.stderr.close()
-
-    def wait_for_line(self, pattern: str, timeout_s: float = 15) -> re.Match[str]:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if match := re.search(pattern, "".join(self.lines)):
-                return match
-            assert self.process.poll() is None, "".join(self.lines)
-            time.sleep(0.02)
-        raise AssertionError(f"no line matching {pattern!r} in:\n{''.join(self.lines)}")
 
 
 @pytest.fixture
