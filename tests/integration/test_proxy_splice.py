@@ -15,7 +15,7 @@ import pytest
 
 from mediaproxy.streaming.zerocopy import SPLICE_AVAILABLE, ZERO_COPY_MIN_BYTES
 
-from .origin import OriginThread, pattern
+from testbed.origin import OriginThread, pattern
 from .support import GatewayThread, request
 
 pytestmark = pytest.mark.skipif(not SPLICE_AVAILABLE, reason="splice(2) is Linux-only")
