@@ -20,6 +20,8 @@ run: $(BIN)/mediaproxy
 
 test: $(BIN)/mediaproxy
 	scripts/system-deps.sh test
+	$(BIN)/python -m ruff check
+	$(BIN)/python -m ruff format --check
 	$(BIN)/python -m mypy
 	$(BIN)/python -m pytest
 
@@ -27,6 +29,8 @@ test: $(BIN)/mediaproxy
 # large bodies); `make test` runs them all.
 test-fast: $(BIN)/mediaproxy
 	scripts/system-deps.sh test
+	$(BIN)/python -m ruff check
+	$(BIN)/python -m ruff format --check
 	$(BIN)/python -m mypy
 	$(BIN)/python -m pytest -m "not slow" -q
 

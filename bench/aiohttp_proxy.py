@@ -15,18 +15,37 @@ import aiohttp
 from aiohttp import web
 
 # RFC 9110 §7.6.1, plus the framing aiohttp sets itself.
-HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization",
-                        "te", "trailer", "transfer-encoding", "upgrade", "content-length"})
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "content-length",
+    }
+)
 
 
 async def _proxy(request: web.Request) -> web.StreamResponse:
     session: aiohttp.ClientSession = request.app["session"]
     upstream: str = request.app["upstream"]
-    headers = {name: value for name, value in request.headers.items()
-               if name.lower() not in HOP_BY_HOP and name.lower() != "host"}
+    headers = {
+        name: value
+        for name, value in request.headers.items()
+        if name.lower() not in HOP_BY_HOP and name.lower() != "host"
+    }
     body = request.content if request.body_exists else None
-    async with session.request(request.method, upstream + request.rel_url.path_qs,
-                               headers=headers, data=body, allow_redirects=False) as answer:
+    async with session.request(
+        request.method,
+        upstream + request.rel_url.path_qs,
+        headers=headers,
+        data=body,
+        allow_redirects=False,
+    ) as answer:
         response = web.StreamResponse(status=answer.status, reason=answer.reason)
         for name, value in answer.headers.items():
             if name.lower() not in HOP_BY_HOP:
@@ -44,8 +63,10 @@ async def serve(port: int, upstream: str) -> None:
     app = web.Application()
     app["upstream"] = upstream.rstrip("/")
     app["session"] = aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=0), auto_decompress=False,
-        timeout=aiohttp.ClientTimeout(total=None))
+        connector=aiohttp.TCPConnector(limit=0),
+        auto_decompress=False,
+        timeout=aiohttp.ClientTimeout(total=None),
+    )
     app.router.add_route("*", "/files/{tail:.*}", _proxy)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
@@ -65,6 +86,7 @@ def main() -> None:
     factory = None
     if importlib.util.find_spec("uvloop") is not None:
         import uvloop
+
         factory = uvloop.new_event_loop
     with asyncio.Runner(loop_factory=factory) as runner:
         runner.run(serve(args.port, args.upstream))

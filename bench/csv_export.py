@@ -50,6 +50,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
 from loadgen import run_wrk  # noqa: E402
+
 from testbed.pgcluster import server_binaries, throwaway_cluster  # noqa: E402
 
 ORDERS = "SELECT * FROM orders WHERE ordered_at >= {since}"
@@ -79,8 +80,11 @@ class Series:
     def report(self, rss: str = "") -> None:
         rates = [self.rows / run.seconds for run in self.runs]
         first = statistics.median(run.first_byte_ms for run in self.runs)
-        print(f"{self.label:40} {first:8.1f} {statistics.median(rates):>12,.0f}"
-              f"  ({min(rates):,.0f}-{max(rates):,.0f})  {rss}", flush=True)
+        print(
+            f"{self.label:40} {first:8.1f} {statistics.median(rates):>12,.0f}"
+            f"  ({min(rates):,.0f}-{max(rates):,.0f})  {rss}",
+            flush=True,
+        )
 
 
 def build_database(rows: int) -> Path:
@@ -88,8 +92,16 @@ def build_database(rows: int) -> Path:
     if not path.exists():
         WORK.mkdir(parents=True, exist_ok=True)
         print(f"building {path.name} ...", flush=True)
-        subprocess.run([sys.executable, str(REPO / "scripts" / "make_orders_db.py"),
-                        str(path), "--orders", str(rows)], check=True)
+        subprocess.run(
+            [
+                sys.executable,
+                str(REPO / "scripts" / "make_orders_db.py"),
+                str(path),
+                "--orders",
+                str(rows),
+            ],
+            check=True,
+        )
     return path
 
 
@@ -106,15 +118,25 @@ def mediaproxy(routes: str) -> Iterator[tuple[int, int]]:
     port = free_port()
     with tempfile.TemporaryDirectory() as folder:
         config = Path(folder) / "bench.toml"
-        config.write_text(f"[server]\nport = {port}\naccess_log = \"off\"\n{routes}")
-        process = subprocess.Popen([str(REPO / ".venv" / "bin" / "mediaproxy"), "--config",
-                                    str(config), "--log-level", "WARNING"],
-                                   stdout=subprocess.DEVNULL, start_new_session=True)
+        config.write_text(f'[server]\nport = {port}\naccess_log = "off"\n{routes}')
+        process = subprocess.Popen(
+            [
+                str(REPO / ".venv" / "bin" / "mediaproxy"),
+                "--config",
+                str(config),
+                "--log-level",
+                "WARNING",
+            ],
+            stdout=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         try:
             deadline = time.monotonic() + 20
             while True:
-                with contextlib.suppress(OSError), socket.create_connection(
-                        ("127.0.0.1", port), timeout=1):
+                with (
+                    contextlib.suppress(OSError),
+                    socket.create_connection(("127.0.0.1", port), timeout=1),
+                ):
                     break
                 if time.monotonic() > deadline or process.poll() is not None:
                     raise RuntimeError("mediaproxy did not start")
@@ -153,8 +175,10 @@ class ExportMemory:
                         self.peak_pss_kib = max(self.peak_pss_kib, _pss_kib(export))
 
     def describe(self) -> str:
-        return (f"export process peak RSS {self.peak_hwm_kib / 1024:.1f} MiB "
-                f"(PSS {self.peak_pss_kib / 1024:.1f} MiB)")
+        return (
+            f"export process peak RSS {self.peak_hwm_kib / 1024:.1f} MiB "
+            f"(PSS {self.peak_pss_kib / 1024:.1f} MiB)"
+        )
 
 
 def cpu_seconds(pid: int) -> float:
@@ -168,8 +192,10 @@ def _children(pid: int) -> list[int]:
     with contextlib.suppress(OSError):
         for task in os.listdir(f"/proc/{pid}/task"):
             with contextlib.suppress(OSError):
-                pids += [int(child) for child in
-                         Path(f"/proc/{pid}/task/{task}/children").read_text().split()]
+                pids += [
+                    int(child)
+                    for child in Path(f"/proc/{pid}/task/{task}/children").read_text().split()
+                ]
     return pids
 
 
@@ -188,9 +214,21 @@ def _pss_kib(pid: int) -> int:
 
 
 def curl_run(url: str) -> Run:
-    out = subprocess.run(["curl", "-sS", "--fail", "-o", "/dev/null", "-w",
-                          "%{time_starttransfer} %{time_total} %{size_download}", url],
-                         check=True, capture_output=True, text=True).stdout.split()
+    out = subprocess.run(
+        [
+            "curl",
+            "-sS",
+            "--fail",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{time_starttransfer} %{time_total} %{size_download}",
+            url,
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.split()
     return Run(float(out[0]) * 1000, float(out[1]), int(out[2]))
 
 
@@ -213,8 +251,10 @@ def concurrent_rows_per_s(url: str, count: int, rows: int) -> float:
     """``count`` exports of ``url`` started together: their rows per second, together."""
     started = time.monotonic()
     with contextlib.ExitStack() as stack:
-        processes = [stack.enter_context(subprocess.Popen(
-            ["curl", "-sS", "--fail", "-o", "/dev/null", url])) for _ in range(count)]
+        processes = [
+            stack.enter_context(subprocess.Popen(["curl", "-sS", "--fail", "-o", "/dev/null", url]))
+            for _ in range(count)
+        ]
         for process in processes:
             if process.wait() != 0:
                 raise RuntimeError(f"curl {url} failed")
@@ -245,13 +285,19 @@ def exports_running(url: str, count: int) -> Iterator[None]:
 def load_postgres(url: str, database: Path) -> None:
     import psycopg
 
-    with psycopg.connect(url, autocommit=True) as connection, \
-            contextlib.closing(sqlite3.connect(database)) as source:
-        connection.execute("CREATE TABLE customers (id integer PRIMARY KEY, name text, "
-                           "email text, country text, created_at text)")
-        connection.execute("CREATE TABLE orders (id integer PRIMARY KEY, customer_id integer, "
-                           "ordered_at text, status text, total_cents integer, currency text, "
-                           "note text)")
+    with (
+        psycopg.connect(url, autocommit=True) as connection,
+        contextlib.closing(sqlite3.connect(database)) as source,
+    ):
+        connection.execute(
+            "CREATE TABLE customers (id integer PRIMARY KEY, name text, "
+            "email text, country text, created_at text)"
+        )
+        connection.execute(
+            "CREATE TABLE orders (id integer PRIMARY KEY, customer_id integer, "
+            "ordered_at text, status text, total_cents integer, currency text, "
+            "note text)"
+        )
         for table in ("customers", "orders"):
             with connection.cursor().copy(f"COPY {table} FROM STDIN") as copy:
                 for row in source.execute(f"SELECT * FROM {table}"):
@@ -261,13 +307,16 @@ def load_postgres(url: str, database: Path) -> None:
 
 
 def arrow_installed() -> bool:
-    probe = subprocess.run([str(REPO / ".venv" / "bin" / "python"), "-c",
-                            "import adbc_driver_sqlite, pyarrow"], capture_output=True)
+    probe = subprocess.run(
+        [str(REPO / ".venv" / "bin" / "python"), "-c", "import adbc_driver_sqlite, pyarrow"],
+        capture_output=True,
+    )
     return probe.returncode == 0
 
 
-def routes(database: Path, postgres_url: str | None, files: Path, arrow: bool,
-           niceness: int) -> str:
+def routes(
+    database: Path, postgres_url: str | None, files: Path, arrow: bool, niceness: int
+) -> str:
     text = f"""
 [[routes]]
 prefix = "/files"
@@ -277,7 +326,7 @@ root = "{files}"
 prefix = "/sqlite"
 integration = "csv_export"
 database = "{database}"
-query = "{ORDERS.format(since=':since')}"
+query = "{ORDERS.format(since=":since")}"
 params = {{ since = "date" }}
 niceness = {niceness}
 """
@@ -288,7 +337,7 @@ prefix = "/sqlite-arrow"
 integration = "csv_export"
 engine = "arrow"
 database = "{database}"
-query = "{ORDERS.format(since=':since')}"
+query = "{ORDERS.format(since=":since")}"
 params = {{ since = "date" }}
 niceness = {niceness}
 """
@@ -298,7 +347,7 @@ niceness = {niceness}
 prefix = "/postgres"
 integration = "csv_export"
 database = "{postgres_url}"
-query = "{ORDERS.format(since='%(since)s::text')}"
+query = "{ORDERS.format(since="%(since)s::text")}"
 params = {{ since = "date" }}
 niceness = {niceness}
 """
@@ -309,9 +358,16 @@ def header() -> None:
     print(f"{'export':40} {'first ms':>8} {'rows/s':>12}  {'(min-max)':^21}  export memory")
 
 
-def measure_single(label: str, url: str, reference: tuple[str, list[str]], rows: int,
-                   reps: int, gateway_pid: int, ratios: dict[str, float],
-                   first_bytes: dict[str, float]) -> None:
+def measure_single(
+    label: str,
+    url: str,
+    reference: tuple[str, list[str]],
+    rows: int,
+    reps: int,
+    gateway_pid: int,
+    ratios: dict[str, float],
+    first_bytes: dict[str, float],
+) -> None:
     """The export interleaved with the database's own tool; one ratio."""
     ours, theirs = Series(f"mediaproxy {label}", rows), Series(reference[0], rows)
     gateway_cpu_s = 0.0
@@ -327,22 +383,25 @@ def measure_single(label: str, url: str, reference: tuple[str, list[str]], rows:
     first_bytes[label] = statistics.median(run.first_byte_ms for run in ours.runs)
 
 
-def measure_concurrency(label: str, url: str, rows: int, reps: int,
-                        ratios: dict[str, float]) -> None:
+def measure_concurrency(
+    label: str, url: str, rows: int, reps: int, ratios: dict[str, float]
+) -> None:
     together: dict[int, list[float]] = {1: [], 2: [], 4: []}
     for _ in range(reps):
         for count in together:
             together[count].append(concurrent_rows_per_s(url, count, rows))
     one = statistics.median(together[1])
     for count, rates in together.items():
-        print(f"{label} x{count} at once: {statistics.median(rates):,.0f} rows/s together "
-              f"({min(rates):,.0f}-{max(rates):,.0f})", flush=True)
+        print(
+            f"{label} x{count} at once: {statistics.median(rates):,.0f} rows/s together "
+            f"({min(rates):,.0f}-{max(rates):,.0f})",
+            flush=True,
+        )
         if count > 1:
             ratios[f"{label}: {count} at once / one"] = statistics.median(rates) / one
 
 
-def measure_small_files(port: int, export_url: str, reps: int,
-                        ratios: dict[str, float]) -> None:
+def measure_small_files(port: int, export_url: str, reps: int, ratios: dict[str, float]) -> None:
     url = f"http://127.0.0.1:{port}/files/small.bin"
     idle: list[tuple[float, float]] = []
     busy: list[tuple[float, float]] = []
@@ -353,12 +412,17 @@ def measure_small_files(port: int, export_url: str, reps: int,
             run = run_wrk(url, 1, 8, WRK_SECONDS)
         busy.append((run.requests_per_s, run.p99_s * 1e3))
     for name, runs in (("idle", idle), ("two exports running", busy)):
-        print(f"small files, {name}: {statistics.median(r for r, _ in runs):,.0f} requests/s, "
-              f"p99 {statistics.median(p for _, p in runs):.2f} ms", flush=True)
-    ratios["small files requests/s: two exports running / idle"] = (
-        statistics.median(r for r, _ in busy) / statistics.median(r for r, _ in idle))
-    ratios["small files p99: two exports running / idle"] = (
-        statistics.median(p for _, p in busy) / statistics.median(p for _, p in idle))
+        print(
+            f"small files, {name}: {statistics.median(r for r, _ in runs):,.0f} requests/s, "
+            f"p99 {statistics.median(p for _, p in runs):.2f} ms",
+            flush=True,
+        )
+    ratios["small files requests/s: two exports running / idle"] = statistics.median(
+        r for r, _ in busy
+    ) / statistics.median(r for r, _ in idle)
+    ratios["small files p99: two exports running / idle"] = statistics.median(
+        p for _, p in busy
+    ) / statistics.median(p for _, p in idle)
 
 
 def main() -> None:
@@ -366,8 +430,12 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--skip-postgres", action="store_true")
-    parser.add_argument("--niceness", type=int, default=10,
-                        help="the export routes' niceness (mediaproxy's default: 10)")
+    parser.add_argument(
+        "--niceness",
+        type=int,
+        default=10,
+        help="the export routes' niceness (mediaproxy's default: 10)",
+    )
     args = parser.parse_args()
     for tool in ("curl", "sqlite3", "wrk"):
         if shutil.which(tool) is None:
@@ -379,8 +447,11 @@ def main() -> None:
     bindir = server_binaries()
     with_postgres = not args.skip_postgres and bindir is not None and shutil.which("psql")
     arrow = arrow_installed()
-    print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs; {rows:,} rows; "
-          f"exports at niceness {args.niceness}", flush=True)
+    print(
+        f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs; {rows:,} rows; "
+        f"exports at niceness {args.niceness}",
+        flush=True,
+    )
     with contextlib.ExitStack() as stack:
         postgres_url = None
         if with_postgres:
@@ -390,38 +461,59 @@ def main() -> None:
             load_postgres(postgres_url, database)
         files = Path(stack.enter_context(tempfile.TemporaryDirectory()))
         (files / "small.bin").write_bytes(os.urandom(SMALL_FILE_BYTES))
-        port, pid = stack.enter_context(mediaproxy(routes(database, postgres_url, files,
-                                                          arrow, args.niceness)))
+        port, pid = stack.enter_context(
+            mediaproxy(routes(database, postgres_url, files, arrow, args.niceness))
+        )
         base = f"http://127.0.0.1:{port}"
         query = f"?since={SINCE}"
         ratios: dict[str, float] = {}
         first_bytes: dict[str, float] = {}
         # One empty export per route first: the first byte measured is a running gateway's,
         # not that of a fork server still importing at start-up.
-        for route in ("sqlite", "sqlite-arrow" if arrow else None,
-                      "postgres" if postgres_url else None):
+        for route in (
+            "sqlite",
+            "sqlite-arrow" if arrow else None,
+            "postgres" if postgres_url else None,
+        ):
             if route is not None:
                 curl_run(f"{base}/{route}?since=2999-01-01")
         header()
         sqlite_cli = ("sqlite3 -csv", ["sqlite3", "-csv", "-header", str(database), sql])
-        measure_single("SQLite", f"{base}/sqlite{query}", sqlite_cli, rows, args.reps, pid,
-                       ratios, first_bytes)
+        measure_single(
+            "SQLite", f"{base}/sqlite{query}", sqlite_cli, rows, args.reps, pid, ratios, first_bytes
+        )
         if arrow:
-            measure_single("SQLite arrow", f"{base}/sqlite-arrow{query}", sqlite_cli, rows,
-                           args.reps, pid, ratios, first_bytes)
+            measure_single(
+                "SQLite arrow",
+                f"{base}/sqlite-arrow{query}",
+                sqlite_cli,
+                rows,
+                args.reps,
+                pid,
+                ratios,
+                first_bytes,
+            )
         else:
             print("SQLite arrow: adbc-driver-sqlite and pyarrow not installed, skipped")
         if postgres_url is not None:
-            measure_single("PostgreSQL", f"{base}/postgres{query}",
-                           ("psql \\copy", ["psql", postgres_url, "-c",
-                                            f"\\copy ({sql}) to stdout csv header"]),
-                           rows, args.reps, pid, ratios, first_bytes)
+            measure_single(
+                "PostgreSQL",
+                f"{base}/postgres{query}",
+                (
+                    "psql \\copy",
+                    ["psql", postgres_url, "-c", f"\\copy ({sql}) to stdout csv header"],
+                ),
+                rows,
+                args.reps,
+                pid,
+                ratios,
+                first_bytes,
+            )
         else:
             print("PostgreSQL: server not installed (or --skip-postgres), skipped")
         measure_concurrency("SQLite", f"{base}/sqlite{query}", rows, args.reps, ratios)
         if postgres_url is not None:
-            measure_concurrency("PostgreSQL", f"{base}/postgres{query}", rows, args.reps,
-                                ratios)
+            measure_concurrency("PostgreSQL", f"{base}/postgres{query}", rows, args.reps, ratios)
         measure_small_files(port, f"{base}/sqlite{query}", args.reps, ratios)
     print("\nratios (one run):")
     for name, ratio in ratios.items():

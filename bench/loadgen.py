@@ -40,9 +40,20 @@ def curl_download(url: str, expected_size_bytes: int, timeout_s: float) -> Downl
     _require_loopback(url)
     children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     completed = subprocess.run(
-        ["curl", "-s", "-o", "/dev/null", "--max-time", str(timeout_s),
-         "-w", "%{http_code} %{size_download} %{speed_download}", url],
-        capture_output=True, text=True, check=False,
+        [
+            "curl",
+            "-s",
+            "-o",
+            "/dev/null",
+            "--max-time",
+            str(timeout_s),
+            "-w",
+            "%{http_code} %{size_download} %{speed_download}",
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     status, size, speed = completed.stdout.split()
     if completed.returncode != 0 or status != "200" or int(size) != expected_size_bytes:
@@ -51,8 +62,12 @@ def curl_download(url: str, expected_size_bytes: int, timeout_s: float) -> Downl
             f"{size} of {expected_size_bytes} bytes"
         )
     children_after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    client_cpu_s = (children_after.ru_utime + children_after.ru_stime
-                    - children_before.ru_utime - children_before.ru_stime)
+    client_cpu_s = (
+        children_after.ru_utime
+        + children_after.ru_stime
+        - children_before.ru_utime
+        - children_before.ru_stime
+    )
     return Download(bytes_per_s=float(speed), size_bytes=int(size), client_cpu_s=client_cpu_s)
 
 
@@ -61,7 +76,9 @@ def run_wrk(url: str, threads: int, connections: int, duration_s: int) -> WrkRun
     _require_loopback(url)
     completed = subprocess.run(
         ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration_s}s", "--latency", url],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     if completed.returncode != 0:
         raise LoadFailed(f"wrk exit {completed.returncode}: {completed.stderr.strip()}")
@@ -82,7 +99,9 @@ def parse_wrk(output: str) -> WrkRun:
         raise LoadFailed(f"unexpected wrk output:\n{output}")
     elapsed_s = _seconds(float(totals[2]), totals[3])
     bytes_read = float(totals[4]) * _BINARY_UNITS[totals[5]]
-    errors = re.findall(r"^\s*(Socket errors:.*|Non-2xx or 3xx responses:.*)$", output, re.MULTILINE)
+    errors = re.findall(
+        r"^\s*(Socket errors:.*|Non-2xx or 3xx responses:.*)$", output, re.MULTILINE
+    )
     return WrkRun(
         requests=int(totals[1]),
         requests_per_s=float(requests_per_s[1]),

@@ -30,9 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from mediaproxy import config as config_module  # noqa: E402
 from mediaproxy.config import ACCESS_LOG_OFF  # noqa: E402
-
-from testbed.redisserver import throwaway_redis  # noqa: E402
 from testbed.gateway import GatewayThread  # noqa: E402
+from testbed.redisserver import throwaway_redis  # noqa: E402
 
 
 def timed_gets(port: int, key: str, count: int) -> list[float]:
@@ -57,7 +56,8 @@ def main() -> int:
         root = Path(folder)
         (root / "small.txt").write_bytes(b"x" * 1024)
         path = root / "bench.toml"
-        path.write_text(textwrap.dedent(f"""
+        path.write_text(
+            textwrap.dedent(f"""
             [shared_state]
             redis_url = "{redis.url}"
             [[routes]]
@@ -71,10 +71,10 @@ def main() -> int:
             requests_per_second = 1000000
             burst = 1000000
             bytes_per_day = 1000000000000
-        """))
+        """)
+        )
         loaded = config_module.load(path)
-        loaded = replace(loaded, server=replace(loaded.server, port=0,
-                                                access_log=ACCESS_LOG_OFF))
+        loaded = replace(loaded, server=replace(loaded.server, port=0, access_log=ACCESS_LOG_OFF))
         gateway = GatewayThread(loaded)
         try:
             timed_gets(gateway.port, "planned", 200)  # connections up, scripts loaded

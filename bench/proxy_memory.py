@@ -59,11 +59,13 @@ def cpu_s(pid: int) -> float:
 
 
 @contextmanager
-def started(command: list[str], ready: re.Pattern[str], stream: str) -> Iterator[
-        tuple[subprocess.Popen[str], re.Match[str]]]:
+def started(
+    command: list[str], ready: re.Pattern[str], stream: str
+) -> Iterator[tuple[subprocess.Popen[str], re.Match[str]]]:
     """Start a server process and wait for the line that says it listens."""
-    process = subprocess.Popen(command, cwd=REPO, text=True, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE)
+    process = subprocess.Popen(
+        command, cwd=REPO, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     try:
         source = process.stdout if stream == "stdout" else process.stderr
         assert source is not None
@@ -83,12 +85,21 @@ def gateway(origin_port: int) -> Iterator[tuple[int, int]]:
     """A mediaproxy process proxying /o to the origin: (its pid, its port)."""
     with tempfile.TemporaryDirectory() as folder:
         config = Path(folder) / "proxy.toml"
-        config.write_text(f'[server]\nport = 0\naccess_log = "off"\n[[routes]]\nprefix = "/o"\n'
-                          f'integration = "http_proxy"\n'
-                          f'upstream = "http://127.0.0.1:{origin_port}/"\n'
-                          f'idle_timeout = 60\nmax_stream_duration = 3600\n')
-        command = [sys.executable, "-m", "mediaproxy", "--config", str(config),
-                   "--log-level", "WARNING"]
+        config.write_text(
+            f'[server]\nport = 0\naccess_log = "off"\n[[routes]]\nprefix = "/o"\n'
+            f'integration = "http_proxy"\n'
+            f'upstream = "http://127.0.0.1:{origin_port}/"\n'
+            f"idle_timeout = 60\nmax_stream_duration = 3600\n"
+        )
+        command = [
+            sys.executable,
+            "-m",
+            "mediaproxy",
+            "--config",
+            str(config),
+            "--log-level",
+            "WARNING",
+        ]
         # WARNING hides the start-up line, so listen where the test suite's fixtures do:
         # pick a free port and pass it.
         with socket.socket() as probe:
@@ -151,8 +162,10 @@ def upload(port: int, size: int, rate_bytes_per_s: float) -> float:
     """PUT size bytes to an origin reading at that rate; the seconds it took."""
     with socket.create_connection(("127.0.0.1", port)) as sock:
         started_at = time.monotonic()
-        sock.sendall(f"PUT /o/upload?rate={rate_bytes_per_s:.0f} HTTP/1.1\r\nHost: bench\r\n"
-                     f"Content-Length: {size}\r\n\r\n".encode())
+        sock.sendall(
+            f"PUT /o/upload?rate={rate_bytes_per_s:.0f} HTTP/1.1\r\nHost: bench\r\n"
+            f"Content-Length: {size}\r\n\r\n".encode()
+        )
         for offset in range(0, size, 1 << 20):
             sock.sendall(pattern(offset, min(1 << 20, size - offset)))
         head, body = read_head(sock)
@@ -201,8 +214,9 @@ def main() -> None:
 
     def many_slow_clients() -> tuple[int, float]:
         started_at = time.monotonic()
-        moved = asyncio.run(slow_clients(port, args.slow_clients, args.slow_rate_kib * 1024,
-                                         args.slow_seconds))
+        moved = asyncio.run(
+            slow_clients(port, args.slow_clients, args.slow_rate_kib * 1024, args.slow_seconds)
+        )
         return moved, time.monotonic() - started_at
 
     runs: dict[str, Callable[[], tuple[int, float]]] = {
@@ -211,10 +225,12 @@ def main() -> None:
         f"{args.slow_clients} slow": many_slow_clients,
         "fast download": lambda: timed(lambda: download(port, size, None)),
     }
-    print(f"http_proxy memory: {args.size_mib} MiB at {args.rate_mb:g} MB/s; "
-          f"{args.slow_clients} clients at {args.slow_rate_kib:g} KiB/s for "
-          f"{args.slow_seconds:g} s; python {sys.version.split()[0]}, {os.cpu_count()} CPUs",
-          flush=True)
+    print(
+        f"http_proxy memory: {args.size_mib} MiB at {args.rate_mb:g} MB/s; "
+        f"{args.slow_clients} clients at {args.slow_rate_kib:g} KiB/s for "
+        f"{args.slow_seconds:g} s; python {sys.version.split()[0]}, {os.cpu_count()} CPUs",
+        flush=True,
+    )
     origin_command = [sys.executable, "-m", "testbed.origin", "--port", "0"]
     worst_peak = 0
     with started(origin_command, re.compile(r"listening on (\d+)"), "stdout") as (_, match):
@@ -228,10 +244,13 @@ def main() -> None:
                 peak_kib = status_kib(pid, "VmHWM")
             if name != "fast download":
                 worst_peak = max(worst_peak, peak_kib * 1024)
-            print(f"{name:>13}: {moved / elapsed_s / 1e6:8.1f} MB/s in {elapsed_s:6.1f} s; "
-                  f"gateway RSS idle {idle_kib / 1024:5.1f} MiB, peak {peak_kib / 1024:5.1f} "
-                  f"MiB ({peak_kib * 1024 / 1e6:.1f} MB); CPU {cpu_used / (moved / 2**30):.2f} "
-                  f"s/GiB", flush=True)
+            print(
+                f"{name:>13}: {moved / elapsed_s / 1e6:8.1f} MB/s in {elapsed_s:6.1f} s; "
+                f"gateway RSS idle {idle_kib / 1024:5.1f} MiB, peak {peak_kib / 1024:5.1f} "
+                f"MiB ({peak_kib * 1024 / 1e6:.1f} MB); CPU {cpu_used / (moved / 2**30):.2f} "
+                f"s/GiB",
+                flush=True,
+            )
     verdict = "within" if worst_peak < LIMIT_BYTES else "OVER"
     print(f"peak RSS {worst_peak / 1e6:.1f} MB: {verdict} the {LIMIT_BYTES / 1e6:.0f} MB bound")
 

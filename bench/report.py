@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import tornado
-
 from workspace import REPO
 
 REFERENCE_SERVER = "nginx"
@@ -65,8 +64,7 @@ class Results:
             reference = by_server.get(REFERENCE_SERVER)
             reference_median = statistics.median(reference) if reference else None
             for server, samples in by_server.items():
-                ratio = (statistics.median(samples) / reference_median
-                         if reference_median else None)
+                ratio = statistics.median(samples) / reference_median if reference_median else None
                 rows.append(Row(scenario, server, metric, samples, ratio))
         return rows
 
@@ -81,24 +79,32 @@ def text_table(rows: list[Row]) -> str:
     numeric_from = 3
     lines = []
     for line in table:
-        cells = [cell.ljust(width) if column < numeric_from else cell.rjust(width)
-                 for column, (cell, width) in enumerate(zip(line, widths))]
+        cells = [
+            cell.ljust(width) if column < numeric_from else cell.rjust(width)
+            for column, (cell, width) in enumerate(zip(line, widths))
+        ]
         lines.append("  ".join(cells))
     return "\n".join(lines)
 
 
 def markdown_table(rows: list[Row]) -> str:
-    lines = ["| " + " | ".join(_HEADER) + " |",
-             "|" + "---|" * 3 + "---:|" * (len(_HEADER) - 3)]
+    lines = ["| " + " | ".join(_HEADER) + " |", "|" + "---|" * 3 + "---:|" * (len(_HEADER) - 3)]
     lines += ["| " + " | ".join(_cells(row)) + " |" for row in rows]
     return "\n".join(lines)
 
 
 def _cells(row: Row) -> tuple[str, ...]:
     ratio = "—" if row.ratio_to_reference is None else f"{row.ratio_to_reference:.2f}"
-    return (row.scenario, row.server, row.metric,
-            format_number(statistics.median(row.samples)), format_number(min(row.samples)),
-            format_number(max(row.samples)), ratio, str(len(row.samples)))
+    return (
+        row.scenario,
+        row.server,
+        row.metric,
+        format_number(statistics.median(row.samples)),
+        format_number(min(row.samples)),
+        format_number(max(row.samples)),
+        ratio,
+        str(len(row.samples)),
+    )
 
 
 def format_number(value: float) -> str:
@@ -131,8 +137,16 @@ def load_average() -> str:
 
 
 def write_markdown(
-    path: Path, *, date: str, machine: dict[str, str], command: str, settings: str,
-    load_before: str, load_after: str, rows: list[Row], notes: list[tuple[str, str]],
+    path: Path,
+    *,
+    date: str,
+    machine: dict[str, str],
+    command: str,
+    settings: str,
+    load_before: str,
+    load_after: str,
+    rows: list[Row],
+    notes: list[tuple[str, str]],
 ) -> None:
     machine_lines = "\n".join(f"- {key}: {value}" for key, value in machine.items())
     note_lines = "\n".join(f"- **{scenario}**: {text}" for scenario, text in notes) or "- none"

@@ -37,7 +37,7 @@ import workspace
 from loadgen import LoadFailed, WrkRun, curl_download, run_wrk
 from report import Metric, Results
 from servers import RunningServer, ServerRecipe
-from workspace import GiB, MiB, REPO, DataFile, Workspace
+from workspace import REPO, DataFile, GiB, MiB, Workspace
 
 MB_PER_S = Metric("MB/s", higher_is_better=True)
 CPU_S_PER_GIB = Metric("CPU s/GiB", higher_is_better=False)
@@ -70,7 +70,8 @@ class Settings:
     def describe(self) -> str:
         return (
             f"big file {self.big_file_bytes // MiB} MiB; disk and relay: one curl, "
-            f"n = {self.transfer_reps}; concurrency, small, proxy_concurrency and proxy_small: `wrk -t{self.wrk_threads} "
+            f"n = {self.transfer_reps}; concurrency, small, proxy_concurrency and proxy_small: "
+            f"`wrk -t{self.wrk_threads} "
             f"-c{self.wrk_connections} -d{self.wrk_duration_s}s --latency`, n = {self.wrk_reps}; "
             f"slow_clients: {self.slow_clients} clients at "
             f"{self.slow_client_rate_bytes_per_s // 1024} KiB/s for {self.slow_duration_s:.0f} s, "
@@ -79,14 +80,32 @@ class Settings:
         )
 
 
-FULL = Settings(big_file_bytes=GiB, transfer_reps=5,
-                wrk_reps=3, wrk_duration_s=10, wrk_threads=2, wrk_connections=32,
-                slow_reps=3, slow_clients=200, slow_client_rate_bytes_per_s=256 * 1024,
-                slow_duration_s=12.0, ttfb_reps=60)
-QUICK = Settings(big_file_bytes=128 * MiB, transfer_reps=2,
-                 wrk_reps=1, wrk_duration_s=2, wrk_threads=2, wrk_connections=32,
-                 slow_reps=1, slow_clients=200, slow_client_rate_bytes_per_s=256 * 1024,
-                 slow_duration_s=3.0, ttfb_reps=10)
+FULL = Settings(
+    big_file_bytes=GiB,
+    transfer_reps=5,
+    wrk_reps=3,
+    wrk_duration_s=10,
+    wrk_threads=2,
+    wrk_connections=32,
+    slow_reps=3,
+    slow_clients=200,
+    slow_client_rate_bytes_per_s=256 * 1024,
+    slow_duration_s=12.0,
+    ttfb_reps=60,
+)
+QUICK = Settings(
+    big_file_bytes=128 * MiB,
+    transfer_reps=2,
+    wrk_reps=1,
+    wrk_duration_s=2,
+    wrk_threads=2,
+    wrk_connections=32,
+    slow_reps=1,
+    slow_clients=200,
+    slow_client_rate_bytes_per_s=256 * 1024,
+    slow_duration_s=3.0,
+    ttfb_reps=10,
+)
 
 # A single transfer of 1 GiB takes seconds; this only stops a stuck one.
 _TRANSFER_TIMEOUT_S = 300
@@ -109,12 +128,14 @@ class Bench:
                 _head(server, warm_up.url_path)
             yield running
 
-    def record(self, scenario: str, server: str, rep: int, reps: int,
-               values: dict[Metric, float]) -> None:
+    def record(
+        self, scenario: str, server: str, rep: int, reps: int, values: dict[Metric, float]
+    ) -> None:
         for metric, value in values.items():
             self.results.add(scenario, server, metric, value)
-        shown = "  ".join(f"{metric.name} {report.format_number(value)}"
-                          for metric, value in values.items())
+        shown = "  ".join(
+            f"{metric.name} {report.format_number(value)}" for metric, value in values.items()
+        )
         print(f"  {scenario} rep {rep}/{reps} {server}: {shown}", flush=True)
 
 
@@ -130,8 +151,12 @@ def interleaved(running: list[RunningServer], reps: int) -> Iterator[tuple[int, 
 
 def disk(bench: Bench) -> None:
     """One client fetching the big page-cached file: the ceiling of a single stream, and its CPU."""
-    recipes = [servers.nginx_static(), servers.tornado_static(), servers.mediaproxy_files(),
-               servers.mediaproxy_files("mediaproxy-asyncio", event_loop="asyncio")]
+    recipes = [
+        servers.nginx_static(),
+        servers.tornado_static(),
+        servers.mediaproxy_files(),
+        servers.mediaproxy_files("mediaproxy-asyncio", event_loop="asyncio"),
+    ]
     with bench.serving("disk", recipes, bench.workspace.big) as running:
         _measure_downloads(bench, "disk", running)
 
@@ -143,20 +168,34 @@ def relay(bench: Bench) -> None:
     is skipped with a note until it has its http_proxy integration.
     """
     with servers.running(servers.nginx_origin(), bench.workspace) as origin:
-        recipes = [servers.nginx_proxy(origin.port), servers.mediaproxy_relay(origin.port),
-                   servers.mediaproxy_relay(origin.port, "mediaproxy-asyncio", "asyncio")]
+        recipes = [
+            servers.nginx_proxy(origin.port),
+            servers.mediaproxy_relay(origin.port),
+            servers.mediaproxy_relay(origin.port, "mediaproxy-asyncio", "asyncio"),
+        ]
         with bench.serving("relay", recipes, bench.workspace.big) as running:
             _measure_downloads(bench, "relay", running)
 
 
 def concurrency(bench: Bench) -> None:
     """32 connections fetching a 4 MiB file back to back: throughput and tail latency."""
-    recipes = [servers.nginx_static(), servers.nginx_static("nginx-auto", "auto"),
-               servers.tornado_static(), servers.mediaproxy_files()]
-    _wrk_scenario(bench, "concurrency", recipes, bench.workspace.medium,
-                  lambda wrk, cpu_s: {MB_PER_S: wrk.bytes_per_s / 1e6,
-                                      P99_MS: wrk.p99_s * 1e3,
-                                      CPU_S_PER_GIB: cpu_s / (wrk.bytes_read / GiB)})
+    recipes = [
+        servers.nginx_static(),
+        servers.nginx_static("nginx-auto", "auto"),
+        servers.tornado_static(),
+        servers.mediaproxy_files(),
+    ]
+    _wrk_scenario(
+        bench,
+        "concurrency",
+        recipes,
+        bench.workspace.medium,
+        lambda wrk, cpu_s: {
+            MB_PER_S: wrk.bytes_per_s / 1e6,
+            P99_MS: wrk.p99_s * 1e3,
+            CPU_S_PER_GIB: cpu_s / (wrk.bytes_read / GiB),
+        },
+    )
     _note_ratios_to(bench, "concurrency", "nginx", MB_PER_S)
 
 
@@ -167,14 +206,25 @@ def small(bench: Bench) -> None:
     starts fewer processes. The target here is a
     ratio to Tornado's StaticFileHandler, so a note gives each mediaproxy's.
     """
-    recipes = [servers.nginx_static(), servers.nginx_static("nginx-auto", "auto"),
-               servers.tornado_static(), servers.mediaproxy_files(),
-               servers.mediaproxy_files("mediaproxy-asyncio", event_loop="asyncio"),
-               servers.mediaproxy_files("mediaproxy-2proc", processes=2)]
-    _wrk_scenario(bench, "small", recipes, bench.workspace.small,
-                  lambda wrk, cpu_s: {REQUESTS_PER_S: wrk.requests_per_s,
-                                      P99_MS: wrk.p99_s * 1e3,
-                                      CPU_US_PER_REQUEST: cpu_s / wrk.requests * 1e6})
+    recipes = [
+        servers.nginx_static(),
+        servers.nginx_static("nginx-auto", "auto"),
+        servers.tornado_static(),
+        servers.mediaproxy_files(),
+        servers.mediaproxy_files("mediaproxy-asyncio", event_loop="asyncio"),
+        servers.mediaproxy_files("mediaproxy-2proc", processes=2),
+    ]
+    _wrk_scenario(
+        bench,
+        "small",
+        recipes,
+        bench.workspace.small,
+        lambda wrk, cpu_s: {
+            REQUESTS_PER_S: wrk.requests_per_s,
+            P99_MS: wrk.p99_s * 1e3,
+            CPU_US_PER_REQUEST: cpu_s / wrk.requests * 1e6,
+        },
+    )
     _note_ratios_to(bench, "small", "tornado", REQUESTS_PER_S)
 
 
@@ -198,41 +248,70 @@ def _measure_slow_clients(bench: Bench, scenario: str, running: list[RunningServ
     settings = bench.settings
     for rep, server in interleaved(running, settings.slow_reps):
         procstat.reset_group_peak_rss(server.pgid)
-        outcome = asyncio.run(slow_clients.run_slow_clients(
-            "127.0.0.1", server.port, bench.workspace.big.url_path, settings.slow_clients,
-            settings.slow_client_rate_bytes_per_s, settings.slow_duration_s,
-        ))
+        outcome = asyncio.run(
+            slow_clients.run_slow_clients(
+                "127.0.0.1",
+                server.port,
+                bench.workspace.big.url_path,
+                settings.slow_clients,
+                settings.slow_client_rate_bytes_per_s,
+                settings.slow_duration_s,
+            )
+        )
         peak_rss_bytes = procstat.group_peak_rss_bytes(server.pgid)
         if outcome.clients_ok < settings.slow_clients:
-            bench.results.note(scenario, f"{server.name} rep {rep}: "
-                               f"{'; '.join(outcome.failures())}")
-        bench.record(scenario, server.name, rep, settings.slow_reps, {
-            PEAK_RSS_MIB: peak_rss_bytes / MiB,
-            CLIENT_KIB_PER_S: outcome.client_bytes_per_s / 1024,
-        })
+            bench.results.note(
+                scenario, f"{server.name} rep {rep}: {'; '.join(outcome.failures())}"
+            )
+        bench.record(
+            scenario,
+            server.name,
+            rep,
+            settings.slow_reps,
+            {
+                PEAK_RSS_MIB: peak_rss_bytes / MiB,
+                CLIENT_KIB_PER_S: outcome.client_bytes_per_s / 1024,
+            },
+        )
 
 
 def proxy_concurrency(bench: Bench) -> None:
     """32 connections fetching a 4 MiB file through each proxy in front of one nginx origin."""
-    _proxy_wrk_scenario(bench, "proxy_concurrency", bench.workspace.medium,
-                        lambda wrk, cpu_s: {MB_PER_S: wrk.bytes_per_s / 1e6,
-                                            P99_MS: wrk.p99_s * 1e3,
-                                            CPU_S_PER_GIB: cpu_s / (wrk.bytes_read / GiB)})
+    _proxy_wrk_scenario(
+        bench,
+        "proxy_concurrency",
+        bench.workspace.medium,
+        lambda wrk, cpu_s: {
+            MB_PER_S: wrk.bytes_per_s / 1e6,
+            P99_MS: wrk.p99_s * 1e3,
+            CPU_S_PER_GIB: cpu_s / (wrk.bytes_read / GiB),
+        },
+    )
     _note_ratios_to(bench, "proxy_concurrency", "nginx", MB_PER_S)
     _note_ratios_to(bench, "proxy_concurrency", "aiohttp", MB_PER_S)
 
 
 def proxy_small(bench: Bench) -> None:
     """32 connections asking for a 4 KiB file through each proxy: the per-request cost."""
-    _proxy_wrk_scenario(bench, "proxy_small", bench.workspace.small,
-                        lambda wrk, cpu_s: {REQUESTS_PER_S: wrk.requests_per_s,
-                                            P99_MS: wrk.p99_s * 1e3,
-                                            CPU_US_PER_REQUEST: cpu_s / wrk.requests * 1e6})
+    _proxy_wrk_scenario(
+        bench,
+        "proxy_small",
+        bench.workspace.small,
+        lambda wrk, cpu_s: {
+            REQUESTS_PER_S: wrk.requests_per_s,
+            P99_MS: wrk.p99_s * 1e3,
+            CPU_US_PER_REQUEST: cpu_s / wrk.requests * 1e6,
+        },
+    )
     _note_ratios_to(bench, "proxy_small", "aiohttp", REQUESTS_PER_S)
 
 
-def _proxy_wrk_scenario(bench: Bench, scenario: str, data_file: DataFile,
-                        figures: Callable[[WrkRun, float], dict[Metric, float]]) -> None:
+def _proxy_wrk_scenario(
+    bench: Bench,
+    scenario: str,
+    data_file: DataFile,
+    figures: Callable[[WrkRun, float], dict[Metric, float]],
+) -> None:
     """wrk through nginx proxy_pass, the aiohttp peer, the naive Tornado proxy and mediaproxy.
 
     The origin is one nginx serving the same files; only the proxy's CPU is counted.
@@ -242,8 +321,12 @@ def _proxy_wrk_scenario(bench: Bench, scenario: str, data_file: DataFile,
 
 
 def _proxy_recipes(origin_port: int) -> list[ServerRecipe]:
-    return [servers.nginx_proxy(origin_port), servers.aiohttp_proxy(origin_port),
-            servers.tornado_proxy(origin_port), servers.mediaproxy_relay(origin_port)]
+    return [
+        servers.nginx_proxy(origin_port),
+        servers.aiohttp_proxy(origin_port),
+        servers.tornado_proxy(origin_port),
+        servers.mediaproxy_relay(origin_port),
+    ]
 
 
 def ttfb(bench: Bench) -> None:
@@ -263,13 +346,23 @@ def ttfb(bench: Bench) -> None:
                 bench.record("ttfb", "origin", rep, reps, {TTFB_MS: direct_s * 1e3})
                 for proxy in proxies:
                     via_s = ttfb_probe.measure(proxy.port, path)
-                    bench.record("ttfb", proxy.name, rep, reps, {
-                        TTFB_MS: via_s * 1e3, ADDED_TTFB_MS: (via_s - direct_s) * 1e3,
-                    })
+                    bench.record(
+                        "ttfb",
+                        proxy.name,
+                        rep,
+                        reps,
+                        {
+                            TTFB_MS: via_s * 1e3,
+                            ADDED_TTFB_MS: (via_s - direct_s) * 1e3,
+                        },
+                    )
     added = bench.results.medians("ttfb", ADDED_TTFB_MS)
     for proxy in proxies:
-        bench.results.note("ttfb", f"{proxy.name} adds {added[proxy.name]:.3f} ms (median over "
-                           f"{reps} of its first byte minus the origin's in the same repetition)")
+        bench.results.note(
+            "ttfb",
+            f"{proxy.name} adds {added[proxy.name]:.3f} ms (median over "
+            f"{reps} of its first byte minus the origin's in the same repetition)",
+        )
 
 
 def csv_export(bench: Bench) -> None:
@@ -277,8 +370,14 @@ def csv_export(bench: Bench) -> None:
     while exports run: bench/csv_export.py (its own databases and servers), whose closing
     ratios become this scenario's notes. --quick exports 200,000 rows once."""
     quick = bench.settings is QUICK
-    command = [sys.executable, str(REPO / "bench" / "csv_export.py"),
-               "--rows", "200000" if quick else "1000000", "--reps", "1" if quick else "3"]
+    command = [
+        sys.executable,
+        str(REPO / "bench" / "csv_export.py"),
+        "--rows",
+        "200000" if quick else "1000000",
+        "--reps",
+        "1" if quick else "3",
+    ]
     completed = subprocess.run(command, capture_output=True, text=True, check=False)
     print(completed.stdout, end="", flush=True)
     if completed.returncode != 0:
@@ -315,16 +414,26 @@ def _measure_downloads(bench: Bench, scenario: str, running: list[RunningServer]
             bench.results.note(scenario, f"{server.name} rep {rep} failed: {failure}")
             continue
         cpu_s = procstat.group_cpu_s(server.pgid) - cpu_before_s
-        bench.record(scenario, server.name, rep, reps, {
-            MB_PER_S: download.bytes_per_s / 1e6,
-            CPU_S_PER_GIB: cpu_s / (download.size_bytes / GiB),
-            CURL_CPU_S_PER_GIB: download.client_cpu_s / (download.size_bytes / GiB),
-        })
+        bench.record(
+            scenario,
+            server.name,
+            rep,
+            reps,
+            {
+                MB_PER_S: download.bytes_per_s / 1e6,
+                CPU_S_PER_GIB: cpu_s / (download.size_bytes / GiB),
+                CURL_CPU_S_PER_GIB: download.client_cpu_s / (download.size_bytes / GiB),
+            },
+        )
 
 
-def _wrk_scenario(bench: Bench, scenario: str, recipes: list[ServerRecipe],
-                  data_file: DataFile,
-                  figures: Callable[[WrkRun, float], dict[Metric, float]]) -> None:
+def _wrk_scenario(
+    bench: Bench,
+    scenario: str,
+    recipes: list[ServerRecipe],
+    data_file: DataFile,
+    figures: Callable[[WrkRun, float], dict[Metric, float]],
+) -> None:
     """Repeated wrk runs against each server, interleaved; ``figures`` from (wrk, CPU s)."""
     with bench.serving(scenario, recipes, data_file) as running:
         for rep, server in interleaved(running, bench.settings.wrk_reps):
@@ -344,8 +453,12 @@ def _wrk_with_cpu(
     settings = bench.settings
     cpu_before_s = procstat.group_cpu_s(server.pgid)
     try:
-        wrk = run_wrk(server.url(data_file.url_path), settings.wrk_threads,
-                      settings.wrk_connections, settings.wrk_duration_s)
+        wrk = run_wrk(
+            server.url(data_file.url_path),
+            settings.wrk_threads,
+            settings.wrk_connections,
+            settings.wrk_duration_s,
+        )
     except LoadFailed as failure:
         bench.results.note(scenario, f"{server.name} failed: {failure}")
         return None
@@ -364,8 +477,9 @@ def _note_ratios_to(bench: Bench, scenario: str, reference: str, metric: Metric)
         return
     for server, median in medians.items():
         if server.startswith("mediaproxy"):
-            bench.results.note(scenario, f"{server} / {reference} {metric.name}: "
-                               f"{median / medians[reference]:.2f}")
+            bench.results.note(
+                scenario, f"{server} / {reference} {metric.name}: {median / medians[reference]:.2f}"
+            )
 
 
 def _head(server: RunningServer, path: str) -> None:
@@ -403,20 +517,35 @@ def main() -> None:
     print()
     print(report.text_table(rows))
     report.write_markdown(
-        output, date=date, machine=report.describe_machine(), command=command,
-        settings=settings.describe(), load_before=load_before, load_after=load_after,
-        rows=rows, notes=bench.results.notes,
+        output,
+        date=date,
+        machine=report.describe_machine(),
+        command=command,
+        settings=settings.describe(),
+        load_before=load_before,
+        load_after=load_after,
+        rows=rows,
+        notes=bench.results.notes,
     )
     print(f"\nwritten to {_from_repo(str(output))}; reproduce with: {command}")
 
 
 def _parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true",
-                        help="fewer, shorter repetitions and a 128 MiB big file: a smoke run")
-    parser.add_argument("--only", nargs="+", choices=list(SCENARIOS), metavar="SCENARIO",
-                        help=f"run only these, in this order: {', '.join(SCENARIOS)}")
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="fewer, shorter repetitions and a 128 MiB big file: a smoke run",
+    )
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        choices=list(SCENARIOS),
+        metavar="SCENARIO",
+        help=f"run only these, in this order: {', '.join(SCENARIOS)}",
+    )
     parser.add_argument("--output", type=Path, help="where to write the Markdown report")
     return parser.parse_args()
 
@@ -433,8 +562,10 @@ def _exit_on_sigterm(signum: int, frame: object) -> None:
 
 def _ensure_tools() -> None:
     """Install nginx, wrk, curl and the bench extra through bench/setup.sh if any is missing."""
-    if (not all(shutil.which(tool) for tool in ("nginx", "wrk", "curl"))
-            or importlib.util.find_spec("aiohttp") is None):
+    if (
+        not all(shutil.which(tool) for tool in ("nginx", "wrk", "curl"))
+        or importlib.util.find_spec("aiohttp") is None
+    ):
         subprocess.run(["bash", str(REPO / "bench" / "setup.sh")], check=True)
 
 

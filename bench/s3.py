@@ -41,14 +41,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import procstat  # noqa: E402
 import slow_clients  # noqa: E402
 from loadgen import curl_download  # noqa: E402
-from workspace import MiB, REPO, WORK  # noqa: E402
+from workspace import REPO, WORK, MiB  # noqa: E402
 
 from testbed.s3store import S3Store, free_port, moto_server  # noqa: E402
 
 MEDIAPROXY_BIN = REPO / ".venv" / "bin" / "mediaproxy"
 SMALL_BYTES = 16 * 1024
 SLOW_OBJECT_BYTES = 8 * MiB  # more than a slow client reads in the time (the store holds
-                             # a whole object in memory per request, so not the large one)
+# a whole object in memory per request, so not the large one)
 SLOW_CLIENTS = 200
 SLOW_RATE_BYTES_PER_S = 256 * 1024
 RESULTS = REPO / "bench" / "RESULTS.md"
@@ -91,11 +91,18 @@ prefix = "/proxy"
 integration = "http_proxy"
 upstream = "{store.url}/{store.bucket}/"
 """)
-    environment = dict(os.environ, BENCH_S3_KEY=store.reader.access_key_id,
-                       BENCH_S3_SECRET=store.reader.secret_access_key)
-    process = subprocess.Popen([str(MEDIAPROXY_BIN), "--config", str(config)], env=environment,
-                               start_new_session=True, stdout=subprocess.DEVNULL,
-                               stderr=open(WORK / "s3-bench.log", "wb"))
+    environment = dict(
+        os.environ,
+        BENCH_S3_KEY=store.reader.access_key_id,
+        BENCH_S3_SECRET=store.reader.secret_access_key,
+    )
+    process = subprocess.Popen(
+        [str(MEDIAPROXY_BIN), "--config", str(config)],
+        env=environment,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=open(WORK / "s3-bench.log", "wb"),
+    )
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         try:
@@ -131,8 +138,9 @@ async def first_body_byte_s(port: int, path: str) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="64 MiB, 2 reps, 50 first bytes")
     parser.add_argument("--size-mib", type=int, help="the large object (default 1024)")
     parser.add_argument("--reps", type=int, help="downloads per way (default 5)")
@@ -152,18 +160,22 @@ def main() -> None:
         upload(store, "slow.bin", SLOW_OBJECT_BYTES)
         process, port = start_gateway(store)
         try:
-            ways = {"s3": f"http://127.0.0.1:{port}/s3/",
-                    "http_proxy": f"http://127.0.0.1:{port}/proxy/",
-                    "direct": f"{store.url}/{store.bucket}/"}
+            ways = {
+                "s3": f"http://127.0.0.1:{port}/s3/",
+                "http_proxy": f"http://127.0.0.1:{port}/proxy/",
+                "direct": f"{store.url}/{store.bucket}/",
+            }
             speeds: dict[str, list[float]] = {way: [] for way in ways}
             for rep in range(1, reps + 1):
                 for way, base in ways.items():
                     download = curl_download(base + "large.bin", size_bytes, 600)
                     speeds[way].append(download.bytes_per_s / 1e6)
-                    print(f"  large rep {rep}/{reps} {way}: {speeds[way][-1]:.0f} MB/s",
-                          flush=True)
-            paths = {"s3": (port, "/s3/small.bin"), "http_proxy": (port, "/proxy/small.bin"),
-                     "direct": (store.port, f"/{store.bucket}/small.bin")}
+                    print(f"  large rep {rep}/{reps} {way}: {speeds[way][-1]:.0f} MB/s", flush=True)
+            paths = {
+                "s3": (port, "/s3/small.bin"),
+                "http_proxy": (port, "/proxy/small.bin"),
+                "direct": (store.port, f"/{store.bucket}/small.bin"),
+            }
             firsts: dict[str, list[float]] = {way: [] for way in paths}
             for _ in range(ttfb_reps):
                 for way, (way_port, path) in paths.items():
@@ -171,19 +183,25 @@ def main() -> None:
             peak_mib: dict[str, float] = {}
             for way, path in (("s3", "/s3/slow.bin"), ("http_proxy", "/proxy/slow.bin")):
                 procstat.reset_group_peak_rss(process.pid)
-                outcome = asyncio.run(slow_clients.run_slow_clients(
-                    "127.0.0.1", port, path, SLOW_CLIENTS, SLOW_RATE_BYTES_PER_S, slow_s))
+                outcome = asyncio.run(
+                    slow_clients.run_slow_clients(
+                        "127.0.0.1", port, path, SLOW_CLIENTS, SLOW_RATE_BYTES_PER_S, slow_s
+                    )
+                )
                 peak_mib[way] = procstat.group_peak_rss_bytes(process.pid) / MiB
-                print(f"  slow clients {way}: peak RSS {peak_mib[way]:.1f} MiB, "
-                      f"{outcome.clients_ok}/{SLOW_CLIENTS} ok {'; '.join(outcome.failures())}",
-                      flush=True)
+                print(
+                    f"  slow clients {way}: peak RSS {peak_mib[way]:.1f} MiB, "
+                    f"{outcome.clients_ok}/{SLOW_CLIENTS} ok {'; '.join(outcome.failures())}",
+                    flush=True,
+                )
         finally:
             stop(process)
 
     median_speed = {way: statistics.median(values) for way, values in speeds.items()}
     median_first_ms = {way: statistics.median(values) * 1e3 for way, values in firsts.items()}
     lines = [
-        SECTION, "",
+        SECTION,
+        "",
         f"Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; load average "
         f"{' '.join(f'{value:.2f}' for value in os.getloadavg())} at the end.",
         f"`.venv/bin/python bench/s3.py {' '.join(sys.argv[1:])}`".replace(" `", "`"),
@@ -217,7 +235,7 @@ def main() -> None:
         # A full run's figures join bench/run.py's, replacing the previous s3 section.
         recorded = RESULTS.read_text()
         before, _, after = recorded.partition(SECTION)
-        rest = after[after.find("\n## "):] if "\n## " in after else ""
+        rest = after[after.find("\n## ") :] if "\n## " in after else ""
         RESULTS.write_text(before.rstrip("\n") + "\n\n" + text + rest)
 
 

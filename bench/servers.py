@@ -123,6 +123,7 @@ def nginx_static(name: str = "nginx", worker_processes: str = "1") -> ServerReci
     One worker by default: the Python servers run as one process, so one nginx
     worker is the like-for-like peer; "auto" shows what nginx does with every core.
     """
+
     def configure(workspace: Workspace, config_dir: Path, port: int) -> list[str]:
         locations = f"location /files/ {{ alias {workspace.data_dir}/; }}"
         return _nginx_argv(config_dir, port, worker_processes, locations)
@@ -136,6 +137,7 @@ def nginx_origin() -> ServerRecipe:
     It serves the data both under /files/ and at the root, so a proxy works
     whether or not it strips its route prefix before forwarding.
     """
+
     def configure(workspace: Workspace, config_dir: Path, port: int) -> list[str]:
         locations = (
             f"location /files/ {{ alias {workspace.data_dir}/; }}\n"
@@ -148,6 +150,7 @@ def nginx_origin() -> ServerRecipe:
 
 def nginx_proxy(origin_port: int) -> ServerRecipe:
     """nginx relaying the origin unbuffered, with the buffer sizes a media proxy would set."""
+
     def configure(workspace: Workspace, config_dir: Path, port: int) -> list[str]:
         locations = (
             "location /files/ {\n"
@@ -164,59 +167,79 @@ def nginx_proxy(origin_port: int) -> ServerRecipe:
 
 def tornado_static() -> ServerRecipe:
     """Tornado's StaticFileHandler in one process (bench/tornado_static.py)."""
+
     def configure(workspace: Workspace, config_dir: Path, port: int) -> list[str]:
-        return [sys.executable, str(TORNADO_STATIC), "--port", str(port),
-                "--root", str(workspace.data_dir)]
+        return [
+            sys.executable,
+            str(TORNADO_STATIC),
+            "--port",
+            str(port),
+            "--root",
+            str(workspace.data_dir),
+        ]
 
     return ServerRecipe("tornado", "tornado", configure)
 
 
 def aiohttp_proxy(origin_port: int) -> ServerRecipe:
     """The aiohttp peer (bench/aiohttp_proxy.py): a plain streaming aiohttp proxy script."""
+
     def configure(workspace: Workspace, config_dir: Path, port: int) -> list[str]:
         if importlib.util.find_spec("aiohttp") is None:
-            raise ServerUnavailable("aiohttp not installed (bench/setup.sh installs the "
-                                    "bench extra)")
-        return [sys.executable, str(AIOHTTP_PROXY), "--port", str(port),
-                "--upstream", f"http://127.0.0.1:{origin_port}"]
+            raise ServerUnavailable(
+                "aiohttp not installed (bench/setup.sh installs the bench extra)"
+            )
+        return [
+            sys.executable,
+            str(AIOHTTP_PROXY),
+            "--port",
+            str(port),
+            "--upstream",
+            f"http://127.0.0.1:{origin_port}",
+        ]
 
     return ServerRecipe("aiohttp", "aiohttp-proxy", configure)
 
 
 def tornado_proxy(origin_port: int) -> ServerRecipe:
     """The naive Tornado proxy (bench/tornado_proxy.py): AsyncHTTPClient with a stream callback."""
+
     def configure(workspace: Workspace, config_dir: Path, port: int) -> list[str]:
-        return [sys.executable, str(TORNADO_PROXY), "--port", str(port),
-                "--upstream", f"http://127.0.0.1:{origin_port}"]
+        return [
+            sys.executable,
+            str(TORNADO_PROXY),
+            "--port",
+            str(port),
+            "--upstream",
+            f"http://127.0.0.1:{origin_port}",
+        ]
 
     return ServerRecipe("tornado", "tornado-proxy", configure)
 
 
-def mediaproxy_files(name: str = "mediaproxy", processes: int = 1,
-                     event_loop: str = "auto") -> ServerRecipe:
+def mediaproxy_files(
+    name: str = "mediaproxy", processes: int = 1, event_loop: str = "auto"
+) -> ServerRecipe:
     """mediaproxy's file integration; `processes` > 1 adds `processes = N` to [server].
 
     `event_loop` "auto" is mediaproxy's default (uvloop where installed, as it is in the
     project's venv); "asyncio" measures the other way.
     """
+
     def configure(workspace: Workspace, config_dir: Path, port: int) -> list[str]:
-        route = (
-            'integration = "file"\n'
-            f'root = "{workspace.data_dir}"\n'
-        )
+        route = f'integration = "file"\nroot = "{workspace.data_dir}"\n'
         return _mediaproxy_argv(config_dir, port, route, processes, event_loop)
 
     return ServerRecipe(name, name, configure, min_processes=processes)
 
 
-def mediaproxy_relay(origin_port: int, name: str = "mediaproxy",
-                     event_loop: str = "auto") -> ServerRecipe:
+def mediaproxy_relay(
+    origin_port: int, name: str = "mediaproxy", event_loop: str = "auto"
+) -> ServerRecipe:
     """mediaproxy's http_proxy integration in front of the origin."""
+
     def configure(workspace: Workspace, config_dir: Path, port: int) -> list[str]:
-        route = (
-            'integration = "http_proxy"\n'
-            f'upstream = "http://127.0.0.1:{origin_port}/"\n'
-        )
+        route = f'integration = "http_proxy"\nupstream = "http://127.0.0.1:{origin_port}/"\n'
         return _mediaproxy_argv(config_dir, port, route, 1, event_loop)
 
     return ServerRecipe(name, f"{name}-relay", configure)
@@ -224,6 +247,7 @@ def mediaproxy_relay(origin_port: int, name: str = "mediaproxy",
 
 def ttfb_origin() -> ServerRecipe:
     """The streaming origin of the ttfb scenario (bench/ttfb.py): a first chunk at once."""
+
     def configure(workspace: Workspace, config_dir: Path, port: int) -> list[str]:
         return [sys.executable, str(TTFB), "origin", "--port", str(port)]
 
@@ -261,8 +285,9 @@ http {{
     return ["nginx", "-e", "stderr", "-p", str(prefix), "-c", str(config_path)]
 
 
-def _mediaproxy_argv(config_dir: Path, port: int, route_body: str, processes: int,
-                     event_loop: str) -> list[str]:
+def _mediaproxy_argv(
+    config_dir: Path, port: int, route_body: str, processes: int, event_loop: str
+) -> list[str]:
     """Write a mediaproxy TOML with one /files/ route and return the command that runs it."""
     if not MEDIAPROXY_BIN.exists():
         raise ServerUnavailable(f"not installed ({MEDIAPROXY_BIN.relative_to(REPO)} missing)")
@@ -332,9 +357,7 @@ def _status_of_get(port: int, path: str) -> int | None:
 def _check_process_count(recipe: ServerRecipe, server: RunningServer) -> None:
     count = len(procstat.group_pids(server.pgid))
     if count < recipe.min_processes:
-        raise ServerUnavailable(
-            f"configured for {recipe.min_processes} processes but runs {count}"
-        )
+        raise ServerUnavailable(f"configured for {recipe.min_processes} processes but runs {count}")
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:

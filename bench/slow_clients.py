@@ -41,8 +41,11 @@ class ClientOutcome:
 
     @property
     def ok(self) -> bool:
-        return (self.status_line.split(b" ")[1:2] == [b"200"]
-                and not self.closed_early and self.error is None)
+        return (
+            self.status_line.split(b" ")[1:2] == [b"200"]
+            and not self.closed_early
+            and self.error is None
+        )
 
 
 @dataclass(frozen=True)
@@ -65,7 +68,8 @@ class SlowClientsReport:
         for outcome in self.outcomes:
             if not outcome.ok:
                 kind = outcome.error or (
-                    "closed early" if outcome.closed_early
+                    "closed early"
+                    if outcome.closed_early
                     else f"status {outcome.status_line.decode(errors='replace')!r}"
                 )
                 kinds[kind] = kinds.get(kind, 0) + 1
@@ -83,22 +87,32 @@ async def run_slow_clients(
     loop = asyncio.get_running_loop()
     deadline = loop.time() + _RAMP_S + duration_s
     request = f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\n\r\n".encode()
-    outcomes = await asyncio.gather(*(
-        _read_slowly(
-            host, port, request,
-            receive_buffer_bytes=RECEIVE_BUFFERS_BYTES[index % len(RECEIVE_BUFFERS_BYTES)],
-            rate_bytes_per_s=rate_bytes_per_s,
-            start_delay_s=_RAMP_S * index / clients,
-            deadline=deadline,
+    outcomes = await asyncio.gather(
+        *(
+            _read_slowly(
+                host,
+                port,
+                request,
+                receive_buffer_bytes=RECEIVE_BUFFERS_BYTES[index % len(RECEIVE_BUFFERS_BYTES)],
+                rate_bytes_per_s=rate_bytes_per_s,
+                start_delay_s=_RAMP_S * index / clients,
+                deadline=deadline,
+            )
+            for index in range(clients)
         )
-        for index in range(clients)
-    ))
+    )
     return SlowClientsReport(outcomes)
 
 
 async def _read_slowly(
-    host: str, port: int, request: bytes, *, receive_buffer_bytes: int,
-    rate_bytes_per_s: int, start_delay_s: float, deadline: float,
+    host: str,
+    port: int,
+    request: bytes,
+    *,
+    receive_buffer_bytes: int,
+    rate_bytes_per_s: int,
+    start_delay_s: float,
+    deadline: float,
 ) -> ClientOutcome:
     """One client: connect, ask, then read no faster than the rate until the deadline."""
     loop = asyncio.get_running_loop()
@@ -108,8 +122,9 @@ async def _read_slowly(
     reading_since = loop.time()
 
     def outcome(closed_early: bool, error: str | None = None) -> ClientOutcome:
-        return ClientOutcome(_status_line(first_bytes), received, loop.time() - reading_since,
-                             closed_early, error)
+        return ClientOutcome(
+            _status_line(first_bytes), received, loop.time() - reading_since, closed_early, error
+        )
 
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     try:
@@ -143,8 +158,9 @@ def _status_line(first_bytes: bytes) -> bytes:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--path", required=True)
@@ -152,10 +168,17 @@ def main() -> None:
     parser.add_argument("--rate-kib", type=int, default=256, help="per client, KiB/s")
     parser.add_argument("--duration", type=float, default=12.0, help="seconds of reading")
     args = parser.parse_args()
-    report = asyncio.run(run_slow_clients(
-        args.host, args.port, args.path, args.clients, args.rate_kib * KiB, args.duration))
-    print(f"{report.clients_ok}/{len(report.outcomes)} clients ok, "
-          f"{report.client_bytes_per_s / KiB:.0f} KiB/s per client", *report.failures(), sep="\n")
+    report = asyncio.run(
+        run_slow_clients(
+            args.host, args.port, args.path, args.clients, args.rate_kib * KiB, args.duration
+        )
+    )
+    print(
+        f"{report.clients_ok}/{len(report.outcomes)} clients ok, "
+        f"{report.client_bytes_per_s / KiB:.0f} KiB/s per client",
+        *report.failures(),
+        sep="\n",
+    )
 
 
 if __name__ == "__main__":

@@ -15,8 +15,18 @@ import tornado.web
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 from tornado.httputil import HTTPHeaders, parse_response_start_line
 
-HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization",
-                        "te", "trailer", "transfer-encoding", "upgrade"})
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
 
 
 class ProxyHandler(tornado.web.RequestHandler):
@@ -27,12 +37,24 @@ class ProxyHandler(tornado.web.RequestHandler):
         self.clear_header("Content-Type")
 
     async def get(self) -> None:
-        headers = HTTPHeaders({name: value for name, value in self.request.headers.get_all()
-                               if name.lower() not in HOP_BY_HOP and name.lower() != "host"})
-        request = HTTPRequest(self.upstream + self.request.uri, method=self.request.method,
-                              headers=headers, header_callback=self._header_line,
-                              streaming_callback=self._chunk, decompress_response=False,
-                              follow_redirects=False, request_timeout=0, connect_timeout=10)
+        headers = HTTPHeaders(
+            {
+                name: value
+                for name, value in self.request.headers.get_all()
+                if name.lower() not in HOP_BY_HOP and name.lower() != "host"
+            }
+        )
+        request = HTTPRequest(
+            self.upstream + self.request.uri,
+            method=self.request.method,
+            headers=headers,
+            header_callback=self._header_line,
+            streaming_callback=self._chunk,
+            decompress_response=False,
+            follow_redirects=False,
+            request_timeout=0,
+            connect_timeout=10,
+        )
         await AsyncHTTPClient().fetch(request, raise_error=False)  # an origin's 404 is relayed
         self.finish()
 
@@ -54,8 +76,9 @@ class ProxyHandler(tornado.web.RequestHandler):
 
 async def serve(port: int, upstream: str) -> None:
     AsyncHTTPClient.configure(None, max_clients=128, max_body_size=2**62)
-    app = tornado.web.Application([(r"/files/.*", ProxyHandler,
-                                    {"upstream": upstream.rstrip("/")})])
+    app = tornado.web.Application(
+        [(r"/files/.*", ProxyHandler, {"upstream": upstream.rstrip("/")})]
+    )
     app.listen(port, address="127.0.0.1")
     await asyncio.Event().wait()
 

@@ -13,9 +13,7 @@ import tornado.web
 
 async def serve(port: int, root: str) -> None:
     """Serve `root` under /files/ on 127.0.0.1:`port` until the process is killed."""
-    app = tornado.web.Application(
-        [(r"/files/(.*)", tornado.web.StaticFileHandler, {"path": root})]
-    )
+    app = tornado.web.Application([(r"/files/(.*)", tornado.web.StaticFileHandler, {"path": root})])
     app.listen(port, address="127.0.0.1")
     await asyncio.Event().wait()
 

@@ -10,9 +10,10 @@ answers every GET with chunked headers and a FIRST_CHUNK_BYTES chunk at once,
 then LATER_CHUNKS more chunks LATER_CHUNK_INTERVAL_S apart, and closes the
 connection (saying so in its head): a proxy in front of it can never take its
 origin connection from a pool, so every figure includes what a fresh origin
-connection costs the proxy. The client opens a fresh connection per request and measures from the end of its request to the
-first byte of the body (not the headers); the same client code runs against
-the origin directly and through each proxy, so what it costs itself cancels
+connection costs the proxy. The client opens a fresh connection per request and
+measures from the end of its request to the first byte of the body (not the
+headers); the same client code runs against the origin directly and through each
+proxy, so what it costs itself cancels
 out of "added".
 
 Loopback only; every request is bounded by REQUEST_TIMEOUT_S.
@@ -34,8 +35,10 @@ async def _answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) ->
     try:
         request = await reader.readuntil(_HEAD_END)
         method = request.split(b" ", 1)[0]
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n"
-                     b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n")
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n"
+            b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+        )
         if method != b"HEAD":
             writer.write(_chunk(b"f" * FIRST_CHUNK_BYTES))
             await writer.drain()
@@ -85,8 +88,9 @@ def measure(port: int, path: str) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     origin = commands.add_parser("origin", help="run the streaming origin")
     origin.add_argument("--port", type=int, required=True)
@@ -99,8 +103,10 @@ def main() -> None:
         asyncio.run(serve_origin(args.port))
     else:
         samples = sorted(measure(args.port, args.path) * 1e3 for _ in range(args.n))
-        print(f"time to first body byte: median {samples[len(samples) // 2]:.3f} ms, "
-              f"min {samples[0]:.3f} ms, max {samples[-1]:.3f} ms")
+        print(
+            f"time to first body byte: median {samples[len(samples) // 2]:.3f} ms, "
+            f"min {samples[0]:.3f} ms, max {samples[-1]:.3f} ms"
+        )
 
 
 if __name__ == "__main__":

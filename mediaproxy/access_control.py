@@ -62,8 +62,9 @@ class AccessPolicy:
             challenges.append(f'SignedURL realm="{REALM}"')
         self._challenge = ", ".join(challenges)
 
-    def check(self, method: str, path: str, query: str, headers: Mapping[str, str],
-              now_s: float) -> str | None:
+    def check(
+        self, method: str, path: str, query: str, headers: Mapping[str, str], now_s: float
+    ) -> str | None:
         """Return if the request may proceed, with the API key that admitted it (None: a
         public route or a signed URL); raise Unauthorized or Forbidden if not."""
         if not self.access.restricted:
@@ -79,8 +80,9 @@ class AccessPolicy:
         key_state = "no API key" if key is None else "API key not accepted"
         raise Forbidden(f"{key_state}; signed URL: {signature_error}")
 
-    def _signature_error(self, method: str, path: str, query: str,
-                         now_s: float) -> signing.SignatureError | None:
+    def _signature_error(
+        self, method: str, path: str, query: str, now_s: float
+    ) -> signing.SignatureError | None:
         """Why the URL's signature does not admit the request, or None if it does."""
         if self.access.signing_secret is None:
             return signing.SignatureMissing("the route takes no signed URLs")
@@ -112,8 +114,10 @@ class AdminAccess:
         key = presented_key(authorization)
         if key is None or not self._keys.holds(key):
             # 401 for a wrong key too: 403 would stop a browser from asking again.
-            raise Unauthorized("admin key missing or not accepted",
-                               headers={"WWW-Authenticate": f'Basic realm="{ADMIN_REALM}"'})
+            raise Unauthorized(
+                "admin key missing or not accepted",
+                headers={"WWW-Authenticate": f'Basic realm="{ADMIN_REALM}"'},
+            )
 
 
 def presented_key(authorization: str | None) -> str | None:

@@ -1,7 +1,7 @@
 """The command line.
 
-    mediaproxy --config FILE [--address A] [--port P] [--check-config]   serve
-    mediaproxy sign --config FILE --path /media/x.mp4 [--expires-in S]    mint a signed URL
+mediaproxy --config FILE [--address A] [--port P] [--check-config]   serve
+mediaproxy sign --config FILE --path /media/x.mp4 [--expires-in S]    mint a signed URL
 """
 
 from __future__ import annotations
@@ -15,28 +15,40 @@ from pathlib import Path
 from urllib.parse import quote
 
 # Not mediaproxy.server.app: the workers module imports it once the metrics storage is chosen.
-from mediaproxy import __version__, config as config_module
+from mediaproxy import __version__
+from mediaproxy import config as config_module
 from mediaproxy.errors import RequestError
 from mediaproxy.http import paths
-from mediaproxy.server import workers
 from mediaproxy.http.signing import sign_query
+from mediaproxy.server import workers
 
 EXIT_CONFIG_ERROR = 2  # the same code argparse uses for a bad command line
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="mediaproxy", description="Stream media, files and exports over HTTP.",
-        epilog="mediaproxy sign --help: mint an expiring signed URL for a private route.")
-    parser.add_argument("--config", type=Path, default=Path("conf/mediaproxy.toml"),
-                        help="TOML config file (default: %(default)s)")
+        prog="mediaproxy",
+        description="Stream media, files and exports over HTTP.",
+        epilog="mediaproxy sign --help: mint an expiring signed URL for a private route.",
+    )
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=Path("conf/mediaproxy.toml"),
+        help="TOML config file (default: %(default)s)",
+    )
     parser.add_argument("--address", help="listen address; overrides [server] address")
-    parser.add_argument("--port", type=int, help="listen port (0: any free one); overrides "
-                                                 "[server] port")
-    parser.add_argument("--check-config", action="store_true",
-                        help="validate the config and exit (0 valid, 2 invalid)")
-    parser.add_argument("--log-level", default="INFO",
-                        choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    parser.add_argument(
+        "--port", type=int, help="listen port (0: any free one); overrides [server] port"
+    )
+    parser.add_argument(
+        "--check-config",
+        action="store_true",
+        help="validate the config and exit (0 valid, 2 invalid)",
+    )
+    parser.add_argument(
+        "--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR")
+    )
     parser.add_argument("--version", action="version", version=f"mediaproxy {__version__}")
     return parser
 
@@ -58,8 +70,11 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["sign"]:
         return sign(argv[1:])
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level, stream=sys.stderr,
-                        format="%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=args.log_level,
+        stream=sys.stderr,
+        format="%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s",
+    )
     try:
         config = load_config(args)
     except config_module.ConfigError as error:
@@ -75,20 +90,40 @@ def _sign_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mediaproxy sign",
         description="Print a URL that admits one method on one path until it expires; the "
-                    "route serving the path must have a signing_secret(_env).")
-    parser.add_argument("--config", type=Path, default=Path("conf/mediaproxy.toml"),
-                        help="TOML config file (default: %(default)s)")
-    parser.add_argument("--path", required=True,
-                        help="full path, route prefix included, optionally with a ?query (it "
-                             "is signed too); characters not allowed in a URL are "
-                             "percent-encoded, existing %%XX kept")
-    parser.add_argument("--expires-in", type=int, default=3600, metavar="SECONDS",
-                        help="valid for this long from now (default: %(default)s)")
-    parser.add_argument("--method", default="GET", type=str.upper,
-                        help="method the URL admits (default: %(default)s; GET admits HEAD)")
-    parser.add_argument("--base-url", help="scheme://host[:port] clients reach the gateway "
-                                           "at (default: [server] public_url, else its "
-                                           "address and port)")
+        "route serving the path must have a signing_secret(_env).",
+    )
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=Path("conf/mediaproxy.toml"),
+        help="TOML config file (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--path",
+        required=True,
+        help="full path, route prefix included, optionally with a ?query (it "
+        "is signed too); characters not allowed in a URL are "
+        "percent-encoded, existing %%XX kept",
+    )
+    parser.add_argument(
+        "--expires-in",
+        type=int,
+        default=3600,
+        metavar="SECONDS",
+        help="valid for this long from now (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--method",
+        default="GET",
+        type=str.upper,
+        help="method the URL admits (default: %(default)s; GET admits HEAD)",
+    )
+    parser.add_argument(
+        "--base-url",
+        help="scheme://host[:port] clients reach the gateway "
+        "at (default: [server] public_url, else its "
+        "address and port)",
+    )
     return parser
 
 

@@ -58,18 +58,29 @@ class Kind:
 
 # Every integration, one line each.
 KINDS: dict[str, Kind] = {
-    "file": Kind("mediaproxy.integrations.file:read_settings",
-                 "mediaproxy.integrations.file:FileIntegration"),
-    "http_proxy": Kind("mediaproxy.integrations.http_proxy.settings:read_settings",
-                       "mediaproxy.integrations.http_proxy.route:HttpProxyIntegration",
-                       raw_path=True),
-    "csv_export": Kind("mediaproxy.integrations.csv_export:read_settings",
-                       "mediaproxy.integrations.csv_export:CsvExportIntegration", compress=True),
-    "function": Kind("mediaproxy.integrations.function:read_settings",
-                     "mediaproxy.integrations.function:FunctionIntegration", compress=True,
-                     raw_path=True),
-    "s3": Kind("mediaproxy.integrations.s3.settings:read_settings",
-               "mediaproxy.integrations.s3.integration:S3Integration"),
+    "file": Kind(
+        "mediaproxy.integrations.file:read_settings", "mediaproxy.integrations.file:FileIntegration"
+    ),
+    "http_proxy": Kind(
+        "mediaproxy.integrations.http_proxy.settings:read_settings",
+        "mediaproxy.integrations.http_proxy.route:HttpProxyIntegration",
+        raw_path=True,
+    ),
+    "csv_export": Kind(
+        "mediaproxy.integrations.csv_export:read_settings",
+        "mediaproxy.integrations.csv_export:CsvExportIntegration",
+        compress=True,
+    ),
+    "function": Kind(
+        "mediaproxy.integrations.function:read_settings",
+        "mediaproxy.integrations.function:FunctionIntegration",
+        compress=True,
+        raw_path=True,
+    ),
+    "s3": Kind(
+        "mediaproxy.integrations.s3.settings:read_settings",
+        "mediaproxy.integrations.s3.integration:S3Integration",
+    ),
 }
 
 
@@ -290,8 +301,9 @@ class Table:
         value: bool = self._get(key, default, (bool,), "true or false")
         return value
 
-    def integer(self, key: str, default: int = _MISSING, *, minimum: int = 0,
-                maximum: int | None = None) -> int:
+    def integer(
+        self, key: str, default: int = _MISSING, *, minimum: int = 0, maximum: int | None = None
+    ) -> int:
         value: int = self._get(key, default, (int,), "an integer")
         if value < minimum or (maximum is not None and value > maximum):
             bound = f"between {minimum} and {maximum}" if maximum is not None else f">= {minimum}"
@@ -355,22 +367,26 @@ def _read_limits(table: Table, base: Limits) -> Limits:
     limits = replace(base, **overrides)
     if limits.rate_limit_after_bytes and not limits.rate_limit_bytes_per_s:
         if table.has("rate_limit_after_bytes"):
-            raise table.error("rate_limit_after_bytes", "needs rate_limit_bytes_per_s (the "
-                                                        "rate that applies after the burst)")
+            raise table.error(
+                "rate_limit_after_bytes",
+                "needs rate_limit_bytes_per_s (the rate that applies after the burst)",
+            )
         # A route turning the inherited rate off: the inherited burst means nothing alone.
         limits = replace(limits, rate_limit_after_bytes=0)
     return limits
 
 
 def _read_access_log(table: Table) -> str:
-    """"stderr", "off", or an absolute path whose folder exists."""
+    """ "stderr", "off", or an absolute path whose folder exists."""
     value = table.string("access_log", ACCESS_LOG_STDERR)
     if value in (ACCESS_LOG_STDERR, ACCESS_LOG_OFF):
         return value
     path = (table.path.parent / value).resolve()
     if not path.parent.is_dir():
-        raise table.error("access_log", f"{path.parent} is not an existing directory "
-                                        f"(use \"stderr\", \"off\" or a file path)")
+        raise table.error(
+            "access_log",
+            f'{path.parent} is not an existing directory (use "stderr", "off" or a file path)',
+        )
     return str(path)
 
 
@@ -379,8 +395,10 @@ TLS_VERSIONS = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}
 
 
 def _refuse_password() -> str:
-    raise ValueError("encrypted private keys are not supported (no one could type the "
-                     "passphrase); decrypt it with `openssl pkey`")
+    raise ValueError(
+        "encrypted private keys are not supported (no one could type the "
+        "passphrase); decrypt it with `openssl pkey`"
+    )
 
 
 def _read_tls(table: Table) -> ssl.SSLContext | None:
@@ -404,8 +422,9 @@ def _read_tls(table: Table) -> ssl.SSLContext | None:
         # The certificate on its own first, so a bad one is not blamed on the key.
         ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_verify_locations(cafile=certificate)
     except (ssl.SSLError, OSError) as error:
-        raise table.error("tls_certificate",
-                          f"{certificate} holds no PEM certificate ({error})") from error
+        raise table.error(
+            "tls_certificate", f"{certificate} holds no PEM certificate ({error})"
+        ) from error
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     try:
         context.load_cert_chain(certificate, key, password=_refuse_password)
@@ -417,16 +436,18 @@ def _read_tls(table: Table) -> ssl.SSLContext | None:
         raise table.error("tls_key", f"{key} {reason} ({error})") from error
     version = table.string("tls_min_version", "1.2")
     if version not in TLS_VERSIONS:
-        raise table.error("tls_min_version", f"must be one of {', '.join(TLS_VERSIONS)}, "
-                                             f"got {version!r}")
+        raise table.error(
+            "tls_min_version", f"must be one of {', '.join(TLS_VERSIONS)}, got {version!r}"
+        )
     context.minimum_version = TLS_VERSIONS[version]
     if table.has("tls_ciphers"):
         ciphers = table.string("tls_ciphers")
         try:
             context.set_ciphers(ciphers)
         except ssl.SSLError as error:
-            raise table.error("tls_ciphers", f"OpenSSL selects no cipher from {ciphers!r} "
-                                             f"({error})") from error
+            raise table.error(
+                "tls_ciphers", f"OpenSSL selects no cipher from {ciphers!r} ({error})"
+            ) from error
     return context
 
 
@@ -435,11 +456,13 @@ def _read_server(table: Table) -> ServerConfig:
         address=table.string("address", ServerConfig.address),
         port=table.integer("port", ServerConfig.port, maximum=65535),
         shutdown_grace_s=table.seconds("shutdown_grace", ServerConfig.shutdown_grace_s),
-        max_header_bytes=table.integer("max_header_bytes", ServerConfig.max_header_bytes,
-                                       minimum=1024),
+        max_header_bytes=table.integer(
+            "max_header_bytes", ServerConfig.max_header_bytes, minimum=1024
+        ),
         header_timeout_s=table.seconds("header_timeout", ServerConfig.header_timeout_s),
-        max_client_connections=table.integer("max_client_connections",
-                                             ServerConfig.max_client_connections),
+        max_client_connections=table.integer(
+            "max_client_connections", ServerConfig.max_client_connections
+        ),
         processes=table.integer("processes", ServerConfig.processes, maximum=1024),
         access_log=_read_access_log(table),
         status_page=table.boolean("status_page", ServerConfig.status_page),
@@ -465,8 +488,10 @@ def _read_public_url(table: Table) -> PublicUrl | None:
 def _read_event_loop(table: Table) -> str:
     value = table.choice("event_loop", EVENT_LOOPS, ServerConfig.event_loop)
     if value == "uvloop" and not uvloop_installed():
-        raise table.error("event_loop", "uvloop is not installed "
-                                        "(pip install 'mediaproxy[uvloop]', or use \"auto\")")
+        raise table.error(
+            "event_loop",
+            "uvloop is not installed (pip install 'mediaproxy[uvloop]', or use \"auto\")",
+        )
     return value
 
 
@@ -476,8 +501,11 @@ def _is_plain_prefix(prefix: str) -> bool:
     if not prefix.startswith("/") or "%" in prefix:
         return False
     read = paths.normalise_path(prefix)
-    return (read.text == prefix and read.refusal is None
-            and paths.lenient_segments(read) == paths.prefix_segments(prefix))
+    return (
+        read.text == prefix
+        and read.refusal is None
+        and paths.lenient_segments(read) == paths.prefix_segments(prefix)
+    )
 
 
 def normalize_prefix(prefix: str) -> str:
@@ -511,13 +539,17 @@ def _read_api_keys(table: Table, name: str = "api_keys") -> tuple[str, ...]:
         keys[name] = raw
     if table.has(f"{name}_env"):
         keys[f"{name}_env"] = [
-            key.strip() for key in from_environment(table, f"{name}_env").split(",")]
+            key.strip() for key in from_environment(table, f"{name}_env").split(",")
+        ]
     for origin, listed in keys.items():
         for position, key in enumerate(listed, 1):
             if not _API_KEY.fullmatch(key):
                 # Never echo the key itself: config errors are printed and logged.
-                raise table.error(origin, f"key #{position} is empty or has characters other "
-                                          f"than visible ASCII without commas")
+                raise table.error(
+                    origin,
+                    f"key #{position} is empty or has characters other "
+                    f"than visible ASCII without commas",
+                )
     return tuple(key for listed in keys.values() for key in listed)
 
 
@@ -529,13 +561,18 @@ def _read_access(table: Table) -> Access:
     if not _HEADER_NAME.fullmatch(header):
         raise table.error("api_key_header", f"is not a header name: {header!r}")
     if table.has("signing_secret") and table.has("signing_secret_env"):
-        raise table.error("signing_secret_env", "set signing_secret or signing_secret_env, "
-                                                "not both")
+        raise table.error(
+            "signing_secret_env", "set signing_secret or signing_secret_env, not both"
+        )
     forward_api_key = table.boolean("forward_api_key", Access.forward_api_key)
     if forward_api_key and not api_keys:
         raise table.error("forward_api_key", "is set but the route has no api_keys(_env)")
-    return Access(api_keys=api_keys, api_key_header=header,
-                  signing_secret=_read_signing_secret(table), forward_api_key=forward_api_key)
+    return Access(
+        api_keys=api_keys,
+        api_key_header=header,
+        signing_secret=_read_signing_secret(table),
+        forward_api_key=forward_api_key,
+    )
 
 
 def _read_signing_secret(table: Table) -> bytes | None:
@@ -547,17 +584,21 @@ def _read_signing_secret(table: Table) -> bytes | None:
         return None
     secret = text.encode("utf-8")
     if len(secret) < MIN_SIGNING_SECRET_BYTES:
-        raise table.error(key, f"must be at least {MIN_SIGNING_SECRET_BYTES} bytes, "
-                               f"got {len(secret)}")
+        raise table.error(
+            key, f"must be at least {MIN_SIGNING_SECRET_BYTES} bytes, got {len(secret)}"
+        )
     return secret
 
 
 def _read_route(table: Table, index: int, base_limits: Limits) -> Route:
     raw_prefix = table.string("prefix")
     if not _is_plain_prefix(raw_prefix):
-        raise table.error("prefix", f"must be a plain path starting with '/' (ASCII letters, "
-                                    f"digits and -._~!$&'()*+,=:@; no '.' or '..' segments), "
-                                    f"got {raw_prefix!r}")
+        raise table.error(
+            "prefix",
+            f"must be a plain path starting with '/' (ASCII letters, "
+            f"digits and -._~!$&'()*+,=:@; no '.' or '..' segments), "
+            f"got {raw_prefix!r}",
+        )
     prefix = normalize_prefix(raw_prefix)
     if prefix in RESERVED_PREFIXES:
         raise table.error("prefix", f"{prefix} is reserved for the gateway itself")
@@ -570,11 +611,22 @@ def _read_route(table: Table, index: int, base_limits: Limits) -> Route:
     raw_path = table.boolean("raw_path", False)
     if raw_path and not kind.raw_path:
         passing = [name for name, other in KINDS.items() if other.raw_path]
-        raise table.error("raw_path", f"only {' and '.join(passing)} routes pass "
-                                      f"paths on; a {integration} route reads them itself")
+        raise table.error(
+            "raw_path",
+            f"only {' and '.join(passing)} routes pass "
+            f"paths on; a {integration} route reads them itself",
+        )
     table.finish()
-    return Route(prefix=prefix, integration=integration, limits=limits, settings=settings,
-                 index=index, compress=compress, access=access, raw_path=raw_path)
+    return Route(
+        prefix=prefix,
+        integration=integration,
+        limits=limits,
+        settings=settings,
+        index=index,
+        compress=compress,
+        access=access,
+        raw_path=raw_path,
+    )
 
 
 def _read_shared_state(table: Table) -> SharedState:
@@ -583,16 +635,19 @@ def _read_shared_state(table: Table) -> SharedState:
         if not isinstance(redis_url, str) or not redis_url.startswith(REDIS_SCHEMES):
             raise table.error("redis_url", "must be a redis://, rediss:// or unix:// URL")
         if importlib.util.find_spec("redis") is None:
-            raise table.error("redis_url", "the redis client is not installed "
-                                           "(pip install 'mediaproxy[redis]')")
+            raise table.error(
+                "redis_url", "the redis client is not installed (pip install 'mediaproxy[redis]')"
+            )
     shared = SharedState(
         redis_url=redis_url,
-        on_shared_state_error=table.choice("on_shared_state_error", SHARED_STATE_POLICIES,
-                                           SharedState.on_shared_state_error),
+        on_shared_state_error=table.choice(
+            "on_shared_state_error", SHARED_STATE_POLICIES, SharedState.on_shared_state_error
+        ),
         timeout_s=table.seconds("timeout", SharedState.timeout_s),
         lease_s=table.seconds("lease", SharedState.lease_s),
-        quota_step_bytes=table.integer("quota_step_bytes", SharedState.quota_step_bytes,
-                                       minimum=4096),
+        quota_step_bytes=table.integer(
+            "quota_step_bytes", SharedState.quota_step_bytes, minimum=4096
+        ),
         key_prefix=table.string("key_prefix", SharedState.key_prefix),
     )
     table.finish()
@@ -610,18 +665,26 @@ def _read_plan(table: Table) -> Plan:
     if not keys:
         raise table.error("keys", "a plan needs keys or keys_env")
     rate = table.raw("requests_per_second")
-    if rate is not None and (isinstance(rate, bool) or not isinstance(rate, (int, float))
-                             or not (math.isfinite(rate) and rate > 0)):
+    if rate is not None and (
+        isinstance(rate, bool)
+        or not isinstance(rate, (int, float))
+        or not (math.isfinite(rate) and rate > 0)
+    ):
         raise table.error("requests_per_second", f"must be a positive number, got {rate!r}")
     burst = table.integer("burst", 0, minimum=1) if table.has("burst") else 0
     if burst and rate is None:
         raise table.error("burst", "needs requests_per_second (the rate after the burst)")
     if rate is not None and not burst:
         burst = max(1, math.ceil(rate))  # a second's worth, as API Gateway's console suggests
-    plan = Plan(name=name, keys=keys, requests_per_second=float(rate or 0), burst=burst,
-                bytes_per_day=table.integer("bytes_per_day", 0),
-                bytes_per_month=table.integer("bytes_per_month", 0),
-                max_concurrent_streams=table.integer("max_concurrent_streams", 0))
+    plan = Plan(
+        name=name,
+        keys=keys,
+        requests_per_second=float(rate or 0),
+        burst=burst,
+        bytes_per_day=table.integer("bytes_per_day", 0),
+        bytes_per_month=table.integer("bytes_per_month", 0),
+        max_concurrent_streams=table.integer("max_concurrent_streams", 0),
+    )
     table.finish()
     return plan
 
@@ -636,15 +699,20 @@ def _read_plans(top: Table, path: Path) -> tuple[Plan, ...]:
     for index, raw in enumerate(raw_plans):
         plan = _read_plan(Table(raw, path, f"plans[{index}]"))
         if plan.name in names:
-            raise ConfigError(path, f"plans[{index}].name",
-                              f"{plan.name!r} is already the name of plans[{names[plan.name]}]")
+            raise ConfigError(
+                path,
+                f"plans[{index}].name",
+                f"{plan.name!r} is already the name of plans[{names[plan.name]}]",
+            )
         names[plan.name] = index
         for key in plan.keys:
             if key in key_owners:
                 # Never echo the key: config errors are printed and logged.
-                raise ConfigError(path, f"plans[{index}].keys",
-                                  f"a key is already on plans[{key_owners[key]}] (a key "
-                                  f"has one plan)")
+                raise ConfigError(
+                    path,
+                    f"plans[{index}].keys",
+                    f"a key is already on plans[{key_owners[key]}] (a key has one plan)",
+                )
             key_owners[key] = index
         plans.append(plan)
     return tuple(plans)
@@ -665,15 +733,24 @@ def parse(data: Mapping[str, Any], path: Path) -> Config:
     for index, raw in enumerate(raw_routes):
         route = _read_route(Table(raw, path, f"routes[{index}]"), index, limits)
         if route.prefix in seen:
-            raise ConfigError(path, f"routes[{index}].prefix",
-                              f"{route.prefix} is already the prefix of routes[{seen[route.prefix]}]")
+            raise ConfigError(
+                path,
+                f"routes[{index}].prefix",
+                f"{route.prefix} is already the prefix of routes[{seen[route.prefix]}]",
+            )
         seen[route.prefix] = index
         routes.append(route)
     shared_state = _read_shared_state(top.table("shared_state"))
     plans = _read_plans(top, path)
     top.finish()
-    return Config(path=path, server=server, limits=limits, routes=tuple(routes),
-                  shared_state=shared_state, plans=plans)
+    return Config(
+        path=path,
+        server=server,
+        limits=limits,
+        routes=tuple(routes),
+        shared_state=shared_state,
+        plans=plans,
+    )
 
 
 def load(path: Path | str) -> Config:

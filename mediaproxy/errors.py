@@ -30,8 +30,13 @@ class MediaproxyError(Exception):
     status = 500
     phrase = "Internal Server Error"
 
-    def __init__(self, detail: str = "", *, headers: Mapping[str, str] | None = None,
-                 phrase: str | None = None) -> None:
+    def __init__(
+        self,
+        detail: str = "",
+        *,
+        headers: Mapping[str, str] | None = None,
+        phrase: str | None = None,
+    ) -> None:
         super().__init__(detail or phrase or self.phrase)
         self.headers: Mapping[str, str] = headers or {}
         if phrase:

@@ -36,8 +36,7 @@ def single_statement(query: str) -> str:
         return query
     rest = _skip_to_semicolon(query, position + 1, comments_only=True)
     if rest != len(query):
-        raise ValueError("must be one statement: SQL follows the ';' at character "
-                         f"{position + 1}")
+        raise ValueError(f"must be one statement: SQL follows the ';' at character {position + 1}")
     return query[:position]
 
 
@@ -59,8 +58,11 @@ def _skip_to_semicolon(query: str, position: int, comments_only: bool = False) -
         elif char == ";":
             return position
         elif char == "'":
-            escaped = (position > 0 and query[position - 1] in "eE"
-                       and not _continues_identifier(query, position - 1))
+            escaped = (
+                position > 0
+                and query[position - 1] in "eE"
+                and not _continues_identifier(query, position - 1)
+            )
             body = _E_STRING_BODY if escaped else _PLAIN_STRING_BODY
             position = _match_end(body, query, position + 1, "string")
         elif char == '"':
@@ -72,8 +74,9 @@ def _skip_to_semicolon(query: str, position: int, comments_only: bool = False) -
             else:
                 close = query.find(tag.group(), tag.end())
                 if close < 0:
-                    raise ValueError(f"unterminated dollar quote {tag.group()} at character "
-                                     f"{position + 1}")
+                    raise ValueError(
+                        f"unterminated dollar quote {tag.group()} at character {position + 1}"
+                    )
                 position = close + len(tag.group())
         else:
             position += 1

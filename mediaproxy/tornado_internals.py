@@ -95,8 +95,12 @@ def unread(stream: IOStream, data: bytes) -> None:
     stream._read_buffer_size += len(data)
 
 
-def request_context(stream: IOStream, address: tuple[Any, ...], protocol: str | None,
-                    trusted_downstream: list[str] | None) -> object:
+def request_context(
+    stream: IOStream,
+    address: tuple[Any, ...],
+    protocol: str | None,
+    trusted_downstream: list[str] | None,
+) -> object:
     """The context HTTPServer.handle_stream gives a connection's requests."""
     return _HTTPRequestContext(stream, address, protocol, trusted_downstream)
 

@@ -14,8 +14,8 @@ import argparse
 import os
 import random
 import sqlite3
-from datetime import datetime, timezone
 from collections.abc import Iterator
+from datetime import datetime, timezone
 from itertools import islice
 
 SCHEMA = """
@@ -45,31 +45,69 @@ FIRST_SIGNUP = FIRST_ORDER - 365 * 86400
 
 # (display name, ASCII form for the email address)
 FIRST_NAMES = [
-    ("Emma", "emma"), ("Liam", "liam"), ("Olivia", "olivia"), ("Noah", "noah"),
-    ("Zoë", "zoe"), ("José", "jose"), ("François", "francois"), ("Øyvind", "oyvind"),
-    ("Małgorzata", "malgorzata"), ("Siobhán", "siobhan"), ("Jürgen", "juergen"),
-    ("Ana Lúcia", "analucia"), ("Priya", "priya"), ("Mohammed", "mohammed"),
-    ("Wei", "wei"), ("Yuki", "yuki"), ("Chloé", "chloe"), ("Søren", "soren"),
+    ("Emma", "emma"),
+    ("Liam", "liam"),
+    ("Olivia", "olivia"),
+    ("Noah", "noah"),
+    ("Zoë", "zoe"),
+    ("José", "jose"),
+    ("François", "francois"),
+    ("Øyvind", "oyvind"),
+    ("Małgorzata", "malgorzata"),
+    ("Siobhán", "siobhan"),
+    ("Jürgen", "juergen"),
+    ("Ana Lúcia", "analucia"),
+    ("Priya", "priya"),
+    ("Mohammed", "mohammed"),
+    ("Wei", "wei"),
+    ("Yuki", "yuki"),
+    ("Chloé", "chloe"),
+    ("Søren", "soren"),
 ]
 LAST_NAMES = [
-    ("Smith", "smith"), ("García", "garcia"), ("Müller", "muller"), ("O'Brien", "obrien"),
-    ("Nguyễn", "nguyen"), ("Kowalski", "kowalski"), ("Dubois", "dubois"),
-    ("Johansson", "johansson"), ("Rossi", "rossi"), ("Tanaka", "tanaka"),
-    ("Núñez", "nunez"), ("van der Berg", "vanderberg"), ("Šimić", "simic"), ("Patel", "patel"),
+    ("Smith", "smith"),
+    ("García", "garcia"),
+    ("Müller", "muller"),
+    ("O'Brien", "obrien"),
+    ("Nguyễn", "nguyen"),
+    ("Kowalski", "kowalski"),
+    ("Dubois", "dubois"),
+    ("Johansson", "johansson"),
+    ("Rossi", "rossi"),
+    ("Tanaka", "tanaka"),
+    ("Núñez", "nunez"),
+    ("van der Berg", "vanderberg"),
+    ("Šimić", "simic"),
+    ("Patel", "patel"),
 ]
 # Some customers register under a native-script name only.
 NATIVE_NAMES = [
-    ("山田 太郎", "yamada"), ("김민준", "minjun"), ("Дмитрий Иванов", "ivanov"),
-    ("Ελένη Παπαδοπούλου", "papadopoulou"), ("王芳", "wangfang"),
+    ("山田 太郎", "yamada"),
+    ("김민준", "minjun"),
+    ("Дмитрий Иванов", "ivanov"),
+    ("Ελένη Παπαδοπούλου", "papadopoulou"),
+    ("王芳", "wangfang"),
 ]
 DOMAINS = ["example.com", "example.org", "example.net"]
 
 # country -> (currency, weight); the shop prices in a handful of currencies.
 COUNTRIES = {
-    "US": ("USD", 30), "GB": ("GBP", 10), "DE": ("EUR", 10), "FR": ("EUR", 8),
-    "ES": ("EUR", 4), "IT": ("EUR", 4), "NL": ("EUR", 3), "IE": ("EUR", 2),
-    "CA": ("CAD", 6), "AU": ("AUD", 5), "CH": ("CHF", 2), "SE": ("SEK", 2),
-    "JP": ("USD", 5), "KR": ("USD", 3), "BR": ("USD", 3), "PL": ("EUR", 2),
+    "US": ("USD", 30),
+    "GB": ("GBP", 10),
+    "DE": ("EUR", 10),
+    "FR": ("EUR", 8),
+    "ES": ("EUR", 4),
+    "IT": ("EUR", 4),
+    "NL": ("EUR", 3),
+    "IE": ("EUR", 2),
+    "CA": ("CAD", 6),
+    "AU": ("AUD", 5),
+    "CH": ("CHF", 2),
+    "SE": ("SEK", 2),
+    "JP": ("USD", 5),
+    "KR": ("USD", 3),
+    "BR": ("USD", 3),
+    "PL": ("EUR", 2),
 }
 
 STATUSES = ["delivered", "shipped", "paid", "pending", "cancelled", "refunded"]

@@ -16,16 +16,39 @@ from datetime import date, timedelta
 HEADER = ["id", "name", "city", "country", "amount", "joined_on", "comment"]
 
 PEOPLE = [
-    "Zoë Faure", "José Núñez", "François Dubois", "Øyvind Nesse", "Małgorzata Wójcik",
-    "Ana Lúcia Gonçalves", "Jürgen Groß", "Siobhán O'Connor", "山田 太郎", "김민준",
-    "Ελένη Παπαδοπούλου", "Дмитрий Иванов", "Smith, John", "Lee, Ji-woo",
-    'Robert "Bobby" Tables', "Ada Lovelace", "Grace Hopper", "Alan Turing",
+    "Zoë Faure",
+    "José Núñez",
+    "François Dubois",
+    "Øyvind Nesse",
+    "Małgorzata Wójcik",
+    "Ana Lúcia Gonçalves",
+    "Jürgen Groß",
+    "Siobhán O'Connor",
+    "山田 太郎",
+    "김민준",
+    "Ελένη Παπαδοπούλου",
+    "Дмитрий Иванов",
+    "Smith, John",
+    "Lee, Ji-woo",
+    'Robert "Bobby" Tables',
+    "Ada Lovelace",
+    "Grace Hopper",
+    "Alan Turing",
 ]
 
 CITIES = [
-    ("東京", "JP"), ("São Paulo", "BR"), ("Zürich", "CH"), ("Kraków", "PL"),
-    ("Reykjavík", "IS"), ("Montréal", "CA"), ("Washington, D.C.", "US"), ("Paris", "FR"),
-    ("Αθήνα", "GR"), ("Москва", "RU"), ("서울", "KR"), ("Dublin", "IE"),
+    ("東京", "JP"),
+    ("São Paulo", "BR"),
+    ("Zürich", "CH"),
+    ("Kraków", "PL"),
+    ("Reykjavík", "IS"),
+    ("Montréal", "CA"),
+    ("Washington, D.C.", "US"),
+    ("Paris", "FR"),
+    ("Αθήνα", "GR"),
+    ("Москва", "RU"),
+    ("서울", "KR"),
+    ("Dublin", "IE"),
 ]
 
 COMMENTS = [

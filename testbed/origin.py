@@ -65,12 +65,22 @@ GZIP_PLAIN = b"mediaproxy passes gzip bodies through undecoded.\n" * 200
 GZIP_BODY = gzip.compress(GZIP_PLAIN, mtime=0)
 ORIGIN_SERVER = "origin/1"
 ORIGIN_DATE = "Thu, 01 Jan 2015 00:00:00 GMT"  # fixed, so a test can tell it from the gateway's
-FILES = {"/admin/secret.txt": b"admin secret\n", "/base/hello.txt": b"hello\n",
-         "/secret.txt": b"top secret\n"}
+FILES = {
+    "/admin/secret.txt": b"admin secret\n",
+    "/base/hello.txt": b"hello\n",
+    "/secret.txt": b"top secret\n",
+}
 HOP_RESPONSE_HEADERS = [
-    ("Connection", "X-Hop-Secret, keep-alive"), ("X-Hop-Secret", "1"), ("Keep-Alive", "timeout=5"),
-    ("Proxy-Authenticate", "Basic"), ("Trailer", "X-Checksum"), ("Upgrade", "h2c"),
-    ("X-End", "kept"), ("Set-Cookie", "a=1"), ("Set-Cookie", "b=2"), ("Via", "1.1 origin"),
+    ("Connection", "X-Hop-Secret, keep-alive"),
+    ("X-Hop-Secret", "1"),
+    ("Keep-Alive", "timeout=5"),
+    ("Proxy-Authenticate", "Basic"),
+    ("Trailer", "X-Checksum"),
+    ("Upgrade", "h2c"),
+    ("X-End", "kept"),
+    ("Set-Cookie", "a=1"),
+    ("Set-Cookie", "b=2"),
+    ("Via", "1.1 origin"),
     ("Content-Type", "text/plain"),
 ]
 
@@ -81,7 +91,7 @@ def pattern(offset: int, length: int) -> bytes:
     while length > 0:
         start = offset % PATTERN_PERIOD
         take = min(length, PATTERN_PERIOD)
-        out += _PATTERN_TWICE[start:start + take]
+        out += _PATTERN_TWICE[start : start + take]
         offset += take
         length -= take
     return bytes(out)
@@ -151,8 +161,7 @@ class Origin:
                     return
                 hang_up = "hang_up_next" in request.query
                 await self.respond(request, reader, writer)
-                if (request.header("Connection").lower() == "close"
-                        or request.version != "HTTP/1.1"):
+                if request.header("Connection").lower() == "close" or request.version != "HTTP/1.1":
                     return
         except (ConnectionDone, ConnectionError, asyncio.IncompleteReadError):
             return
@@ -172,8 +181,9 @@ class Origin:
                 return
             await asyncio.sleep(0.01)
 
-    async def respond(self, request: Request, reader: asyncio.StreamReader,
-                      writer: asyncio.StreamWriter) -> None:
+    async def respond(
+        self, request: Request, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
         path = "/" + request.path.split("/")[1]  # "/echo/a/b" is /echo too
         if path in ("/upload", "/echo"):
             await self._read_body_and_answer(request, reader, writer)
@@ -181,8 +191,9 @@ class Origin:
         await _discard_body(request, reader)
         served = as_most_origins_read(request.path)
         if served in FILES:
-            await _send_simple(request, writer, 200, FILES[served],
-                               [("Content-Type", "text/plain")])
+            await _send_simple(
+                request, writer, 200, FILES[served], [("Content-Type", "text/plain")]
+            )
         elif path == "/bytes":
             await self._bytes(request, writer)
         elif path == "/endless":
@@ -197,11 +208,17 @@ class Origin:
             raise ConnectionDone
         elif path == "/redirect":
             status = int(request.number("status", 302))
-            await _send_simple(request, writer, status, b"",
-                               [("Location", request.query.get("to", "/"))])
+            await _send_simple(
+                request, writer, status, b"", [("Location", request.query.get("to", "/"))]
+            )
         elif path == "/gzip":
-            await _send_simple(request, writer, 200, GZIP_BODY,
-                               [("Content-Type", "text/plain"), ("Content-Encoding", "gzip")])
+            await _send_simple(
+                request,
+                writer,
+                200,
+                GZIP_BODY,
+                [("Content-Type", "text/plain"), ("Content-Encoding", "gzip")],
+            )
         elif path == "/hop":
             await _send_simple(request, writer, 200, b"hop\n", HOP_RESPONSE_HEADERS)
         elif path == "/notype":
@@ -209,24 +226,39 @@ class Origin:
         elif path == "/status":
             code = int(request.number("code", 200))
             body = b"" if code in (204, 304) else f"status {code}\n".encode()
-            await _send_simple(request, writer, code, body, [("Content-Type", "text/plain")],
-                               reason=request.query.get("reason"))
+            await _send_simple(
+                request,
+                writer,
+                code,
+                body,
+                [("Content-Type", "text/plain")],
+                reason=request.query.get("reason"),
+            )
         elif path == "/length":
             await self._length(request, writer)
         elif path == "/_stats":
             stats = {"accepted": self.accepted, "open": self.open, "requests": self.requests}
-            await _send_simple(request, writer, 200, json.dumps(stats).encode(),
-                               [("Content-Type", "application/json")])
+            await _send_simple(
+                request,
+                writer,
+                200,
+                json.dumps(stats).encode(),
+                [("Content-Type", "application/json")],
+            )
         else:
-            await _send_simple(request, writer, 404, b"no such endpoint\n",
-                               [("Content-Type", "text/plain")])
+            await _send_simple(
+                request, writer, 404, b"no such endpoint\n", [("Content-Type", "text/plain")]
+            )
 
     async def _bytes(self, request: Request, writer: asyncio.StreamWriter) -> None:
         size = int(request.number("n", 0))
         framing = request.query.get("framing", "length")
         etag = f'"bytes-{size}"'
-        headers = [("ETag", etag), ("Accept-Ranges", "bytes"),
-                   ("Content-Type", request.query.get("type", "application/octet-stream"))]
+        headers = [
+            ("ETag", etag),
+            ("Accept-Ranges", "bytes"),
+            ("Content-Type", request.query.get("type", "application/octet-stream")),
+        ]
         if request.header("If-None-Match") == etag:
             await _send_simple(request, writer, 304, b"", [("ETag", etag)])
             return
@@ -236,8 +268,9 @@ class Origin:
             first = int(match[1])
             last = min(int(match[2]) if match[2] else size - 1, size - 1)
             if first >= size or last < first:
-                await _send_simple(request, writer, 416, b"",
-                                   [("Content-Range", f"bytes */{size}")])
+                await _send_simple(
+                    request, writer, 416, b"", [("Content-Range", f"bytes */{size}")]
+                )
                 return
             status, start, length = 206, first, last - first + 1
             headers.append(("Content-Range", f"bytes {first}-{last}/{size}"))
@@ -247,8 +280,9 @@ class Origin:
         await _send_streamed(request, writer, status, headers, framing, length, body, interval)
 
     async def _length(self, request: Request, writer: asyncio.StreamWriter) -> None:
-        fields = parse_qsl(urlsplit(request.target).query, keep_blank_values=True,
-                           encoding="latin-1")
+        fields = parse_qsl(
+            urlsplit(request.target).query, keep_blank_values=True, encoding="latin-1"
+        )
         body = dict(fields).get("body", "hello").encode("latin-1")
         headers = [("Content-Type", "text/plain")]
         headers += [("Content-Length", value) for key, value in fields if key == "cl"]
@@ -267,11 +301,20 @@ class Origin:
                 yield pattern(offset, chunk)
                 offset += chunk
 
-        await _send_streamed(request, writer, 200, [("Content-Type", "application/octet-stream")],
-                             "chunked", None, forever(), interval)
+        await _send_streamed(
+            request,
+            writer,
+            200,
+            [("Content-Type", "application/octet-stream")],
+            "chunked",
+            None,
+            forever(),
+            interval,
+        )
 
-    async def _stall(self, request: Request, reader: asyncio.StreamReader,
-                     writer: asyncio.StreamWriter) -> None:
+    async def _stall(
+        self, request: Request, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
         if request.query.get("headers", "1") != "0":
             after = int(request.number("after", 0))
             writer.write(_head(200, [("Content-Length", str(after + 1))]) + pattern(0, after))
@@ -283,12 +326,22 @@ class Origin:
         size = int(request.number("n", 1 << 20))
         after = int(request.number("after", size // 2))
         framing = request.query.get("framing", "length")
-        await _send_streamed(request, writer, 200, [], framing, size,
-                             _pattern_chunks(0, after, WRITE_BYTES), 0, complete=False)
+        await _send_streamed(
+            request,
+            writer,
+            200,
+            [],
+            framing,
+            size,
+            _pattern_chunks(0, after, WRITE_BYTES),
+            0,
+            complete=False,
+        )
         raise ConnectionDone  # before the rest of the body, or the last chunk
 
-    async def _read_body_and_answer(self, request: Request, reader: asyncio.StreamReader,
-                                    writer: asyncio.StreamWriter) -> None:
+    async def _read_body_and_answer(
+        self, request: Request, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
         rate = request.number("rate", 0)
         digest = hashlib.sha256()
         received = 0
@@ -301,11 +354,20 @@ class Origin:
         if request.path.startswith("/upload"):
             answer = {"bytes": received, "sha256": digest.hexdigest()}
         else:
-            answer = {"method": request.method, "target": request.target,
-                      "version": request.version, "headers": request.headers,
-                      "body_bytes": received}
-        await _send_simple(request, writer, 200, json.dumps(answer).encode(),
-                           [("Content-Type", "application/json")])
+            answer = {
+                "method": request.method,
+                "target": request.target,
+                "version": request.version,
+                "headers": request.headers,
+                "body_bytes": received,
+            }
+        await _send_simple(
+            request,
+            writer,
+            200,
+            json.dumps(answer).encode(),
+            [("Content-Type", "application/json")],
+        )
 
 
 def as_most_origins_read(path: str) -> str:
@@ -362,19 +424,35 @@ async def _discard_body(request: Request, reader: asyncio.StreamReader) -> None:
 
 
 def _head(status: int, headers: list[tuple[str, str]], reason: str | None = None) -> bytes:
-    lines = [f"HTTP/1.1 {status} {reason or _REASONS.get(status, 'Whatever')}",
-             f"Server: {ORIGIN_SERVER}", f"Date: {ORIGIN_DATE}"]
+    lines = [
+        f"HTTP/1.1 {status} {reason or _REASONS.get(status, 'Whatever')}",
+        f"Server: {ORIGIN_SERVER}",
+        f"Date: {ORIGIN_DATE}",
+    ]
     lines += [f"{name}: {value}" for name, value in headers]
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
 
-_REASONS = {200: "OK", 204: "No Content", 206: "Partial Content", 301: "Moved Permanently",
-            302: "Found", 304: "Not Modified", 404: "Not Found", 416: "Range Not Satisfiable"}
+_REASONS = {
+    200: "OK",
+    204: "No Content",
+    206: "Partial Content",
+    301: "Moved Permanently",
+    302: "Found",
+    304: "Not Modified",
+    404: "Not Found",
+    416: "Range Not Satisfiable",
+}
 
 
-async def _send_simple(request: Request, writer: asyncio.StreamWriter, status: int,
-                       body: bytes, headers: list[tuple[str, str]],
-                       reason: str | None = None) -> None:
+async def _send_simple(
+    request: Request,
+    writer: asyncio.StreamWriter,
+    status: int,
+    body: bytes,
+    headers: list[tuple[str, str]],
+    reason: str | None = None,
+) -> None:
     if status not in (204, 304):
         headers = headers + [("Content-Length", str(len(body)))]
     writer.write(_head(status, headers, reason))
@@ -383,10 +461,17 @@ async def _send_simple(request: Request, writer: asyncio.StreamWriter, status: i
     await writer.drain()
 
 
-async def _send_streamed(request: Request, writer: asyncio.StreamWriter, status: int,
-                         headers: list[tuple[str, str]], framing: str, length: int | None,
-                         chunks: Iterable[bytes], interval: float,
-                         complete: bool = True) -> None:
+async def _send_streamed(
+    request: Request,
+    writer: asyncio.StreamWriter,
+    status: int,
+    headers: list[tuple[str, str]],
+    framing: str,
+    length: int | None,
+    chunks: Iterable[bytes],
+    interval: float,
+    complete: bool = True,
+) -> None:
     """Headers, then each chunk as the socket takes it (``interval`` seconds apart).
 
     ``complete=False`` leaves out the last chunk of a chunked body (a cut stream).

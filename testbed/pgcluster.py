@@ -39,16 +39,47 @@ def throwaway_cluster(bindir: Path) -> Iterator[str]:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     try:
-        subprocess.run(run_as + [str(bindir / "initdb"), "-D", str(data), "-U", "postgres",
-                                 "--auth=trust", "--encoding=UTF8", "--locale=C", "--no-sync"],
-                       check=True, capture_output=True, timeout=120)
+        subprocess.run(
+            run_as
+            + [
+                str(bindir / "initdb"),
+                "-D",
+                str(data),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--locale=C",
+                "--no-sync",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
         options = f"-k {base} -p {port} -c listen_addresses='' -c fsync=off"
-        subprocess.run(run_as + [str(bindir / "pg_ctl"), "-D", str(data), "-l",
-                                 str(base / "log"), "-o", options, "-w", "start"],
-                       check=True, capture_output=True, timeout=120)
+        subprocess.run(
+            run_as
+            + [
+                str(bindir / "pg_ctl"),
+                "-D",
+                str(data),
+                "-l",
+                str(base / "log"),
+                "-o",
+                options,
+                "-w",
+                "start",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
         yield f"postgresql://postgres@/postgres?host={base}&port={port}"
     finally:
         if (data / "postmaster.pid").exists():
-            subprocess.run(run_as + [str(bindir / "pg_ctl"), "-D", str(data), "-m",
-                                     "immediate", "-w", "stop"], capture_output=True, timeout=120)
+            subprocess.run(
+                run_as + [str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"],
+                capture_output=True,
+                timeout=120,
+            )
         shutil.rmtree(base, ignore_errors=True)

@@ -54,19 +54,29 @@ class S3Store:
         import boto3
 
         keys = keys or self.writer
-        return boto3.client("s3", endpoint_url=self.url, region_name=REGION,
-                            aws_access_key_id=keys.access_key_id,
-                            aws_secret_access_key=keys.secret_access_key)
+        return boto3.client(
+            "s3",
+            endpoint_url=self.url,
+            region_name=REGION,
+            aws_access_key_id=keys.access_key_id,
+            aws_secret_access_key=keys.secret_access_key,
+        )
 
     def temporary_credentials(self, duration_s: int = 900) -> dict[str, Any]:
         """Fresh credentials of the reader role, as STS hands them out."""
         import boto3
 
-        sts = boto3.client("sts", endpoint_url=self.url, region_name=REGION,
-                           aws_access_key_id=self.writer.access_key_id,
-                           aws_secret_access_key=self.writer.secret_access_key)
+        sts = boto3.client(
+            "sts",
+            endpoint_url=self.url,
+            region_name=REGION,
+            aws_access_key_id=self.writer.access_key_id,
+            aws_secret_access_key=self.writer.secret_access_key,
+        )
         credentials: dict[str, Any] = sts.assume_role(
-            RoleArn=ROLE_ARN, RoleSessionName="gateway", DurationSeconds=duration_s,
+            RoleArn=ROLE_ARN,
+            RoleSessionName="gateway",
+            DurationSeconds=duration_s,
         )["Credentials"]
         return credentials
 
@@ -76,9 +86,13 @@ class S3Store:
 
 
 def _policy(actions: list[str], may_assume_role: bool) -> str:
-    statements: list[dict[str, Any]] = [{
-        "Effect": "Allow", "Action": actions,
-        "Resource": [f"arn:aws:s3:::{BUCKET}", f"arn:aws:s3:::{BUCKET}/*"]}]
+    statements: list[dict[str, Any]] = [
+        {
+            "Effect": "Allow",
+            "Action": actions,
+            "Resource": [f"arn:aws:s3:::{BUCKET}", f"arn:aws:s3:::{BUCKET}/*"],
+        }
+    ]
     if may_assume_role:
         statements.append({"Effect": "Allow", "Action": "sts:AssumeRole", "Resource": "*"})
     return json.dumps({"Version": "2012-10-17", "Statement": statements})
@@ -109,34 +123,57 @@ def moto_server(*, authenticate: bool = True) -> Iterator[S3Store]:
     import boto3
 
     port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1",
-                                "-p", str(port)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         _wait_for(port, process)
         url = f"http://127.0.0.1:{port}"
-        anyone = dict(endpoint_url=url, region_name=REGION, aws_access_key_id="setup",
-                      aws_secret_access_key="setup")
+        anyone = dict(
+            endpoint_url=url,
+            region_name=REGION,
+            aws_access_key_id="setup",
+            aws_secret_access_key="setup",
+        )
         iam = boto3.client("iam", **anyone)
         users = {}
-        for name, actions in (("writer", ["s3:*"]), ("reader", READ_ACTIONS),
-                              ("stranger", None)):
+        for name, actions in (("writer", ["s3:*"]), ("reader", READ_ACTIONS), ("stranger", None)):
             iam.create_user(UserName=name)
             key = iam.create_access_key(UserName=name)["AccessKey"]
             users[name] = Keys(key["AccessKeyId"], key["SecretAccessKey"])
             if actions:
-                iam.put_user_policy(UserName=name, PolicyName="bucket",
-                                    PolicyDocument=_policy(actions, name == "writer"))
-        iam.create_role(RoleName="reader-role", AssumeRolePolicyDocument=json.dumps(
-            {"Version": "2012-10-17", "Statement": [{
-                "Effect": "Allow", "Principal": {"AWS": "*"}, "Action": "sts:AssumeRole"}]}))
-        iam.put_role_policy(RoleName="reader-role", PolicyName="bucket",
-                            PolicyDocument=_policy(READ_ACTIONS, False))
+                iam.put_user_policy(
+                    UserName=name,
+                    PolicyName="bucket",
+                    PolicyDocument=_policy(actions, name == "writer"),
+                )
+        iam.create_role(
+            RoleName="reader-role",
+            AssumeRolePolicyDocument=json.dumps(
+                {
+                    "Version": "2012-10-17",
+                    "Statement": [
+                        {"Effect": "Allow", "Principal": {"AWS": "*"}, "Action": "sts:AssumeRole"}
+                    ],
+                }
+            ),
+        )
+        iam.put_role_policy(
+            RoleName="reader-role", PolicyName="bucket", PolicyDocument=_policy(READ_ACTIONS, False)
+        )
         boto3.client("s3", **anyone).create_bucket(Bucket=BUCKET)
         if authenticate:
-            urllib.request.urlopen(urllib.request.Request(
-                url + "/moto-api/reset-auth", data=b"0", method="POST",
-                headers={"Content-Type": "text/plain"}), timeout=10).read()
+            urllib.request.urlopen(
+                urllib.request.Request(
+                    url + "/moto-api/reset-auth",
+                    data=b"0",
+                    method="POST",
+                    headers={"Content-Type": "text/plain"},
+                ),
+                timeout=10,
+            ).read()
         yield S3Store(url, port, users["writer"], users["reader"], users["stranger"])
     finally:
         process.terminate()

@@ -9,11 +9,13 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     return {
         "statusCode": 200,
         "headers": {"Content-Type": "application/json"},
-        "body": json.dumps({
-            "message": f"hello, {name}",
-            "method": event["httpMethod"],
-            "path": event["path"],
-            "request_id": context.aws_request_id,
-            "remaining_ms": context.get_remaining_time_in_millis(),
-        }),
+        "body": json.dumps(
+            {
+                "message": f"hello, {name}",
+                "method": event["httpMethod"],
+                "path": event["path"],
+                "request_id": context.aws_request_id,
+                "remaining_ms": context.get_remaining_time_in_millis(),
+            }
+        ),
     }

@@ -44,9 +44,13 @@ async def feed(event: dict[str, Any], context: Any) -> AsyncIterator[Any]:
     steps = _number(query, "steps", 10, MAX_STEPS)
     step_s = _number(query, "step_ms", 1000, MAX_STEP_MS) / 1000
     heartbeat_s = max(_number(query, "heartbeat_ms", 15_000, MAX_STEP_MS), 50) / 1000
-    yield {"statusCode": 200,
-           "headers": {"Content-Type": "text/event-stream; charset=utf-8",
-                       "Cache-Control": "no-cache"}}
+    yield {
+        "statusCode": 200,
+        "headers": {
+            "Content-Type": "text/event-stream; charset=utf-8",
+            "Cache-Control": "no-cache",
+        },
+    }
     yield "retry: 1000\n\n"
     for step in range(_last_event_id(event) + 1, steps + 1):
         remaining_s = step_s
@@ -55,6 +59,7 @@ async def feed(event: dict[str, Any], context: Any) -> AsyncIterator[Any]:
             remaining_s -= heartbeat_s
             yield ": heartbeat\n\n"
         await asyncio.sleep(remaining_s)
-        yield _message("progress", {"step": step, "of": steps,
-                                    "percent": round(100 * step / steps)}, step)
+        yield _message(
+            "progress", {"step": step, "of": steps, "percent": round(100 * step / steps)}, step
+        )
     yield _message("done", {"steps": steps})

@@ -138,8 +138,14 @@ def parse_http_date(value: str, *, now_s: float | None = None) -> int | None:
         day = day.lstrip()
     else:
         return None
-    return _epoch(parse_digits(year), _MONTH_NUMBERS[month], parse_digits(day),
-                  parse_digits(hour), parse_digits(minute), parse_digits(second))
+    return _epoch(
+        parse_digits(year),
+        _MONTH_NUMBERS[month],
+        parse_digits(day),
+        parse_digits(hour),
+        parse_digits(minute),
+        parse_digits(second),
+    )
 
 
 def _rfc850_year(short_year: int, now_s: float) -> int:
@@ -289,8 +295,9 @@ def _field(headers: Mapping[str, str], name: str) -> str | None:
     return None
 
 
-_PRECONDITION_NAMES = frozenset({"if-match", "if-unmodified-since", "if-none-match",
-                                 "if-modified-since"})
+_PRECONDITION_NAMES = frozenset(
+    {"if-match", "if-unmodified-since", "if-none-match", "if-modified-since"}
+)
 
 
 def evaluate(method: str, headers: Mapping[str, str], validators: Validators) -> Outcome:
@@ -319,7 +326,9 @@ def evaluate(method: str, headers: Mapping[str, str], validators: Validators) ->
     #  precondition: if true, continue to step 3; if false, respond 412"
     else:
         if_unmodified_since = _field(headers, "If-Unmodified-Since")
-        if if_unmodified_since is not None and not _if_unmodified_since(if_unmodified_since, validators):
+        if if_unmodified_since is not None and not _if_unmodified_since(
+            if_unmodified_since, validators
+        ):
             return Outcome.PRECONDITION_FAILED
 
     # "3. When If-None-Match is present, evaluate the If-None-Match
@@ -328,7 +337,11 @@ def evaluate(method: str, headers: Mapping[str, str], validators: Validators) ->
     if_none_match = _field(headers, "If-None-Match")
     if if_none_match is not None:
         if not _if_none_match(if_none_match, current):
-            return Outcome.NOT_MODIFIED if method in _SAFE_METHODS_FOR_304 else Outcome.PRECONDITION_FAILED
+            return (
+                Outcome.NOT_MODIFIED
+                if method in _SAFE_METHODS_FOR_304
+                else Outcome.PRECONDITION_FAILED
+            )
     # "4. When the method is GET or HEAD, If-None-Match is not present, and
     #  If-Modified-Since is present, evaluate the If-Modified-Since
     #  precondition: if true, continue to step 5; if false, respond 304"
@@ -427,4 +440,8 @@ def if_range_allows_partial(if_range: str | None, validators: Validators) -> boo
     # Exact equality, not "not modified since": a date after the
     # modification could belong to a copy assembled from two versions.
     date = parse_http_date(value)
-    return date is not None and validators.last_modified_s is not None and date == validators.last_modified_s
+    return (
+        date is not None
+        and validators.last_modified_s is not None
+        and date == validators.last_modified_s
+    )

@@ -29,7 +29,9 @@ _ATTR_CHAR_EXTRA = "!#$&+^`|"
 # Characters that reorder how a name is displayed, so "invoice\u202efdp.exe"
 # shows as "invoiceexe.pdf": Unicode bidi embedding, override and isolate
 # controls, plus the implicit marks.
-_BIDI_CONTROLS = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+_BIDI_CONTROLS = frozenset(
+    "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+)
 # In the quoted fallback. RFC 6266 Appendix D: "Avoid including the "\"
 # character in the quoted-string form of the filename parameter, as escaping
 # is not implemented by some user agents, and "\" can be considered an illegal

@@ -26,8 +26,14 @@ from dataclasses import dataclass
 
 from mediaproxy.http.statuses import is_bodyless
 
-__all__ = ["Coding", "encoded_fields", "is_compressible", "negotiate", "parse_accept_encoding",
-           "plan_coding"]
+__all__ = [
+    "Coding",
+    "encoded_fields",
+    "is_compressible",
+    "negotiate",
+    "parse_accept_encoding",
+    "plan_coding",
+]
 
 Fields = Sequence[tuple[str, str]]
 
@@ -38,12 +44,23 @@ _QVALUE = re.compile(r"(?:0(?:\.[0-9]{0,3})?|1(?:\.0{0,3})?)\Z")
 _ALIASES = {"x-gzip": "gzip"}
 
 # Media types that are text underneath, beyond text/*.
-_TEXTUAL_TYPES = frozenset({
-    "application/json", "application/x-ndjson", "application/ndjson", "application/jsonl",
-    "application/csv", "application/javascript", "application/x-javascript",
-    "application/xml", "application/yaml", "application/x-yaml", "application/graphql",
-    "application/sql", "image/svg+xml",
-})
+_TEXTUAL_TYPES = frozenset(
+    {
+        "application/json",
+        "application/x-ndjson",
+        "application/ndjson",
+        "application/jsonl",
+        "application/csv",
+        "application/javascript",
+        "application/x-javascript",
+        "application/xml",
+        "application/yaml",
+        "application/x-yaml",
+        "application/graphql",
+        "application/sql",
+        "image/svg+xml",
+    }
+)
 _TEXTUAL_SUFFIXES = ("+json", "+xml", "+yaml")
 
 
@@ -99,8 +116,11 @@ def is_compressible(content_type: str | None) -> bool:
     if not content_type:
         return False
     media_type = content_type.split(";", 1)[0].strip().lower()
-    return (media_type.startswith("text/") or media_type in _TEXTUAL_TYPES
-            or media_type.endswith(_TEXTUAL_SUFFIXES))
+    return (
+        media_type.startswith("text/")
+        or media_type in _TEXTUAL_TYPES
+        or media_type.endswith(_TEXTUAL_SUFFIXES)
+    )
 
 
 @dataclass(frozen=True)
@@ -120,8 +140,9 @@ def _field(fields: Fields, name: str) -> str | None:
     return next((value for field, value in fields if field.lower() == lowered), None)
 
 
-def plan_coding(status: int, fields: Fields, accept_encoding: str | None,
-                offered: Sequence[str]) -> Coding:
+def plan_coding(
+    status: int, fields: Fields, accept_encoding: str | None, offered: Sequence[str]
+) -> Coding:
     """Whether and how to compress a response with these status and header fields."""
     if is_bodyless(status) or status == 206:
         return IDENTITY

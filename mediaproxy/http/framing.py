@@ -59,8 +59,9 @@ def _is_chunked(transfer_encoding: str, content_length: str | None) -> bool:
     return True
 
 
-def request_body_framing(transfer_encoding: str | None, content_length: str | None
-                         ) -> tuple[bool, int | None] | None:
+def request_body_framing(
+    transfer_encoding: str | None, content_length: str | None
+) -> tuple[bool, int | None] | None:
     """How Tornado frames a request body: (has one, its length; None if chunked or absent).
 
     None when Tornado will answer 400 instead. Values are Tornado's: repeated field lines
@@ -77,8 +78,9 @@ def request_body_framing(transfer_encoding: str | None, content_length: str | No
     return length > 0, length
 
 
-def response_body_length(status: int, *, head_request: bool, transfer_encoding: str | None,
-                         content_length: str | None) -> int | None:
+def response_body_length(
+    status: int, *, head_request: bool, transfer_encoding: str | None, content_length: str | None
+) -> int | None:
     """The length a final response declares; None if chunked or ended by the connection
     closing. InvalidFraming when the body cannot be delimited.
 

@@ -72,8 +72,7 @@ def parse_digits_capped(text: str, ceiling: int) -> int:
 # RFC 9110 §5.6.2: token = 1*tchar
 #   tchar = "!" / "#" / "$" / "%" / "&" / "'" / "*" / "+" / "-" / "." / "^" / "_" / "`" / "|"
 #           / "~" / DIGIT / ALPHA
-TCHARS = frozenset("!#$%&'*+-.^_`|~0123456789"
-                   "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+TCHARS = frozenset("!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
 
 
 def is_token(text: str) -> bool:
@@ -88,8 +87,7 @@ def is_token(text: str) -> bool:
 # No control character but HTAB, nothing past Latin-1 (the wire is octets), and no whitespace
 # at either end ("a field value does not include leading or trailing whitespace").
 _FIELD_VCHAR = r"[\x21-\x7e\x80-\xff]"
-_FIELD_VALUE = re.compile(
-    rf"(?:{_FIELD_VCHAR}(?:[\t\x20-\x7e\x80-\xff]*{_FIELD_VCHAR})?)?")
+_FIELD_VALUE = re.compile(rf"(?:{_FIELD_VCHAR}(?:[\t\x20-\x7e\x80-\xff]*{_FIELD_VCHAR})?)?")
 
 
 def is_field_value(text: str) -> bool:

@@ -34,25 +34,42 @@ Fields = Sequence[tuple[str, str]]
 
 VIA_PSEUDONYM = "mediaproxy"
 
-HOP_BY_HOP = frozenset({
-    "connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding",
-    "upgrade", "proxy-authorization", "proxy-authenticate",
-})
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "proxy-authorization",
+        "proxy-authenticate",
+    }
+)
 
 # Request fields the gateway sets itself rather than forwarding. Expect: Tornado has already
 # answered "100-continue" to the client and is relaying the body; the origin gets it anyway.
-_REPLACED_ON_REQUEST = frozenset({
-    "host", "content-length", "expect", "x-forwarded-proto", "x-forwarded-host",
-    "x-forwarded-for", "via", "forwarded", "x-real-ip",
-})
+_REPLACED_ON_REQUEST = frozenset(
+    {
+        "host",
+        "content-length",
+        "expect",
+        "x-forwarded-proto",
+        "x-forwarded-host",
+        "x-forwarded-for",
+        "via",
+        "forwarded",
+        "x-real-ip",
+    }
+)
 
 # RFC 9110 §5.6.2 token and §5.6.4 quoted-string; RFC 7239 §4 Forwarded.
 _TOKEN = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
 _QUOTED_STRING = r'"(?:[\t !#-\[\]-~\x80-\xff]|\\[\t !-~\x80-\xff])*"'
 _FORWARDED_PAIR = rf"{_TOKEN}=(?:{_TOKEN}|{_QUOTED_STRING})"
 _FORWARDED_ELEMENT = rf"(?:{_FORWARDED_PAIR})?(?:;(?:{_FORWARDED_PAIR})?)*"
-_FORWARDED = re.compile(
-    rf"[ \t]*{_FORWARDED_ELEMENT}(?:[ \t]*,[ \t]*{_FORWARDED_ELEMENT})*[ \t]*")
+_FORWARDED = re.compile(rf"[ \t]*{_FORWARDED_ELEMENT}(?:[ \t]*,[ \t]*{_FORWARDED_ELEMENT})*[ \t]*")
 _TOKEN_ONLY = re.compile(_TOKEN)
 _QUOTABLE = re.compile(r"[\t !-~\x80-\xff]*")
 
@@ -64,8 +81,10 @@ def _list_members(values: Iterable[str]) -> list[str]:
 
 def connection_options(fields: Fields) -> frozenset[str]:
     """The lower-cased options of every Connection field: 'close', 'keep-alive', field names."""
-    return frozenset(member.lower() for member in _list_members(
-        value for name, value in fields if name.lower() == "connection"))
+    return frozenset(
+        member.lower()
+        for member in _list_members(value for name, value in fields if name.lower() == "connection")
+    )
 
 
 def end_to_end(fields: Fields) -> list[tuple[str, str]]:
@@ -115,9 +134,16 @@ def _forwarded(fields: Fields, element: str) -> str:
     return ", ".join([*(value.strip() for value in values if value.strip()), element])
 
 
-def forward_request_headers(fields: Fields, *, client_ip: str, client_scheme: str,
-                            client_host: str, client_version: str, upstream_host: str,
-                            content_length: int | None) -> list[tuple[str, str]]:
+def forward_request_headers(
+    fields: Fields,
+    *,
+    client_ip: str,
+    client_scheme: str,
+    client_host: str,
+    client_version: str,
+    upstream_host: str,
+    content_length: int | None,
+) -> list[tuple[str, str]]:
     """The client's request fields as the origin should receive them.
 
     ``content_length`` is the body length the gateway will send, or None for no length
@@ -135,8 +161,9 @@ def forward_request_headers(fields: Fields, *, client_ip: str, client_scheme: st
         ("X-Real-IP", client_ip),
         ("Via", _appended(kept, "via", via_entry(client_version))),
     ]
-    return added + [(name, value) for name, value in kept
-                    if name.lower() not in _REPLACED_ON_REQUEST]
+    return added + [
+        (name, value) for name, value in kept if name.lower() not in _REPLACED_ON_REQUEST
+    ]
 
 
 def forward_response_headers(fields: Fields, *, upstream_version: str) -> list[tuple[str, str]]:

@@ -24,8 +24,14 @@ from urllib.parse import parse_qsl
 
 from mediaproxy.http.grammar import parse_digits
 
-__all__ = ["TYPE_FORMS", "InvalidParameter", "ParamSpec", "Value", "parse_declaration",
-           "parse_query"]
+__all__ = [
+    "TYPE_FORMS",
+    "InvalidParameter",
+    "ParamSpec",
+    "Value",
+    "parse_declaration",
+    "parse_query",
+]
 
 Value = str | int | float | bool | date | datetime | None
 
@@ -40,7 +46,7 @@ TYPE_FORMS = {
 }
 
 # SQLite and PostgreSQL both bind 64-bit signed integers.
-_INT64 = range(-2**63, 2**63)
+_INT64 = range(-(2**63), 2**63)
 # Longer values are refused rather than handed to the database; 4096 bytes is well past any
 # real filter value and still small next to Tornado's 64 KiB request-line limit.
 MAX_TEXT_CHARS = 4096
@@ -52,7 +58,8 @@ _NUMBER = re.compile(r"-?[0-9]+(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?\Z")
 _DATE = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})\Z")
 _DATETIME = re.compile(
     r"([0-9]{4})-([0-9]{2})-([0-9]{2})[T ]([0-9]{2}):([0-9]{2})(?::([0-9]{2})(?:\.([0-9]{1,6}))?)?"
-    r"(Z|[-+ ][0-9]{2}:[0-9]{2})?\Z")
+    r"(Z|[-+ ][0-9]{2}:[0-9]{2})?\Z"
+)
 _BOOLEANS = {"true": True, "1": True, "false": False, "0": False}
 
 
@@ -74,21 +81,30 @@ class ParamSpec:
 def parse_declaration(name: str, declared: str) -> ParamSpec:
     """``("since", "date")`` or ``("customer", "text?")`` into a ParamSpec; ValueError if bad."""
     if not _NAME.match(name):
-        raise ValueError(f"parameter name {name!r} must be letters, digits and _ "
-                         "(it is the SQL placeholder's name)")
+        raise ValueError(
+            f"parameter name {name!r} must be letters, digits and _ "
+            "(it is the SQL placeholder's name)"
+        )
     optional = declared.endswith("?")
     kind = declared[:-1] if optional else declared
     if kind not in TYPE_FORMS:
-        raise ValueError(f"parameter {name!r} has type {declared!r}; types are "
-                         f"{', '.join(TYPE_FORMS)} (a trailing ? makes it optional)")
+        raise ValueError(
+            f"parameter {name!r} has type {declared!r}; types are "
+            f"{', '.join(TYPE_FORMS)} (a trailing ? makes it optional)"
+        )
     return ParamSpec(name, kind, optional)
 
 
 def parse_query(query: str, specs: Mapping[str, ParamSpec]) -> dict[str, Value]:
     """The raw query string read against the declared parameters; raises InvalidParameter."""
     try:
-        pairs = parse_qsl(query, keep_blank_values=True, encoding="utf-8", errors="strict",
-                          max_num_fields=MAX_FIELDS)
+        pairs = parse_qsl(
+            query,
+            keep_blank_values=True,
+            encoding="utf-8",
+            errors="strict",
+            max_num_fields=MAX_FIELDS,
+        )
     except UnicodeDecodeError as error:
         raise InvalidParameter("(query string)", "is not UTF-8") from error
     except ValueError as error:  # more than MAX_FIELDS
@@ -96,8 +112,11 @@ def parse_query(query: str, specs: Mapping[str, ParamSpec]) -> dict[str, Value]:
     given: dict[str, str] = {}
     for name, raw in pairs:
         if name not in specs:
-            raise InvalidParameter(name, "unknown parameter; this export takes "
-                                   + (", ".join(sorted(specs)) or "no parameters"))
+            raise InvalidParameter(
+                name,
+                "unknown parameter; this export takes "
+                + (", ".join(sorted(specs)) or "no parameters"),
+            )
         if name in given:
             raise InvalidParameter(name, "given more than once")
         given[name] = raw
@@ -121,11 +140,13 @@ def parse_value(spec: ParamSpec, raw: str) -> Value:
     try:
         return _PARSERS[spec.type](raw)
     except ValueError:
-        raise InvalidParameter(spec.name,
-                               f"must be {TYPE_FORMS[spec.type]}, got {raw[:100]!r}") from None
+        raise InvalidParameter(
+            spec.name, f"must be {TYPE_FORMS[spec.type]}, got {raw[:100]!r}"
+        ) from None
 
 
 # Each parser returns the value or raises ValueError; the caller names the parameter.
+
 
 def _text(raw: str) -> Value:
     return raw
@@ -168,9 +189,16 @@ def _datetime(raw: str) -> Value:
         sign = -1 if offset[0] == "-" else 1
         tzinfo = timezone(sign * timedelta(hours=hours, minutes=minutes))
     # ValueError for 2024-01-01T24:00
-    return datetime(parse_digits(year), parse_digits(month), parse_digits(day),
-                    parse_digits(hour), parse_digits(minute), parse_digits(second or "0"),
-                    parse_digits((fraction or "0").ljust(6, "0")), tzinfo)
+    return datetime(
+        parse_digits(year),
+        parse_digits(month),
+        parse_digits(day),
+        parse_digits(hour),
+        parse_digits(minute),
+        parse_digits(second or "0"),
+        parse_digits((fraction or "0").ljust(6, "0")),
+        tzinfo,
+    )
 
 
 def _boolean(raw: str) -> Value:
@@ -180,5 +208,11 @@ def _boolean(raw: str) -> Value:
         raise ValueError(raw) from None
 
 
-_PARSERS = {"text": _text, "integer": _integer, "number": _number, "date": _date,
-            "datetime": _datetime, "boolean": _boolean}
+_PARSERS = {
+    "text": _text,
+    "integer": _integer,
+    "number": _number,
+    "date": _date,
+    "datetime": _datetime,
+    "boolean": _boolean,
+}

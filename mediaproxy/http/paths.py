@@ -95,7 +95,7 @@ def _normal_form(raw: str) -> str:
     while index < len(raw):
         char = raw[index]
         if char == "%":
-            digits = raw[index + 1:index + 3]
+            digits = raw[index + 1 : index + 3]
             # urllib would leave "%zz" as it is; a path not encoded as it claims is a 400.
             if len(digits) != 2 or not set(digits) <= _HEX:
                 raise RequestError(f"malformed percent-escape in {raw!r}")
@@ -175,9 +175,12 @@ def normalise_path(raw: str) -> RequestPath:
     if not raw.startswith("/"):
         raise RequestError(f"request-target is not an absolute path: {raw[:80]!r}")
     parts = _normal_form(raw)[1:].split("/")
-    return RequestPath(raw=raw, segments=_remove_dot_segments(parts), refusal=_refusal(parts),
-                       raw_refusal="'.' or '..' segment" if _dot_segment_in_any_reading(parts)
-                       else None)
+    return RequestPath(
+        raw=raw,
+        segments=_remove_dot_segments(parts),
+        refusal=_refusal(parts),
+        raw_refusal="'.' or '..' segment" if _dot_segment_in_any_reading(parts) else None,
+    )
 
 
 def lenient_segments(path: RequestPath) -> tuple[str, ...]:
@@ -208,8 +211,9 @@ def match_prefix(path: RequestPath, prefixes: list[str]) -> str | None:
     best: str | None = None
     for prefix in prefixes:
         wanted = prefix_segments(prefix)
-        if lenient[:len(wanted)] == wanted and (
-                best is None or len(wanted) > len(prefix_segments(best))):
+        if lenient[: len(wanted)] == wanted and (
+            best is None or len(wanted) > len(prefix_segments(best))
+        ):
             best = prefix
     return best
 
@@ -221,21 +225,24 @@ def below_prefix(path: RequestPath, prefix: str, *, raw: bool = False) -> Below:
     """
     refusal = path.raw_refusal if raw else path.refusal
     if refusal is not None:
-        raise RequestError(f"{refusal} in path {path.raw[:200]!r}",
-                           phrase="Bad Request: ambiguous path")
+        raise RequestError(
+            f"{refusal} in path {path.raw[:200]!r}", phrase="Bad Request: ambiguous path"
+        )
     wanted = prefix_segments(prefix)
     raw_parts = path.raw[1:].split("/")
-    if tuple(decode_segment(_normal_form(part)) for part in raw_parts[:len(wanted)]) != wanted:
+    if tuple(decode_segment(_normal_form(part)) for part in raw_parts[: len(wanted)]) != wanted:
         # Routed here by a lenient reading ('//media', '/media;x') that the path does not
         # spell plainly: neither this route nor the next one may guess.
-        raise RequestError(f"path {path.raw[:200]!r} does not spell the prefix {prefix}",
-                           phrase="Bad Request: ambiguous path")
+        raise RequestError(
+            f"path {path.raw[:200]!r} does not spell the prefix {prefix}",
+            phrase="Bad Request: ambiguous path",
+        )
     if raw:
-        rest = raw_parts[len(wanted):]
+        rest = raw_parts[len(wanted) :]
         segments = tuple(decode_segment(_normal_form(part)) for part in rest)
     else:
         # Not refused: no dot segments, so normal-form segments and raw parts correspond.
-        rest = list(path.segments[len(wanted):])
+        rest = list(path.segments[len(wanted) :])
         segments = tuple(decode_segment(part) for part in rest)
     return Below("/" + "/".join(rest) if rest else "", segments)
 
@@ -255,7 +262,9 @@ def decode_path_segments(raw_path: str, *, serve_dotfiles: bool = False) -> tupl
         raise RequestError(f"path is not UTF-8: {raw_path!r}") from error
     if "\x00" in decoded or "\\" in decoded:
         raise RequestError(f"NUL or backslash in path {raw_path!r}")
-    segments = tuple(decoded.split("/")[1:]) if decoded.startswith("/") else tuple(decoded.split("/"))
+    segments = (
+        tuple(decoded.split("/")[1:]) if decoded.startswith("/") else tuple(decoded.split("/"))
+    )
     if segments and segments[-1] == "":
         # "/dir/" names a directory, which is never served.
         raise NotFound(f"directory path {raw_path!r}")

@@ -88,7 +88,9 @@ class ByteRange:
         is inclusive, so this is the one place ``stop - 1`` appears.
         """
         if self.length == 0 or self.stop > size:
-            raise ValueError(f"[{self.start}, {self.stop}) is not a non-empty range of {size} bytes")
+            raise ValueError(
+                f"[{self.start}, {self.stop}) is not a non-empty range of {size} bytes"
+            )
         return f"bytes {self.start}-{self.stop - 1}/{size}"
 
 
@@ -332,11 +334,16 @@ class MultipartPlan:
 
     @property
     def content_length(self) -> int:
-        return sum(len(header) + byte_range.length for header, byte_range in self.parts) + len(self.epilogue)
+        return sum(len(header) + byte_range.length for header, byte_range in self.parts) + len(
+            self.epilogue
+        )
 
 
-def plan_multipart(ranges: Sequence[ByteRange], size: int, content_type: str, boundary: str) -> MultipartPlan:
-    """Plan a multipart/byteranges body (RFC 9110 §14.6) for ``ranges`` of a ``size``-byte representation.
+def plan_multipart(
+    ranges: Sequence[ByteRange], size: int, content_type: str, boundary: str
+) -> MultipartPlan:
+    """Plan a multipart/byteranges body (RFC 9110 §14.6) for ``ranges`` of a
+    ``size``-byte representation.
 
     ``content_type`` is the representation's own media type ("" for none);
     ``boundary`` must be random (``secrets.token_hex(16)``) because it cannot
@@ -366,7 +373,10 @@ def plan_multipart(ranges: Sequence[ByteRange], size: int, content_type: str, bo
     type_line = f"Content-Type: {content_type}\r\n" if content_type else ""
     parts = tuple(
         (
-            f"\r\n--{boundary}\r\n{type_line}Content-Range: {byte_range.content_range(size)}\r\n\r\n".encode("ascii"),
+            (
+                f"\r\n--{boundary}\r\n{type_line}"
+                f"Content-Range: {byte_range.content_range(size)}\r\n\r\n"
+            ).encode("ascii"),
             byte_range,
         )
         for byte_range in ranges

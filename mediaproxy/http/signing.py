@@ -58,8 +58,9 @@ def _canonical(method: str, path: str, expires_s: int, query: str) -> bytes:
     return "\n".join((method, path, str(expires_s), query)).encode("utf-8", "surrogatepass")
 
 
-def compute_signature(secret: bytes, method: str, path: str, expires_s: int,
-                      query: str = "") -> str:
+def compute_signature(
+    secret: bytes, method: str, path: str, expires_s: int, query: str = ""
+) -> str:
     """The ``signature`` value for this method, normalised path, expiry and other parameters."""
     digest = hmac.new(secret, _canonical(method, path, expires_s, query), hashlib.sha256).digest()
     return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
@@ -106,8 +107,13 @@ def verify(secret: bytes, method: str, path: str, query: str, now_s: float) -> N
     presented = raw_signature.encode("ascii")
     # Check the signature before the expiry, so an unsigned URL learns nothing of the clock.
     methods = ("GET", "HEAD") if method == "HEAD" else (method,)
-    matches = [hmac.compare_digest(presented, compute_signature(
-        secret, signed_for, path, expires_s, others).encode("ascii")) for signed_for in methods]
+    matches = [
+        hmac.compare_digest(
+            presented,
+            compute_signature(secret, signed_for, path, expires_s, others).encode("ascii"),
+        )
+        for signed_for in methods
+    ]
     if not any(matches):
         raise SignatureError("signature does not match")
     if now_s >= expires_s:

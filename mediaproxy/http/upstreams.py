@@ -62,8 +62,9 @@ class Upstream:
             raise ValueError(f"not a valid URL ({error}): {url!r}") from error
         scheme = parts.scheme.lower()
         if scheme not in schemes:
-            raise ValueError(f"must be an {' or '.join(f'{s}://' for s in schemes)} URL, "
-                             f"got {url!r}")
+            raise ValueError(
+                f"must be an {' or '.join(f'{s}://' for s in schemes)} URL, got {url!r}"
+            )
         if not parts.hostname:
             raise ValueError(f"names no host: {url!r}")
         if parts.username is not None or parts.password is not None:
@@ -108,25 +109,29 @@ class Upstream:
             return location
         if parts.scheme or location.startswith("//"):
             scheme = parts.scheme.lower() or self.scheme
-            same_origin = (scheme == self.scheme and parts.hostname is not None
-                           and parts.hostname.lower() == self.host.lower()
-                           and (port or _DEFAULT_PORTS.get(scheme)) == self.port)
+            same_origin = (
+                scheme == self.scheme
+                and parts.hostname is not None
+                and parts.hostname.lower() == self.host.lower()
+                and (port or _DEFAULT_PORTS.get(scheme)) == self.port
+            )
             if not same_origin or parts.username is not None:
                 return location
             mapped = self._below_base(_path_and_after(location))
             return location if mapped is None else public_base + mapped
         if location.startswith("/"):
             mapped = self._below_base(location)
-            return location if mapped is None else _on_this_host(
-                _path_and_after(public_base) + mapped)
+            return (
+                location if mapped is None else _on_this_host(_path_and_after(public_base) + mapped)
+            )
         return location
 
     def _below_base(self, path_and_after: str) -> str | None:
         """'/base/x?y' -> 'x?y'; '/base' -> ''; None for a path outside the base."""
         if path_and_after.startswith(self.base_path):
-            return path_and_after[len(self.base_path):]
+            return path_and_after[len(self.base_path) :]
         bare_base = self.base_path.rstrip("/")
-        rest = path_and_after[len(bare_base):]
+        rest = path_and_after[len(bare_base) :]
         if bare_base and path_and_after.startswith(bare_base) and rest[:1] in ("", "?", "#"):
             return rest
         return None
@@ -144,7 +149,7 @@ def _on_this_host(path: str) -> str:
     out as '//evil', an open redirect the origin never asked for.
     """
     run = _HOST_MARKERS.match(path)
-    return "/" + path[run.end():] if run else path
+    return "/" + path[run.end() :] if run else path
 
 
 def _path_and_after(url: str) -> str:
@@ -155,8 +160,9 @@ def _path_and_after(url: str) -> str:
         after_scheme = url[2:]
     else:
         return url
-    cut = min((i for i in (after_scheme.find(c) for c in "/?#") if i >= 0),
-              default=len(after_scheme))
+    cut = min(
+        (i for i in (after_scheme.find(c) for c in "/?#") if i >= 0), default=len(after_scheme)
+    )
     rest = after_scheme[cut:]
     return rest if rest.startswith("/") else "/" + rest
 

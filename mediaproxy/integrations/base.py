@@ -25,10 +25,10 @@ from dataclasses import dataclass
 
 from tornado.httputil import HTTPHeaders
 
-from mediaproxy.streaming import diskio
-from mediaproxy.streaming.zerocopy import FileRegion, ZeroCopySource
 from mediaproxy.config import Limits, Route
 from mediaproxy.http.framing import request_body_framing
+from mediaproxy.streaming import diskio
+from mediaproxy.streaming.zerocopy import FileRegion, ZeroCopySource
 
 
 @dataclass(frozen=True)
@@ -59,7 +59,8 @@ def body_framing(headers: HTTPHeaders) -> tuple[bool, int | None] | None:
     # ``in`` first: on HTTPHeaders a miss costs half of what get() pays for its KeyError.
     return request_body_framing(
         headers["Transfer-Encoding"] if "Transfer-Encoding" in headers else None,
-        headers["Content-Length"] if "Content-Length" in headers else None)
+        headers["Content-Length"] if "Content-Length" in headers else None,
+    )
 
 
 class Exchange(ABC):
@@ -75,8 +76,9 @@ class Exchange(ABC):
         """The request body, chunk by chunk as the client sends it (read it at most once)."""
 
     @abstractmethod
-    def start(self, status: int, headers: Iterable[tuple[str, str]],
-              reason: str | None = None) -> None:
+    def start(
+        self, status: int, headers: Iterable[tuple[str, str]], reason: str | None = None
+    ) -> None:
         """Set the status and headers; they are sent with the first chunk or on finish."""
 
     @property

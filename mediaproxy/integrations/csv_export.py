@@ -54,8 +54,13 @@ from typing import Any
 from mediaproxy.config import Route, Table
 from mediaproxy.errors import MethodNotAllowed, RequestError, UpstreamError
 from mediaproxy.http.disposition import content_disposition
-from mediaproxy.http.params import (InvalidParameter, ParamSpec, Value, parse_declaration,
-                                    parse_query)
+from mediaproxy.http.params import (
+    InvalidParameter,
+    ParamSpec,
+    Value,
+    parse_declaration,
+    parse_query,
+)
 from mediaproxy.integrations.base import Exchange, Integration
 from mediaproxy.integrations.export_processes import ExportProcess, ForkServer, QueryFailed
 from mediaproxy.sql_statements import single_statement
@@ -113,8 +118,9 @@ def read_settings(table: Table) -> CsvExportSettings:
     if not database.startswith(POSTGRES_SCHEMES):
         path = (table.path.parent / database).resolve()
         if not path.is_file():
-            raise table.error("database", f"{path} is not an existing SQLite file "
-                                          "(or give a postgresql:// URL)")
+            raise table.error(
+                "database", f"{path} is not an existing SQLite file (or give a postgresql:// URL)"
+            )
         database = str(path)
     query = table.string("query")
     if database.startswith(POSTGRES_SCHEMES):
@@ -137,22 +143,28 @@ def read_settings(table: Table) -> CsvExportSettings:
     except ValueError as error:
         raise table.error("filename", f"not a valid template: {error}") from None
     if not fields <= allowed:
-        raise table.error("filename", f"unknown placeholder {{{sorted(fields - allowed)[0]}}}; "
-                                      f"known: {', '.join('{' + n + '}' for n in sorted(allowed))}")
-    settings = CsvExportSettings(database=database, query=query, params=params,
-                                 filename=filename,
-                                 batch_rows=table.integer("batch_rows", DEFAULT_BATCH_ROWS,
-                                                          minimum=1, maximum=1_000_000),
-                                 escape_formulas=table.boolean("escape_formulas",
-                                                               CsvExportSettings.escape_formulas),
-                                 line_terminator=LINE_TERMINATORS[table.choice(
-                                     "line_terminator", tuple(LINE_TERMINATORS), "crlf")],
-                                 engine=table.choice("engine", ENGINES, "default"),
-                                 niceness=table.integer("niceness", CsvExportSettings.niceness,
-                                                        minimum=0, maximum=19))
+        raise table.error(
+            "filename",
+            f"unknown placeholder {{{sorted(fields - allowed)[0]}}}; "
+            f"known: {', '.join('{' + n + '}' for n in sorted(allowed))}",
+        )
+    settings = CsvExportSettings(
+        database=database,
+        query=query,
+        params=params,
+        filename=filename,
+        batch_rows=table.integer("batch_rows", DEFAULT_BATCH_ROWS, minimum=1, maximum=1_000_000),
+        escape_formulas=table.boolean("escape_formulas", CsvExportSettings.escape_formulas),
+        line_terminator=LINE_TERMINATORS[
+            table.choice("line_terminator", tuple(LINE_TERMINATORS), "crlf")
+        ],
+        engine=table.choice("engine", ENGINES, "default"),
+        niceness=table.integer("niceness", CsvExportSettings.niceness, minimum=0, maximum=19),
+    )
     if settings.is_postgres and settings.engine != "default":
-        raise table.error("engine", "PostgreSQL writes its own CSV (COPY): only SQLite routes "
-                                    "take an engine")
+        raise table.error(
+            "engine", "PostgreSQL writes its own CSV (COPY): only SQLite routes take an engine"
+        )
     if not settings.is_postgres:
         _check_sqlite_query(table, settings)
     return settings
@@ -171,6 +183,7 @@ def _check_sqlite_query(table: Table, settings: CsvExportSettings) -> None:
         raise table.error("query", f"SQLite refuses it: {error}") from None
     finally:
         connection.close()
+
 
 @dataclass(frozen=True)
 class ExportJob:
@@ -192,11 +205,11 @@ def produce(job: ExportJob) -> tuple[CsvChunks, str, Mapping[str, Value]]:
     os.nice(job.niceness)
     chunks: CsvChunks
     if job.postgres:
-        chunks = PostgresCopy(job.database, job.batch_rows, job.line_terminator,
-                              job.escape_formulas)
+        chunks = PostgresCopy(
+            job.database, job.batch_rows, job.line_terminator, job.escape_formulas
+        )
     elif job.engine == "arrow":
-        chunks = ArrowCsv(job.database, job.batch_rows, job.line_terminator,
-                          job.escape_formulas)
+        chunks = ArrowCsv(job.database, job.batch_rows, job.line_terminator, job.escape_formulas)
     else:
         source: RowSource = SqliteRows(job.database)
         if job.escape_formulas:
@@ -236,7 +249,8 @@ class SqliteRows(RowSource):
         try:
             connection = self._connection = sqlite3.connect(self._uri, uri=True)
             self._cursor = connection.execute(
-                query, {name: _sqlite_value(value) for name, value in params.items()})
+                query, {name: _sqlite_value(value) for name, value in params.items()}
+            )
         except sqlite3.Error as error:
             raise QueryFailed(f"SQLite: {error}") from error
         return [column[0] for column in self._cursor.description or ()]
@@ -278,8 +292,11 @@ _PLAIN_NUMBER = re.compile(PLAIN_NUMBER)
 
 def escape_formula(value: object) -> object:
     """``value``, with a single quote before it if a spreadsheet would run it as a formula."""
-    if (isinstance(value, str) and value.startswith(FORMULA_STARTS)
-            and not _PLAIN_NUMBER.fullmatch(value)):
+    if (
+        isinstance(value, str)
+        and value.startswith(FORMULA_STARTS)
+        and not _PLAIN_NUMBER.fullmatch(value)
+    ):
         return "'" + value
     return value
 
@@ -397,8 +414,9 @@ class ArrowCsv(CsvChunks):
     byte-level differences from the default engine are in docs/csv-exports.md.
     """
 
-    def __init__(self, uri: str, batch_rows: int, line_terminator: str,
-                 escape_formulas: bool) -> None:
+    def __init__(
+        self, uri: str, batch_rows: int, line_terminator: str, escape_formulas: bool
+    ) -> None:
         self._uri = uri
         self._batch_rows = batch_rows
         self._next_rows = min(FIRST_BATCH_ROWS, batch_rows)
@@ -446,11 +464,15 @@ class ArrowCsv(CsvChunks):
             return f"ADBC: {error}"
         for field, declared in zip(self._reader.schema, expected, strict=True):
             if str(field.type) != STRICT_ARROW_TYPES[declared]:
-                return (f"column {field.name!r} is {declared} but its first rows read as "
-                        f"{field.type} (NULL throughout them?)")
+                return (
+                    f"column {field.name!r} is {declared} but its first rows read as "
+                    f"{field.type} (NULL throughout them?)"
+                )
         self._writer = pyarrow.csv.CSVWriter(
-            self._sink, self._reader.schema,
-            write_options=pyarrow.csv.WriteOptions(eol=self._line_terminator))
+            self._sink,
+            self._reader.schema,
+            write_options=pyarrow.csv.WriteOptions(eol=self._line_terminator),
+        )
         return None
 
     def next(self) -> bytes:
@@ -493,8 +515,9 @@ class ArrowCsv(CsvChunks):
         self._reader = self._cursor = self._connection = None
 
 
-def strict_result(uri: str, query: str,
-                  bound: Mapping[str, Value]) -> tuple[list[Value], list[str]] | str:
+def strict_result(
+    uri: str, query: str, bound: Mapping[str, Value]
+) -> tuple[list[Value], list[str]] | str:
     """The query's parameters in SQLite's order (ADBC binds by position) and each result
     column's STRICT type; or why the result's types are not fixed. Nothing is run: apsw's
     execution tracer reads the prepared statement and stops it before its first step."""
@@ -508,8 +531,7 @@ def strict_result(uri: str, query: str,
         return False
 
     try:
-        connection = apsw.Connection(uri, flags=apsw.SQLITE_OPEN_READONLY
-                                     | apsw.SQLITE_OPEN_URI)
+        connection = apsw.Connection(uri, flags=apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI)
     except apsw.Error as error:
         return f"apsw: {error}"
     try:
@@ -517,8 +539,11 @@ def strict_result(uri: str, query: str,
         cursor.exec_trace = inspect
         with contextlib.suppress(apsw.ExecTraceAbort):
             cursor.execute(query, dict(bound))
-        strict = {(schema, table) for schema, table, *_, is_strict
-                  in connection.execute("PRAGMA table_list") if is_strict}
+        strict = {
+            (schema, table)
+            for schema, table, *_, is_strict in connection.execute("PRAGMA table_list")
+            if is_strict
+        }
     except apsw.Error as error:
         return f"apsw: {error}"
     finally:
@@ -548,9 +573,11 @@ def _escape_arrow_formulas(batch: Any) -> Any:
         if pyarrow.types.is_string(column.type):
             risky = compute.and_(
                 compute.match_substring_regex(column, f"^[{_formula_class()}]"),
-                compute.invert(compute.match_substring_regex(column, f"^(?:{PLAIN_NUMBER})$")))
-            column = compute.if_else(risky, compute.binary_join_element_wise("'", column, ""),
-                                     column)
+                compute.invert(compute.match_substring_regex(column, f"^(?:{PLAIN_NUMBER})$")),
+            )
+            column = compute.if_else(
+                risky, compute.binary_join_element_wise("'", column, ""), column
+            )
         columns.append(column)
     return pyarrow.RecordBatch.from_arrays(columns, schema=batch.schema)
 
@@ -588,8 +615,9 @@ class PostgresCopy(CsvChunks):
     fails before its first batch is whole (a division by zero in row 1) is still a 502.
     """
 
-    def __init__(self, url: str, batch_rows: int, line_terminator: str,
-                 escape_formulas: bool = False) -> None:
+    def __init__(
+        self, url: str, batch_rows: int, line_terminator: str, escape_formulas: bool = False
+    ) -> None:
         self._url = url
         self._escape_formulas = escape_formulas
         self._batch_rows = batch_rows
@@ -605,8 +633,9 @@ class PostgresCopy(CsvChunks):
             connection = self._connection = psycopg.connect(self._url, autocommit=True)
             connection.execute("BEGIN READ ONLY")
             if connection.info.server_version >= 140000:
-                connection.execute("SET LOCAL client_connection_check_interval = "
-                                   f"'{CLIENT_CHECK_INTERVAL}'")
+                connection.execute(
+                    f"SET LOCAL client_connection_check_interval = '{CLIENT_CHECK_INTERVAL}'"
+                )
             query = psycopg.ClientCursor(connection).mogrify(query, dict(params))
             if self._escape_formulas:
                 query = formula_escaped_query(connection, query)
@@ -708,18 +737,24 @@ def formula_escaped_query(connection: Any, query: str) -> str:
 
     columns = connection.execute(f"SELECT * FROM (\n{query}\n) AS q LIMIT 0").description
     oids = [column.type_code for column in columns]
-    strings = {oid for (oid,) in connection.execute(
-        "SELECT oid::int8 FROM pg_type WHERE oid = ANY(%s::oid[]) AND typcategory = %s",
-        [oids, STRING_CATEGORY])}
+    strings = {
+        oid
+        for (oid,) in connection.execute(
+            "SELECT oid::int8 FROM pg_type WHERE oid = ANY(%s::oid[]) AND typcategory = %s",
+            [oids, STRING_CATEGORY],
+        )
+    }
     starts = _formula_class()
     outputs = []
     for position, column in enumerate(columns, 1):
         value = f"q.c{position}"
         if column.type_code in strings:
             text = f"format('%s', {value})"
-            value = (f"CASE WHEN {value} IS NULL THEN NULL "
-                     f"WHEN {text} ~ '^[{starts}]' AND {text} !~ '^(?:{PLAIN_NUMBER})$' "
-                     f"THEN '''' || {text} ELSE {text} END")
+            value = (
+                f"CASE WHEN {value} IS NULL THEN NULL "
+                f"WHEN {text} ~ '^[{starts}]' AND {text} !~ '^(?:{PLAIN_NUMBER})$' "
+                f"THEN '''' || {text} ELSE {text} END"
+            )
         outputs.append(f"{value} AS {Identifier(column.name).as_string(connection)}")
     aliases = ", ".join(f"c{position}" for position in range(1, len(columns) + 1))
     return f"SELECT {', '.join(outputs)} FROM (\n{query}\n) AS q({aliases})"
@@ -746,26 +781,34 @@ class CsvExportIntegration(Integration):
         settings = self.settings
         return ExportJob(
             database=settings.database if settings.is_postgres else settings.sqlite_uri,
-            postgres=settings.is_postgres, engine=settings.engine, query=settings.query,
-            params=params, niceness=settings.niceness,
-            batch_rows=settings.batch_rows, line_terminator=settings.line_terminator,
-            escape_formulas=settings.escape_formulas)
+            postgres=settings.is_postgres,
+            engine=settings.engine,
+            query=settings.query,
+            params=params,
+            niceness=settings.niceness,
+            batch_rows=settings.batch_rows,
+            line_terminator=settings.line_terminator,
+            escape_formulas=settings.escape_formulas,
+        )
 
     async def respond(self, exchange: Exchange) -> None:
         request = exchange.request
         if request.method not in ("GET", "HEAD"):
             raise MethodNotAllowed(request.method, ("GET", "HEAD"))
         if request.path not in ("", "/"):
-            raise RequestError(f"no export at {request.path!r}",
-                               phrase="Bad Request: this export has no sub-paths")
+            raise RequestError(
+                f"no export at {request.path!r}", phrase="Bad Request: this export has no sub-paths"
+            )
         try:
             params = parse_query(request.query, self.settings.params)
         except InvalidParameter as error:
             raise RequestError(str(error), phrase=f"Bad Request: {error}") from None
-        headers = [("Content-Type", CONTENT_TYPE),
-                   ("Content-Disposition", content_disposition(self._filename(params))),
-                   ("Cache-Control", "no-store"),
-                   ("X-Content-Type-Options", "nosniff")]
+        headers = [
+            ("Content-Type", CONTENT_TYPE),
+            ("Content-Disposition", content_disposition(self._filename(params))),
+            ("Cache-Control", "no-store"),
+            ("X-Content-Type-Options", "nosniff"),
+        ]
         if request.method == "HEAD":
             exchange.start(200, headers)  # the headers a GET would get, without the query
             return
@@ -773,18 +816,21 @@ class CsvExportIntegration(Integration):
             process = ExportProcess(_fork_server.spawn(__name__))
         except OSError as error:
             log.error("export %s: no export process: %s", self.route.prefix, error)
-            raise UpstreamError(str(error), phrase="Bad Gateway: the export could not start"
-                                ) from None
+            raise UpstreamError(
+                str(error), phrase="Bad Gateway: the export could not start"
+            ) from None
         sent = 0
         try:
             try:
                 await process.start(self._job(params))
                 chunk = await process.read()
             except QueryFailed as error:
-                log.warning("export %s: query failed before the first row: %s",
-                            self.route.prefix, error)
-                raise UpstreamError(str(error),
-                                    phrase="Bad Gateway: the export query failed") from None
+                log.warning(
+                    "export %s: query failed before the first row: %s", self.route.prefix, error
+                )
+                raise UpstreamError(
+                    str(error), phrase="Bad Gateway: the export query failed"
+                ) from None
             exchange.start(200, headers)
             while chunk:
                 await exchange.send(chunk)
@@ -792,12 +838,18 @@ class CsvExportIntegration(Integration):
                 try:
                     chunk = await process.read()
                 except QueryFailed as error:
-                    log.warning("export %s: query failed after %d bytes: %s",
-                                self.route.prefix, sent, error)
+                    log.warning(
+                        "export %s: query failed after %d bytes: %s", self.route.prefix, sent, error
+                    )
                     raise UpstreamError(str(error)) from None
             await exchange.finish()
-            log.debug("export %s: %d rows, %d bytes; the export process peaked at %d KiB",
-                      self.route.prefix, process.rows, sent, process.peak_rss_kib)
+            log.debug(
+                "export %s: %d rows, %d bytes; the export process peaked at %d KiB",
+                self.route.prefix,
+                process.rows,
+                sent,
+                process.peak_rss_kib,
+            )
         finally:
             process.close()
 

@@ -32,7 +32,6 @@ import logging
 import os
 import pickle
 import resource
-import select
 import signal
 import socket
 import struct
@@ -85,6 +84,7 @@ class Producer(Protocol):
 
 # --- in the gateway --------------------------------------------------------------------------
 
+
 class ForkServer:
     """The gateway's handle on its fork server: started on first use, restarted if it died."""
 
@@ -134,13 +134,16 @@ class ForkServer:
             self._process = None
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [_PACKAGE_PARENT,
-                                                          env.get("PYTHONPATH")]))
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [_PACKAGE_PARENT, env.get("PYTHONPATH")]))
         with theirs:
             self._process = subprocess.Popen(
                 [sys.executable, "-m", __name__, str(theirs.fileno())],
-                pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL, env=env, start_new_session=True)
+                pass_fds=[theirs.fileno()],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                env=env,
+                start_new_session=True,
+            )
         if self._owner_pid != os.getpid():
             atexit.register(self._stop)
         self._control, self._owner_pid = ours, os.getpid()
@@ -238,6 +241,7 @@ class ExportProcess:
 
 # --- in the fork server and its children ----------------------------------------------------
 
+
 def serve(control: socket.socket) -> None:
     """The fork server's loop: ``warm MODULE`` imports it, ``fork MODULE`` (with a socket)
     starts an export process; an empty read means every gateway process has gone."""
@@ -279,7 +283,7 @@ def serve(control: socket.socket) -> None:
 
 def run(sock: socket.socket, produce: Callable[[Any], tuple[Producer, str, Any]]) -> None:
     """One export process: read the job, stream its frames, stop when the gateway leaves."""
-    length, = _JOB_LENGTH.unpack(_receive_exactly(sock, _JOB_LENGTH.size))
+    (length,) = _JOB_LENGTH.unpack(_receive_exactly(sock, _JOB_LENGTH.size))
     job = pickle.loads(_receive_exactly(sock, length))
     producer, query, params = produce(job)
     _send(sock, b"P", str(os.getpid()).encode())

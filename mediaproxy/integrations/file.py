@@ -18,17 +18,35 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qs
 
-from mediaproxy.streaming import diskio, sniff
 from mediaproxy.config import Route, Table
-from mediaproxy.errors import (Forbidden, MethodNotAllowed, NotFound, PreconditionFailed,
-                               RangeNotSatisfiable, RequestError)
-from mediaproxy.http.conditional import (Outcome, Validators, evaluate, format_http_date,
-                                         if_range_allows_partial, make_etag)
+from mediaproxy.errors import (
+    Forbidden,
+    MethodNotAllowed,
+    NotFound,
+    PreconditionFailed,
+    RangeNotSatisfiable,
+    RequestError,
+)
+from mediaproxy.http.conditional import (
+    Outcome,
+    Validators,
+    evaluate,
+    format_http_date,
+    if_range_allows_partial,
+    make_etag,
+)
 from mediaproxy.http.disposition import content_disposition
 from mediaproxy.http.paths import decode_path_segments
-from mediaproxy.http.ranges import (ByteRange, FullContent, NotSatisfiable, PartialContent,
-                                    parse_range, plan_multipart)
+from mediaproxy.http.ranges import (
+    ByteRange,
+    FullContent,
+    NotSatisfiable,
+    PartialContent,
+    parse_range,
+    plan_multipart,
+)
 from mediaproxy.integrations.base import Exchange, Integration
+from mediaproxy.streaming import diskio, sniff
 
 DOWNLOAD_FLAG = "download"
 
@@ -61,6 +79,7 @@ def read_settings(table: Table) -> FileSettings:
         serve_dotfiles=table.boolean("serve_dotfiles", False),
         zero_copy=table.boolean("zero_copy", True),
     )
+
 
 def refusal(error: OSError, path: str) -> RequestError | None:
     """The client error for a name the file system refused, or None for any other failure."""
@@ -99,7 +118,8 @@ class FileVersions:
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
         self._versions: collections.OrderedDict[tuple[str, int, int, int], FileVersion] = (
-            collections.OrderedDict())
+            collections.OrderedDict()
+        )
 
     def get(self, path: str, fd: int, info: os.stat_result) -> FileVersion:
         key = (path, info.st_ino, info.st_size, info.st_mtime_ns)
@@ -116,10 +136,12 @@ class FileVersions:
 def _file_version(path: str, fd: int, info: os.stat_result) -> FileVersion:
     etag = make_etag(info.st_ino, info.st_size, info.st_mtime_ns)
     last_modified_s = info.st_mtime_ns // 1_000_000_000
-    content_type = sniff.content_type(os.pread(fd, sniff.SNIFF_BYTES, 0),
-                                      os.path.basename(path))
-    headers = (("Accept-Ranges", "bytes"), ("ETag", etag),
-               ("Last-Modified", format_http_date(last_modified_s)))
+    content_type = sniff.content_type(os.pread(fd, sniff.SNIFF_BYTES, 0), os.path.basename(path))
+    headers = (
+        ("Accept-Ranges", "bytes"),
+        ("ETag", etag),
+        ("Last-Modified", format_http_date(last_modified_s)),
+    )
     return FileVersion(Validators(etag, last_modified_s), content_type, headers)
 
 
@@ -175,7 +197,8 @@ class FileIntegration(Integration):
         if os.path.commonpath([self.root, real]) != self.root:
             raise Forbidden(f"{raw_path!r} resolves outside the root")
         if not self.settings.serve_dotfiles and any(
-                part.startswith(".") for part in Path(real).relative_to(self.root).parts):
+            part.startswith(".") for part in Path(real).relative_to(self.root).parts
+        ):
             raise NotFound(f"{raw_path!r} resolves to a dotfile")
         return real
 
@@ -218,8 +241,9 @@ class FileIntegration(Integration):
 
         # RFC 9110 §14.2: GET is the only method for which range handling is defined.
         range_header = request.headers.get("Range") if request.method == "GET" else None
-        if range_header and not if_range_allows_partial(request.headers.get("If-Range"),
-                                                        opened.version.validators):
+        if range_header and not if_range_allows_partial(
+            request.headers.get("If-Range"), opened.version.validators
+        ):
             range_header = None
         selection = parse_range(range_header, opened.size)
         send_body = request.method == "GET"
@@ -227,32 +251,48 @@ class FileIntegration(Integration):
         if isinstance(selection, NotSatisfiable):
             raise RangeNotSatisfiable(selection.content_range())
         if isinstance(selection, FullContent):
-            headers += [("Content-Type", opened.version.content_type),
-                        ("Content-Length", str(opened.size))]
+            headers += [
+                ("Content-Type", opened.version.content_type),
+                ("Content-Length", str(opened.size)),
+            ]
             exchange.start(200, headers)
             if send_body:
-                await _send_range(exchange, opened.fd, ByteRange(0, opened.size), self.settings.zero_copy)
+                await _send_range(
+                    exchange, opened.fd, ByteRange(0, opened.size), self.settings.zero_copy
+                )
         elif len(selection.ranges) == 1:
             (only,) = selection.ranges
-            headers += [("Content-Type", opened.version.content_type),
-                        ("Content-Length", str(only.length)),
-                        ("Content-Range", only.content_range(opened.size))]
+            headers += [
+                ("Content-Type", opened.version.content_type),
+                ("Content-Length", str(only.length)),
+                ("Content-Range", only.content_range(opened.size)),
+            ]
             exchange.start(206, headers)
             if send_body:
                 await _send_range(exchange, opened.fd, only, self.settings.zero_copy)
         else:
-            await _send_multipart(exchange, opened, selection, headers, send_body,
-                                  self.settings.zero_copy)
+            await _send_multipart(
+                exchange, opened, selection, headers, send_body, self.settings.zero_copy
+            )
         await exchange.finish()
 
 
-async def _send_multipart(exchange: Exchange, opened: OpenFile, selection: PartialContent,
-                          headers: list[tuple[str, str]], send_body: bool,
-                          zero_copy: bool) -> None:
-    plan = plan_multipart(selection.ranges, opened.size, opened.version.content_type,
-                          secrets.token_hex(16))
-    exchange.start(206, headers + [("Content-Type", plan.content_type),
-                                   ("Content-Length", str(plan.content_length))])
+async def _send_multipart(
+    exchange: Exchange,
+    opened: OpenFile,
+    selection: PartialContent,
+    headers: list[tuple[str, str]],
+    send_body: bool,
+    zero_copy: bool,
+) -> None:
+    plan = plan_multipart(
+        selection.ranges, opened.size, opened.version.content_type, secrets.token_hex(16)
+    )
+    exchange.start(
+        206,
+        headers
+        + [("Content-Type", plan.content_type), ("Content-Length", str(plan.content_length))],
+    )
     if send_body:
         for part_header, byte_range in plan.parts:
             await exchange.send(part_header)
@@ -260,8 +300,7 @@ async def _send_multipart(exchange: Exchange, opened: OpenFile, selection: Parti
         await exchange.send(plan.epilogue)
 
 
-async def _send_range(exchange: Exchange, fd: int, byte_range: ByteRange,
-                      zero_copy: bool) -> None:
+async def _send_range(exchange: Exchange, fd: int, byte_range: ByteRange, zero_copy: bool) -> None:
     if zero_copy:
         await exchange.send_file(fd, byte_range.start, byte_range.length)
     else:

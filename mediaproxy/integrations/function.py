@@ -47,8 +47,8 @@ import sys
 import time
 import uuid
 from collections.abc import AsyncGenerator, Callable, Iterator, Mapping
-from contextlib import aclosing, contextmanager
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import aclosing, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, unquote
@@ -102,8 +102,9 @@ def read_settings(table: Table) -> FunctionSettings:
     try:
         target: Any = importlib.import_module(module_name)
     except Exception as error:  # the user's module may fail in any way while it loads
-        raise table.error("handler", f"cannot import {module_name!r}: "
-                                     f"{type(error).__name__}: {error}") from None
+        raise table.error(
+            "handler", f"cannot import {module_name!r}: {type(error).__name__}: {error}"
+        ) from None
     try:
         for part in attribute.split("."):
             target = getattr(target, part)
@@ -112,6 +113,7 @@ def read_settings(table: Table) -> FunctionSettings:
     if not callable(target):
         raise table.error("handler", f"{name!r} is not callable")
     return FunctionSettings(handler=target, handler_name=name)
+
 
 class MalformedResponse(Exception):
     """The handler's return value is not a proxy response (API Gateway: 502 as well)."""
@@ -156,9 +158,11 @@ class FunctionIntegration(Integration):
         request_id = str(uuid.uuid4())
         event = make_event(request, await _read_body(exchange), request_id)
         context = LambdaContext(
-            function_name=self.settings.handler_name, aws_request_id=request_id,
+            function_name=self.settings.handler_name,
+            aws_request_id=request_id,
             deadline_monotonic_s=time.monotonic() + exchange.limits.max_stream_duration_s,
-            invoked_function_arn=f"arn:mediaproxy:function:{self.settings.handler_name}")
+            invoked_function_arn=f"arn:mediaproxy:function:{self.settings.handler_name}",
+        )
         with self._blame("failed"):
             head, body = await self._call(event, context)
         if isinstance(body, bytes):
@@ -173,16 +177,19 @@ class FunctionIntegration(Integration):
         try:
             yield
         except MalformedResponse as error:
-            log.error("function %s returned a malformed response: %s",
-                      self.settings.handler_name, error)
-            raise UpstreamError(str(error), phrase="Bad Gateway: malformed function response"
-                                ) from None
+            log.error(
+                "function %s returned a malformed response: %s", self.settings.handler_name, error
+            )
+            raise UpstreamError(
+                str(error), phrase="Bad Gateway: malformed function response"
+            ) from None
         except Exception as error:
             log.exception("function %s %s", self.settings.handler_name, what)
             raise UpstreamError(f"function {what}: {type(error).__name__}") from None
 
-    async def _call(self, event: dict[str, Any],
-                    context: LambdaContext) -> tuple[Head, bytes | AsyncGenerator[Any, None]]:
+    async def _call(
+        self, event: dict[str, Any], context: LambdaContext
+    ) -> tuple[Head, bytes | AsyncGenerator[Any, None]]:
         """Run the handler up to its response head; the body whole or as chunks to come."""
         handler = self.settings.handler
         if inspect.isasyncgenfunction(handler):
@@ -193,7 +200,8 @@ class FunctionIntegration(Integration):
             result = await handler(event, context)
         else:
             result = await asyncio.get_running_loop().run_in_executor(
-                _function_pool.get(), handler, event, context)
+                _function_pool.get(), handler, event, context
+            )
         return _read_response(result, self._sync_slots)
 
     async def _send_whole(self, exchange: Exchange, head: Head, body: bytes) -> None:
@@ -202,16 +210,19 @@ class FunctionIntegration(Integration):
             return
         fields = head.fields
         if body and not _has(fields, "Content-Type"):
-            fields = fields + [("Content-Type", sniff.content_type(body[:sniff.SNIFF_BYTES], ""))]
+            fields = fields + [("Content-Type", sniff.content_type(body[: sniff.SNIFF_BYTES], ""))]
         exchange.start(head.status, fields + [("Content-Length", str(len(body)))])
         if exchange.request.method != "HEAD" and body:
             await exchange.send(body)
 
-    async def _send_stream(self, exchange: Exchange, head: Head,
-                           chunks: AsyncGenerator[Any, None]) -> None:
+    async def _send_stream(
+        self, exchange: Exchange, head: Head, chunks: AsyncGenerator[Any, None]
+    ) -> None:
         if head.base64:
-            raise UpstreamError("isBase64Encoded with a streamed body",
-                                phrase="Bad Gateway: malformed function response")
+            raise UpstreamError(
+                "isBase64Encoded with a streamed body",
+                phrase="Bad Gateway: malformed function response",
+            )
         # A 204 or 304 stream is closed unread (by respond()), like a HEAD's.
         sends_body = exchange.request.method != "HEAD" and not is_bodyless(head.status)
         first = b""
@@ -224,7 +235,7 @@ class FunctionIntegration(Integration):
                     first = _chunk_bytes(item)
         fields = head.fields
         if not _has(fields, "Content-Type") and first:
-            fields = fields + [("Content-Type", sniff.content_type(first[:sniff.SNIFF_BYTES], ""))]
+            fields = fields + [("Content-Type", sniff.content_type(first[: sniff.SNIFF_BYTES], ""))]
         exchange.start(head.status, fields)
         if not sends_body:
             return
@@ -249,9 +260,10 @@ async def _read_body(exchange: Exchange) -> bytes | None:
     async for chunk in exchange.body():
         size += len(chunk)
         if size > limit:
-            raise PayloadTooLarge(f"request body over {limit} bytes",
-                                  phrase=f"Payload Too Large: a function takes at most "
-                                         f"{limit} bytes")
+            raise PayloadTooLarge(
+                f"request body over {limit} bytes",
+                phrase=f"Payload Too Large: a function takes at most {limit} bytes",
+            )
         parts.append(chunk)
     return b"".join(parts) if parts else None
 
@@ -291,8 +303,10 @@ def make_event(request: Request, body: bytes | None, request_id: str) -> dict[st
             "requestTimeEpoch": int(time.time() * 1000),
             "stage": "$default",
             "domainName": request.host,
-            "identity": {"sourceIp": request.remote_ip,
-                         "userAgent": request.headers.get("User-Agent")},
+            "identity": {
+                "sourceIp": request.remote_ip,
+                "userAgent": request.headers.get("User-Agent"),
+            },
         },
         "body": text_body,
         "isBase64Encoded": is_base64,
@@ -349,13 +363,16 @@ def _header_field(name: object, value: object) -> tuple[str, str]:
         raise MalformedResponse(f"header {name} has a {type(value).__name__} value")
     text = str(value).strip(" \t")  # RFC 9110 §5.5: whitespace around is no part of a value
     if not is_field_value(text):
-        raise MalformedResponse(f"header {name} is not a field value (a control character, "
-                                f"or one beyond Latin-1): {text[:40]!r}")
+        raise MalformedResponse(
+            f"header {name} is not a field value (a control character, "
+            f"or one beyond Latin-1): {text[:40]!r}"
+        )
     return name, text
 
 
-def _read_response(result: object, sync_slots: asyncio.Semaphore
-                   ) -> tuple[Head, bytes | AsyncGenerator[Any, None]]:
+def _read_response(
+    result: object, sync_slots: asyncio.Semaphore
+) -> tuple[Head, bytes | AsyncGenerator[Any, None]]:
     if not isinstance(result, Mapping):
         raise MalformedResponse(f"expected a dict with statusCode, got {type(result).__name__}")
     head = _read_head(result)
@@ -374,8 +391,9 @@ def _read_response(result: object, sync_slots: asyncio.Semaphore
         return head, _async_chunks(body)
     if hasattr(body, "__iter__") and not isinstance(body, Mapping):
         return head, _sync_chunks(iter(body), sync_slots)
-    raise MalformedResponse(f"body must be a string, bytes or an iterator of chunks, "
-                            f"got {type(body).__name__}")
+    raise MalformedResponse(
+        f"body must be a string, bytes or an iterator of chunks, got {type(body).__name__}"
+    )
 
 
 async def _split_head(chunks: AsyncGenerator[Any, None]) -> tuple[Head, AsyncGenerator[Any, None]]:
@@ -414,8 +432,9 @@ async def _aclose(iterator: object) -> None:
         await close()
 
 
-async def _sync_chunks(iterator: Iterator[Any],
-                       slots: asyncio.Semaphore) -> AsyncGenerator[Any, None]:
+async def _sync_chunks(
+    iterator: Iterator[Any], slots: asyncio.Semaphore
+) -> AsyncGenerator[Any, None]:
     """A sync iterator advanced on a thread of its own, one ``next()`` at a time."""
     async with slots:
         thread = ThreadPoolExecutor(1, thread_name_prefix="mediaproxy-function-stream")

@@ -71,8 +71,7 @@ class AccessLog:
         """Open the file anew (after a rotation moved it away); stderr needs nothing."""
         if self.destination == ACCESS_LOG_STDERR:
             return
-        fd = os.open(self.destination, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
-                     0o644)
+        fd = os.open(self.destination, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
         self.close()
         self._fd = fd
 

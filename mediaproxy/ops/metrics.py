@@ -21,13 +21,20 @@ from __future__ import annotations
 
 from typing import TypeVar
 
-from prometheus_client import (CollectorRegistry, Counter, Gauge, Histogram,
-                               disable_created_metrics, generate_latest, multiprocess, values)
-
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+    multiprocess,
+    values,
+)
 from prometheus_client.metrics import MetricWrapperBase
 
-from mediaproxy.ops.access_log import ExchangeRecord
 from mediaproxy.config import Route
+from mediaproxy.ops.access_log import ExchangeRecord
 from mediaproxy.ops.metrics_dir import MULTIPROCESS_DIR_ENV, multiprocess_dir
 
 # What generate_latest writes, named the way every Prometheus version reads it.
@@ -36,11 +43,38 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 LABELS = ("route", "integration")
 RESTRICTED = "(restricted)"  # no route prefix can be this: prefixes start with "/"
 # From a page-cached file on loopback (~1 ms) to an origin that takes its time.
-TTFB_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-                  30.0)
+TTFB_BUCKETS_S = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+)
 # From an API answer to the hour a route may allow; the default cap is 900 s (API Gateway).
-DURATION_BUCKETS_S = (0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 15.0, 30.0, 60.0, 300.0, 900.0, 1800.0,
-                      3600.0)
+DURATION_BUCKETS_S = (
+    0.01,
+    0.05,
+    0.1,
+    0.5,
+    1.0,
+    5.0,
+    15.0,
+    30.0,
+    60.0,
+    300.0,
+    900.0,
+    1800.0,
+    3600.0,
+)
 
 
 # The *_created series double a scrape for a figure nobody graphs (multiprocess mode has none).
@@ -56,40 +90,74 @@ class Metrics:
     def __init__(self, routes: tuple[Route, ...] = (), *, reveal_restricted: bool = False) -> None:
         self.multiprocess = multiprocess_dir() is not None
         if self.multiprocess != bool(getattr(values.ValueClass, "_multiprocess", False)):
-            raise RuntimeError(f"{MULTIPROCESS_DIR_ENV} must be set (or unset) before "
-                               "prometheus_client is first imported")
+            raise RuntimeError(
+                f"{MULTIPROCESS_DIR_ENV} must be set (or unset) before "
+                "prometheus_client is first imported"
+            )
         # Our own registry, not the global one: every server in a process (tests start
         # many) counts from zero.
         self.registry = CollectorRegistry()
         registry = self.registry
-        self.requests = Counter("mediaproxy_requests", "Exchanges answered, by status.",
-                                LABELS + ("status",), registry=registry)
-        self.sent_bytes = Counter("mediaproxy_sent_bytes", "Body bytes sent to clients.",
-                                  LABELS, registry=registry)
-        self.received_bytes = Counter("mediaproxy_received_bytes",
-                                      "Request body bytes received from clients.",
-                                      LABELS, registry=registry)
-        self.ttfb = Histogram("mediaproxy_ttfb_seconds",
-                              "Time from the request to the first body byte sent.",
-                              LABELS, buckets=TTFB_BUCKETS_S, registry=registry)
-        self.duration = Histogram("mediaproxy_stream_duration_seconds",
-                                  "Time from the request to the end of the exchange.",
-                                  LABELS, buckets=DURATION_BUCKETS_S, registry=registry)
-        self.active = Gauge("mediaproxy_active_streams", "Exchanges running now.", LABELS,
-                            registry=registry, multiprocess_mode="livesum")
-        self.terminations = Counter("mediaproxy_terminations",
-                                    "How exchanges ended (complete, client_closed, ...).",
-                                    LABELS + ("reason",), registry=registry)
-        self.plan_refusals = Counter("mediaproxy_plan_refusals",
-                                     "Requests refused (or streams cut) by a usage plan, by "
-                                     "reason: rate, day, month, streams.",
-                                     ("plan", "reason"), registry=registry)
-        self.shared_state_errors = Counter("mediaproxy_shared_state_errors",
-                                           "Calls to the shared state (Redis) that failed.",
-                                           registry=registry)
-        self.shared_state_up = Gauge("mediaproxy_shared_state_up",
-                                     "1 while the shared state answers, 0 during an outage.",
-                                     registry=registry, multiprocess_mode="livemin")
+        self.requests = Counter(
+            "mediaproxy_requests",
+            "Exchanges answered, by status.",
+            LABELS + ("status",),
+            registry=registry,
+        )
+        self.sent_bytes = Counter(
+            "mediaproxy_sent_bytes", "Body bytes sent to clients.", LABELS, registry=registry
+        )
+        self.received_bytes = Counter(
+            "mediaproxy_received_bytes",
+            "Request body bytes received from clients.",
+            LABELS,
+            registry=registry,
+        )
+        self.ttfb = Histogram(
+            "mediaproxy_ttfb_seconds",
+            "Time from the request to the first body byte sent.",
+            LABELS,
+            buckets=TTFB_BUCKETS_S,
+            registry=registry,
+        )
+        self.duration = Histogram(
+            "mediaproxy_stream_duration_seconds",
+            "Time from the request to the end of the exchange.",
+            LABELS,
+            buckets=DURATION_BUCKETS_S,
+            registry=registry,
+        )
+        self.active = Gauge(
+            "mediaproxy_active_streams",
+            "Exchanges running now.",
+            LABELS,
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
+        self.terminations = Counter(
+            "mediaproxy_terminations",
+            "How exchanges ended (complete, client_closed, ...).",
+            LABELS + ("reason",),
+            registry=registry,
+        )
+        self.plan_refusals = Counter(
+            "mediaproxy_plan_refusals",
+            "Requests refused (or streams cut) by a usage plan, by "
+            "reason: rate, day, month, streams.",
+            ("plan", "reason"),
+            registry=registry,
+        )
+        self.shared_state_errors = Counter(
+            "mediaproxy_shared_state_errors",
+            "Calls to the shared state (Redis) that failed.",
+            registry=registry,
+        )
+        self.shared_state_up = Gauge(
+            "mediaproxy_shared_state_up",
+            "1 while the shared state answers, 0 during an outage.",
+            registry=registry,
+            multiprocess_mode="livemin",
+        )
         self.shared_state_up.set(1)
         self._children: dict[tuple[object, ...], MetricWrapperBase] = {}
         self._labels: dict[str, tuple[str, str]] = {}  # route prefix -> its label values
@@ -102,8 +170,13 @@ class Metrics:
         self._reveal_restricted = reveal_restricted
         self._labels.update({route.prefix: _labels(route, reveal_restricted) for route in routes})
         for labels in self._labels.values():  # a route nobody used yet shows zeros, not nothing
-            for metric in (self.sent_bytes, self.received_bytes, self.ttfb, self.duration,
-                           self.active):
+            for metric in (
+                self.sent_bytes,
+                self.received_bytes,
+                self.ttfb,
+                self.duration,
+                self.active,
+            ):
                 self._child(metric, *labels)
 
     def _child(self, metric: M, *labels: str) -> M:

@@ -46,9 +46,11 @@ from mediaproxy.tornado_internals import reason_phrase
 
 PREFIX = "/_mediaproxy"
 PAGE_DIR = Path(__file__).parent / "status_page"
-PAGE_FILES = {"": ("index.html", "text/html; charset=utf-8"),
-              "status.js": ("status.js", "text/javascript; charset=utf-8"),
-              "status.css": ("status.css", "text/css; charset=utf-8")}
+PAGE_FILES = {
+    "": ("index.html", "text/html; charset=utf-8"),
+    "status.js": ("status.js", "text/javascript; charset=utf-8"),
+    "status.css": ("status.css", "text/css; charset=utf-8"),
+}
 SAMPLE_INTERVAL_S = 1.0
 
 
@@ -76,6 +78,8 @@ class LiveStream(Protocol):
     def exchange(self) -> SendCounter: ...
 
     def get_status(self) -> int: ...
+
+
 # Enough players for a page; a route over a big archive must not make the page scan it all.
 MAX_SAMPLES = 24
 MAX_FILES_EXAMINED = 2000
@@ -161,8 +165,11 @@ def find_samples(routes: Iterable[Route]) -> list[Sample]:
             media_type = sniff.content_type(head, path.name)
             if media_type.startswith(PLAYABLE):
                 relative = path.relative_to(settings.root)
-                samples.append(Sample(_route_url(route.prefix, relative), str(relative),
-                                      route.prefix, media_type))
+                samples.append(
+                    Sample(
+                        _route_url(route.prefix, relative), str(relative), route.prefix, media_type
+                    )
+                )
     return samples
 
 
@@ -207,8 +214,9 @@ class StreamSample:
     age_s: float
 
 
-def sample_streams(active: Iterable[LiveStream], previous: dict[int, StreamSample],
-                   now: float, admin: AdminAccess) -> dict[int, StreamSample]:
+def sample_streams(
+    active: Iterable[LiveStream], previous: dict[int, StreamSample], now: float, admin: AdminAccess
+) -> dict[int, StreamSample]:
     """The running exchanges now that the viewer may see (no private route's without an
     admin key); rates from ``previous`` (the last sample), else from start."""
     current: dict[int, StreamSample] = {}
@@ -225,13 +233,19 @@ def sample_streams(active: Iterable[LiveStream], previous: dict[int, StreamSampl
         else:
             elapsed_s, sent_before, received_before = max(age_s, 1e-9), 0, 0
         current[key] = StreamSample(
-            id=key, route=handler.route.prefix, integration=handler.route.integration,
-            method=handler.request.method or "", path=handler.request.path,
-            client=handler.request.remote_ip or "", status=handler.get_status(),
-            bytes_sent=exchange.bytes_sent, bytes_received=handler.bytes_received,
+            id=key,
+            route=handler.route.prefix,
+            integration=handler.route.integration,
+            method=handler.request.method or "",
+            path=handler.request.path,
+            client=handler.request.remote_ip or "",
+            status=handler.get_status(),
+            bytes_sent=exchange.bytes_sent,
+            bytes_received=handler.bytes_received,
             sent_per_s=(exchange.bytes_sent - sent_before) / elapsed_s,
             received_per_s=(handler.bytes_received - received_before) / elapsed_s,
-            age_s=age_s)
+            age_s=age_s,
+        )
     return current
 
 
@@ -260,8 +274,9 @@ class _StatusHandler(AdminOnly):
         self.set_header("Server", "mediaproxy")
         self.set_header("Cache-Control", "no-store")
         # Paths on the page come from clients: only our own script may run.
-        self.set_header("Content-Security-Policy",
-                        "default-src 'self'; img-src 'self' data:; object-src 'none'")
+        self.set_header(
+            "Content-Security-Policy", "default-src 'self'; img-src 'self' data:; object-src 'none'"
+        )
         self.set_header("X-Content-Type-Options", "nosniff")
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
@@ -283,8 +298,12 @@ class PageHandler(_StatusHandler):
 
 
 class OverviewHandler(_StatusHandler):
-    def initialize(self, config: Config, admin: AdminAccess,  # type: ignore[override]
-                   samples: SampleCache) -> None:
+    def initialize(  # type: ignore[override]
+        self,
+        config: Config,
+        admin: AdminAccess,
+        samples: SampleCache,
+    ) -> None:
         super().initialize(config, admin)
         self.samples = samples
 
@@ -294,10 +313,15 @@ class OverviewHandler(_StatusHandler):
         overview = {
             "version": __version__,
             **self.process(),
-            "routes": [{"prefix": route.prefix, "integration": route.integration,
-                        "idle_timeout_s": route.limits.idle_timeout_s,
-                        "max_stream_duration_s": route.limits.max_stream_duration_s}
-                       for route in routes],
+            "routes": [
+                {
+                    "prefix": route.prefix,
+                    "integration": route.integration,
+                    "idle_timeout_s": route.limits.idle_timeout_s,
+                    "max_stream_duration_s": route.limits.max_stream_duration_s,
+                }
+                for route in routes
+            ],
             "samples": [{**asdict(sample), "kind": sample.kind} for sample in samples],
         }
         self.set_header("Content-Type", "application/json")
@@ -375,9 +399,14 @@ class EventsHandler(_StatusHandler):
     open any number of them.
     """
 
-    def initialize(self, config: Config, admin: AdminAccess,  # type: ignore[override]
-                   active: Collection[LiveStream], siblings: SiblingStreams | None,
-                   streams: StreamCap) -> None:
+    def initialize(  # type: ignore[override]
+        self,
+        config: Config,
+        admin: AdminAccess,
+        active: Collection[LiveStream],
+        siblings: SiblingStreams | None,
+        streams: StreamCap,
+    ) -> None:
         super().initialize(config, admin)
         self.active = active
         self.siblings = siblings
@@ -418,16 +447,24 @@ class EventsHandler(_StatusHandler):
             await asyncio.sleep(SAMPLE_INTERVAL_S)
 
 
-def rules(config: Config, active: Collection[LiveStream], admin: AdminAccess,
-          streams: StreamCap, siblings: SiblingStreams | None = None) -> list[Any]:
+def rules(
+    config: Config,
+    active: Collection[LiveStream],
+    admin: AdminAccess,
+    streams: StreamCap,
+    siblings: SiblingStreams | None = None,
+) -> list[Any]:
     """The status page's URL rules, for the application."""
     settings = {"config": config, "admin": admin}
     samples = SampleCache(shown_routes(config.routes, admin))
     return [
         (PREFIX, _RedirectToPage, settings),
         (PREFIX + "/api/overview", OverviewHandler, {**settings, "samples": samples}),
-        (PREFIX + "/events", EventsHandler, {**settings, "active": active,
-                                                 "siblings": siblings, "streams": streams}),
+        (
+            PREFIX + "/events",
+            EventsHandler,
+            {**settings, "active": active, "siblings": siblings, "streams": streams},
+        ),
         (PREFIX + "/(" + "|".join(map(re.escape, PAGE_FILES)) + ")", PageHandler, settings),
     ]
 

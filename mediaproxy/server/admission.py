@@ -84,8 +84,9 @@ class StreamSlots:
     def acquire(self, prefix: str, route_cap: int) -> Slot:
         """A slot on route ``prefix`` (cap ``route_cap``, 0: none), or ServiceUnavailable."""
         if self.closed:
-            raise ServiceUnavailable("shutting down",
-                                     headers={"Retry-After": "1", "Connection": "close"})
+            raise ServiceUnavailable(
+                "shutting down", headers={"Retry-After": "1", "Connection": "close"}
+            )
         caps = ((TOTAL, self.total_cap), (route_name(prefix), route_cap))
         try:
             refused = self.table.acquire(caps)
@@ -110,8 +111,7 @@ class StreamSlots:
 def _declared_body_bytes(headers: Mapping[str, str]) -> int | None:
     """The request body's declared length; None when chunked, absent, or framed so that
     Tornado answers 400 itself."""
-    framing = request_body_framing(headers.get("Transfer-Encoding"),
-                                   headers.get("Content-Length"))
+    framing = request_body_framing(headers.get("Transfer-Encoding"), headers.get("Content-Length"))
     return None if framing is None else framing[1]
 
 
@@ -125,8 +125,9 @@ class Admission:
         self.plans = plans
         self._max_upload_bytes = route.limits.max_upload_bytes
 
-    def admit(self, method: str, path: str, query: str,
-              headers: Mapping[str, str]) -> tuple[Slot, PlanKey | None]:
+    def admit(
+        self, method: str, path: str, query: str, headers: Mapping[str, str]
+    ) -> tuple[Slot, PlanKey | None]:
         """A slot for this request (``path`` normalised) and the plan its key is on, if any;
         or the MediaproxyError that refuses it."""
         key = self.policy.check(method, path, query, headers, time.time())

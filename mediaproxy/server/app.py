@@ -18,19 +18,20 @@ from tornado.web import Application, RequestHandler
 
 from mediaproxy import integrations
 from mediaproxy.access_control import AdminAccess
-from mediaproxy.server import eventloop
-from mediaproxy.ops import status
-from mediaproxy.ops.access_log import AccessLog, open_access_log
-from mediaproxy.server.admission import Admission, StreamSlots
 from mediaproxy.config import Config, ConfigError
 from mediaproxy.errors import RequestError, Termination
 from mediaproxy.http import paths
 from mediaproxy.http.grammar import MAX_INT64
-from mediaproxy.server.handler import GatewayHandler, handler_class_for
 from mediaproxy.integrations.base import Integration
-from mediaproxy.ops.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE, Metrics
+from mediaproxy.ops import status
+from mediaproxy.ops.access_log import AccessLog, open_access_log
+from mediaproxy.ops.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from mediaproxy.ops.metrics import Metrics
 from mediaproxy.ops.metrics_dir import multiprocess_dir
+from mediaproxy.server import eventloop
+from mediaproxy.server.admission import Admission, StreamSlots
 from mediaproxy.server.connections import GatewayServer
+from mediaproxy.server.handler import GatewayHandler, handler_class_for
 from mediaproxy.server.shared_table import SharedTable
 from mediaproxy.server.usage import LocalStore, PlanGuard, UsageStore
 from mediaproxy.tornado_internals import open_connections, reason_phrase
@@ -99,8 +100,9 @@ class BadPathHandler(PlainHandler):
         self.detail = detail
 
     def prepare(self) -> None:
-        log.info("%s %s refused: %s (400)", self.request.method, self.request.uri[:200],
-                 self.detail)
+        log.info(
+            "%s %s refused: %s (400)", self.request.method, self.request.uri[:200], self.detail
+        )
         self.send_error(400)
 
 
@@ -109,8 +111,9 @@ class GatewayApplication(Application):
     the gateway's own endpoints first, then the longest route prefix. A route goes to
     GatewayHandler, or to its bodyless twin when the request has no body."""
 
-    def __init__(self, rules: list[Any], routes: dict[str, dict[str, Any]],
-                 **settings: Any) -> None:
+    def __init__(
+        self, rules: list[Any], routes: dict[str, dict[str, Any]], **settings: Any
+    ) -> None:
         super().__init__(rules, **settings)
         self.gateway_routes = routes  # prefix -> GatewayHandler's arguments
         self._prefixes = list(routes)
@@ -133,21 +136,25 @@ class GatewayApplication(Application):
         prefix = paths.match_prefix(path, self._prefixes)
         if prefix is None:
             if path.refusal is not None:  # no route takes it raw: ambiguous stays a 400
-                return self.get_handler_delegate(request, BadPathHandler,
-                                                 {"detail": path.refusal})
+                return self.get_handler_delegate(request, BadPathHandler, {"detail": path.refusal})
             return self.get_handler_delegate(request, NotFoundHandler)
-        return self.get_handler_delegate(request, GatewayHandler,
-                                         {**self.gateway_routes[prefix], "path": path})
+        return self.get_handler_delegate(
+            request, GatewayHandler, {**self.gateway_routes[prefix], "path": path}
+        )
 
-    def get_handler_delegate(self, request: HTTPServerRequest,
-                             target_class: type[RequestHandler],
-                             target_kwargs: dict[str, Any] | None = None,
-                             path_args: list[bytes] | None = None,
-                             path_kwargs: dict[str, bytes] | None = None) -> Any:
+    def get_handler_delegate(
+        self,
+        request: HTTPServerRequest,
+        target_class: type[RequestHandler],
+        target_kwargs: dict[str, Any] | None = None,
+        path_args: list[bytes] | None = None,
+        path_kwargs: dict[str, bytes] | None = None,
+    ) -> Any:
         if target_class is GatewayHandler:
             target_class = handler_class_for(request)
-        return super().get_handler_delegate(request, target_class, target_kwargs, path_args,
-                                            path_kwargs)
+        return super().get_handler_delegate(
+            request, target_class, target_kwargs, path_args, path_kwargs
+        )
 
 
 @dataclass
@@ -179,15 +186,17 @@ class Gateway:
             self.publishing.cancel()
         if self.plans is not None:
             await self.plans.close()
-        if self.access_log is not None and (successor is None
-                                            or successor.access_log is not self.access_log):
+        if self.access_log is not None and (
+            successor is None or successor.access_log is not self.access_log
+        ):
             self.access_log.close()
         if self.owns_table and successor is None:
             self.slots.table.close()
 
 
-def make_gateway(config: Config, table: SharedTable | None = None,
-                 previous: Gateway | None = None) -> Gateway:
+def make_gateway(
+    config: Config, table: SharedTable | None = None, previous: Gateway | None = None
+) -> Gateway:
     """The gateway for ``config``; ``table`` is the instance's (the workers' parent makes it),
     or None for a gateway that is the whole instance. A reload passes the ``previous``
     gateway: the new one shares its running streams, metrics, lifecycle and table (and its
@@ -205,13 +214,20 @@ def make_gateway(config: Config, table: SharedTable | None = None,
         active, metrics, lifecycle = previous.active, previous.metrics, previous.lifecycle
         metrics.use_routes(config.routes, reveal_restricted=admin.protected)
         same_log = previous.config.server.access_log == config.server.access_log
-        access_log = (previous.access_log if same_log
-                      else open_access_log(config.server.access_log))
+        access_log = previous.access_log if same_log else open_access_log(config.server.access_log)
         owns_table, table = previous.owns_table, previous.slots.table
     slots = StreamSlots(config.limits.max_concurrent_streams, table)
-    plans = None if not config.plans else PlanGuard(
-        config.shared_state, config.plans, usage_store(config, slots.table), metrics,
-        remote=config.shared_state.redis_url is not None)
+    plans = (
+        None
+        if not config.plans
+        else PlanGuard(
+            config.shared_state,
+            config.plans,
+            usage_store(config, slots.table),
+            metrics,
+            remote=config.shared_state.redis_url is not None,
+        )
+    )
     rules: list[Any] = [(r"/healthz", HealthHandler, {"lifecycle": lifecycle})]
     # A surface switched off stays reserved: 404, never handed to a catch-all '/' route.
     if config.server.metrics:
@@ -231,16 +247,31 @@ def make_gateway(config: Config, table: SharedTable | None = None,
     for route in config.routes:
         integration = integrations.build(route)
         built.append(integration)
-        routes[route.prefix] = {"route": route, "integration": integration,
-                                "admission": Admission(route, slots, plans), "metrics": metrics,
-                                "access_log": access_log,
-                                "public_url": config.server.public_url}
-    application = GatewayApplication(rules, routes,
-                                     log_function=lambda handler: None)  # we log our own access lines
+        routes[route.prefix] = {
+            "route": route,
+            "integration": integration,
+            "admission": Admission(route, slots, plans),
+            "metrics": metrics,
+            "access_log": access_log,
+            "public_url": config.server.public_url,
+        }
+    application = GatewayApplication(
+        rules, routes, log_function=lambda handler: None
+    )  # we log our own access lines
     application.active = active  # type: ignore[attr-defined]
     application.lifecycle = lifecycle  # type: ignore[attr-defined]
-    return Gateway(config, application, metrics, access_log, lifecycle, built, slots, owns_table,
-                   plans, publishing)
+    return Gateway(
+        config,
+        application,
+        metrics,
+        access_log,
+        lifecycle,
+        built,
+        slots,
+        owns_table,
+        plans,
+        publishing,
+    )
 
 
 def usage_store(config: Config, table: SharedTable) -> UsageStore:
@@ -248,6 +279,7 @@ def usage_store(config: Config, table: SharedTable) -> UsageStore:
     if config.shared_state.redis_url is None:
         return LocalStore(table)
     from mediaproxy.server.redis_store import RedisStore  # the optional redis extra
+
     return RedisStore(config.shared_state)
 
 
@@ -294,8 +326,9 @@ class RunningServer:
         grace_s = self.gateway.config.server.shutdown_grace_s
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace_s
-        while loop.time() < deadline and (self.gateway.active or (
-                graceful and open_connections(self.server))):
+        while loop.time() < deadline and (
+            self.gateway.active or (graceful and open_connections(self.server))
+        ):
             await asyncio.sleep(0.05)
         for handler in list(self.gateway.active):
             handler.terminate(Termination.SHUTDOWN)
@@ -310,11 +343,15 @@ RESTART_ONLY = ("address", "port", "processes", "event_loop", "max_header_bytes"
 
 def restartless(running: Config, loaded: Config) -> Config:
     """``loaded`` with the settings a reload cannot change kept as they run (and said so)."""
-    changed = [key for key in RESTART_ONLY[:-1]
-               if getattr(running.server, key) != getattr(loaded.server, key)]
+    changed = [
+        key
+        for key in RESTART_ONLY[:-1]
+        if getattr(running.server, key) != getattr(loaded.server, key)
+    ]
     if changed:
-        log.warning("reload: [server] %s changed; that applies at the next start",
-                    ", ".join(changed))
+        log.warning(
+            "reload: [server] %s changed; that applies at the next start", ", ".join(changed)
+        )
     kept = {key: getattr(running.server, key) for key in RESTART_ONLY}
     return replace(loaded, server=replace(loaded.server, **kept))
 
@@ -326,24 +363,34 @@ def listen(config: Config) -> list[socket.socket]:
     shown = f"[{host}]" if ":" in host else host
     scheme = "https" if config.server.tls is not None else "http"
     routes = ", ".join(f"{r.prefix} -> {r.integration}" for r in config.routes) or "none"
-    log.info("mediaproxy listening on %s://%s:%d (config %s; routes: %s; event loop %s)",
-             scheme, shown, sockets[0].getsockname()[1], config.path, routes,
-             eventloop.chosen(config.server.event_loop))
+    log.info(
+        "mediaproxy listening on %s://%s:%d (config %s; routes: %s; event loop %s)",
+        scheme,
+        shown,
+        sockets[0].getsockname()[1],
+        config.path,
+        routes,
+        eventloop.chosen(config.server.event_loop),
+    )
     return sockets
 
 
-def start(config: Config, sockets: list[socket.socket] | None = None,
-          table: SharedTable | None = None) -> RunningServer:
+def start(
+    config: Config, sockets: list[socket.socket] | None = None, table: SharedTable | None = None
+) -> RunningServer:
     """Serve on ``sockets`` (a worker's share of the parent's), or on newly bound ones;
     ``table``: the counters shared with the other workers, if any."""
     gateway = make_gateway(config, table)
     # Tornado's default would be 100 MB per request body; uploads stream, so no ceiling here.
-    server = GatewayServer(gateway.application, max_body_size=MAX_INT64,
-                           header_timeout_s=config.server.header_timeout_s,
-                           idle_timeout_s=config.limits.idle_timeout_s,
-                           max_header_bytes=config.server.max_header_bytes,
-                           max_client_connections=config.server.max_client_connections,
-                           ssl_options=config.server.tls)
+    server = GatewayServer(
+        gateway.application,
+        max_body_size=MAX_INT64,
+        header_timeout_s=config.server.header_timeout_s,
+        idle_timeout_s=config.limits.idle_timeout_s,
+        max_header_bytes=config.server.max_header_bytes,
+        max_client_connections=config.server.max_client_connections,
+        ssl_options=config.server.tls,
+    )
     if sockets is None:
         sockets = listen(config)
     server.add_sockets(sockets)
@@ -358,8 +405,11 @@ def reload_from(running: RunningServer, read_config: Callable[[], Config]) -> No
         log.error("reload refused, the running config stays: %s", error)
         return
     running.reload(config)
-    log.info("config reloaded from %s (routes: %s); running streams finish on the old one",
-             config.path, ", ".join(route.prefix for route in config.routes) or "none")
+    log.info(
+        "config reloaded from %s (routes: %s); running streams finish on the old one",
+        config.path,
+        ", ".join(route.prefix for route in config.routes) or "none",
+    )
 
 
 def _reopen_access_log(running: RunningServer) -> None:
@@ -367,9 +417,12 @@ def _reopen_access_log(running: RunningServer) -> None:
         running.gateway.access_log.reopen()
 
 
-async def serve(config: Config, sockets: list[socket.socket] | None = None,
-                table: SharedTable | None = None,
-                read_config: Callable[[], Config] | None = None) -> None:
+async def serve(
+    config: Config,
+    sockets: list[socket.socket] | None = None,
+    table: SharedTable | None = None,
+    read_config: Callable[[], Config] | None = None,
+) -> None:
     """Run until a signal to stop, then drain. SIGTERM and SIGINT drain, refusing requests
     on open connections; SIGQUIT drains serving them (a worker being replaced); SIGHUP
     reloads the config with ``read_config`` (None: a worker, whose parent reloads by
@@ -388,8 +441,9 @@ async def serve(config: Config, sockets: list[socket.socket] | None = None,
         signal.SIGTERM: stop.set,
         signal.SIGINT: stop.set,
         signal.SIGQUIT: retire,
-        signal.SIGHUP: ((lambda: reload_from(running, read_config)) if read_config is not None
-                        else lambda: None),
+        signal.SIGHUP: (
+            (lambda: reload_from(running, read_config)) if read_config is not None else lambda: None
+        ),
         signal.SIGUSR1: lambda: _reopen_access_log(running),
     }
     for signum, act in meanings.items():
@@ -397,8 +451,11 @@ async def serve(config: Config, sockets: list[socket.socket] | None = None,
     # A worker process starts with these blocked (mediaproxy.server.workers): none was lost.
     signal.pthread_sigmask(signal.SIG_UNBLOCK, meanings)
     await stop.wait()
-    log.info("mediaproxy %s: %d streams running, grace %.0f s",
-             "replaced, finishing" if graceful else "stopping", len(running.gateway.active),
-             running.gateway.config.server.shutdown_grace_s)
+    log.info(
+        "mediaproxy %s: %d streams running, grace %.0f s",
+        "replaced, finishing" if graceful else "stopping",
+        len(running.gateway.active),
+        running.gateway.config.server.shutdown_grace_s,
+    )
     await running.shutdown(graceful)
     log.info("mediaproxy stopped")

@@ -49,9 +49,15 @@ from tornado.httpserver import HTTPServer
 from tornado.httputil import HTTPServerConnectionDelegate
 from tornado.iostream import IOStream, StreamClosedError, UnsatisfiableReadError
 
-from mediaproxy.tornado_internals import (HANDSHAKE_FAILURE_FORMAT, HANDSHAKE_FAILURE_LOGGER,
-                                          HEADER_BLOCK_END, open_connections, request_context,
-                                          track_connection, unread)
+from mediaproxy.tornado_internals import (
+    HANDSHAKE_FAILURE_FORMAT,
+    HANDSHAKE_FAILURE_LOGGER,
+    HEADER_BLOCK_END,
+    open_connections,
+    request_context,
+    track_connection,
+    unread,
+)
 
 log = logging.getLogger("mediaproxy")
 
@@ -71,8 +77,11 @@ HANDSHAKE_INFO_INTERVAL_S = 60.0
 class HandshakeFailureLog(logging.Filter):
     """Tornado's per-handshake WARNING, replaced by our own lines (install with ``install``)."""
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic,
-                 interval_s: float = HANDSHAKE_INFO_INTERVAL_S) -> None:
+    def __init__(
+        self,
+        clock: Callable[[], float] = time.monotonic,
+        interval_s: float = HANDSHAKE_INFO_INTERVAL_S,
+    ) -> None:
         super().__init__()
         self._clock = clock
         self._interval_s = interval_s
@@ -85,9 +94,13 @@ class HandshakeFailureLog(logging.Filter):
         now = self._clock()
         if now >= self._next_info_at:
             self._next_info_at = now + self._interval_s
-            log.info("TLS handshake with %s failed: %s (plain HTTP to the TLS port, or no common "
-                     "version or cipher); more within %g s are logged at debug level",
-                     peer, error, self._interval_s)
+            log.info(
+                "TLS handshake with %s failed: %s (plain HTTP to the TLS port, or no common "
+                "version or cipher); more within %g s are logged at debug level",
+                peer,
+                error,
+                self._interval_s,
+            )
         else:
             log.debug("TLS handshake with %s failed: %s", peer, error)
         return False
@@ -168,8 +181,10 @@ class ClientConnection(HTTP1ServerConnection):
         try:
             while True:
                 piece = await gen.with_timeout(
-                    deadline, self.stream.read_bytes(READ_BYTES, partial=True),
-                    quiet_exceptions=StreamClosedError)
+                    deadline,
+                    self.stream.read_bytes(READ_BYTES, partial=True),
+                    quiet_exceptions=StreamClosedError,
+                )
                 if not data and not first:
                     deadline = clock() + server.header_timeout_s  # the request has begun
                 searched_from = max(0, len(data) - 3)
@@ -179,8 +194,11 @@ class ClientConnection(HTTP1ServerConnection):
         except StreamClosedError:
             return False
         except TimeoutError:
-            log.debug("%s: no complete request header within %s", self.context,
-                      "header_timeout" if data or first else "idle_timeout")
+            log.debug(
+                "%s: no complete request header within %s",
+                self.context,
+                "header_timeout" if data or first else "idle_timeout",
+            )
             self.stream.close()
             return False
         except _HeadTooLarge as refusal:
@@ -203,21 +221,31 @@ class ClientConnection(HTTP1ServerConnection):
 
     async def _refuse(self, refusal: _HeadTooLarge) -> None:
         """The status, then a lingering read, then close."""
-        log.debug("%s: request header over %d bytes: %d", self.context,
-                  self._server.max_header_bytes, refusal.status)
+        log.debug(
+            "%s: request header over %d bytes: %d",
+            self.context,
+            self._server.max_header_bytes,
+            refusal.status,
+        )
         body = f"{refusal.status} {refusal.phrase}\n".encode()
-        head = (f"HTTP/1.1 {refusal.status} {refusal.phrase}\r\n"
-                f"Content-Type: text/plain; charset=utf-8\r\nContent-Length: {len(body)}\r\n"
-                f"Connection: close\r\n\r\n").encode()
+        head = (
+            f"HTTP/1.1 {refusal.status} {refusal.phrase}\r\n"
+            f"Content-Type: text/plain; charset=utf-8\r\nContent-Length: {len(body)}\r\n"
+            f"Connection: close\r\n\r\n"
+        ).encode()
         stream = self.stream
         try:
             await stream.write(head + body)
             deadline = stream.io_loop.time() + LINGER_S
             dropped = 0
             while dropped < LINGER_BYTES:
-                dropped += len(await gen.with_timeout(
-                    deadline, stream.read_bytes(READ_BYTES, partial=True),
-                    quiet_exceptions=StreamClosedError))
+                dropped += len(
+                    await gen.with_timeout(
+                        deadline,
+                        stream.read_bytes(READ_BYTES, partial=True),
+                        quiet_exceptions=StreamClosedError,
+                    )
+                )
         except (StreamClosedError, TimeoutError):
             pass
         finally:
@@ -228,12 +256,24 @@ class GatewayServer(HTTPServer):
     """HTTPServer with ``ClientConnection`` for its connections (see the module docstring)."""
 
     # HTTPServer is a tornado Configurable: its constructor's arguments go to initialize().
-    def initialize(self, application: Any, *,  # type: ignore[override]
-                   header_timeout_s: float, idle_timeout_s: float,
-                   max_header_bytes: int, max_client_connections: int, max_body_size: int,
-                   ssl_options: ssl.SSLContext | None) -> None:
-        super().initialize(application, xheaders=False, max_body_size=max_body_size,
-                           max_header_size=max_header_bytes, ssl_options=ssl_options)
+    def initialize(  # type: ignore[override]
+        self,
+        application: Any,
+        *,
+        header_timeout_s: float,
+        idle_timeout_s: float,
+        max_header_bytes: int,
+        max_client_connections: int,
+        max_body_size: int,
+        ssl_options: ssl.SSLContext | None,
+    ) -> None:
+        super().initialize(
+            application,
+            xheaders=False,
+            max_body_size=max_body_size,
+            max_header_size=max_header_bytes,
+            ssl_options=ssl_options,
+        )
         self.conn_params.header_timeout = None  # the header is complete before Tornado reads it
         self.header_timeout_s = header_timeout_s
         self.idle_timeout_s = idle_timeout_s
@@ -247,9 +287,11 @@ class GatewayServer(HTTPServer):
     def handle_stream(self, stream: IOStream, address: tuple[Any, ...]) -> None:
         if 0 < self.max_client_connections <= open_connections(self):
             if self._refusal_line():
-                log.warning("max_client_connections (%d) reached: new connections are closed "
-                            "at once (this line at most once a minute)",
-                            self.max_client_connections)
+                log.warning(
+                    "max_client_connections (%d) reached: new connections are closed "
+                    "at once (this line at most once a minute)",
+                    self.max_client_connections,
+                )
             stream.close()
             return
         context = request_context(stream, address, self.protocol, self.trusted_downstream)

@@ -27,6 +27,7 @@ def chosen(event_loop: str) -> str:
 def _factory(event_loop: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
     if chosen(event_loop) == "uvloop":
         import uvloop
+
         return uvloop.new_event_loop
     return None  # asyncio's default
 

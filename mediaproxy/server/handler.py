@@ -29,24 +29,39 @@ from tornado.httputil import HTTPHeaders, HTTPServerRequest
 from tornado.iostream import IOStream, StreamClosedError
 from tornado.web import RequestHandler, stream_request_body
 
-from mediaproxy.streaming import compression
-from mediaproxy.ops.access_log import AccessLog, ExchangeRecord
-from mediaproxy.server.admission import Admission, Slot
 from mediaproxy.config import Limits, Route
-from mediaproxy.errors import (MediaproxyError, PayloadTooLarge, RequestError, ServiceUnavailable,
-                               Termination, UpstreamTimeout)
+from mediaproxy.errors import (
+    MediaproxyError,
+    PayloadTooLarge,
+    RequestError,
+    ServiceUnavailable,
+    Termination,
+    UpstreamTimeout,
+)
 from mediaproxy.http.paths import Below, RequestPath, below_prefix
-from mediaproxy.http.upstreams import PublicUrl
 from mediaproxy.http.statuses import is_bodyless
+from mediaproxy.http.upstreams import PublicUrl
 from mediaproxy.integrations.base import Exchange, Integration, Request, body_framing
-from mediaproxy.streaming.timers import StreamTimers
-from mediaproxy.tornado_internals import (chunking_output, content_remaining, count_body_bytes,
-                                         handler_finished, not_streaming_body)
+from mediaproxy.ops.access_log import AccessLog, ExchangeRecord
 from mediaproxy.ops.metrics import Metrics
-from mediaproxy.streaming.pacing import Pacer
+from mediaproxy.server.admission import Admission, Slot
 from mediaproxy.server.usage import KeyUsage, QuotaExhausted
-from mediaproxy.streaming.zerocopy import (ZERO_COPY_MAX_BYTES, ZERO_COPY_MIN_BYTES,
-                                           ZERO_COPY_WAIT_PIECE_BYTES, ZeroCopySource)
+from mediaproxy.streaming import compression
+from mediaproxy.streaming.pacing import Pacer
+from mediaproxy.streaming.timers import StreamTimers
+from mediaproxy.streaming.zerocopy import (
+    ZERO_COPY_MAX_BYTES,
+    ZERO_COPY_MIN_BYTES,
+    ZERO_COPY_WAIT_PIECE_BYTES,
+    ZeroCopySource,
+)
+from mediaproxy.tornado_internals import (
+    chunking_output,
+    content_remaining,
+    count_body_bytes,
+    handler_finished,
+    not_streaming_body,
+)
 
 log = logging.getLogger("mediaproxy")
 
@@ -97,8 +112,15 @@ class BodyChannel:
 class HandlerExchange(Exchange):
     """The Exchange interface over one GatewayHandler."""
 
-    def __init__(self, handler: GatewayHandler, request: Request, limits: Limits,
-                 body: BodyChannel, timers: StreamTimers, compress: bool = False) -> None:
+    def __init__(
+        self,
+        handler: GatewayHandler,
+        request: Request,
+        limits: Limits,
+        body: BodyChannel,
+        timers: StreamTimers,
+        compress: bool = False,
+    ) -> None:
         self.request = request
         self.limits = limits
         self._compress = compress
@@ -111,23 +133,30 @@ class HandlerExchange(Exchange):
         self.status = 0
         self.bytes_sent = 0
         self.first_byte_at: float | None = None
-        self._pacer = (Pacer(limits.rate_limit_bytes_per_s, limits.rate_limit_after_bytes)
-                       if limits.rate_limit_bytes_per_s else None)
+        self._pacer = (
+            Pacer(limits.rate_limit_bytes_per_s, limits.rate_limit_after_bytes)
+            if limits.rate_limit_bytes_per_s
+            else None
+        )
         self.upstream_status: int | None = None
         self.meter: KeyUsage | None = None  # the key's quotas, charged before bytes go out
 
     def body(self) -> AsyncIterator[bytes]:
         return self._body.chunks()
 
-    def start(self, status: int, headers: Iterable[tuple[str, str]],
-              reason: str | None = None) -> None:
+    def start(
+        self, status: int, headers: Iterable[tuple[str, str]], reason: str | None = None
+    ) -> None:
         handler = self._handler
         handler.set_status(status, reason)
         fields = list(headers)
         if self._compress:
             fields, self._encoder = compression.begin(
-                status, fields, self.request.headers.get("Accept-Encoding"),
-                send_body=self.request.method != "HEAD")
+                status,
+                fields,
+                self.request.headers.get("Accept-Encoding"),
+                send_body=self.request.method != "HEAD",
+            )
         # The first field of a name replaces Tornado's default of that name (Date, Server);
         # later ones of the same name are added beside it.
         named: set[str] = set()
@@ -172,7 +201,7 @@ class HandlerExchange(Exchange):
                 paused = True
                 await asyncio.sleep(wait_s)
                 self._timers.progress()  # our own pause is not the stream standing still
-            piece = chunk[offset:offset + pacer.piece_bytes()]
+            piece = chunk[offset : offset + pacer.piece_bytes()]
             await self._send_now(piece)
             pacer.record(len(piece))
             offset += len(piece)
@@ -254,8 +283,11 @@ class HandlerExchange(Exchange):
                     pacer.record(len(piece))
 
     async def finish(self) -> None:
-        if (self.request.method == "HEAD" and not self._started
-                and not is_bodyless(self._handler.get_status())):
+        if (
+            self.request.method == "HEAD"
+            and not self._started
+            and not is_bodyless(self._handler.get_status())
+        ):
             # Tornado's finish() would add "Content-Length: 0" where the integration set none
             # (a compressed or streamed GET has none): the headers go out as they are first.
             # A 204 or 304 is left to finish(), which trims it as it trims the GET's.
@@ -271,10 +303,12 @@ class HandlerExchange(Exchange):
 
 def _zero_copy_possible(connection: object) -> bool:
     """The kernel's copy needs a plain TCP socket and a Content-Length body Tornado accounts."""
-    return (isinstance(connection, HTTP1Connection)
-            and type(connection.stream) is IOStream
-            and not chunking_output(connection)
-            and content_remaining(connection) is not None)
+    return (
+        isinstance(connection, HTTP1Connection)
+        and type(connection.stream) is IOStream
+        and not chunking_output(connection)
+        and content_remaining(connection) is not None
+    )
 
 
 def has_request_body(headers: HTTPHeaders) -> bool:
@@ -288,9 +322,16 @@ class GatewayHandler(RequestHandler):
     SUPPORTED_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
     may_have_body = True  # False: routed here because the request has none
 
-    def initialize(self, route: Route, integration: Integration, admission: Admission,
-                   metrics: Metrics, access_log: AccessLog | None, path: RequestPath,
-                   public_url: PublicUrl | None = None) -> None:
+    def initialize(
+        self,
+        route: Route,
+        integration: Integration,
+        admission: Admission,
+        metrics: Metrics,
+        access_log: AccessLog | None,
+        path: RequestPath,
+        public_url: PublicUrl | None = None,
+    ) -> None:
         self.route = route
         self.public_url = public_url
         self.path = path  # read once by the application, which routed by it
@@ -319,9 +360,12 @@ class GatewayHandler(RequestHandler):
     async def prepare(self) -> None:
         loop = asyncio.get_running_loop()
         limits = self.route.limits
-        self._timers = StreamTimers(loop, idle_timeout_s=limits.idle_timeout_s,
-                                    max_duration_s=limits.max_stream_duration_s,
-                                    on_expire=self._expire)
+        self._timers = StreamTimers(
+            loop,
+            idle_timeout_s=limits.idle_timeout_s,
+            max_duration_s=limits.max_stream_duration_s,
+            on_expire=self._expire,
+        )
         has_body = self.may_have_body and has_request_body(self.request.headers)
         self._body = BodyChannel(expect_body=has_body)
         request = self.request
@@ -333,21 +377,31 @@ class GatewayHandler(RequestHandler):
         public = self.public_url
         self.exchange = HandlerExchange(
             self,
-            Request(method=request.method or "GET", path=below.path, segments=below.segments,
-                    query=self.admission.forwarded_query(request.query),
-                    headers=self.admission.forwarded_headers(request.headers),
-                    remote_ip=request.remote_ip or "",
-                    scheme=public.scheme if public else request.protocol,
-                    host=public.authority if public else request.host,
-                    mount=public.mount if public else "", prefix=self.route.prefix,
-                    version=request.version),
-            limits, self._body, self._timers, compress=self.route.compress)
+            Request(
+                method=request.method or "GET",
+                path=below.path,
+                segments=below.segments,
+                query=self.admission.forwarded_query(request.query),
+                headers=self.admission.forwarded_headers(request.headers),
+                remote_ip=request.remote_ip or "",
+                scheme=public.scheme if public else request.protocol,
+                host=public.authority if public else request.host,
+                mount=public.mount if public else "",
+                prefix=self.route.prefix,
+                version=request.version,
+            ),
+            limits,
+            self._body,
+            self._timers,
+            compress=self.route.compress,
+        )
         self.application.active.add(self)  # type: ignore[attr-defined]
         try:
             if refusal is not None:
                 raise refusal
-            self._slot, plan_key = self.admission.admit(request.method or "GET", self.path.text,
-                                                        request.query, request.headers)
+            self._slot, plan_key = self.admission.admit(
+                request.method or "GET", self.path.text, request.query, request.headers
+            )
             if plan_key is not None:
                 assert self.admission.plans is not None
                 self.usage = await self.admission.plans.admit(plan_key)
@@ -411,8 +465,12 @@ class GatewayHandler(RequestHandler):
         except MediaproxyError as error:
             log.info("%s %s: %s (%d)", self.request.method, self.path.raw, error, error.status)
             self.termination = self.termination or (
-                Termination.QUOTA if isinstance(error, QuotaExhausted)
-                else Termination.REJECTED if error.status < 500 else Termination.UPSTREAM_ERROR)
+                Termination.QUOTA
+                if isinstance(error, QuotaExhausted)
+                else Termination.REJECTED
+                if error.status < 500
+                else Termination.UPSTREAM_ERROR
+            )
             self._fail(error)
         except Exception:
             log.exception("%s %s failed", self.request.method, self.path.raw)
@@ -429,8 +487,14 @@ class GatewayHandler(RequestHandler):
 
     def _refuse(self, error: MediaproxyError) -> None:
         """Turn the request away (admission, an upload past its limit): a status, or a cut."""
-        log.info("%s %s (route %s) refused: %s (%d)", self.request.method, self.path.raw,
-                 self.route.prefix, error, error.status)
+        log.info(
+            "%s %s (route %s) refused: %s (%d)",
+            self.request.method,
+            self.path.raw,
+            self.route.prefix,
+            error,
+            error.status,
+        )
         self.termination = Termination.REJECTED
         self._body.close()
         if self._task is not None:
@@ -466,9 +530,16 @@ class GatewayHandler(RequestHandler):
         if self.termination is None:
             self.termination = reason
             level = logging.INFO if reason is Termination.CLIENT_CLOSED else logging.WARNING
-            log.log(level, "%s %s (route %s) cut: %s after %d bytes sent, %d received",
-                    self.request.method, self.path.raw, self.route.prefix, reason.value,
-                    self.exchange.bytes_sent, self.bytes_received)
+            log.log(
+                level,
+                "%s %s (route %s) cut: %s after %d bytes sent, %d received",
+                self.request.method,
+                self.path.raw,
+                self.route.prefix,
+                reason.value,
+                self.exchange.bytes_sent,
+                self.bytes_received,
+            )
         if self.exchange.started:
             self._abort()
         if self._task is not None and not self._task.done():
@@ -503,23 +574,34 @@ class GatewayHandler(RequestHandler):
         bytes_sent, ttfb_s, upstream_status, started = 0, None, None, False
         exchange: HandlerExchange | None = getattr(self, "exchange", None)  # None: no prepare()
         if exchange is not None:
-            bytes_sent, upstream_status, started = (exchange.bytes_sent,
-                                                    exchange.upstream_status, exchange.started)
+            bytes_sent, upstream_status, started = (
+                exchange.bytes_sent,
+                exchange.upstream_status,
+                exchange.started,
+            )
             if exchange.first_byte_at is not None:
                 ttfb_s = exchange.first_byte_at - self.started_at
         # None: finish() ran with nothing wrong, whatever the status (an origin's 404 relayed
         # whole is a complete exchange); or Tornado answered before prepare() (a 405).
-        termination = self.termination or (Termination.COMPLETE if exchange is not None
-                                           or status < 400 else Termination.REJECTED)
+        termination = self.termination or (
+            Termination.COMPLETE if exchange is not None or status < 400 else Termination.REJECTED
+        )
         if termination is Termination.CLIENT_CLOSED and not started:
             status = CLIENT_CLOSED_REQUEST
         return ExchangeRecord(
-            route=self.route.prefix, integration=self.route.integration,
-            method=self.request.method or "", path=self.path.raw, status=status,
-            bytes_sent=bytes_sent, bytes_received=self.bytes_received, ttfb_s=ttfb_s,
+            route=self.route.prefix,
+            integration=self.route.integration,
+            method=self.request.method or "",
+            path=self.path.raw,
+            status=status,
+            bytes_sent=bytes_sent,
+            bytes_received=self.bytes_received,
+            ttfb_s=ttfb_s,
             duration_s=asyncio.get_running_loop().time() - self.started_at,
-            termination=termination, client=self.request.remote_ip or "",
-            upstream_status=upstream_status)
+            termination=termination,
+            client=self.request.remote_ip or "",
+            upstream_status=upstream_status,
+        )
 
 
 @not_streaming_body
@@ -546,6 +628,7 @@ def handler_class_for(request: HTTPServerRequest) -> type[GatewayHandler]:
     if framing is None:
         return BodylessGatewayHandler  # Tornado refuses the framing before the handler runs
     if framing[0] or (
-            "Content-Type" in headers and headers["Content-Type"].startswith(_FORM_TYPES)):
+        "Content-Type" in headers and headers["Content-Type"].startswith(_FORM_TYPES)
+    ):
         return GatewayHandler
     return BodylessGatewayHandler

@@ -129,9 +129,12 @@ class RedisStore:
         self.settings = settings
         self.prefix = settings.key_prefix
         self.client = aioredis.from_url(
-            settings.redis_url, socket_timeout=settings.timeout_s,
-            socket_connect_timeout=settings.timeout_s, retry=Retry(NoBackoff(), 0),
-            health_check_interval=0)
+            settings.redis_url,
+            socket_timeout=settings.timeout_s,
+            socket_connect_timeout=settings.timeout_s,
+            retry=Retry(NoBackoff(), 0),
+            health_check_interval=0,
+        )
         self._admit = self.client.register_script(_ADMIT)
         self._charge = self.client.register_script(_CHARGE)
         self._renew = self.client.register_script(_RENEW)
@@ -152,8 +155,10 @@ class RedisStore:
         return f"{self.prefix}streams:{key.key_id}"
 
     def _quota_keys(self, key: PlanKey, periods: tuple[int, ...]) -> list[str]:
-        return [f"{self.prefix}{quota.period}:{number}:{key.key_id}"
-                for quota, number in zip(key.quotas, periods)]
+        return [
+            f"{self.prefix}{quota.period}:{number}:{key.key_id}"
+            for quota, number in zip(key.quotas, periods)
+        ]
 
     async def _run(self, script: Any, keys: list[str], args: list[Any]) -> Any:
         try:
@@ -161,18 +166,29 @@ class RedisStore:
         except (RedisError, OSError) as error:
             raise SharedStateError(f"{type(error).__name__}: {error}") from error
 
-    async def admit(self, key: PlanKey, lease_id: str, now_s: float,
-                    reserve_bytes: int) -> Refusal | None:
+    async def admit(
+        self, key: PlanKey, lease_id: str, now_s: float, reserve_bytes: int
+    ) -> Refusal | None:
         periods = tuple(period_number(quota.period, now_s) for quota in key.quotas)
-        args: list[Any] = [key.rate.interval_s if key.rate else 0,
-                           key.rate.tolerance_s if key.rate else 0,
-                           key.plan.max_concurrent_streams, lease_id,
-                           math.ceil(self.settings.lease_s * 1000), reserve_bytes]
+        args: list[Any] = [
+            key.rate.interval_s if key.rate else 0,
+            key.rate.tolerance_s if key.rate else 0,
+            key.plan.max_concurrent_streams,
+            lease_id,
+            math.ceil(self.settings.lease_s * 1000),
+            reserve_bytes,
+        ]
         for quota, lifetime in zip(key.quotas, self._lifetimes(key, now_s)):
             args += [quota.limit_bytes, lifetime]
-        answer = await self._run(self._admit, [f"{self.prefix}rate:{key.key_id}",
-                                               self._leases_key(key),
-                                               *self._quota_keys(key, periods)], args)
+        answer = await self._run(
+            self._admit,
+            [
+                f"{self.prefix}rate:{key.key_id}",
+                self._leases_key(key),
+                *self._quota_keys(key, periods),
+            ],
+            args,
+        )
         code = int(answer[0])
         if code == 0:
             if key.plan.max_concurrent_streams:
@@ -185,18 +201,24 @@ class RedisStore:
         return Refusal(_REFUSALS[code], float(answer[1]))
 
     async def charge(self, key: PlanKey, periods: tuple[int, ...], amount: int) -> tuple[int, ...]:
-        counts = await self._run(self._charge, self._quota_keys(key, periods),
-                                 [amount, *self._lifetimes(key, time.time())])
+        counts = await self._run(
+            self._charge,
+            self._quota_keys(key, periods),
+            [amount, *self._lifetimes(key, time.time())],
+        )
         return tuple(int(count) for count in counts)
 
     @staticmethod
     def _lifetimes(key: PlanKey, now_s: float) -> list[int]:
         """Each quota counter lives until its period ends, and a day more (a late refund)."""
-        return [math.ceil(period_end_s(quota.period, now_s) - now_s) + _QUOTA_SLACK_S
-                for quota in key.quotas]
+        return [
+            math.ceil(period_end_s(quota.period, now_s) - now_s) + _QUOTA_SLACK_S
+            for quota in key.quotas
+        ]
 
-    async def end(self, key: PlanKey, lease_id: str | None, periods: tuple[int, ...],
-                  refund_bytes: int) -> None:
+    async def end(
+        self, key: PlanKey, lease_id: str | None, periods: tuple[int, ...], refund_bytes: int
+    ) -> None:
         leases_key = self._leases_key(key)
         held = self.leases.get(leases_key)
         if held is not None and lease_id is not None:
@@ -246,7 +268,8 @@ class RedisStore:
                 try:
                     await asyncio.wait_for(
                         self._run(self._renew, [leases_key], [lease_ms, *held]),
-                        self.settings.timeout_s)
+                        self.settings.timeout_s,
+                    )
                 except (SharedStateError, asyncio.TimeoutError):
                     break  # the guard logs outages from requests; the next round retries
 
@@ -260,4 +283,3 @@ class RedisStore:
                 await self._renewer
         with contextlib.suppress(RedisError, OSError):
             await self.client.aclose()
-

@@ -100,9 +100,9 @@ class SharedTable:
         with self._locked():
             for entry in range(self.entries):
                 base = entry * self._entry_bytes
-                if self._map[base:base + 16] != _EMPTY:
+                if self._map[base : base + 16] != _EMPTY:
                     at = base + _HEAD.size + column * _COUNT.size
-                    self._map[at:at + _COUNT.size] = zero
+                    self._map[at : at + _COUNT.size] = zero
 
     # --- plans: rates and quotas ------------------------------------------------------------
 
@@ -116,8 +116,15 @@ class SharedTable:
                 _HEAD.pack_into(self._map, offset, digest, new_tat, period, amount)
         return wait_s
 
-    def admit_key(self, key: str, rate: Rate | None, quotas: Sequence[Quota], max_streams: int,
-                  now_s: float, reserve_bytes: int = 0) -> Refusal | None:
+    def admit_key(
+        self,
+        key: str,
+        rate: Rate | None,
+        quotas: Sequence[Quota],
+        max_streams: int,
+        now_s: float,
+        reserve_bytes: int = 0,
+    ) -> Refusal | None:
         """One request of a plan's key: refused by a spent quota, a full stream cap or the
         rate, in that order, changing nothing; or admitted, its rate and stream counted (the
         stream under ``key_streams(key)``, to be released) and ``reserve_bytes`` charged to
@@ -170,9 +177,9 @@ class SharedTable:
         start = int.from_bytes(digest[:8], "little") % self.entries
         for probe in range(self.entries):
             base = ((start + probe) % self.entries) * self._entry_bytes
-            held = self._map[base:base + 16]
+            held = self._map[base : base + 16]
             if held == _EMPTY:
-                self._map[base:base + 16] = digest
+                self._map[base : base + 16] = digest
             elif held != digest:
                 continue
             self._offsets[name] = base
@@ -181,8 +188,12 @@ class SharedTable:
 
     def _running(self, offset: int) -> int:
         start = offset + _HEAD.size
-        return sum(count for (count,) in _COUNT.iter_unpack(
-            self._map[start:start + _COUNT.size * self.columns]))
+        return sum(
+            count
+            for (count,) in _COUNT.iter_unpack(
+                self._map[start : start + _COUNT.size * self.columns]
+            )
+        )
 
     def _add_running(self, offset: int, column: int, delta: int) -> None:
         at = offset + _HEAD.size + column * _COUNT.size

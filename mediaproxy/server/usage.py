@@ -33,8 +33,15 @@ from mediaproxy.config import Plan, SharedState
 from mediaproxy.errors import ServiceUnavailable, TooManyRequests
 from mediaproxy.ops.metrics import Metrics
 from mediaproxy.server.shared_table import SharedTable, TableFull, key_streams
-from mediaproxy.streaming.usage import (Quota, Rate, Refusal, http_date, period_end_s,
-                                        period_number, retry_after)
+from mediaproxy.streaming.usage import (
+    Quota,
+    Rate,
+    Refusal,
+    http_date,
+    period_end_s,
+    period_number,
+    retry_after,
+)
 
 log = logging.getLogger("mediaproxy")
 
@@ -68,8 +75,9 @@ class UsageStore(Protocol):
     async def open(self) -> None:
         """Connect and prepare, ahead of the first request."""
 
-    async def admit(self, key: PlanKey, lease_id: str, now_s: float,
-                    reserve_bytes: int) -> Refusal | None:
+    async def admit(
+        self, key: PlanKey, lease_id: str, now_s: float, reserve_bytes: int
+    ) -> Refusal | None:
         """Check and count one request of ``key``; admitted, lease it a stream slot (if the
         plan caps streams) and charge ``reserve_bytes`` to each quota, all in one step."""
 
@@ -77,8 +85,9 @@ class UsageStore(Protocol):
         """Add ``amount`` bytes to each quota of ``key`` (in the given period numbers);
         every count after it."""
 
-    async def end(self, key: PlanKey, lease_id: str | None, periods: tuple[int, ...],
-                  refund_bytes: int) -> None:
+    async def end(
+        self, key: PlanKey, lease_id: str | None, periods: tuple[int, ...], refund_bytes: int
+    ) -> None:
         """A stream is over: drop its lease and give back what it reserved and did not send."""
 
     async def close(self) -> None: ...
@@ -94,23 +103,33 @@ class LocalStore:
     async def open(self) -> None:
         pass  # the table is in memory already
 
-    async def admit(self, key: PlanKey, lease_id: str, now_s: float,
-                    reserve_bytes: int) -> Refusal | None:
+    async def admit(
+        self, key: PlanKey, lease_id: str, now_s: float, reserve_bytes: int
+    ) -> Refusal | None:
         try:
-            return self.table.admit_key(key.key_id, key.rate, key.quotas,
-                                        key.plan.max_concurrent_streams, now_s, reserve_bytes)
+            return self.table.admit_key(
+                key.key_id,
+                key.rate,
+                key.quotas,
+                key.plan.max_concurrent_streams,
+                now_s,
+                reserve_bytes,
+            )
         except TableFull as error:
             raise SharedStateError(str(error)) from error
 
     async def charge(self, key: PlanKey, periods: tuple[int, ...], amount: int) -> tuple[int, ...]:
         try:
-            return tuple(self.table.charge(f"{quota.period} {key.key_id}", number, amount)
-                         for quota, number in zip(key.quotas, periods))
+            return tuple(
+                self.table.charge(f"{quota.period} {key.key_id}", number, amount)
+                for quota, number in zip(key.quotas, periods)
+            )
         except TableFull as error:
             raise SharedStateError(str(error)) from error
 
-    async def end(self, key: PlanKey, lease_id: str | None, periods: tuple[int, ...],
-                  refund_bytes: int) -> None:
+    async def end(
+        self, key: PlanKey, lease_id: str | None, periods: tuple[int, ...], refund_bytes: int
+    ) -> None:
         if refund_bytes:
             await self.charge(key, periods, -refund_bytes)
         if lease_id is not None:
@@ -130,8 +149,11 @@ def plan_keys(plans: Iterable[Plan]) -> dict[str, PlanKey]:
     found: dict[str, PlanKey] = {}
     for plan in plans:
         rate = Rate(plan.requests_per_second, plan.burst) if plan.requests_per_second else None
-        quotas = tuple(Quota(period, limit) for period, limit in
-                       (("day", plan.bytes_per_day), ("month", plan.bytes_per_month)) if limit)
+        quotas = tuple(
+            Quota(period, limit)
+            for period, limit in (("day", plan.bytes_per_day), ("month", plan.bytes_per_month))
+            if limit
+        )
         for key in plan.keys:
             found[key] = PlanKey(plan, key_id(key), rate, quotas)
     return found
@@ -140,9 +162,16 @@ def plan_keys(plans: Iterable[Plan]) -> dict[str, PlanKey]:
 class PlanGuard:
     """Usage plans for one gateway: admission of a key's request and its byte meter."""
 
-    def __init__(self, settings: SharedState, plans: Iterable[Plan], store: UsageStore,
-                 metrics: Metrics, clock: Callable[[], float] = time.time, *,
-                 remote: bool = True) -> None:
+    def __init__(
+        self,
+        settings: SharedState,
+        plans: Iterable[Plan],
+        store: UsageStore,
+        metrics: Metrics,
+        clock: Callable[[], float] = time.time,
+        *,
+        remote: bool = True,
+    ) -> None:
         self.settings = settings
         self.store = store
         # A store in this process's memory answers at once: no timer per call for it.
@@ -181,8 +210,10 @@ class PlanGuard:
             refusal = await self._ask(self.store.admit(key, lease_id, now_s, reserve_bytes))
         except SharedStateError:
             if self.settings.on_shared_state_error == "deny":
-                raise ServiceUnavailable("shared state unreachable (on_shared_state_error = "
-                                         "\"deny\")", headers={"Retry-After": "5"}) from None
+                raise ServiceUnavailable(
+                    'shared state unreachable (on_shared_state_error = "deny")',
+                    headers={"Retry-After": "5"},
+                ) from None
             return KeyUsage(self, key, None, 0, ())
         if refusal is not None:
             self.metrics.plan_refused(key.plan.name, refusal.reason)
@@ -197,14 +228,19 @@ class PlanGuard:
                 operation.close()  # never started: nothing to clean up
             raise SharedStateError("still away")
         try:
-            answer = await (operation if self._timeout_s is None
-                            else asyncio.wait_for(operation, self._timeout_s))
+            answer = await (
+                operation
+                if self._timeout_s is None
+                else asyncio.wait_for(operation, self._timeout_s)
+            )
         except (SharedStateError, asyncio.TimeoutError) as error:
             self._failed(error)
             raise SharedStateError(str(error)) from error
         if self._down_since is not None:
-            log.warning("shared state reachable again after %.1f s; plans enforced again",
-                        time.monotonic() - self._down_since)
+            log.warning(
+                "shared state reachable again after %.1f s; plans enforced again",
+                time.monotonic() - self._down_since,
+            )
             self._down_since = None
             self.metrics.shared_state_answers(True)
         return answer
@@ -216,11 +252,16 @@ class PlanGuard:
         if self._down_since is None:
             self._down_since = now
             self.metrics.shared_state_answers(False)
-            log.error("shared state unreachable (%s: %s); on_shared_state_error = %r: new "
-                      "requests on a plan are %s until it is back", type(error).__name__,
-                      str(error) or "timed out", self.settings.on_shared_state_error,
-                      "admitted uncounted" if self.settings.on_shared_state_error == "allow"
-                      else "refused with 503")
+            log.error(
+                "shared state unreachable (%s: %s); on_shared_state_error = %r: new "
+                "requests on a plan are %s until it is back",
+                type(error).__name__,
+                str(error) or "timed out",
+                self.settings.on_shared_state_error,
+                "admitted uncounted"
+                if self.settings.on_shared_state_error == "allow"
+                else "refused with 503",
+            )
 
     def finish(self, ending: Awaitable[None]) -> None:
         """Run a stream's closing bookkeeping without holding up the handler."""
@@ -238,19 +279,23 @@ class PlanGuard:
 def _refusal_error(key: PlanKey, refusal: Refusal, now_s: float) -> TooManyRequests:
     plan = key.plan.name
     if refusal.reason == "rate":
-        return TooManyRequests(f"plan {plan}: over {key.plan.requests_per_second:g} requests/s",
-                               headers={"Retry-After": retry_after(refusal.wait_s)})
+        return TooManyRequests(
+            f"plan {plan}: over {key.plan.requests_per_second:g} requests/s",
+            headers={"Retry-After": retry_after(refusal.wait_s)},
+        )
     if refusal.reason == "streams":
-        return TooManyRequests(f"plan {plan}: the key runs {key.plan.max_concurrent_streams} "
-                               f"streams (its cap)",
-                               headers={"Retry-After": str(STREAMS_RETRY_AFTER_S)})
+        return TooManyRequests(
+            f"plan {plan}: the key runs {key.plan.max_concurrent_streams} streams (its cap)",
+            headers={"Retry-After": str(STREAMS_RETRY_AFTER_S)},
+        )
     return _quota_error(plan, refusal.reason, now_s + refusal.wait_s, now_s)
 
 
 def _quota_error(plan: str, period: str, reset_s: float, now_s: float) -> QuotaExhausted:
-    return QuotaExhausted(f"plan {plan}: the key's bytes for this {period} are spent",
-                          headers={"Retry-After": retry_after(reset_s - now_s),
-                                   "X-Quota-Reset": http_date(reset_s)})
+    return QuotaExhausted(
+        f"plan {plan}: the key's bytes for this {period} are spent",
+        headers={"Retry-After": retry_after(reset_s - now_s), "X-Quota-Reset": http_date(reset_s)},
+    )
 
 
 # As for the gateway's own cap (admission.RETRY_AFTER_S): a stream takes a while to end.
@@ -263,8 +308,14 @@ class KeyUsage:
     ``lease_id`` is None when the store was away at admission: nothing to give back.
     """
 
-    def __init__(self, guard: PlanGuard, key: PlanKey, lease_id: str | None,
-                 reserved_bytes: int, periods: tuple[int, ...]) -> None:
+    def __init__(
+        self,
+        guard: PlanGuard,
+        key: PlanKey,
+        lease_id: str | None,
+        reserved_bytes: int,
+        periods: tuple[int, ...],
+    ) -> None:
         self._guard = guard
         self.key = key
         self._lease_id = lease_id
@@ -301,8 +352,9 @@ class KeyUsage:
             if count - step >= quota.limit_bytes:  # nothing was left before this step
                 self._reserved = step
                 self._guard.metrics.plan_refused(self.key.plan.name, quota.period)
-                raise _quota_error(self.key.plan.name, quota.period,
-                                   period_end_s(quota.period, now_s), now_s)
+                raise _quota_error(
+                    self.key.plan.name, quota.period, period_end_s(quota.period, now_s), now_s
+                )
         self._reserved += step - length
 
     def give_back(self, length: int) -> None:
@@ -319,7 +371,8 @@ class KeyUsage:
     async def _end(self) -> None:
         refund = self._reserved if self._periods else 0
         try:
-            await self._guard._ask(self._guard.store.end(self.key, self._lease_id,
-                                                         self._periods, refund))
+            await self._guard._ask(
+                self._guard.store.end(self.key, self._lease_id, self._periods, refund)
+            )
         except SharedStateError:
             pass  # a Redis lease expires on its own; a lost refund over-counts < one step

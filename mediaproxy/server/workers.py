@@ -41,9 +41,9 @@ from dataclasses import dataclass, replace
 from types import FrameType
 from typing import NoReturn
 
-from mediaproxy.server import eventloop
 from mediaproxy.config import Config, ConfigError
 from mediaproxy.ops.metrics_dir import multiprocess_dir, prepare_metrics_dir
+from mediaproxy.server import eventloop
 from mediaproxy.server.shared_table import SharedTable
 
 log = logging.getLogger("mediaproxy")
@@ -66,6 +66,7 @@ def run(config: Config, read_config: Callable[[], Config] | None = None) -> int:
     count = process_count(config)
     if count == 1:
         from mediaproxy.server.app import serve
+
         eventloop.run(serve(config, read_config=read_config), config.server.event_loop)
         return 0
     remove_metrics_dir = prepare_metrics_dir()
@@ -89,8 +90,9 @@ COLUMNS_PER_WORKER = 4
 
 
 class _Supervisor:
-    def __init__(self, config: Config, count: int,
-                 read_config: Callable[[], Config] | None) -> None:
+    def __init__(
+        self, config: Config, count: int, read_config: Callable[[], Config] | None
+    ) -> None:
         self.config = config
         self.count = count
         self.read_config = read_config
@@ -103,8 +105,9 @@ class _Supervisor:
         self.free_columns = list(range(self.table.columns))
 
     def run(self) -> int:
-        from mediaproxy.server import app
         from mediaproxy.ops import metrics, status
+        from mediaproxy.server import app
+
         metrics_folder = multiprocess_dir()
         assert metrics_folder is not None  # run() prepared it
         self.sockets = app.listen(self.config)
@@ -115,8 +118,11 @@ class _Supervisor:
             signal.signal(signum, self._pass_on)
         for index in range(self.count):
             self._fork(index)
-        log.info("mediaproxy: %d worker processes (pids %s)", self.count,
-                 " ".join(map(str, self.workers)))
+        log.info(
+            "mediaproxy: %d worker processes (pids %s)",
+            self.count,
+            " ".join(map(str, self.workers)),
+        )
         while self.workers:
             pid, wait_status = os.wait()
             worker = self.workers.pop(pid, None)
@@ -171,12 +177,14 @@ class _Supervisor:
 
     def _serve_in_child(self, index: int) -> NoReturn:
         from mediaproxy.server.app import serve
+
         for signum in FORWARDED_SIGNALS:
             signal.signal(signum, signal.SIG_DFL)  # not the parent's: it signals the workers
         code = 0
         try:
-            eventloop.run(serve(self.config, self.sockets, self.table),
-                          self.config.server.event_loop)
+            eventloop.run(
+                serve(self.config, self.sockets, self.table), self.config.server.event_loop
+            )
         except BaseException:
             log.exception("worker %d failed", index)
             code = 1
@@ -187,8 +195,11 @@ class _Supervisor:
     def _stop(self, signum: int, frame: FrameType | None) -> None:
         """Stop accepting here and tell every worker to drain."""
         if not self.stopping:
-            log.info("mediaproxy stopping %d workers (grace %.0f s)", len(self.workers),
-                     self.config.server.shutdown_grace_s)
+            log.info(
+                "mediaproxy stopping %d workers (grace %.0f s)",
+                len(self.workers),
+                self.config.server.shutdown_grace_s,
+            )
         self.stopping = True
         self._close_sockets()
         self._pass_on(signum, frame)
@@ -217,8 +228,10 @@ class _Supervisor:
             log.error("reload refused, the running config stays: %s", error)
             return
         if len(self.free_columns) < self.count:
-            log.error("reload refused: workers replaced by an earlier reload are still "
-                      "finishing their streams; send SIGHUP again once they have")
+            log.error(
+                "reload refused: workers replaced by an earlier reload are still "
+                "finishing their streams; send SIGHUP again once they have"
+            )
             return
         self.config = restartless(self.config, config)
         previous = [pid for pid in self.workers if pid not in self.replaced]
@@ -226,9 +239,12 @@ class _Supervisor:
             self._fork(index)
         self.replaced.update(previous)
         self._signal(previous, signal.SIGQUIT)
-        log.info("config reloaded from %s: workers %s replace %s, which finish their streams",
-                 config.path, " ".join(str(pid) for pid in self.workers if pid not in
-                                       self.replaced), " ".join(map(str, previous)))
+        log.info(
+            "config reloaded from %s: workers %s replace %s, which finish their streams",
+            config.path,
+            " ".join(str(pid) for pid in self.workers if pid not in self.replaced),
+            " ".join(map(str, previous)),
+        )
 
     def _close_sockets(self) -> None:
         for sock in self.sockets:

@@ -57,9 +57,16 @@ class ChunkBudget:
     per second times ``horizon_s``, never above ``ceiling_bytes``.
     """
 
-    def __init__(self, total_bytes: int, *, min_bytes: int, max_bytes: int,
-                 drain: DrainRate | None = None, horizon_s: float = 0.0,
-                 ceiling_bytes: int = 0) -> None:
+    def __init__(
+        self,
+        total_bytes: int,
+        *,
+        min_bytes: int,
+        max_bytes: int,
+        drain: DrainRate | None = None,
+        horizon_s: float = 0.0,
+        ceiling_bytes: int = 0,
+    ) -> None:
         self.floor_bytes = total_bytes
         self.min_bytes = min_bytes
         self.max_bytes = max_bytes
@@ -102,7 +109,6 @@ class ChunkShare:
         """As near ``wanted_bytes`` as the bounds allow and the budget has left to grow into."""
         budget = self._budget
         free_bytes = max(0, budget.total_bytes - budget.held_bytes)
-        size = max(budget.min_bytes,
-                   min(wanted_bytes, budget.max_bytes, self.size + free_bytes))
+        size = max(budget.min_bytes, min(wanted_bytes, budget.max_bytes, self.size + free_bytes))
         budget.held_bytes += size - self.size
         self.size = size

@@ -61,19 +61,23 @@ class ZstdEncoder:
 
     def compress(self, chunk: bytes) -> bytes:
         assert zstandard is not None
-        return (self._compressor.compress(chunk)
-                + self._compressor.flush(zstandard.COMPRESSOBJ_FLUSH_BLOCK))
+        return self._compressor.compress(chunk) + self._compressor.flush(
+            zstandard.COMPRESSOBJ_FLUSH_BLOCK
+        )
 
     def finish(self) -> bytes:
         return self._compressor.flush()
 
 
 _ENCODERS: dict[str, type[GzipEncoder] | type[ZstdEncoder]] = {
-    "gzip": GzipEncoder, "zstd": ZstdEncoder}
+    "gzip": GzipEncoder,
+    "zstd": ZstdEncoder,
+}
 
 
-def begin(status: int, fields: Iterable[tuple[str, str]], accept_encoding: str | None,
-          send_body: bool) -> tuple[list[tuple[str, str]], Encoder | None]:
+def begin(
+    status: int, fields: Iterable[tuple[str, str]], accept_encoding: str | None, send_body: bool
+) -> tuple[list[tuple[str, str]], Encoder | None]:
     """The response's header fields as they must go out, and its encoder if it is compressed.
 
     ``send_body`` is False for HEAD: the fields are those a GET would get, without an encoder.

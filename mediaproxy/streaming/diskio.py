@@ -43,8 +43,7 @@ class Sink(Protocol):
 
 
 _read_pool = LazyPool(READ_THREADS, "mediaproxy-read")
-_read_budget = ChunkBudget(READ_BUDGET_BYTES, min_bytes=MIN_CHUNK_BYTES,
-                           max_bytes=MAX_CHUNK_BYTES)
+_read_budget = ChunkBudget(READ_BUDGET_BYTES, min_bytes=MIN_CHUNK_BYTES, max_bytes=MAX_CHUNK_BYTES)
 
 
 def next_chunk_bytes(size: int, client_kept_up: bool) -> int:
@@ -68,12 +67,14 @@ async def send_by_reading(exchange: Sink, fd: int, offset: int, length: int) -> 
         async with aclosing(_read_ahead(fd, offset, offset + length, share)) as chunks:
             async for chunk in chunks:
                 await exchange.send(chunk)
-                share.resize(next_chunk_bytes(share.size,
-                                              client_kept_up=not exchange.last_send_waited))
+                share.resize(
+                    next_chunk_bytes(share.size, client_kept_up=not exchange.last_send_waited)
+                )
 
 
-async def _read_ahead(fd: int, start: int, stop: int,
-                      share: ChunkShare) -> AsyncGenerator[bytes, None]:
+async def _read_ahead(
+    fd: int, start: int, stop: int, share: ChunkShare
+) -> AsyncGenerator[bytes, None]:
     """Chunks of [start, stop), the next one already being read while this one is sent."""
     loop = asyncio.get_running_loop()
     position = start

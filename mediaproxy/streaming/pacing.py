@@ -25,8 +25,10 @@ class Pacer:
 
     def __init__(self, rate_bytes_per_s: int, free_bytes: int = 0) -> None:
         if rate_bytes_per_s <= 0 or free_bytes < 0:
-            raise ValueError(f"need a positive rate and a non-negative burst, got "
-                             f"{rate_bytes_per_s} B/s after {free_bytes} B")
+            raise ValueError(
+                f"need a positive rate and a non-negative burst, got "
+                f"{rate_bytes_per_s} B/s after {free_bytes} B"
+            )
         self.rate_bytes_per_s = rate_bytes_per_s
         self.free_bytes = free_bytes
         self.sent_bytes = 0

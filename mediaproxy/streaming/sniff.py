@@ -40,7 +40,9 @@ def content_type(head: bytes, name: str) -> str:
     if not sniffed.startswith("text/"):
         return sniffed if "/" in sniffed and not sniffed.startswith("inode/") else OCTET_STREAM
     guessed = _extension_type(name)
-    media_type = guessed if guessed and (guessed.startswith("text/") or guessed in _TEXTUAL) else sniffed
+    media_type = (
+        guessed if guessed and (guessed.startswith("text/") or guessed in _TEXTUAL) else sniffed
+    )
     encoding: str = _magic("encoding").from_buffer(head)
     if encoding in ("utf-8", "us-ascii"):
         return f"{media_type}; charset=utf-8"
@@ -48,5 +50,13 @@ def content_type(head: bytes, name: str) -> str:
 
 
 # Types that are text underneath though not text/*: the extension may name them.
-_TEXTUAL = frozenset({"application/json", "application/x-ndjson", "application/javascript",
-                      "application/xml", "image/svg+xml", "application/x-subrip"})
+_TEXTUAL = frozenset(
+    {
+        "application/json",
+        "application/x-ndjson",
+        "application/javascript",
+        "application/xml",
+        "image/svg+xml",
+        "application/x-subrip",
+    }
+)

@@ -49,8 +49,9 @@ class SerialSteps:
         self._pending = pending
         return await asyncio.wrap_future(pending)
 
-    def close(self, cleanup: Callable[[], object],
-              interrupt: Callable[[], object] | None = None) -> asyncio.Future[None]:
+    def close(
+        self, cleanup: Callable[[], object], interrupt: Callable[[], object] | None = None
+    ) -> asyncio.Future[None]:
         """Run ``cleanup`` on the pool once no step is running; a future for when it has run.
 
         A step still queued is dropped; a running one is first ``interrupt``-ed. The clean-up

@@ -35,8 +35,14 @@ class StreamTimers:
     neither has passed when it runs, re-arms itself for the nearer remaining one.
     """
 
-    def __init__(self, clock: Clock, *, idle_timeout_s: float, max_duration_s: float,
-                 on_expire: Callable[[Termination], None]) -> None:
+    def __init__(
+        self,
+        clock: Clock,
+        *,
+        idle_timeout_s: float,
+        max_duration_s: float,
+        on_expire: Callable[[Termination], None],
+    ) -> None:
         self._clock = clock
         self._idle_timeout_s = idle_timeout_s
         self._max_duration_s = max_duration_s
@@ -47,8 +53,9 @@ class StreamTimers:
 
     def start(self) -> None:
         self._started_at = self._last_progress = self._clock.time()
-        self._handle = self._clock.call_later(min(self._idle_timeout_s, self._max_duration_s),
-                                              self._check)
+        self._handle = self._clock.call_later(
+            min(self._idle_timeout_s, self._max_duration_s), self._check
+        )
 
     def progress(self) -> None:
         """Bytes moved: the idle period starts again."""

@@ -86,8 +86,9 @@ def period_end_s(period: str, now_s: float) -> float:
     if period == "day":
         return (period_number("day", now_s) + 1) * _DAY_S
     moment = _utc(now_s)
-    year, month = (moment.tm_year + 1, 1) if moment.tm_mon == 12 else (moment.tm_year,
-                                                                          moment.tm_mon + 1)
+    year, month = (
+        (moment.tm_year + 1, 1) if moment.tm_mon == 12 else (moment.tm_year, moment.tm_mon + 1)
+    )
     return float(calendar.timegm((year, month, 1, 0, 0, 0)))
 
 

@@ -95,8 +95,13 @@ class SplicedBody:
     Use it as a context manager: the pipe is closed on the way out, whatever happened.
     """
 
-    def __init__(self, origin_fd: Callable[[], int | None], length: int,
-                 buffered: Callable[[], int], read: Callable[[int], Awaitable[bytes]]) -> None:
+    def __init__(
+        self,
+        origin_fd: Callable[[], int | None],
+        length: int,
+        buffered: Callable[[], int],
+        read: Callable[[int], Awaitable[bytes]],
+    ) -> None:
         self.remaining = length
         self._origin_fd = origin_fd
         self._buffered = buffered
@@ -138,12 +143,14 @@ class SplicedBody:
             except OSError as error:  # the origin's, not the client's: it must not read as one
                 raise UpstreamError(f"upstream connection failed mid-body: {error}") from error
             if moved == 0:
-                raise UpstreamError(f"upstream closed the connection with {self.remaining} "
-                                    f"body bytes still to come")
+                raise UpstreamError(
+                    f"upstream closed the connection with {self.remaining} body bytes still to come"
+                )
             self._in_pipe = moved
         try:
-            sent = os.splice(self._pipe_r, client.fileno(), min(self._in_pipe, max_bytes),
-                             flags=_SPLICE_FLAGS)
+            sent = os.splice(
+                self._pipe_r, client.fileno(), min(self._in_pipe, max_bytes), flags=_SPLICE_FLAGS
+            )
         except BlockingIOError:
             return 0
         self._in_pipe -= sent

@@ -20,10 +20,21 @@ from typing import Any
 from tornado.websocket import WebSocketClientConnection, websocket_connect
 
 CHROMIUM = shutil.which("chromium")
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--disable-dev-shm-usage", "--autoplay-policy=no-user-gesture-required",
-         "--window-size=1200,1300", "--remote-debugging-port=0", "--remote-debugging-address=127.0.0.1"]
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+    "--autoplay-policy=no-user-gesture-required",
+    "--window-size=1200,1300",
+    "--remote-debugging-port=0",
+    "--remote-debugging-address=127.0.0.1",
+]
 START_TIMEOUT_S = 30
 
 
@@ -34,7 +45,9 @@ class BrowserError(Exception):
 class Browser:
     """One Chromium process with one page attached."""
 
-    def __init__(self, process: subprocess.Popen[bytes], connection: WebSocketClientConnection) -> None:
+    def __init__(
+        self, process: subprocess.Popen[bytes], connection: WebSocketClientConnection
+    ) -> None:
         self._process = process
         self._connection = connection
         self._ids = itertools.count(1)
@@ -46,9 +59,11 @@ class Browser:
     @classmethod
     async def launch(cls, user_data_dir: Path) -> Browser:
         assert CHROMIUM is not None
-        process = subprocess.Popen([CHROMIUM, *FLAGS, f"--user-data-dir={user_data_dir}",
-                                    "about:blank"],
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        process = subprocess.Popen(
+            [CHROMIUM, *FLAGS, f"--user-data-dir={user_data_dir}", "about:blank"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         port_file = user_data_dir / "DevToolsActivePort"
         loop = asyncio.get_running_loop()
         deadline = loop.time() + START_TIMEOUT_S
@@ -58,12 +73,14 @@ class Browser:
                 raise BrowserError(f"chromium did not start (exit code {process.poll()})")
             await asyncio.sleep(0.05)
         port, path = port_file.read_text().split("\n")[:2]
-        connection = await websocket_connect(f"ws://127.0.0.1:{port}{path}",
-                                             max_message_size=64 * 1024 * 1024)
+        connection = await websocket_connect(
+            f"ws://127.0.0.1:{port}{path}", max_message_size=64 * 1024 * 1024
+        )
         browser = cls(process, connection)
         target = await browser.send("Target.createTarget", {"url": "about:blank"})
-        attached = await browser.send("Target.attachToTarget",
-                                      {"targetId": target["targetId"], "flatten": True})
+        attached = await browser.send(
+            "Target.attachToTarget", {"targetId": target["targetId"], "flatten": True}
+        )
         browser._session = attached["sessionId"]
         await browser.send("Runtime.enable")
         await browser.send("Page.enable")
@@ -77,8 +94,10 @@ class Browser:
                 future.set_result(data)
             elif data.get("method") == "Runtime.exceptionThrown":
                 details = data["params"]["exceptionDetails"]
-                self.exceptions.append(details.get("exception", {}).get("description")
-                                       or details.get("text", "exception"))
+                self.exceptions.append(
+                    details.get("exception", {}).get("description")
+                    or details.get("text", "exception")
+                )
         for future in self._pending.values():
             future.set_exception(BrowserError("chromium closed the connection"))
 
@@ -103,9 +122,10 @@ class Browser:
 
     async def evaluate(self, expression: str) -> Any:
         """The value of a JavaScript expression (a promise is awaited)."""
-        reply = await self.send("Runtime.evaluate", {"expression": expression,
-                                                     "awaitPromise": True,
-                                                     "returnByValue": True})
+        reply = await self.send(
+            "Runtime.evaluate",
+            {"expression": expression, "awaitPromise": True, "returnByValue": True},
+        )
         if "exceptionDetails" in reply:
             raise BrowserError(f"{expression}: {reply['exceptionDetails']}")
         return reply["result"].get("value")

@@ -11,11 +11,11 @@ import pytest
 
 from mediaproxy import config as config_module
 from mediaproxy.config import ACCESS_LOG_OFF
-
 from testbed.origin import OriginThread
 from testbed.pgcluster import server_binaries, throwaway_cluster
 from testbed.redisserver import RedisServer, redis_installed, throwaway_redis
 from testbed.s3store import S3Store, moto_server
+
 from .support import GatewayThread
 
 

@@ -24,15 +24,27 @@ def cleaned_up(token: str) -> threading.Event:
 
 def echo(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """The event and part of the context, as JSON."""
-    return {"statusCode": 201, "headers": {"Content-Type": "application/json"},
-            "multiValueHeaders": {"X-Many": ["a", "b"]},
-            "body": json.dumps({"event": event, "function_name": context.function_name,
-                                "remaining_ms": context.get_remaining_time_in_millis()})}
+    return {
+        "statusCode": 201,
+        "headers": {"Content-Type": "application/json"},
+        "multiValueHeaders": {"X-Many": ["a", "b"]},
+        "body": json.dumps(
+            {
+                "event": event,
+                "function_name": context.function_name,
+                "remaining_ms": context.get_remaining_time_in_millis(),
+            }
+        ),
+    }
 
 
 async def binary(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    return {"statusCode": 200, "headers": {"Content-Type": "application/octet-stream"},
-            "isBase64Encoded": True, "body": base64.b64encode(BINARY).decode()}
+    return {
+        "statusCode": 200,
+        "headers": {"Content-Type": "application/octet-stream"},
+        "isBase64Encoded": True,
+        "body": base64.b64encode(BINARY).decode(),
+    }
 
 
 def iterator_body(event: dict[str, Any], context: Any) -> dict[str, Any]:
@@ -43,9 +55,13 @@ async def async_iterator_body(event: dict[str, Any], context: Any) -> dict[str, 
     async def chunks() -> AsyncIterator[bytes]:
         for index in range(3):
             await asyncio.sleep(0)
-            yield BINARY[index * 100:(index + 1) * 100]
-    return {"statusCode": 200, "headers": {"Content-Type": "application/octet-stream"},
-            "body": chunks()}
+            yield BINARY[index * 100 : (index + 1) * 100]
+
+    return {
+        "statusCode": 200,
+        "headers": {"Content-Type": "application/octet-stream"},
+        "body": chunks(),
+    }
 
 
 async def async_stream(event: dict[str, Any], context: Any) -> AsyncIterator[Any]:
@@ -91,9 +107,11 @@ def bad_header(event: dict[str, Any], context: Any) -> dict[str, Any]:
 async def status_with_body(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """The status asked for (``?status=204``), with validators and a body all the same."""
     query = event["queryStringParameters"] or {}
-    return {"statusCode": int(query["status"]),
-            "headers": {"ETag": '"v1"', "Last-Modified": "Mon, 02 Jan 2006 15:04:05 GMT"},
-            "body": "a body that must not be sent"}
+    return {
+        "statusCode": int(query["status"]),
+        "headers": {"ETag": '"v1"', "Last-Modified": "Mon, 02 Jan 2006 15:04:05 GMT"},
+        "body": "a body that must not be sent",
+    }
 
 
 async def status_with_streamed_body(event: dict[str, Any], context: Any) -> AsyncIterator[Any]:

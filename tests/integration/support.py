@@ -1,8 +1,8 @@
 """Real servers on real sockets: the gateway runs on its own event loop in a thread
-(``testbed.gateway``). Tests talk to it with real clients (http.client, raw sockets, curl). We use this small fixture
-instead of pytest-tornado: pytest-tornado 0.8 fails to load under ``-W error`` (pytest 9
-deprecations) and is unmaintained, and a thread per server keeps the client code plainly
-synchronous, the way a real client is.
+(``testbed.gateway``). Tests talk to it with real clients (http.client, raw sockets, curl).
+We use this small fixture instead of pytest-tornado: pytest-tornado 0.8 fails to load under
+``-W error`` (pytest 9 deprecations) and is unmaintained, and a thread per server keeps the
+client code plainly synchronous, the way a real client is.
 """
 
 from __future__ import annotations
@@ -36,8 +36,14 @@ class Response:
     body: bytes = field(repr=False)
 
 
-def request(port: int, method: str, path: str, headers: dict[str, str] | None = None,
-            body: bytes | None = None, timeout: float = 30) -> Response:
+def request(
+    port: int,
+    method: str,
+    path: str,
+    headers: dict[str, str] | None = None,
+    body: bytes | None = None,
+    timeout: float = 30,
+) -> Response:
     """One request on a fresh connection; header names lower-cased in ``headers``."""
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
@@ -94,6 +100,8 @@ def read_cut_response(port: int, path: str, timeout: float = 30) -> bytes:
         raise AssertionError(f"{path}: the response ended cleanly; it should have been cut")
     finally:
         connection.close()
+
+
 def wait_until(condition: Callable[[], bool], timeout_s: float = 10) -> None:
     """Poll until ``condition()``: the server counts an exchange just after its last byte."""
     deadline = time.monotonic() + timeout_s
@@ -114,16 +122,18 @@ def read_access_log(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
-def get_and_head(gateway: GatewayThread, path: str,
-                 headers: dict[str, str] | None = None) -> Response:
+def get_and_head(
+    gateway: GatewayThread, path: str, headers: dict[str, str] | None = None
+) -> Response:
     """GET, and check that HEAD answers with exactly the same status and headers."""
     got = request(gateway.port, "GET", path, headers)
     head = request(gateway.port, "HEAD", path, headers)
     assert head.body == b""
     assert head.status == got.status
     strip = {"date"}
-    assert ({k: v for k, v in head.headers.items() if k not in strip}
-            == {k: v for k, v in got.headers.items() if k not in strip})
+    assert {k: v for k, v in head.headers.items() if k not in strip} == {
+        k: v for k, v in got.headers.items() if k not in strip
+    }
     return got
 
 
@@ -137,8 +147,10 @@ def closed_port() -> int:
 def series(count: int, extra: str) -> str:
     """``count`` rows (i, extra), produced as they are fetched in both databases (PostgreSQL's
     generate_series would compute them all before the first)."""
-    return (f"WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s "
-            f"WHERE i < {count}) SELECT i, {extra} AS extra FROM s")
+    return (
+        f"WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s "
+        f"WHERE i < {count}) SELECT i, {extra} AS extra FROM s"
+    )
 
 
 RSS_TOLERANCE_BYTES = 16 * 1024 * 1024  # one leaked 64 KiB chunk per stream would be 64 MB
@@ -162,19 +174,44 @@ def rss_bytes() -> int:
 def make_certificate(folder: Path, name: str) -> tuple[Path, Path]:
     """A self-signed certificate for 127.0.0.1 and its key (EC: fast to generate)."""
     certificate, key = folder / f"{name}.crt", folder / f"{name}.key"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
-                    "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1",
-                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
-                    "-keyout", str(key), "-out", str(certificate)],
-                   check=True, capture_output=True, timeout=30)
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(certificate),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=30,
+    )
     return certificate, key
 
 
 MakeGateway = Callable[[str], GatewayThread]
 
 
-def route(store: S3Store, keys: Keys, monkeypatch: pytest.MonkeyPatch, extra: str = "",
-          prefix: str = "/s3") -> str:
+def route(
+    store: S3Store,
+    keys: Keys,
+    monkeypatch: pytest.MonkeyPatch,
+    extra: str = "",
+    prefix: str = "/s3",
+) -> str:
     monkeypatch.setenv("TEST_S3_KEY", keys.access_key_id)
     monkeypatch.setenv("TEST_S3_SECRET", keys.secret_access_key)
     return f"""
@@ -194,10 +231,12 @@ class Server:
 
     def __init__(self, config: Path) -> None:
         # Its own process group, so a failed test can kill the workers too.
-        self.process = subprocess.Popen([sys.executable, "-m", "mediaproxy", "--config",
-                                         str(config)],
-                                        stderr=subprocess.PIPE, text=True,
-                                        start_new_session=True)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "mediaproxy", "--config", str(config)],
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
         self.lines: list[str] = []
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()

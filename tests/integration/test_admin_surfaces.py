@@ -22,14 +22,20 @@ from typing import Any
 import pytest
 
 from testbed.origin import OriginThread
+
 from .support import GatewayThread, Response, open_stalled_download, request, wait_until
 
 SAMPLE_MEDIA = Path(__file__).resolve().parents[2] / "sample_media"
 ROUTE_KEY = "route-key-0123456789"
 ADMIN_KEY = "admin-key-0123456789"
 SECRET = "s" * 32
-SURFACES = ("/_mediaproxy/", "/_mediaproxy/status.js", "/_mediaproxy/api/overview",
-            "/_mediaproxy/events", "/metrics")
+SURFACES = (
+    "/_mediaproxy/",
+    "/_mediaproxy/status.js",
+    "/_mediaproxy/api/overview",
+    "/_mediaproxy/events",
+    "/metrics",
+)
 
 
 @pytest.fixture
@@ -50,16 +56,16 @@ def routes_toml(roots: dict[str, Path]) -> str:
         [[routes]]
         prefix = "/public"
         integration = "file"
-        root = "{roots['public']}"
+        root = "{roots["public"]}"
         [[routes]]
         prefix = "/keyed"
         integration = "file"
-        root = "{roots['keyed']}"
+        root = "{roots["keyed"]}"
         api_keys = ["{ROUTE_KEY}"]
         [[routes]]
         prefix = "/signed"
         integration = "file"
-        root = "{roots['signed']}"
+        root = "{roots["signed"]}"
         signing_secret = "{SECRET}"
     """
 
@@ -114,10 +120,16 @@ def stalled(roots: dict[str, Path]) -> Iterator[Callable[[GatewayThread], None]]
         keyed = socket.socket()
         keyed.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)
         keyed.connect(("127.0.0.1", gateway.port))
-        keyed.sendall(f"GET /keyed/big.bin HTTP/1.1\r\nHost: x\r\nX-API-Key: {ROUTE_KEY}"
-                      f"\r\n\r\n".encode())
-        sockets.extend([open_stalled_download(gateway.port, "/public/big.bin"), keyed,
-                        open_stalled_download(gateway.port, f"/signed/big.bin?{query}")])
+        keyed.sendall(
+            f"GET /keyed/big.bin HTTP/1.1\r\nHost: x\r\nX-API-Key: {ROUTE_KEY}\r\n\r\n".encode()
+        )
+        sockets.extend(
+            [
+                open_stalled_download(gateway.port, "/public/big.bin"),
+                keyed,
+                open_stalled_download(gateway.port, f"/signed/big.bin?{query}"),
+            ]
+        )
         wait_until(lambda: gateway.active_streams() == 3)
 
     yield start
@@ -126,12 +138,16 @@ def stalled(roots: dict[str, Path]) -> Iterator[Callable[[GatewayThread], None]]
 
 
 def test_public_surfaces_never_show_private_routes(
-        make_gateway: Callable[[str], GatewayThread], roots: dict[str, Path],
-        stalled: Callable[[GatewayThread], None]) -> None:
+    make_gateway: Callable[[str], GatewayThread],
+    roots: dict[str, Path],
+    stalled: Callable[[GatewayThread], None],
+) -> None:
     gateway = make_gateway(routes_toml(roots))
     port = gateway.port
-    assert request(port, "GET", "/keyed/keyed-tune.mp3",
-                   headers={"X-API-Key": ROUTE_KEY}).status == 200
+    assert (
+        request(port, "GET", "/keyed/keyed-tune.mp3", headers={"X-API-Key": ROUTE_KEY}).status
+        == 200
+    )
     stalled(gateway)
 
     shown = overview(port)
@@ -148,19 +164,30 @@ def basic(key: str) -> str:
 
 
 def test_an_admin_key_protects_both_surfaces_which_then_show_everything(
-        make_gateway: Callable[[str], GatewayThread], roots: dict[str, Path],
-        stalled: Callable[[GatewayThread], None], monkeypatch: pytest.MonkeyPatch) -> None:
+    make_gateway: Callable[[str], GatewayThread],
+    roots: dict[str, Path],
+    stalled: Callable[[GatewayThread], None],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setenv("MEDIAPROXY_TEST_ADMIN", f"other-admin-key,{ADMIN_KEY}")
-    gateway = make_gateway("""
+    gateway = make_gateway(
+        """
         [server]
         admin_api_keys_env = "MEDIAPROXY_TEST_ADMIN"
-    """ + routes_toml(roots))
+    """
+        + routes_toml(roots)
+    )
     port = gateway.port
     stalled(gateway)
     for path in SURFACES:
-        for headers in ({}, {"Authorization": "Bearer " + ADMIN_KEY + "x"},
-                        {"Authorization": basic(ROUTE_KEY)}, {"X-API-Key": ADMIN_KEY},
-                        {"Authorization": "Basic !!!"}, {"Authorization": "Bearer"}):
+        for headers in (
+            {},
+            {"Authorization": "Bearer " + ADMIN_KEY + "x"},
+            {"Authorization": basic(ROUTE_KEY)},
+            {"X-API-Key": ADMIN_KEY},
+            {"Authorization": "Basic !!!"},
+            {"Authorization": "Bearer"},
+        ):
             refused = request(port, "GET", path, headers=headers)
             assert refused.status == 401, (path, headers)
             assert refused.headers["www-authenticate"] == 'Basic realm="mediaproxy admin"'
@@ -172,31 +199,49 @@ def test_an_admin_key_protects_both_surfaces_which_then_show_everything(
         shown = overview(port, admin)
         assert [route["prefix"] for route in shown["routes"]] == ["/public", "/keyed", "/signed"]
         assert sorted(sample["url"] for sample in shown["samples"]) == [
-            "/keyed/keyed-tune.mp3", "/public/public-tune.mp3", "/signed/signed-tune.mp3"]
+            "/keyed/keyed-tune.mp3",
+            "/public/public-tune.mp3",
+            "/signed/signed-tune.mp3",
+        ]
         assert sorted(s["route"] for s in first_event(port, admin)["streams"]) == [
-            "/keyed", "/public", "/signed"]
-        assert metric_routes(port, admin) == {("/public", "file"), ("/keyed", "file"),
-                                              ("/signed", "file")}
+            "/keyed",
+            "/public",
+            "/signed",
+        ]
+        assert metric_routes(port, admin) == {
+            ("/public", "file"),
+            ("/keyed", "file"),
+            ("/signed", "file"),
+        }
         assert request(port, "GET", "/_mediaproxy/", headers=admin).status == 200
 
 
-def test_each_surface_can_be_switched_off(make_gateway: Callable[[str], GatewayThread],
-                                          roots: dict[str, Path], tmp_path: Path) -> None:
+def test_each_surface_can_be_switched_off(
+    make_gateway: Callable[[str], GatewayThread], roots: dict[str, Path], tmp_path: Path
+) -> None:
     catch_all = tmp_path / "catch-all"
     (catch_all / "_mediaproxy" / "api").mkdir(parents=True)
-    for name in ("metrics", "_mediaproxy/status.js", "_mediaproxy/api/overview",
-                 "_mediaproxy/events"):
+    for name in (
+        "metrics",
+        "_mediaproxy/status.js",
+        "_mediaproxy/api/overview",
+        "_mediaproxy/events",
+    ):
         (catch_all / name).write_text("a file that happens to have a reserved name")
-    gateway = make_gateway("""
+    gateway = make_gateway(
+        """
         [server]
         status_page = false
         metrics = false
-    """ + routes_toml(roots) + f"""
+    """
+        + routes_toml(roots)
+        + f"""
         [[routes]]
         prefix = "/"
         integration = "file"
         root = "{catch_all}"
-    """)
+    """
+    )
     for path in SURFACES:
         reply = request(gateway.port, "GET", path)
         assert (reply.status, reply.body) == (404, b"404 Not Found\n"), path
@@ -215,25 +260,31 @@ def release_fifo_readers(fifo: Path) -> None:
 
 
 def test_a_fifo_in_a_root_hangs_neither_the_overview_nor_upstream_connections(
-        make_gateway: Callable[[str], GatewayThread], origin: OriginThread,
-        roots: dict[str, Path]) -> None:
+    make_gateway: Callable[[str], GatewayThread], origin: OriginThread, roots: dict[str, Path]
+) -> None:
     """The overview used to open every file with a blocking open() on the default executor:
     each look at it left a thread stuck on the FIFO, and once the pool was full the resolver
     (asyncio's getaddrinfo, on that same pool) stalled every new upstream connection."""
     fifo = roots["public"] / "a-pipe.mp3"
     os.mkfifo(fifo)
     (roots["public"] / "link.mp3").symlink_to(roots["public"] / "public-tune.mp3")
-    gateway = make_gateway(routes_toml(roots) + f"""
+    gateway = make_gateway(
+        routes_toml(roots)
+        + f"""
         [[routes]]
         prefix = "/origin"
         integration = "http_proxy"
         upstream = "{origin.url}"
-    """)
+    """
+    )
     try:
         with ThreadPoolExecutor(12) as clients:
-            replies = list(clients.map(
-                lambda _: request(gateway.port, "GET", "/_mediaproxy/api/overview", timeout=5),
-                range(12)))
+            replies = list(
+                clients.map(
+                    lambda _: request(gateway.port, "GET", "/_mediaproxy/api/overview", timeout=5),
+                    range(12),
+                )
+            )
         assert {reply.status for reply in replies} == {200}
         samples = [json.loads(reply.body)["samples"] for reply in replies]
         # Regular files only: neither the FIFO nor a symlink is opened or listed.
@@ -245,8 +296,9 @@ def test_a_fifo_in_a_root_hangs_neither_the_overview_nor_upstream_connections(
         release_fifo_readers(fifo)
 
 
-def test_the_overview_is_cached(make_gateway: Callable[[str], GatewayThread],
-                                roots: dict[str, Path]) -> None:
+def test_the_overview_is_cached(
+    make_gateway: Callable[[str], GatewayThread], roots: dict[str, Path]
+) -> None:
     gateway = make_gateway(routes_toml(roots))
     before = overview(gateway.port)
     shutil.copy(SAMPLE_MEDIA / "audio" / "sine-330hz.wav", roots["public"] / "new.wav")

@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 
 from mediaproxy.server.admission import RETRY_AFTER_S, route_name
-
 from testbed.origin import OriginThread
-from .support import (GatewayThread, drain, open_stalled_download, request)
+
+from .support import GatewayThread, drain, open_stalled_download, request
 
 needs_curl = pytest.mark.skipif(shutil.which("curl") is None, reason="curl not installed")
 
@@ -64,14 +64,19 @@ def curl(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[bytes]:
 
 @needs_curl
 def test_full_caps_answer_503_while_admitted_streams_run_to_completion(
-        make_gateway: Callable[[str], GatewayThread], media_root: Path, tmp_path: Path) -> None:
+    make_gateway: Callable[[str], GatewayThread], media_root: Path, tmp_path: Path
+) -> None:
     gateway = make_gateway(
         "[limits]\nmax_concurrent_streams = 2\nrate_limit_bytes_per_s = 400000\n"
         + file_route("/one", media_root, max_concurrent_streams=1)
-        + file_route("/any", media_root))
-    downloads = [subprocess.Popen(
-        ["curl", "-sS", "--fail", "-o", str(tmp_path / name), f"{gateway.base_url}{path}"])
-        for name, path in (("a", "/one/slow.bin"), ("b", "/any/slow.bin"))]
+        + file_route("/any", media_root)
+    )
+    downloads = [
+        subprocess.Popen(
+            ["curl", "-sS", "--fail", "-o", str(tmp_path / name), f"{gateway.base_url}{path}"]
+        )
+        for name, path in (("a", "/one/slow.bin"), ("b", "/any/slow.bin"))
+    ]
     wait_for_streams(gateway, 2)
     refused_by_route = request(gateway.port, "GET", "/one/slow.bin")
     refused_by_gateway = request(gateway.port, "GET", "/any/slow.bin")
@@ -90,8 +95,8 @@ def test_full_caps_answer_503_while_admitted_streams_run_to_completion(
 
 
 def test_every_way_a_stream_ends_gives_its_slot_back(
-        make_gateway: Callable[[str], GatewayThread], media_root: Path,
-        origin: OriginThread) -> None:
+    make_gateway: Callable[[str], GatewayThread], media_root: Path, origin: OriginThread
+) -> None:
     gateway = make_gateway(
         file_route("/paced", media_root, rate_limit_bytes_per_s=100000, max_concurrent_streams=1)
         + file_route("/idle", media_root, idle_timeout=0.5, max_concurrent_streams=1)
@@ -103,7 +108,8 @@ def test_every_way_a_stream_ends_gives_its_slot_back(
         max_upload_bytes = 10
         api_keys = ["right"]
         max_concurrent_streams = 1
-    """)
+    """
+    )
     # A client that leaves while the rate limit holds its stream asleep.
     sock = socket.create_connection(("127.0.0.1", gateway.port))
     sock.sendall(b"GET /paced/media.bin HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -117,31 +123,56 @@ def test_every_way_a_stream_ends_gives_its_slot_back(
     stalled.close()
     # Refused, by access and by upload size; an upload cut off by its client.
     assert request(gateway.port, "POST", "/upload/x").status == 401
-    assert request(gateway.port, "POST", "/upload/x", headers={"X-API-Key": "right"},
-                   body=b"x" * 11).status == 413
+    assert (
+        request(
+            gateway.port, "POST", "/upload/x", headers={"X-API-Key": "right"}, body=b"x" * 11
+        ).status
+        == 413
+    )
     leaving = socket.create_connection(("127.0.0.1", gateway.port))
-    leaving.sendall(b"POST /upload/x HTTP/1.1\r\nHost: x\r\nX-API-Key: right\r\n"
-                    b"Content-Length: 5\r\n\r\nab")
+    leaving.sendall(
+        b"POST /upload/x HTTP/1.1\r\nHost: x\r\nX-API-Key: right\r\nContent-Length: 5\r\n\r\nab"
+    )
     wait_for_streams(gateway, 1)
     leaving.close()
     wait_for_streams(gateway, 0)
     # Every cap is 1: had any ending leaked its slot, one of these would be a 503.
-    assert request(gateway.port, "GET", "/paced/slow.bin", headers={"Range": "bytes=0-9"}
-                   ).status == 206
+    assert (
+        request(gateway.port, "GET", "/paced/slow.bin", headers={"Range": "bytes=0-9"}).status
+        == 206
+    )
     assert request(gateway.port, "HEAD", "/idle/big.bin").status == 200
-    assert json.loads(request(gateway.port, "POST", "/upload/x", headers={"X-API-Key": "right"},
-                              body=b"12345").body)["bytes"] == 5
+    assert (
+        json.loads(
+            request(
+                gateway.port, "POST", "/upload/x", headers={"X-API-Key": "right"}, body=b"12345"
+            ).body
+        )["bytes"]
+        == 5
+    )
     assert gateway.running is not None
     slots = gateway.running.gateway.slots
-    assert gateway.call(lambda: [slots.table.running(route_name(prefix))  # type: ignore[call-overload]
-                                 for prefix in ("/paced", "/idle", "/upload")]) == [0, 0, 0]
+    assert gateway.call(
+        lambda: [
+            slots.table.running(route_name(prefix))  # type: ignore[call-overload]
+            for prefix in ("/paced", "/idle", "/upload")
+        ]
+    ) == [0, 0, 0]
 
 
 @needs_curl
 def test_the_rate_limit_lets_the_burst_through_then_paces_without_tripping_idle(
-        make_gateway: Callable[[str], GatewayThread], media_root: Path, tmp_path: Path) -> None:
-    gateway = make_gateway(file_route("/media", media_root, rate_limit_bytes_per_s=500000,
-                                      rate_limit_after_bytes=100000, idle_timeout=0.3))
+    make_gateway: Callable[[str], GatewayThread], media_root: Path, tmp_path: Path
+) -> None:
+    gateway = make_gateway(
+        file_route(
+            "/media",
+            media_root,
+            rate_limit_bytes_per_s=500000,
+            rate_limit_after_bytes=100000,
+            idle_timeout=0.3,
+        )
+    )
     started = time.monotonic()
     result = curl("--fail", "-o", str(tmp_path / "out"), f"{gateway.base_url}/media/media.bin")
     elapsed = time.monotonic() - started
@@ -159,8 +190,10 @@ def test_the_rate_limit_lets_the_burst_through_then_paces_without_tripping_idle(
 def send_chunked(port: int, path: str, chunks: list[bytes], headers: str = "") -> bytes:
     """A chunked upload; then read the whole answer (the server may close after it)."""
     sock = socket.create_connection(("127.0.0.1", port))
-    sock.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
-                 f"Connection: close\r\n{headers}\r\n".encode())
+    sock.sendall(
+        f"POST {path} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+        f"Connection: close\r\n{headers}\r\n".encode()
+    )
     for chunk in chunks:
         sock.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
         time.sleep(0.02)
@@ -178,24 +211,37 @@ def send_chunked(port: int, path: str, chunks: list[bytes], headers: str = "") -
 
 @needs_curl
 def test_uploads_past_max_upload_bytes_get_413(
-        make_gateway: Callable[[str], GatewayThread], media_root: Path, tmp_path: Path,
-        origin: OriginThread) -> None:
-    gateway = make_gateway(f"""
+    make_gateway: Callable[[str], GatewayThread],
+    media_root: Path,
+    tmp_path: Path,
+    origin: OriginThread,
+) -> None:
+    gateway = make_gateway(
+        f"""
         [limits]
         max_upload_bytes = 100000
         [[routes]]
         prefix = "/upload"
         integration = "http_proxy"
         upstream = "{origin.url}upload/"
-    """ + file_route("/media", media_root))
+    """
+        + file_route("/media", media_root)
+    )
     (tmp_path / "small").write_bytes(b"s" * 100_000)
     ok = curl("--data-binary", f"@{tmp_path / 'small'}", f"{gateway.base_url}/upload/x")
     assert json.loads(ok.stdout)["bytes"] == 100_000
     # Declared too large: refused from the headers alone, the origin never asked, and curl
     # (which sends Expect: 100-continue) is spared the upload.
     asked = origin.origin.requests
-    too_large = curl("--data-binary", f"@{media_root / 'media.bin'}", "-w", "%{http_code}",
-                     "-o", "/dev/null", f"{gateway.base_url}/upload/x")
+    too_large = curl(
+        "--data-binary",
+        f"@{media_root / 'media.bin'}",
+        "-w",
+        "%{http_code}",
+        "-o",
+        "/dev/null",
+        f"{gateway.base_url}/upload/x",
+    )
     assert too_large.stdout == b"413"
     assert origin.origin.requests == asked
     # Chunked: counted as it arrives, refused once past the limit.
@@ -212,9 +258,9 @@ def test_uploads_past_max_upload_bytes_get_413(
 
 @needs_curl
 def test_headers_past_max_header_bytes_are_431(
-        make_gateway: Callable[[str], GatewayThread], media_root: Path) -> None:
-    gateway = make_gateway("[server]\nmax_header_bytes = 4096\n"
-                           + file_route("/media", media_root))
+    make_gateway: Callable[[str], GatewayThread], media_root: Path
+) -> None:
+    gateway = make_gateway("[server]\nmax_header_bytes = 4096\n" + file_route("/media", media_root))
     url = f"{gateway.base_url}/media/slow.bin"
     fits = curl("-I", "-H", "X-Pad: " + "a" * 3000, url)
     assert fits.returncode == 0 and fits.stdout.startswith(b"HTTP/1.1 200")

@@ -16,8 +16,14 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def mediaproxy(*args: str, **kwargs: object) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "mediaproxy", *args], capture_output=True,
-                          text=True, timeout=30, cwd=REPO, **kwargs)  # type: ignore[call-overload]
+    return subprocess.run(
+        [sys.executable, "-m", "mediaproxy", *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=REPO,
+        **kwargs,
+    )  # type: ignore[call-overload]
 
 
 def test_default_config_is_valid() -> None:
@@ -47,14 +53,21 @@ def test_bad_port_flag_exits_2() -> None:
     assert result.returncode == 2 and "--port" in result.stderr
 
 
-def start_server(tmp_path: Path, root: Path, server_keys: str = ""
-                 ) -> tuple[subprocess.Popen[str], int, str]:
+def start_server(
+    tmp_path: Path, root: Path, server_keys: str = ""
+) -> tuple[subprocess.Popen[str], int, str]:
     """The running server, its port and its "listening" log line."""
     config = tmp_path / "serve.toml"
-    config.write_text(f'[server]\nshutdown_grace = 20\n{server_keys}[[routes]]\nprefix = "/f"\n'
-                      f'integration = "file"\nroot = "{root}"\n')
-    process = subprocess.Popen([sys.executable, "-m", "mediaproxy", "--config", str(config),
-                                "--port", "0"], cwd=REPO, stderr=subprocess.PIPE, text=True)
+    config.write_text(
+        f'[server]\nshutdown_grace = 20\n{server_keys}[[routes]]\nprefix = "/f"\n'
+        f'integration = "file"\nroot = "{root}"\n'
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mediaproxy", "--config", str(config), "--port", "0"],
+        cwd=REPO,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     assert process.stderr is not None
     for line in process.stderr:
         if match := re.search(r"listening on http://127\.0\.0\.1:(\d+)", line):

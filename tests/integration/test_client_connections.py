@@ -20,8 +20,9 @@ def root(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def file_gateway(make_gateway: Callable[[str], GatewayThread], root: Path,
-                 server: str = "", limits: str = "") -> GatewayThread:
+def file_gateway(
+    make_gateway: Callable[[str], GatewayThread], root: Path, server: str = "", limits: str = ""
+) -> GatewayThread:
     return make_gateway(f"""
         [server]
         {server}
@@ -59,8 +60,8 @@ def read_responses(sock: socket.socket, count: int = 1) -> list[bytes]:
             head = received[:head_end]
             length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
             if len(received) >= head_end + 4 + length:
-                responses.append(received[:head_end + 4 + length])
-                received = received[head_end + 4 + length:]
+                responses.append(received[: head_end + 4 + length])
+                received = received[head_end + 4 + length :]
                 continue
         data = sock.recv(65536)
         assert data, f"closed after {received!r}"
@@ -85,9 +86,11 @@ GET = b"GET /files/hello.txt HTTP/1.1\r\nHost: x\r\n"
 
 # --- 431 and 414 --------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("pad_bytes", [5000, 70_000])
 def test_a_header_block_over_the_limit_is_431_then_closed(
-        make_gateway: Callable[[str], GatewayThread], root: Path, pad_bytes: int) -> None:
+    make_gateway: Callable[[str], GatewayThread], root: Path, pad_bytes: int
+) -> None:
     gateway = file_gateway(make_gateway, root, "max_header_bytes = 4096")
     with connect(gateway) as sock:
         sock.sendall(GET + b"X-Pad: " + b"a" * pad_bytes + b"\r\n\r\n")
@@ -97,8 +100,9 @@ def test_a_header_block_over_the_limit_is_431_then_closed(
     assert answer.endswith(b"\r\n\r\n431 Request Header Fields Too Large\n")
 
 
-def test_the_default_limit_is_64_kib(make_gateway: Callable[[str], GatewayThread],
-                                     root: Path) -> None:
+def test_the_default_limit_is_64_kib(
+    make_gateway: Callable[[str], GatewayThread], root: Path
+) -> None:
     gateway = file_gateway(make_gateway, root)
     with connect(gateway) as sock:
         sock.sendall(GET + b"X-Pad: " + b"a" * 60_000 + b"\r\n\r\n")
@@ -110,7 +114,8 @@ def test_the_default_limit_is_64_kib(make_gateway: Callable[[str], GatewayThread
 
 @pytest.mark.parametrize("target_bytes", [5000, 70_000])
 def test_a_request_line_over_the_limit_is_414_then_closed(
-        make_gateway: Callable[[str], GatewayThread], root: Path, target_bytes: int) -> None:
+    make_gateway: Callable[[str], GatewayThread], root: Path, target_bytes: int
+) -> None:
     gateway = file_gateway(make_gateway, root, "max_header_bytes = 4096")
     with connect(gateway) as sock:
         sock.sendall(b"GET /files/" + b"a" * target_bytes + b" HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -120,7 +125,8 @@ def test_a_request_line_over_the_limit_is_414_then_closed(
 
 
 def test_a_header_just_within_the_limit_is_served_on_a_kept_alive_connection(
-        make_gateway: Callable[[str], GatewayThread], root: Path) -> None:
+    make_gateway: Callable[[str], GatewayThread], root: Path
+) -> None:
     gateway = file_gateway(make_gateway, root, "max_header_bytes = 4096")
     head = GET + b"X-Pad: "
     padded = head + b"a" * (4096 - len(head) - 4) + b"\r\n\r\n"
@@ -134,8 +140,10 @@ def test_a_header_just_within_the_limit_is_served_on_a_kept_alive_connection(
 
 # --- header_timeout and idle_timeout --------------------------------------------------------------
 
+
 def test_a_header_that_trickles_in_is_cut_at_header_timeout(
-        make_gateway: Callable[[str], GatewayThread], root: Path) -> None:
+    make_gateway: Callable[[str], GatewayThread], root: Path
+) -> None:
     gateway = file_gateway(make_gateway, root, "header_timeout = 0.5", "idle_timeout = 30")
     with connect(gateway) as sock:
         started = time.monotonic()
@@ -151,7 +159,8 @@ def test_a_header_that_trickles_in_is_cut_at_header_timeout(
 
 
 def test_a_silent_new_connection_is_closed_at_header_timeout(
-        make_gateway: Callable[[str], GatewayThread], root: Path) -> None:
+    make_gateway: Callable[[str], GatewayThread], root: Path
+) -> None:
     gateway = file_gateway(make_gateway, root, "header_timeout = 0.5", "idle_timeout = 30")
     with connect(gateway) as sock:
         started = time.monotonic()
@@ -160,7 +169,8 @@ def test_a_silent_new_connection_is_closed_at_header_timeout(
 
 
 def test_a_kept_alive_connection_waits_idle_timeout_then_header_timeout(
-        make_gateway: Callable[[str], GatewayThread], root: Path) -> None:
+    make_gateway: Callable[[str], GatewayThread], root: Path
+) -> None:
     gateway = file_gateway(make_gateway, root, "header_timeout = 0.3", "idle_timeout = 1")
     with connect(gateway) as sock:
         sock.sendall(GET + b"\r\n")
@@ -181,11 +191,12 @@ def test_a_kept_alive_connection_waits_idle_timeout_then_header_timeout(
         assert 0.9 < time.monotonic() - started < 3
 
 
-# --- max_client_connections ------------------------------------------------------------------------
+# --- max_client_connections -----------------------------------------------------------------------
+
 
 def test_connections_past_max_client_connections_are_closed_at_once(
-        make_gateway: Callable[[str], GatewayThread], root: Path,
-        caplog: pytest.LogCaptureFixture) -> None:
+    make_gateway: Callable[[str], GatewayThread], root: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     gateway = file_gateway(make_gateway, root, "max_client_connections = 2")
     first, second = connect(gateway), connect(gateway)
     try:
@@ -214,10 +225,12 @@ def test_connections_past_max_client_connections_are_closed_at_once(
     assert len(warnings) == 1  # once a minute, not per connection
 
 
-# --- the status page's event streams ------------------------------------------------------------------
+# --- the status page's event streams --------------------------------------------------------------
 
-def test_event_streams_take_a_stream_slot(make_gateway: Callable[[str], GatewayThread],
-                                          root: Path) -> None:
+
+def test_event_streams_take_a_stream_slot(
+    make_gateway: Callable[[str], GatewayThread], root: Path
+) -> None:
     gateway = file_gateway(make_gateway, root, limits="max_concurrent_streams = 1")
     with connect(gateway) as events:
         events.sendall(b"GET /_mediaproxy/events HTTP/1.1\r\nHost: x\r\n\r\n")

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import zstandard
 
-from .support import (GatewayThread, request, series)
+from .support import GatewayThread, request, series
 
 SAMPLE_MEDIA = Path(__file__).resolve().parents[2] / "sample_media"
 
@@ -92,15 +92,17 @@ def test_head_announces_the_coding_a_get_would_use(gateway: GatewayThread) -> No
 
 
 @pytest.mark.parametrize("path", ["/function", "/compressed-files/data/people.csv"])
-def test_a_compressed_head_has_the_get_headers_and_no_content_length(gateway: GatewayThread,
-                                                                     path: str) -> None:
+def test_a_compressed_head_has_the_get_headers_and_no_content_length(
+    gateway: GatewayThread, path: str
+) -> None:
     got = request(gateway.port, "GET", path, {"Accept-Encoding": "gzip"})
     head = request(gateway.port, "HEAD", path, {"Accept-Encoding": "gzip"})
     assert got.headers["content-encoding"] == "gzip" and head.body == b""
     assert "content-length" not in head.headers
     body_dependent = {"date", "transfer-encoding"}  # a compressed GET goes out chunked
-    assert ({k: v for k, v in head.headers.items() if k not in body_dependent}
-            == {k: v for k, v in got.headers.items() if k not in body_dependent})
+    assert {k: v for k, v in head.headers.items() if k not in body_dependent} == {
+        k: v for k, v in got.headers.items() if k not in body_dependent
+    }
 
 
 def test_route_switch_turns_it_off(gateway: GatewayThread) -> None:
@@ -120,7 +122,7 @@ def test_each_chunk_is_flushed_so_a_stream_decodes_as_it_arrives(gateway: Gatewa
         size_line, rest = body.split(b"\r\n", 1) if b"\r\n" in body else (body, b"")
         while len(rest) < int(size_line, 16):
             rest += sock.recv(65536)
-        first_chunk = rest[:int(size_line, 16)]
+        first_chunk = rest[: int(size_line, 16)]
     decoded = zlib.decompressobj(wbits=31).decompress(first_chunk)
     assert decoded.startswith(b"i,extra\r\n1,row number 1\r\n")
     assert decoded.endswith(b"\r\n"), "the first chunk must decode to whole rows"
@@ -133,19 +135,29 @@ def test_files_are_not_compressed_by_default(gateway: GatewayThread) -> None:
 
 
 def test_compressed_file_route_compresses_text_only_and_never_ranges(
-        gateway: GatewayThread) -> None:
-    text = request(gateway.port, "GET", "/compressed-files/data/people.csv",
-                   {"Accept-Encoding": "gzip"})
+    gateway: GatewayThread,
+) -> None:
+    text = request(
+        gateway.port, "GET", "/compressed-files/data/people.csv", {"Accept-Encoding": "gzip"}
+    )
     assert text.headers["content-encoding"] == "gzip"
     assert text.headers["etag"].startswith('W/"')
     original = (SAMPLE_MEDIA / "data" / "people.csv").read_bytes()
     assert zlib.decompress(text.body, wbits=31) == original
-    video = request(gateway.port, "GET", "/compressed-files/video/testsrc-h264-aac.mp4",
-                    {"Accept-Encoding": "gzip"})
+    video = request(
+        gateway.port,
+        "GET",
+        "/compressed-files/video/testsrc-h264-aac.mp4",
+        {"Accept-Encoding": "gzip"},
+    )
     assert "content-encoding" not in video.headers and "vary" not in video.headers
     assert video.body == (SAMPLE_MEDIA / "video" / "testsrc-h264-aac.mp4").read_bytes()
-    partial = request(gateway.port, "GET", "/compressed-files/data/people.csv",
-                      {"Accept-Encoding": "gzip", "Range": "bytes=0-9"})
+    partial = request(
+        gateway.port,
+        "GET",
+        "/compressed-files/data/people.csv",
+        {"Accept-Encoding": "gzip", "Range": "bytes=0-9"},
+    )
     assert partial.status == 206 and "content-encoding" not in partial.headers
     assert partial.body == original[:10]
 
@@ -153,6 +165,9 @@ def test_compressed_file_route_compresses_text_only_and_never_ranges(
 @pytest.mark.skipif(shutil.which("curl") is None, reason="curl not installed")
 def test_curl_compressed_decodes_the_stream(gateway: GatewayThread, tmp_path: Path) -> None:
     out = tmp_path / "rows.csv"
-    subprocess.run(["curl", "-sS", "--fail", "--compressed", "-o", str(out),
-                    f"{gateway.base_url}/rows"], check=True, timeout=60)
+    subprocess.run(
+        ["curl", "-sS", "--fail", "--compressed", "-o", str(out), f"{gateway.base_url}/rows"],
+        check=True,
+        timeout=60,
+    )
     assert out.read_bytes() == identity_body(gateway, "/rows")

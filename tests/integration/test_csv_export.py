@@ -29,7 +29,15 @@ from mediaproxy.integrations import csv_export
 from mediaproxy.integrations import export_processes as export_processes_module
 from mediaproxy.integrations.csv_export import PostgresCopy, QueryFailed
 
-from .support import (GatewayThread, open_stalled_download, read_cut_response, request, series, wait_for_no_streams, wait_until)
+from .support import (
+    GatewayThread,
+    open_stalled_download,
+    read_cut_response,
+    request,
+    series,
+    wait_for_no_streams,
+    wait_until,
+)
 
 # The values CSV exports get wrong: separators, quotes, line breaks, NULL against '', non-ASCII
 # and a formula that must reach the client unchanged.
@@ -59,8 +67,12 @@ CELLS = [
 ]
 
 
-def expected_csv(columns: list[str], rows: list[tuple[object, ...]], db: ExportDatabase,
-                 line_terminator: str = "\r\n") -> bytes:
+def expected_csv(
+    columns: list[str],
+    rows: list[tuple[object, ...]],
+    db: ExportDatabase,
+    line_terminator: str = "\r\n",
+) -> bytes:
     """RFC 4180 as the integration promises it: CRLF records (or the route's line terminator),
     minimal quoting, NULL an empty field; the empty string is one too, except from PostgreSQL,
     whose COPY writes it as ``""`` (so NULL and '' stay apart)."""
@@ -68,12 +80,13 @@ def expected_csv(columns: list[str], rows: list[tuple[object, ...]], db: ExportD
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator=line_terminator)
     writer.writerow(columns)
-    writer.writerows([["" if v is None else empty if v == "" else v for v in row]
-                      for row in rows])
+    writer.writerows([["" if v is None else empty if v == "" else v for v in row] for row in rows])
     return buffer.getvalue().replace(empty, '""' if db.name == "postgres" else "").encode()
 
 
-NEVER_ENDS = "WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s) SELECT count(*) FROM s"
+NEVER_ENDS = (
+    "WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s) SELECT count(*) FROM s"
+)
 
 
 @dataclass
@@ -89,8 +102,9 @@ class ExportDatabase:
 def sqlite_database(tmp_path: Path) -> ExportDatabase:
     path = tmp_path / "export.sqlite"
     with sqlite3.connect(path) as connection:
-        connection.execute("CREATE TABLE items (id INTEGER, label TEXT, qty INTEGER, day TEXT, "
-                           "note TEXT)")
+        connection.execute(
+            "CREATE TABLE items (id INTEGER, label TEXT, qty INTEGER, day TEXT, note TEXT)"
+        )
         connection.executemany("INSERT INTO items VALUES (?, ?, ?, ?, ?)", ROWS)
         connection.execute("CREATE TABLE cells (n INTEGER, v TEXT)")
         connection.executemany("INSERT INTO cells VALUES (?, ?)", [c[:2] for c in CELLS])
@@ -108,8 +122,9 @@ def postgres_database(url: str) -> ExportDatabase:
 
     with psycopg.connect(url, autocommit=True) as connection:
         connection.execute("DROP TABLE IF EXISTS items")
-        connection.execute("CREATE TABLE items (id integer, label text, qty integer, day date, "
-                           "note text)")
+        connection.execute(
+            "CREATE TABLE items (id integer, label text, qty integer, day date, note text)"
+        )
         with connection.cursor() as cursor:
             cursor.executemany("INSERT INTO items VALUES (%s, %s, %s, %s, %s)", ROWS)
         connection.execute("DROP TABLE IF EXISTS cells")
@@ -117,8 +132,12 @@ def postgres_database(url: str) -> ExportDatabase:
         with connection.cursor() as cursor:
             cursor.executemany("INSERT INTO cells VALUES (%s, %s)", [c[:2] for c in CELLS])
 
-    return ExportDatabase("postgres", url, lambda name, sql_type: f"%({name})s::{sql_type}",
-                          fails_at_row=lambda row: series(10 * row, f"1 / (i - {row})"))
+    return ExportDatabase(
+        "postgres",
+        url,
+        lambda name, sql_type: f"%({name})s::{sql_type}",
+        fails_at_row=lambda row: series(10 * row, f"1 / (i - {row})"),
+    )
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -147,7 +166,8 @@ def gateway(make_gateway, db: ExportDatabase) -> GatewayThread:  # type: ignore[
         prefix = "/items-lf"
         integration = "csv_export"
         database = "{db.database}"
-        query = "SELECT id, label, qty, day, note FROM items WHERE day >= {p("since", "date")} ORDER BY id"
+        query = '''SELECT id, label, qty, day, note FROM items
+                   WHERE day >= {p("since", "date")} ORDER BY id'''
         params = {{ since = "date" }}
         line_terminator = "lf"
         [[routes]]
@@ -213,7 +233,8 @@ def test_rows_stream_as_rfc4180_csv(gateway: GatewayThread, db: ExportDatabase) 
     assert reply.headers["transfer-encoding"] == "chunked"
     today = datetime.now(timezone.utc).date().isoformat()
     assert reply.headers["content-disposition"] == (
-        f'attachment; filename="items-2024-01-01-{today}.csv"')
+        f'attachment; filename="items-2024-01-01-{today}.csv"'
+    )
     # Parsed back by a CSV reader, the values are the database's.
     parsed = list(csv.reader(io.StringIO(reply.body.decode(), newline="")))
     assert parsed[1:] == [[str(v) if v is not None else "" for v in row] for row in ROWS]
@@ -229,34 +250,47 @@ def test_formulas_pass_unchanged_by_default(gateway: GatewayThread, db: ExportDa
     assert reply.body == expected_csv(["n", "v"], [c[:2] for c in CELLS], db)
 
 
-def test_escape_formulas_quotes_cells_a_spreadsheet_would_run(gateway: GatewayThread,
-                                                              db: ExportDatabase) -> None:
+def test_escape_formulas_quotes_cells_a_spreadsheet_would_run(
+    gateway: GatewayThread, db: ExportDatabase
+) -> None:
     reply = request(gateway.port, "GET", "/cells-escaped")
     assert reply.status == 200
     assert reply.body == expected_csv(["n", "v"], [(n, escaped) for n, _, escaped in CELLS], db)
     # Columns the database types as numbers keep their sign, whichever engine formats them.
     reply = request(gateway.port, "GET", "/items-escaped")
-    assert reply.body == expected_csv(["id", "qty", "note"], [
-        (1, 10, None), (2, -3, ""), (3, 0, "crlf\r\ninside"), (4, 7, "'=SUM(A1:A9)"),
-        (5, 2, "tab\there")], db)
+    assert reply.body == expected_csv(
+        ["id", "qty", "note"],
+        [
+            (1, 10, None),
+            (2, -3, ""),
+            (3, 0, "crlf\r\ninside"),
+            (4, 7, "'=SUM(A1:A9)"),
+            (5, 2, "tab\there"),
+        ],
+        db,
+    )
 
 
 def test_parameters_are_bound_not_spliced(gateway: GatewayThread, db: ExportDatabase) -> None:
-    reply = request(gateway.port, "GET", "/items?since=2024-03-01&label=Zo%C3%AB%20%E6%9D%B1%E4"
-                                         "%BA%AC%20%F0%9F%93%A6")
+    reply = request(
+        gateway.port,
+        "GET",
+        "/items?since=2024-03-01&label=Zo%C3%AB%20%E6%9D%B1%E4%BA%AC%20%F0%9F%93%A6",
+    )
     assert reply.body == expected_csv(COLUMNS, [ROWS[3]], db)
     quoted = "/items?since=2024-01-01&label=comma%2C%20and%20%22quotes%22"
     assert request(gateway.port, "GET", quoted).body == expected_csv(COLUMNS, [ROWS[1]], db)
-    for injection in ("%27%20OR%20%271%27%3D%271",  # ' OR '1'='1
-                      "%5C%27%20OR%201%3D1%20--%20",  # \' OR 1=1 --
-                      "%27%29%20TO%20STDOUT%3B%20SELECT%201%3B%20--"):  # ') TO STDOUT; ...
+    for injection in (
+        "%27%20OR%20%271%27%3D%271",  # ' OR '1'='1
+        "%5C%27%20OR%201%3D1%20--%20",  # \' OR 1=1 --
+        "%27%29%20TO%20STDOUT%3B%20SELECT%201%3B%20--",
+    ):  # ') TO STDOUT; ...
         reply = request(gateway.port, "GET", f"/items?since=2024-01-01&label={injection}")
         assert reply.body == expected_csv(COLUMNS, [], db)
 
 
 def test_typed_parameters_reach_the_database(gateway: GatewayThread) -> None:
-    reply = request(gateway.port, "GET",
-                    "/typed?n=-42&x=2.5&flag=true&at=2024-06-01T12:00:00Z")
+    reply = request(gateway.port, "GET", "/typed?n=-42&x=2.5&flag=true&at=2024-06-01T12:00:00Z")
     assert reply.status == 200
     header, values = reply.body.decode().split("\r\n")[:2]
     assert header == "n,x,flag,at"
@@ -266,17 +300,28 @@ def test_typed_parameters_reach_the_database(gateway: GatewayThread) -> None:
     assert at.startswith("2024-06-01")
 
 
-@pytest.mark.parametrize(("query", "message"), [
-    ("", b"400 Bad Request: parameter 'since': is required: a date YYYY-MM-DD\n"),
-    ("?since=2024-13-01", b"400 Bad Request: parameter 'since': must be a date YYYY-MM-DD, "
-                          b"got '2024-13-01'\n"),
-    ("?since=2024-01-01&colour=red", b"400 Bad Request: parameter 'colour': unknown "
-                                     b"parameter; this export takes label, since\n"),
-    ("?since=2024-01-01&since=2024-01-02", b"400 Bad Request: parameter 'since': given more "
-                                           b"than once\n"),
-])
-def test_bad_parameters_are_400_naming_the_parameter(gateway: GatewayThread, query: str,
-                                                     message: bytes) -> None:
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        ("", b"400 Bad Request: parameter 'since': is required: a date YYYY-MM-DD\n"),
+        (
+            "?since=2024-13-01",
+            b"400 Bad Request: parameter 'since': must be a date YYYY-MM-DD, got '2024-13-01'\n",
+        ),
+        (
+            "?since=2024-01-01&colour=red",
+            b"400 Bad Request: parameter 'colour': unknown "
+            b"parameter; this export takes label, since\n",
+        ),
+        (
+            "?since=2024-01-01&since=2024-01-02",
+            b"400 Bad Request: parameter 'since': given more than once\n",
+        ),
+    ],
+)
+def test_bad_parameters_are_400_naming_the_parameter(
+    gateway: GatewayThread, query: str, message: bytes
+) -> None:
     reply = request(gateway.port, "GET", "/items" + query)
     assert (reply.status, reply.body) == (400, message)
 
@@ -316,8 +361,11 @@ def test_a_query_failing_mid_stream_aborts_the_response(gateway: GatewayThread) 
 
 @pytest.mark.skipif(shutil.which("curl") is None, reason="curl not installed")
 def test_curl_sees_a_failed_export_as_incomplete(gateway: GatewayThread, tmp_path: Path) -> None:
-    result = subprocess.run(["curl", "-sS", "-o", str(tmp_path / "out.csv"),
-                             f"{gateway.base_url}/fails-later"], capture_output=True, timeout=60)
+    result = subprocess.run(
+        ["curl", "-sS", "-o", str(tmp_path / "out.csv"), f"{gateway.base_url}/fails-later"],
+        capture_output=True,
+        timeout=60,
+    )
     assert result.returncode == 18, result.stderr  # CURLE_PARTIAL_FILE
 
 
@@ -373,7 +421,8 @@ def test_timers_and_disconnects_interrupt_running_queries(gateway: GatewayThread
 
 
 def test_a_sqlite_path_with_query_and_fragment_characters_stays_read_only(
-        make_gateway, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    make_gateway, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
     """The path is a file: URI's path, escaped; formatted in raw, '?' began its query (so
     mode=ro was lost and SQLite created the truncated name read-write) and '#' its fragment."""
     folder = tmp_path / "odd?dir#1"
@@ -403,7 +452,8 @@ def test_a_sqlite_path_with_query_and_fragment_characters_stays_read_only(
 
 
 def test_postgres_exports_run_as_one_copy_in_a_read_only_transaction(
-        make_gateway, postgres_url: str) -> None:  # type: ignore[no-untyped-def]
+    make_gateway, postgres_url: str
+) -> None:  # type: ignore[no-untyped-def]
     """The server formats the CSV itself (COPY ... TO STDOUT), so rows never become Python
     objects; the statement is the configured query with its parameters as literals."""
     gateway = make_gateway(f'''
@@ -440,11 +490,14 @@ def test_an_interrupt_stops_a_running_postgres_copy(postgres_url: str) -> None:
 
 
 def test_postgres_escapes_formulas_in_sql_keeping_names_types_and_nulls(
-        make_gateway, postgres_url: str) -> None:  # type: ignore[no-untyped-def]
+    make_gateway, postgres_url: str
+) -> None:  # type: ignore[no-untyped-def]
     """The escaping is SQL around the query: duplicate column names, char(n) padding, NULL
     against '', and non-string columns whose text starts with '-' all come through."""
-    query = ("SELECT '=a'::char(4) AS \"x\", -1 AS \"x\", NULL::text AS \"a \"\"b\"\"\", "
-             "''::text AS e, interval '-1 day' AS i, '-7'::varchar AS n")
+    query = (
+        'SELECT \'=a\'::char(4) AS "x", -1 AS "x", NULL::text AS "a ""b""", '
+        "''::text AS e, interval '-1 day' AS i, '-7'::varchar AS n"
+    )
     gateway = make_gateway(f"""
         [[routes]]
         prefix = "/odd"
@@ -458,6 +511,7 @@ def test_postgres_escapes_formulas_in_sql_keeping_names_types_and_nulls(
 
 
 # --- export processes ------------------------------------------------------------------------
+
 
 def export_processes() -> list[int]:
     """The pids of the live export processes: the fork server's children."""
@@ -479,9 +533,11 @@ def running_postgres_queries(url: str) -> int:
     import psycopg
 
     with psycopg.connect(url, autocommit=True) as connection:
-        row = connection.execute("SELECT count(*) FROM pg_stat_activity WHERE state = 'active' "
-                                 "AND backend_type = 'client backend' "
-                                 "AND pid <> pg_backend_pid()").fetchone()
+        row = connection.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' "
+            "AND backend_type = 'client backend' "
+            "AND pid <> pg_backend_pid()"
+        ).fetchone()
     assert row is not None
     return int(row[0])
 
@@ -494,7 +550,9 @@ def test_the_rows_are_produced_in_another_process(gateway: GatewayThread) -> Non
         assert pid != os.getpid()
         # The fork server has imported the export code; the export process is its fork.
         assert Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[1:3] == [
-            b"-m", b"mediaproxy.integrations.export_processes"]
+            b"-m",
+            b"mediaproxy.integrations.export_processes",
+        ]
         # Below the gateway's priority (the route's default niceness, 10), once it has its job.
         wanted = os.getpriority(os.PRIO_PROCESS, 0) + 10
         wait_until(lambda: os.getpriority(os.PRIO_PROCESS, pid) == wanted)
@@ -505,7 +563,8 @@ def test_the_rows_are_produced_in_another_process(gateway: GatewayThread) -> Non
 
 @pytest.mark.parametrize("cut", ["disconnect", "idle timer", "shutdown"])
 def test_no_export_process_or_query_outlives_its_request(
-        make_gateway, db: ExportDatabase, cut: str) -> None:  # type: ignore[no-untyped-def]
+    make_gateway, db: ExportDatabase, cut: str
+) -> None:  # type: ignore[no-untyped-def]
     """A never-ending query, cut three ways: the process is gone well within the grace after
     which it would be killed (it left by itself), and so is PostgreSQL's query."""
     gateway = make_gateway(f"""
@@ -538,7 +597,8 @@ def test_no_export_process_or_query_outlives_its_request(
 
 @pytest.mark.slow
 def test_a_thousand_aborted_exports_leave_no_process_or_descriptor(
-        gateway: GatewayThread, db: ExportDatabase) -> None:
+    gateway: GatewayThread, db: ExportDatabase
+) -> None:
     """Cut before the first byte (a query that never answers) and mid-body (a client that
     leaves after the headers), many at once: nothing stays behind in either process."""
     count = 1000 if db.name == "sqlite" else 200  # PostgreSQL's connections are slower
@@ -580,20 +640,31 @@ def test_a_dead_fork_server_is_replaced(gateway: GatewayThread, db: ExportDataba
 
 # --- the arrow engine ------------------------------------------------------------------------
 
+
 def arrow_database(tmp_path: Path) -> Path:
     """A STRICT table and a plain one with the same rows; a STRICT one whose text column is
     NULL throughout ADBC's first batch (1024 rows) and text after it."""
     path = tmp_path / "typed.sqlite"
     with sqlite3.connect(path) as connection:
         for name, strict in (("typed", " STRICT"), ("loose", "")):
-            connection.execute(f"CREATE TABLE {name} (id INTEGER, label TEXT, qty INTEGER, "
-                               f"price REAL, note TEXT){strict}")
-            connection.executemany(f"INSERT INTO {name} VALUES (?, ?, ?, ?, ?)", [
-                (1, "plain", 10, 1.0, None), (2, 'comma, and "quotes"', -3, 0.1, ""),
-                (3, "line\nbreak", 0, 1e16, "=SUM(A1:A9)"), (4, "Zoë", 7, -2.5, "-7")])
+            connection.execute(
+                f"CREATE TABLE {name} (id INTEGER, label TEXT, qty INTEGER, "
+                f"price REAL, note TEXT){strict}"
+            )
+            connection.executemany(
+                f"INSERT INTO {name} VALUES (?, ?, ?, ?, ?)",
+                [
+                    (1, "plain", 10, 1.0, None),
+                    (2, 'comma, and "quotes"', -3, 0.1, ""),
+                    (3, "line\nbreak", 0, 1e16, "=SUM(A1:A9)"),
+                    (4, "Zoë", 7, -2.5, "-7"),
+                ],
+            )
         connection.execute("CREATE TABLE late (id INTEGER, note TEXT) STRICT")
-        connection.executemany("INSERT INTO late VALUES (?, ?)",
-                               [(i, None if i <= 2000 else f"n{i}") for i in range(1, 2011)])
+        connection.executemany(
+            "INSERT INTO late VALUES (?, ?)",
+            [(i, None if i <= 2000 else f"n{i}") for i in range(1, 2011)],
+        )
     connection.close()
     return path
 
@@ -635,26 +706,31 @@ def arrow_gateway(make_gateway, tmp_path: Path) -> GatewayThread:  # type: ignor
 
 
 def test_the_arrow_engine_writes_strict_tables_as_arrow_formats_them(
-        arrow_gateway: GatewayThread) -> None:
+    arrow_gateway: GatewayThread,
+) -> None:
     reply = request(arrow_gateway.port, "GET", "/arrow/typed?since=1")
     assert reply.status == 200
     # Every string quoted (header too), '' as "" apart from NULL, doubles without a
     # trailing .0; integers as ever.
-    assert reply.body == (b'"id","label","qty","price","note"\r\n'
-                          b'1,"plain",10,1,\r\n'
-                          b'2,"comma, and ""quotes""",-3,0.1,""\r\n'
-                          b'3,"line\nbreak",0,1e+16,"=SUM(A1:A9)"\r\n'
-                          b'4,"Zo\xc3\xab",7,-2.5,"-7"\r\n')
+    assert reply.body == (
+        b'"id","label","qty","price","note"\r\n'
+        b'1,"plain",10,1,\r\n'
+        b'2,"comma, and ""quotes""",-3,0.1,""\r\n'
+        b'3,"line\nbreak",0,1e+16,"=SUM(A1:A9)"\r\n'
+        b'4,"Zo\xc3\xab",7,-2.5,"-7"\r\n'
+    )
     default = request(arrow_gateway.port, "GET", "/default/typed?since=1").body
     parsed = list(csv.reader(io.StringIO(reply.body.decode(), newline="")))
     assert parsed[1] == ["1", "plain", "10", "1", ""]
     assert [row[:3] for row in parsed] == [
-        row[:3] for row in csv.reader(io.StringIO(default.decode(), newline=""))]
+        row[:3] for row in csv.reader(io.StringIO(default.decode(), newline=""))
+    ]
 
 
 @pytest.mark.parametrize("route", ["/loose", "/expression", "/late"])
 def test_results_without_fixed_types_fall_back_to_the_default_engine(
-        arrow_gateway: GatewayThread, route: str) -> None:
+    arrow_gateway: GatewayThread, route: str
+) -> None:
     """A plain table, an expression, a STRICT column NULL throughout ADBC's first batch (it
     would have failed at row 1025): the default engine's bytes, whole."""
     arrow = request(arrow_gateway.port, "GET", f"/arrow{route}?since=1")
@@ -665,6 +741,8 @@ def test_results_without_fixed_types_fall_back_to_the_default_engine(
 
 def test_the_arrow_engine_escapes_formulas(arrow_gateway: GatewayThread) -> None:
     reply = request(arrow_gateway.port, "GET", "/escaped")
-    assert reply.body == (b'"id","label","qty","note"\r\n1,"plain",10,\r\n'
-                          b'2,"comma, and ""quotes""",-3,""\r\n3,"line\nbreak",0,"\'=SUM(A1:A9)"\r\n'
-                          b'4,"Zo\xc3\xab",7,"-7"\r\n')
+    assert reply.body == (
+        b'"id","label","qty","note"\r\n1,"plain",10,\r\n'
+        b'2,"comma, and ""quotes""",-3,""\r\n3,"line\nbreak",0,"\'=SUM(A1:A9)"\r\n'
+        b'4,"Zo\xc3\xab",7,"-7"\r\n'
+    )

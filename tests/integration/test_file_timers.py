@@ -10,8 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from .support import (GatewayThread, drain, make_sparse_file, open_stalled_download,
-                      wait_for_no_streams)
+from .support import (
+    GatewayThread,
+    drain,
+    make_sparse_file,
+    open_stalled_download,
+    wait_for_no_streams,
+)
 
 BIG_BYTES = 64 * 1024 * 1024
 
@@ -38,8 +43,7 @@ def gateway(make_gateway, tmp_path: Path, request) -> GatewayThread:  # type: ig
     return gateway
 
 
-def test_a_client_that_stops_reading_is_cut_after_the_idle_timeout(
-        gateway: GatewayThread) -> None:
+def test_a_client_that_stops_reading_is_cut_after_the_idle_timeout(gateway: GatewayThread) -> None:
     sock = open_stalled_download(gateway.port, "/idle/big.bin")
     started = time.monotonic()
     time.sleep(0.6)  # not reading: the server's writes stall, the idle timer fires
@@ -64,7 +68,17 @@ def test_a_download_that_outlasts_max_stream_duration_is_cut(gateway: GatewayThr
 @pytest.mark.skipif(shutil.which("curl") is None, reason="curl not installed")
 def test_curl_sees_a_cut_download_as_incomplete(gateway: GatewayThread, tmp_path: Path) -> None:
     result = subprocess.run(
-        ["curl", "-sS", "--limit-rate", "8M", "-o", str(tmp_path / "out"),
-         f"{gateway.base_url}/total/big.bin"], capture_output=True, timeout=60)
+        [
+            "curl",
+            "-sS",
+            "--limit-rate",
+            "8M",
+            "-o",
+            str(tmp_path / "out"),
+            f"{gateway.base_url}/total/big.bin",
+        ],
+        capture_output=True,
+        timeout=60,
+    )
     assert result.returncode == 18, result.stderr  # CURLE_PARTIAL_FILE
     assert 0 < (tmp_path / "out").stat().st_size < BIG_BYTES

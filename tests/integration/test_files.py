@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from .support import (GatewayThread, get_and_head, request)
+from .support import GatewayThread, get_and_head, request
 
 SAMPLE_MEDIA = Path(__file__).resolve().parents[2] / "sample_media"
 
@@ -77,13 +77,15 @@ def test_full_file_with_validators(gateway: GatewayThread, media_root: Path) -> 
     assert reply.headers["server"] == "mediaproxy"
 
 
-@pytest.mark.parametrize("name, media_type", [
-    ("video/testsrc-h264-aac.mp4", "video/mp4"),
-    ("video/smptebars-vp9-opus.webm", "video/webm"),
-    ("audio/sine-523hz.mp3", "audio/mpeg"),
-])
-def test_sample_media_types_are_sniffed(gateway: GatewayThread, name: str,
-                                        media_type: str) -> None:
+@pytest.mark.parametrize(
+    "name, media_type",
+    [
+        ("video/testsrc-h264-aac.mp4", "video/mp4"),
+        ("video/smptebars-vp9-opus.webm", "video/webm"),
+        ("audio/sine-523hz.mp3", "audio/mpeg"),
+    ],
+)
+def test_sample_media_types_are_sniffed(gateway: GatewayThread, name: str, media_type: str) -> None:
     path = SAMPLE_MEDIA / name
     if not path.exists():
         pytest.skip(f"{name} not in sample_media")
@@ -93,10 +95,14 @@ def test_sample_media_types_are_sniffed(gateway: GatewayThread, name: str,
 
 
 def test_text_types_use_the_extension_only_to_break_ties(gateway: GatewayThread) -> None:
-    assert request(gateway.port, "GET", "/files/table.csv").headers["content-type"] == \
-        "text/csv; charset=utf-8"
-    assert request(gateway.port, "GET", "/files/small.txt").headers["content-type"] == \
-        "text/plain; charset=utf-8"
+    assert (
+        request(gateway.port, "GET", "/files/table.csv").headers["content-type"]
+        == "text/csv; charset=utf-8"
+    )
+    assert (
+        request(gateway.port, "GET", "/files/small.txt").headers["content-type"]
+        == "text/plain; charset=utf-8"
+    )
 
 
 def test_empty_file(gateway: GatewayThread) -> None:
@@ -104,17 +110,27 @@ def test_empty_file(gateway: GatewayThread) -> None:
     assert (reply.status, reply.body, reply.headers["content-length"]) == (200, b"", "0")
 
 
-@pytest.mark.parametrize("range_header, status, content_range, start, stop", [
-    ("bytes=0-99", 206, "bytes 0-99/300000", 0, 100),
-    ("bytes=299999-", 206, "bytes 299999-299999/300000", 299999, 300000),  # the final byte
-    ("bytes=-500", 206, "bytes 299500-299999/300000", 299500, 300000),
-    ("bytes=1000-", 206, "bytes 1000-299999/300000", 1000, 300000),
-    ("bytes=100-999999", 206, "bytes 100-299999/300000", 100, 300000),
-    ("bytes=-999999", 206, "bytes 0-299999/300000", 0, 300000),
-    ("items=0-5", 200, None, 0, 300000),
-])
-def test_single_ranges(gateway: GatewayThread, media_root: Path, range_header: str, status: int,
-                       content_range: str | None, start: int, stop: int) -> None:
+@pytest.mark.parametrize(
+    "range_header, status, content_range, start, stop",
+    [
+        ("bytes=0-99", 206, "bytes 0-99/300000", 0, 100),
+        ("bytes=299999-", 206, "bytes 299999-299999/300000", 299999, 300000),  # the final byte
+        ("bytes=-500", 206, "bytes 299500-299999/300000", 299500, 300000),
+        ("bytes=1000-", 206, "bytes 1000-299999/300000", 1000, 300000),
+        ("bytes=100-999999", 206, "bytes 100-299999/300000", 100, 300000),
+        ("bytes=-999999", 206, "bytes 0-299999/300000", 0, 300000),
+        ("items=0-5", 200, None, 0, 300000),
+    ],
+)
+def test_single_ranges(
+    gateway: GatewayThread,
+    media_root: Path,
+    range_header: str,
+    status: int,
+    content_range: str | None,
+    start: int,
+    stop: int,
+) -> None:
     reply = request(gateway.port, "GET", "/files/data.bin", {"Range": range_header})
     assert reply.status == status
     assert reply.headers.get("content-range") == content_range
@@ -122,8 +138,9 @@ def test_single_ranges(gateway: GatewayThread, media_root: Path, range_header: s
     assert int(reply.headers["content-length"]) == stop - start
 
 
-def test_the_configured_send_path_is_the_one_used(gateway: GatewayThread, media_root: Path,
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_configured_send_path_is_the_one_used(
+    gateway: GatewayThread, media_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     calls: list[int] = []
     real_sendfile = os.sendfile
 
@@ -150,23 +167,30 @@ def test_unsatisfiable_range(gateway: GatewayThread, range_header: str) -> None:
     assert reply.headers["content-range"] == "bytes */300000"
 
 
-def test_multiple_ranges_are_multipart_and_coalesced(gateway: GatewayThread,
-                                                     media_root: Path) -> None:
+def test_multiple_ranges_are_multipart_and_coalesced(
+    gateway: GatewayThread, media_root: Path
+) -> None:
     content = (media_root / "data.bin").read_bytes()
-    reply = request(gateway.port, "GET", "/files/data.bin",
-                    {"Range": "bytes=0-9, 5-19, 1000-1099, -10"})
+    reply = request(
+        gateway.port, "GET", "/files/data.bin", {"Range": "bytes=0-9, 5-19, 1000-1099, -10"}
+    )
     assert reply.status == 206
     assert reply.headers["content-type"].startswith("multipart/byteranges; boundary=")
     assert int(reply.headers["content-length"]) == len(reply.body)
     message = email.parser.BytesParser().parsebytes(
-        b"Content-Type: " + reply.headers["content-type"].encode() + b"\r\n\r\n" + reply.body)
-    parts = [(part["Content-Range"], part.get_payload(decode=True))
-             for part in message.get_payload()]
-    assert parts == [
-        ("bytes 0-19/300000", content[0:20]),  # 0-9 and 5-19 overlap: one part
-        ("bytes 1000-1099/300000", content[1000:1100]),
-        ("bytes 299990-299999/300000", content[-10:]),
+        b"Content-Type: " + reply.headers["content-type"].encode() + b"\r\n\r\n" + reply.body
+    )
+    parts = [
+        (part["Content-Range"], part.get_payload(decode=True)) for part in message.get_payload()
     ]
+    assert (
+        parts
+        == [
+            ("bytes 0-19/300000", content[0:20]),  # 0-9 and 5-19 overlap: one part
+            ("bytes 1000-1099/300000", content[1000:1100]),
+            ("bytes 299990-299999/300000", content[-10:]),
+        ]
+    )
 
 
 def test_conditional_requests(gateway: GatewayThread) -> None:
@@ -176,29 +200,45 @@ def test_conditional_requests(gateway: GatewayThread) -> None:
     not_modified = request(gateway.port, "GET", "/files/small.txt", {"If-None-Match": etag})
     assert not_modified.status == 304 and not_modified.body == b""
     assert not_modified.headers["etag"] == etag
-    assert request(gateway.port, "GET", "/files/small.txt",
-                   {"If-Modified-Since": modified}).status == 304
+    assert (
+        request(gateway.port, "GET", "/files/small.txt", {"If-Modified-Since": modified}).status
+        == 304
+    )
     # If-None-Match wins over If-Modified-Since (RFC 9110 §13.2.2).
-    assert request(gateway.port, "GET", "/files/small.txt",
-                   {"If-None-Match": '"other"', "If-Modified-Since": modified}).status == 200
-    assert request(gateway.port, "GET", "/files/small.txt",
-                   {"If-Match": '"other"'}).status == 412
-    assert request(gateway.port, "GET", "/files/small.txt",
-                   {"If-Match": etag}).status == 200
-    assert request(gateway.port, "GET", "/files/small.txt",
-                   {"If-Unmodified-Since": "Sat, 01 Jan 2000 00:00:00 GMT"}).status == 412
+    assert (
+        request(
+            gateway.port,
+            "GET",
+            "/files/small.txt",
+            {"If-None-Match": '"other"', "If-Modified-Since": modified},
+        ).status
+        == 200
+    )
+    assert request(gateway.port, "GET", "/files/small.txt", {"If-Match": '"other"'}).status == 412
+    assert request(gateway.port, "GET", "/files/small.txt", {"If-Match": etag}).status == 200
+    assert (
+        request(
+            gateway.port,
+            "GET",
+            "/files/small.txt",
+            {"If-Unmodified-Since": "Sat, 01 Jan 2000 00:00:00 GMT"},
+        ).status
+        == 412
+    )
 
 
 def test_if_range(gateway: GatewayThread) -> None:
     first = request(gateway.port, "GET", "/files/small.txt")
     etag, modified = first.headers["etag"], first.headers["last-modified"]
     for validator in (etag, modified):
-        reply = request(gateway.port, "GET", "/files/small.txt",
-                        {"Range": "bytes=0-3", "If-Range": validator})
+        reply = request(
+            gateway.port, "GET", "/files/small.txt", {"Range": "bytes=0-3", "If-Range": validator}
+        )
         assert (reply.status, reply.body) == (206, b"0123")
     for stale in ('"stale"', "Sat, 01 Jan 2000 00:00:00 GMT", "W/" + etag):
-        reply = request(gateway.port, "GET", "/files/small.txt",
-                        {"Range": "bytes=0-3", "If-Range": stale})
+        reply = request(
+            gateway.port, "GET", "/files/small.txt", {"Range": "bytes=0-3", "If-Range": stale}
+        )
         assert (reply.status, reply.body) == (200, b"0123456789abcdefghij")
 
 
@@ -220,25 +260,28 @@ def test_download_flag_adds_disposition(gateway: GatewayThread) -> None:
     assert "content-disposition" not in request(gateway.port, "GET", "/files/small.txt").headers
 
 
-@pytest.mark.parametrize("path, status", [
-    (b"/files/../outside.txt", 400),
-    (b"/files/%2e%2e/outside.txt", 400),
-    (b"/files/sub/%2E%2E/%2e%2e/outside.txt", 400),
-    (b"/files/..%5coutside.txt", 400),
-    (b"/files/a%00b", 400),
-    (b"/files/%zz", 400),
-    (b"/files/escape.txt", 403),
-    (b"/files/escape-dir/x.txt", 403),
-    (b"/files/secret-link", 404),
-    (b"/files/small.txt/x", 404),
-    (b"/files/.secret", 404),
-    (b"/files/sub", 404),
-    (b"/files/sub/", 404),
-    (b"/files/", 404),
-    (b"/files/missing.bin", 404),
-    (b"/filesx/small.txt", 404),
-    (b"/nowhere", 404),
-])
+@pytest.mark.parametrize(
+    "path, status",
+    [
+        (b"/files/../outside.txt", 400),
+        (b"/files/%2e%2e/outside.txt", 400),
+        (b"/files/sub/%2E%2E/%2e%2e/outside.txt", 400),
+        (b"/files/..%5coutside.txt", 400),
+        (b"/files/a%00b", 400),
+        (b"/files/%zz", 400),
+        (b"/files/escape.txt", 403),
+        (b"/files/escape-dir/x.txt", 403),
+        (b"/files/secret-link", 404),
+        (b"/files/small.txt/x", 404),
+        (b"/files/.secret", 404),
+        (b"/files/sub", 404),
+        (b"/files/sub/", 404),
+        (b"/files/", 404),
+        (b"/files/missing.bin", 404),
+        (b"/filesx/small.txt", 404),
+        (b"/nowhere", 404),
+    ],
+)
 def test_nothing_outside_the_root(gateway: GatewayThread, path: bytes, status: int) -> None:
     reply = raw_request(gateway.port, b"GET " + path + b" HTTP/1.1")
     head, _, body = reply.partition(b"\r\n\r\n")
@@ -247,17 +290,24 @@ def test_nothing_outside_the_root(gateway: GatewayThread, path: bytes, status: i
     assert body.startswith(str(status).encode())
 
 
-@pytest.mark.parametrize("path, status", [
-    (b"/files/" + b"n" * 300, 404),  # ENAMETOOLONG: nginx answers 404 too
-    (b"/files/" + b"d" * 300 + b"/x.txt", 404),
-    (b"/files/" + b"%C3%A9" * 150, 404),  # 150 characters, 300 bytes
-    (b"/files/" + b"d/" * 2100 + b"x", 404),  # the whole path beyond PATH_MAX
-    (b"/files/loop", 404),  # ELOOP: a symlink cycle names no file
-    (b"/files/loop-dir/x.txt", 404),
-])
+@pytest.mark.parametrize(
+    "path, status",
+    [
+        (b"/files/" + b"n" * 300, 404),  # ENAMETOOLONG: nginx answers 404 too
+        (b"/files/" + b"d" * 300 + b"/x.txt", 404),
+        (b"/files/" + b"%C3%A9" * 150, 404),  # 150 characters, 300 bytes
+        (b"/files/" + b"d/" * 2100 + b"x", 404),  # the whole path beyond PATH_MAX
+        (b"/files/loop", 404),  # ELOOP: a symlink cycle names no file
+        (b"/files/loop-dir/x.txt", 404),
+    ],
+)
 def test_names_the_file_system_refuses_are_client_errors(
-        gateway: GatewayThread, media_root: Path, path: bytes, status: int,
-        caplog: pytest.LogCaptureFixture) -> None:
+    gateway: GatewayThread,
+    media_root: Path,
+    path: bytes,
+    status: int,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     """They were 500s with a traceback logged at ERROR: one log flood line per request."""
     (media_root / "loop").symlink_to(media_root / "loop")
     (media_root / "loop-dir").symlink_to(media_root / "loop-dir")
@@ -288,6 +338,7 @@ def test_healthz(gateway: GatewayThread) -> None:
 
 def test_keep_alive_serves_several_requests(gateway: GatewayThread, media_root: Path) -> None:
     import http.client
+
     connection = http.client.HTTPConnection("127.0.0.1", gateway.port, timeout=10)
     for name in ("data.bin", "small.txt", "missing", "data.bin"):
         connection.request("GET", f"/files/{name}")
@@ -299,13 +350,26 @@ def test_keep_alive_serves_several_requests(gateway: GatewayThread, media_root: 
 
 
 @pytest.mark.skipif(shutil.which("curl") is None, reason="curl not installed")
-def test_curl_resumes_a_partial_download(gateway: GatewayThread, media_root: Path,
-                                         tmp_path: Path) -> None:
+def test_curl_resumes_a_partial_download(
+    gateway: GatewayThread, media_root: Path, tmp_path: Path
+) -> None:
     content = (media_root / "data.bin").read_bytes()
     target = tmp_path / "download.bin"
     target.write_bytes(content[:123_457])
-    subprocess.run(["curl", "-sS", "--fail", "-C", "-", "-o", str(target),
-                    f"{gateway.base_url}/files/data.bin"], check=True, timeout=30)
+    subprocess.run(
+        [
+            "curl",
+            "-sS",
+            "--fail",
+            "-C",
+            "-",
+            "-o",
+            str(target),
+            f"{gateway.base_url}/files/data.bin",
+        ],
+        check=True,
+        timeout=30,
+    )
     assert target.read_bytes() == content
 
 
@@ -315,19 +379,35 @@ def test_ffprobe_reads_sample_video_over_http(gateway: GatewayThread) -> None:
     if not videos:
         pytest.skip("no sample mp4")
     result = subprocess.run(
-        ["ffprobe", "-v", "error", "-show_entries", "stream=codec_name", "-of", "csv=p=0",
-         f"{gateway.base_url}/sample/video/{videos[0].name}"],
-        check=True, capture_output=True, text=True, timeout=60)
+        [
+            "ffprobe",
+            "-v",
+            "error",
+            "-show_entries",
+            "stream=codec_name",
+            "-of",
+            "csv=p=0",
+            f"{gateway.base_url}/sample/video/{videos[0].name}",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert set(result.stdout.split()) >= {"h264", "aac"}
 
 
-@pytest.mark.parametrize("headers", [
-    {"Content-Type": "multipart/form-data; boundary=x"},  # Tornado would parse this itself
-    {"Content-Type": "application/x-www-form-urlencoded", "Content-Encoding": "gzip"},
-    {"Content-Type": "application/json"},
-    {},
-])
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Content-Type": "multipart/form-data; boundary=x"},  # Tornado would parse this itself
+        {"Content-Type": "application/x-www-form-urlencoded", "Content-Encoding": "gzip"},
+        {"Content-Type": "application/json"},
+        {},
+    ],
+)
 def test_a_get_without_a_body_is_served_whatever_its_content_type(
-        gateway: GatewayThread, headers: dict[str, str]) -> None:
+    gateway: GatewayThread, headers: dict[str, str]
+) -> None:
     reply = request(gateway.port, "GET", "/files/small.txt", headers)
     assert (reply.status, reply.body) == (200, b"0123456789abcdefghij")

@@ -14,11 +14,12 @@ import pytest
 
 from mediaproxy.server.workers import MIN_UPTIME_S
 
-from .support import (Server, make_sparse_file, request)
+from .support import Server, make_sparse_file, request
 
 
-def instance_config(tmp_path: Path, name: str, redis_url: str, plan: str,
-                    shared_state: str = "") -> Path:
+def instance_config(
+    tmp_path: Path, name: str, redis_url: str, plan: str, shared_state: str = ""
+) -> Path:
     path = tmp_path / f"{name}.toml"
     path.write_text(f"""
 [server]
@@ -52,7 +53,8 @@ def servers() -> Iterator[list[Server]]:
 
 @pytest.mark.slow
 def test_1000_requests_over_two_instances_of_two_workers_admit_exactly_100(
-        tmp_path: Path, redis_url: str, servers: list[Server]) -> None:
+    tmp_path: Path, redis_url: str, servers: list[Server]
+) -> None:
     (tmp_path / "small.txt").write_text("small\n")
     # 100 at once, then one every ~3 hours: exactly 100 within this test.
     plan = "requests_per_second = 0.0001\nburst = 100"
@@ -63,13 +65,15 @@ def test_1000_requests_over_two_instances_of_two_workers_admit_exactly_100(
     ports = [server.port for server in servers]
 
     def one(index: int) -> int:
-        return request(ports[index % 2], "GET", "/files/small.txt",
-                       headers={"X-API-Key": "fleet-key"}).status
+        return request(
+            ports[index % 2], "GET", "/files/small.txt", headers={"X-API-Key": "fleet-key"}
+        ).status
 
     with ThreadPoolExecutor(16) as pool:
         statuses = list(pool.map(one, range(1000)))
     assert (statuses.count(200), statuses.count(429)) == (100, 900), [
-        line for server in servers for line in server.lines if "shared state" in line]
+        line for server in servers for line in server.lines if "shared state" in line
+    ]
 
 
 def status_of(sock: socket.socket) -> int:
@@ -87,12 +91,17 @@ def stalled(port: int) -> socket.socket:
 
 @pytest.mark.slow
 def test_a_killed_workers_leases_return_within_the_lease_time(
-        tmp_path: Path, redis_url: str, servers: list[Server]) -> None:
+    tmp_path: Path, redis_url: str, servers: list[Server]
+) -> None:
     make_sparse_file(tmp_path / "big.bin", 64 * 1024 * 1024)
     lease_s = 2.0
-    servers.append(Server(instance_config(tmp_path, "a", redis_url,
-                                          "max_concurrent_streams = 1",
-                                          f"lease = {lease_s}")))
+    servers.append(
+        Server(
+            instance_config(
+                tmp_path, "a", redis_url, "max_concurrent_streams = 1", f"lease = {lease_s}"
+            )
+        )
+    )
     server = servers[0]
     holder = stalled(server.port)
     assert status_of(holder) == 200

@@ -21,20 +21,33 @@ from .support import GatewayThread, read_cut_response, request, wait_for_no_stre
 
 REPO = Path(__file__).resolve().parents[2]
 HANDLERS = [
-    "echo", "binary", "iterator_body", "async_iterator_body", "async_stream", "sync_stream",
-    "fails_at_once", "fails_later", "not_a_response", "bad_header", "status_with_body",
-    "status_with_streamed_body", "head_case",
+    "echo",
+    "binary",
+    "iterator_body",
+    "async_iterator_body",
+    "async_stream",
+    "sync_stream",
+    "fails_at_once",
+    "fails_later",
+    "not_a_response",
+    "bad_header",
+    "status_with_body",
+    "status_with_streamed_body",
+    "head_case",
 ]
 
 
 @pytest.fixture
 def gateway(make_gateway) -> GatewayThread:  # type: ignore[no-untyped-def]
-    routes = "".join(f"""
+    routes = "".join(
+        f"""
         [[routes]]
         prefix = "/{name}"
         integration = "function"
         handler = "tests.integration.function_handlers:{name}"
-    """ for name in HANDLERS)
+    """
+        for name in HANDLERS
+    )
     gateway: GatewayThread = make_gateway(routes)
     return gateway
 
@@ -49,8 +62,13 @@ def default_gateway() -> Iterator[GatewayThread]:
 
 
 def test_the_event_and_context_a_lambda_handler_gets(gateway: GatewayThread) -> None:
-    reply = request(gateway.port, "POST", "/echo/a%20b/c?x=1&x=2&y=%C3%A9",
-                    {"X-Custom": "v", "Content-Type": "application/json"}, body=b'{"k": 1}')
+    reply = request(
+        gateway.port,
+        "POST",
+        "/echo/a%20b/c?x=1&x=2&y=%C3%A9",
+        {"X-Custom": "v", "Content-Type": "application/json"},
+        body=b'{"k": 1}',
+    )
     assert reply.status == 201
     assert reply.headers["content-length"] == str(len(reply.body))
     assert [v for k, v in reply.header_list if k == "X-Many"] == ["a", "b"]
@@ -83,8 +101,9 @@ def test_head_gets_the_get_headers_without_the_body(gateway: GatewayThread) -> N
     head = request(gateway.port, "HEAD", "/binary")
     got = request(gateway.port, "GET", "/binary")
     assert head.body == b"" and head.status == got.status == 200
-    assert head.headers["content-length"] == got.headers["content-length"] == str(
-        len(handlers.BINARY))
+    assert (
+        head.headers["content-length"] == got.headers["content-length"] == str(len(handlers.BINARY))
+    )
 
 
 def test_binary_passes_through_untouched_and_uncompressed(gateway: GatewayThread) -> None:
@@ -106,7 +125,8 @@ def test_an_iterator_body_is_streamed_with_a_sniffed_type(gateway: GatewayThread
 
 
 def test_an_exception_before_the_first_byte_is_502_without_the_traceback(
-        gateway: GatewayThread, caplog: pytest.LogCaptureFixture) -> None:
+    gateway: GatewayThread, caplog: pytest.LogCaptureFixture
+) -> None:
     with caplog.at_level(logging.ERROR, logger="mediaproxy.function"):
         reply = request(gateway.port, "GET", "/fails_at_once")
     assert (reply.status, reply.body) == (502, b"502 Bad Gateway\n")
@@ -131,12 +151,19 @@ def test_a_head_outside_the_field_grammar_is_502(gateway: GatewayThread, case: s
     assert (reply.status, reply.body) == (502, b"502 Bad Gateway: malformed function response\n")
 
 
-@pytest.mark.parametrize("case, status, value", [
-    ("string-status", 201, None), ("tab-inside", 200, "a\tb"), ("latin-1", 200, "caf\u00e9"),
-    ("surrounding-space", 200, "trimmed"), ("empty-value", 200, ""),
-])
-def test_a_head_within_the_field_grammar_passes(gateway: GatewayThread, case: str, status: int,
-                                               value: str | None) -> None:
+@pytest.mark.parametrize(
+    "case, status, value",
+    [
+        ("string-status", 201, None),
+        ("tab-inside", 200, "a\tb"),
+        ("latin-1", 200, "caf\u00e9"),
+        ("surrounding-space", 200, "trimmed"),
+        ("empty-value", 200, ""),
+    ],
+)
+def test_a_head_within_the_field_grammar_passes(
+    gateway: GatewayThread, case: str, status: int, value: str | None
+) -> None:
     reply = request(gateway.port, "GET", f"/head_case?case={case}")
     assert (reply.status, reply.body) == (status, b"x")
     if value is not None:
@@ -157,10 +184,13 @@ def two_on_one_connection(port: int, first_path: str) -> tuple[bytes, bytes]:
     return head, rest
 
 
-@pytest.mark.parametrize("path", ["/status_with_body?status=204",
-                                  "/status_with_streamed_body?status=204&token=dropped-204"])
-def test_a_204_body_is_dropped_so_the_next_response_parses(gateway: GatewayThread,
-                                                          path: str) -> None:
+@pytest.mark.parametrize(
+    "path",
+    ["/status_with_body?status=204", "/status_with_streamed_body?status=204&token=dropped-204"],
+)
+def test_a_204_body_is_dropped_so_the_next_response_parses(
+    gateway: GatewayThread, path: str
+) -> None:
     head, rest = two_on_one_connection(gateway.port, path)
     assert head.startswith(b"HTTP/1.1 204 ")
     # RFC 9110 §8.6: "A server MUST NOT send a Content-Length header field in any response
@@ -173,8 +203,7 @@ def test_a_204_body_is_dropped_so_the_next_response_parses(gateway: GatewayThrea
 
 
 @pytest.mark.parametrize("kind", ["status_with_body", "status_with_streamed_body"])
-def test_a_304_keeps_its_validators_and_drops_its_body(gateway: GatewayThread,
-                                                       kind: str) -> None:
+def test_a_304_keeps_its_validators_and_drops_its_body(gateway: GatewayThread, kind: str) -> None:
     head, rest = two_on_one_connection(gateway.port, f"/{kind}?status=304")
     assert head.startswith(b"HTTP/1.1 304 ")
     assert b'\r\netag: "v1"' in head.lower() and b"content-length" not in head.lower()
@@ -190,11 +219,11 @@ def test_an_interim_status_code_is_502(gateway: GatewayThread, kind: str, status
 
 @pytest.mark.parametrize("kind", ["async_stream", "sync_stream"])
 def test_a_client_disconnect_cancels_the_handler_and_runs_its_finally(
-        gateway: GatewayThread, kind: str) -> None:
+    gateway: GatewayThread, kind: str
+) -> None:
     token = f"disconnect-{kind}"
     with socket.create_connection(("127.0.0.1", gateway.port), timeout=10) as sock:
-        sock.sendall(f"GET /{kind}?token={token}&pause=0.05 HTTP/1.1\r\nHost: x\r\n\r\n"
-                     .encode())
+        sock.sendall(f"GET /{kind}?token={token}&pause=0.05 HTTP/1.1\r\nHost: x\r\n\r\n".encode())
         assert b"200 OK" in sock.recv(65536)
         time.sleep(0.2)
     assert handlers.cleaned_up(token).wait(5), "the handler's finally block did not run"
@@ -204,8 +233,7 @@ def test_a_client_disconnect_cancels_the_handler_and_runs_its_finally(
 def test_a_blocking_sync_generator_never_blocks_the_event_loop(gateway: GatewayThread) -> None:
     token = "not-blocking"
     with socket.create_connection(("127.0.0.1", gateway.port), timeout=10) as sock:
-        sock.sendall(f"GET /sync_stream?token={token}&pause=2 HTTP/1.1\r\nHost: x\r\n\r\n"
-                     .encode())
+        sock.sendall(f"GET /sync_stream?token={token}&pause=2 HTTP/1.1\r\nHost: x\r\n\r\n".encode())
         assert b"line 0" in sock.recv(65536) or b"line 0" in sock.recv(65536)
         started = time.monotonic()  # the generator now sleeps 2 s on its thread
         assert request(gateway.port, "GET", "/iterator_body").status == 200
@@ -250,8 +278,12 @@ def test_example_chat_streams_token_by_token(default_gateway: GatewayThread) -> 
 
 
 def test_example_progress_feed_resumes_after_last_event_id(default_gateway: GatewayThread) -> None:
-    reply = request(default_gateway.port, "GET", "/functions/progress?steps=5&step_ms=10",
-                    {"Last-Event-ID": "3"})
+    reply = request(
+        default_gateway.port,
+        "GET",
+        "/functions/progress?steps=5&step_ms=10",
+        {"Last-Event-ID": "3"},
+    )
     assert reply.headers["content-type"] == "text/event-stream; charset=utf-8"
     events = [block for block in reply.body.decode().split("\n\n") if block]
     assert events[0] == "retry: 1000"
@@ -270,9 +302,9 @@ def test_example_report_is_ndjson(default_gateway: GatewayThread) -> None:
 
 def test_compressed_events_decode_as_they_arrive(default_gateway: GatewayThread) -> None:
     decoder = zlib.decompressobj(wbits=31)
-    for seconds, chunk in timed_chunks(default_gateway.port,
-                                       "/functions/progress?steps=3&step_ms=400",
-                                       "Accept-Encoding: gzip\r\n"):
+    for seconds, chunk in timed_chunks(
+        default_gateway.port, "/functions/progress?steps=3&step_ms=400", "Accept-Encoding: gzip\r\n"
+    ):
         if b"id: 1\n" in decoder.decompress(chunk):
             assert seconds < 1.0, "the first event must decode before the feed ends (1.2 s)"
             return
@@ -280,14 +312,16 @@ def test_compressed_events_decode_as_they_arrive(default_gateway: GatewayThread)
 
 
 @pytest.mark.parametrize(("heartbeat_ms", "survives"), [(200, True), (5000, False)])
-def test_heartbeats_keep_a_slow_feed_past_the_idle_timer(make_gateway,  # type: ignore[no-untyped-def]
-                                                         heartbeat_ms: int,
-                                                         survives: bool) -> None:
+def test_heartbeats_keep_a_slow_feed_past_the_idle_timer(
+    make_gateway,  # type: ignore[no-untyped-def]
+    heartbeat_ms: int,
+    survives: bool,
+) -> None:
     gateway: GatewayThread = make_gateway(f"""
         [[routes]]
         prefix = "/progress"
         integration = "function"
-        python_path = "{REPO / 'examples'}"
+        python_path = "{REPO / "examples"}"
         handler = "demo_functions.progress:feed"
         idle_timeout = 1
     """)

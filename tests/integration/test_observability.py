@@ -8,14 +8,32 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from .support import (GatewayThread, make_sparse_file, open_stalled_download, read_access_log,
-                      request, wait_until)
+from .support import (
+    GatewayThread,
+    make_sparse_file,
+    open_stalled_download,
+    read_access_log,
+    request,
+    wait_until,
+)
 
 BIG_BYTES = 64 * 1024 * 1024
 SMALL = b"twenty bytes of text"
-LOG_KEYS = {"time", "route", "integration", "method", "path", "status", "bytes_sent",
-            "bytes_received", "ttfb_ms", "duration_ms", "termination", "client",
-            "upstream_status"}
+LOG_KEYS = {
+    "time",
+    "route",
+    "integration",
+    "method",
+    "path",
+    "status",
+    "bytes_sent",
+    "bytes_received",
+    "ttfb_ms",
+    "duration_ms",
+    "termination",
+    "client",
+    "upstream_status",
+}
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -28,7 +46,7 @@ def gateway(make_gateway, tmp_path: Path) -> GatewayThread:  # type: ignore[no-u
     make_sparse_file(root / "big.bin", BIG_BYTES)
     gateway: GatewayThread = make_gateway(f"""
         [server]
-        access_log = "{tmp_path / 'access.log'}"
+        access_log = "{tmp_path / "access.log"}"
         [[routes]]
         prefix = "/files"
         integration = "file"
@@ -46,17 +64,20 @@ def scrape(port: int) -> Samples:
     reply = request(port, "GET", "/metrics")
     assert reply.status == 200
     assert reply.headers["content-type"].startswith("text/plain; version=0.0.4")
-    return {(sample.name, frozenset(sample.labels.items())): sample.value
-            for family in text_string_to_metric_families(reply.body.decode())
-            for sample in family.samples}
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(reply.body.decode())
+        for sample in family.samples
+    }
 
 
 def value(samples: Samples, name: str, **labels: str) -> float:
     return samples.get((name, frozenset(labels.items())), 0.0)
 
 
-def test_metrics_and_access_log_agree_on_every_exchange(gateway: GatewayThread,
-                                                        tmp_path: Path) -> None:
+def test_metrics_and_access_log_agree_on_every_exchange(
+    gateway: GatewayThread, tmp_path: Path
+) -> None:
     port = gateway.port
     files = {"route": "/files", "integration": "file"}
     idle = {"route": "/idle", "integration": "file"}
@@ -72,8 +93,11 @@ def test_metrics_and_access_log_agree_on_every_exchange(gateway: GatewayThread,
     assert leaving.recv(65536)  # the stream has begun
     leaving.close()
 
-    wait_until(lambda: value(scrape(port), "mediaproxy_terminations_total",
-                             reason="idle_timeout", **idle) == 1)
+    wait_until(
+        lambda: (
+            value(scrape(port), "mediaproxy_terminations_total", reason="idle_timeout", **idle) == 1
+        )
+    )
     stalled.close()
     wait_until(lambda: gateway.active_streams() == 0)
     samples = scrape(port)
@@ -92,8 +116,9 @@ def test_metrics_and_access_log_agree_on_every_exchange(gateway: GatewayThread,
 
     lines = read_access_log(tmp_path / "access.log")
     assert all(set(line) == LOG_KEYS for line in lines)
-    by_route = {route: [line for line in lines if line["route"] == route]
-                for route in ("/files", "/idle")}
+    by_route = {
+        route: [line for line in lines if line["route"] == route] for route in ("/files", "/idle")
+    }
     for route, labels in (("/files", files), ("/idle", idle)):
         sent = sum(line["bytes_sent"] for line in by_route[route])
         assert value(samples, "mediaproxy_sent_bytes_total", **labels) == sent
@@ -107,17 +132,19 @@ def test_metrics_and_access_log_agree_on_every_exchange(gateway: GatewayThread,
     assert {line["bytes_sent"] for line in complete} == {len(SMALL), 6}
     (traced,) = [line for line in lines if line["method"] == "TRACE"]
     assert (traced["status"], traced["termination"]) == (405, "rejected")
-    assert all(line["client"] == "127.0.0.1" and line["upstream_status"] is None
-               for line in lines)
+    assert all(line["client"] == "127.0.0.1" and line["upstream_status"] is None for line in lines)
 
 
-
-def logged_proxy(make_gateway, origin, tmp_path: Path,  # type: ignore[no-untyped-def]
-                 route_keys: str = "") -> GatewayThread:
+def logged_proxy(
+    make_gateway,
+    origin,
+    tmp_path: Path,  # type: ignore[no-untyped-def]
+    route_keys: str = "",
+) -> GatewayThread:
     """A gateway relaying /api to the test origin, its access log in ``tmp_path``."""
     gateway: GatewayThread = make_gateway(f"""
         [server]
-        access_log = "{tmp_path / 'access.log'}"
+        access_log = "{tmp_path / "access.log"}"
         [[routes]]
         prefix = "/api"
         integration = "http_proxy"
@@ -128,7 +155,8 @@ def logged_proxy(make_gateway, origin, tmp_path: Path,  # type: ignore[no-untype
 
 
 def test_proxied_exchanges_log_upstream_status_upload_bytes_and_499(
-        make_gateway, origin, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    make_gateway, origin, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
     gateway = logged_proxy(make_gateway, origin, tmp_path)
     port = gateway.port
     assert request(port, "GET", "/api/status?code=418").status == 418
@@ -142,10 +170,16 @@ def test_proxied_exchanges_log_upstream_status_upload_bytes_and_499(
 
     teapot, uploaded, gone = read_access_log(tmp_path / "access.log")
     assert (teapot["status"], teapot["upstream_status"], teapot["termination"]) == (
-        418, 418, "complete")
+        418,
+        418,
+        "complete",
+    )
     assert (uploaded["bytes_received"], uploaded["upstream_status"]) == (len(upload), 200)
     assert (gone["status"], gone["upstream_status"], gone["termination"]) == (
-        499, None, "client_closed")
+        499,
+        None,
+        "client_closed",
+    )
     samples = scrape(port)
     api = {"route": "/api", "integration": "http_proxy"}
     assert value(samples, "mediaproxy_received_bytes_total", **api) == len(upload)
@@ -154,7 +188,8 @@ def test_proxied_exchanges_log_upstream_status_upload_bytes_and_499(
 
 
 def test_ttfb_counts_from_the_first_body_byte_not_the_headers(
-        make_gateway, origin, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    make_gateway, origin, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
     gateway = logged_proxy(make_gateway, origin, tmp_path, route_keys="idle_timeout = 1")
     port = gateway.port
     assert request(port, "GET", "/api/bytes?n=10").status == 200

@@ -15,6 +15,7 @@ import subprocess
 import pytest
 
 from testbed.origin import FILES, OriginThread
+
 from .support import GatewayThread, request
 
 KEY = "k-0123456789"
@@ -24,8 +25,11 @@ SECRETS = (FILES["/admin/secret.txt"], FILES["/secret.txt"])
 def raw_get(port: int, target: str, headers: str = "") -> tuple[int, bytes]:
     """GET ``target`` byte for byte (no client normalising it); (status, body)."""
     with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-        sock.sendall(f"GET {target} HTTP/1.1\r\nHost: gw\r\n{headers}"
-                     f"Connection: close\r\n\r\n".encode("latin-1"))
+        sock.sendall(
+            f"GET {target} HTTP/1.1\r\nHost: gw\r\n{headers}Connection: close\r\n\r\n".encode(
+                "latin-1"
+            )
+        )
         reply = b""
         while data := sock.recv(65536):
             reply += data
@@ -46,40 +50,60 @@ def private_admin(origin: OriginThread) -> str:
 @pytest.fixture
 def base_gateway(make_gateway, origin: OriginThread) -> GatewayThread:  # type: ignore[no-untyped-def]
     """/pub -> the origin's /base/, and a private /admin."""
-    gateway: GatewayThread = make_gateway(private_admin(origin) + f"""
+    gateway: GatewayThread = make_gateway(
+        private_admin(origin)
+        + f"""
         [[routes]]
         prefix = "/pub"
         integration = "http_proxy"
         upstream = "{origin.url}base/"
-    """)
+    """
+    )
     return gateway
 
 
 def catch_all(origin: OriginThread, *, raw_path: bool) -> str:
-    return private_admin(origin) + f"""
+    return (
+        private_admin(origin)
+        + f"""
         [[routes]]
         prefix = "/"
         integration = "http_proxy"
         upstream = "{origin.url}"
-    """ + ("raw_path = true\n" if raw_path else "")
+    """
+        + ("raw_path = true\n" if raw_path else "")
+    )
 
 
-def test_the_routes_serve_what_they_should(base_gateway: GatewayThread,
-                                           origin: OriginThread) -> None:
+def test_the_routes_serve_what_they_should(
+    base_gateway: GatewayThread, origin: OriginThread
+) -> None:
     assert raw_get(base_gateway.port, "/pub/hello.txt") == (200, FILES["/base/hello.txt"])
     assert raw_get(base_gateway.port, "/admin/secret.txt")[0] == 401
-    assert raw_get(base_gateway.port, "/admin/secret.txt",
-                   f"X-API-Key: {KEY}\r\n") == (200, FILES["/admin/secret.txt"])
+    assert raw_get(base_gateway.port, "/admin/secret.txt", f"X-API-Key: {KEY}\r\n") == (
+        200,
+        FILES["/admin/secret.txt"],
+    )
 
 
-@pytest.mark.parametrize("target", [
-    "/pub/../admin/secret.txt", "/pub/%2e%2e/admin/secret.txt", "/pub/%2E%2E/admin/secret.txt",
-    "/pub/..%2fsecret.txt", "/pub/..%2Fsecret.txt", "/pub/..%5csecret.txt",
-    "/pub/..\\secret.txt", "/pub/.%2e/secret.txt", "/pub/..;x/secret.txt",
-    "/pub//..//secret.txt",
-])
-def test_the_base_path_cannot_be_left(base_gateway: GatewayThread, origin: OriginThread,
-                                      target: str) -> None:
+@pytest.mark.parametrize(
+    "target",
+    [
+        "/pub/../admin/secret.txt",
+        "/pub/%2e%2e/admin/secret.txt",
+        "/pub/%2E%2E/admin/secret.txt",
+        "/pub/..%2fsecret.txt",
+        "/pub/..%2Fsecret.txt",
+        "/pub/..%5csecret.txt",
+        "/pub/..\\secret.txt",
+        "/pub/.%2e/secret.txt",
+        "/pub/..;x/secret.txt",
+        "/pub//..//secret.txt",
+    ],
+)
+def test_the_base_path_cannot_be_left(
+    base_gateway: GatewayThread, origin: OriginThread, target: str
+) -> None:
     status, body = raw_get(base_gateway.port, target)
     assert status == 400 and body not in SECRETS
     assert origin.origin.targets == [], "nothing ambiguous reaches the origin"
@@ -88,21 +112,44 @@ def test_the_base_path_cannot_be_left(base_gateway: GatewayThread, origin: Origi
 @pytest.mark.skipif(shutil.which("curl") is None, reason="curl not installed")
 def test_curl_path_as_is_is_refused(base_gateway: GatewayThread) -> None:
     result = subprocess.run(
-        ["curl", "-sS", "--path-as-is", "-o", "/dev/null", "-w", "%{http_code}",
-         f"{base_gateway.base_url}/pub/../admin/secret.txt"],
-        capture_output=True, text=True, timeout=30)
+        [
+            "curl",
+            "-sS",
+            "--path-as-is",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            f"{base_gateway.base_url}/pub/../admin/secret.txt",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert result.stdout == "400"
 
 
-@pytest.mark.parametrize("target", [
-    "//admin/secret.txt", "/./admin/secret.txt", "/admin%2fsecret.txt", "/admin%2Fsecret.txt",
-    "/x/../admin/secret.txt", "/admin/./secret.txt", "/admin//secret.txt",
-    "/%2e/admin/secret.txt", "/admin;x/secret.txt",
-])
+@pytest.mark.parametrize(
+    "target",
+    [
+        "//admin/secret.txt",
+        "/./admin/secret.txt",
+        "/admin%2fsecret.txt",
+        "/admin%2Fsecret.txt",
+        "/x/../admin/secret.txt",
+        "/admin/./secret.txt",
+        "/admin//secret.txt",
+        "/%2e/admin/secret.txt",
+        "/admin;x/secret.txt",
+    ],
+)
 @pytest.mark.parametrize("raw_path", [False, True], ids=["normalised", "raw_path"])
 def test_a_private_prefix_cannot_be_reached_through_a_catch_all(
-        make_gateway, origin: OriginThread, target: str,  # type: ignore[no-untyped-def]
-        raw_path: bool) -> None:
+    make_gateway,
+    origin: OriginThread,
+    target: str,  # type: ignore[no-untyped-def]
+    raw_path: bool,
+) -> None:
     gateway: GatewayThread = make_gateway(catch_all(origin, raw_path=raw_path))
     status, body = raw_get(gateway.port, target)
     assert status in (400, 401) and body not in SECRETS
@@ -111,29 +158,38 @@ def test_a_private_prefix_cannot_be_reached_through_a_catch_all(
 
 @pytest.mark.parametrize("raw_path", [False, True], ids=["normalised", "raw_path"])
 def test_an_escaped_unreserved_character_routes_like_the_plain_one(
-        make_gateway, origin: OriginThread, raw_path: bool) -> None:  # type: ignore[no-untyped-def]
+    make_gateway, origin: OriginThread, raw_path: bool
+) -> None:  # type: ignore[no-untyped-def]
     gateway: GatewayThread = make_gateway(catch_all(origin, raw_path=raw_path))
     assert raw_get(gateway.port, "/%61dmin/secret.txt")[0] == 401
-    assert raw_get(gateway.port, "/%61dmin/secret.txt",
-                   f"X-API-Key: {KEY}\r\n") == (200, FILES["/admin/secret.txt"])
+    assert raw_get(gateway.port, "/%61dmin/secret.txt", f"X-API-Key: {KEY}\r\n") == (
+        200,
+        FILES["/admin/secret.txt"],
+    )
 
 
-def test_the_origin_gets_the_normalised_path_re_encoded(make_gateway,  # type: ignore[no-untyped-def]
-                                                        origin: OriginThread) -> None:
+def test_the_origin_gets_the_normalised_path_re_encoded(
+    make_gateway,  # type: ignore[no-untyped-def]
+    origin: OriginThread,
+) -> None:
     gateway: GatewayThread = make_gateway(f"""
         [[routes]]
         prefix = "/api"
         integration = "http_proxy"
         upstream = "{origin.url}echo/"
     """)
-    status, body = raw_get(gateway.port, "/%61pi/%7Ea%2db/caf%c3%a9;p=1/x+y%3F/\xe9/?q=%2e%2E&r=/../")
+    status, body = raw_get(
+        gateway.port, "/%61pi/%7Ea%2db/caf%c3%a9;p=1/x+y%3F/\xe9/?q=%2e%2E&r=/../"
+    )
     assert status == 200
     # Unreserved escapes decoded, the others upper-cased, a raw byte escaped; query untouched.
     assert json.loads(body)["target"] == "/echo/~a-b/caf%C3%A9;p=1/x+y%3F/%E9/?q=%2e%2E&r=/../"
 
 
-def test_a_raw_path_route_passes_the_path_as_sent(make_gateway,  # type: ignore[no-untyped-def]
-                                                  origin: OriginThread) -> None:
+def test_a_raw_path_route_passes_the_path_as_sent(
+    make_gateway,  # type: ignore[no-untyped-def]
+    origin: OriginThread,
+) -> None:
     gateway: GatewayThread = make_gateway(f"""
         [[routes]]
         prefix = "/api"
@@ -180,8 +236,10 @@ def test_a_raw_path_function_gets_the_path_as_sent(make_gateway) -> None:  # typ
     assert raw_get(gateway.port, "/fn/a/%2e%2e/x")[0] == 400
 
 
-def test_an_absolute_form_target_names_the_host(make_gateway,  # type: ignore[no-untyped-def]
-                                                origin: OriginThread) -> None:
+def test_an_absolute_form_target_names_the_host(
+    make_gateway,  # type: ignore[no-untyped-def]
+    origin: OriginThread,
+) -> None:
     gateway: GatewayThread = make_gateway(f"""
         [[routes]]
         prefix = "/api"
@@ -194,10 +252,19 @@ def test_an_absolute_form_target_names_the_host(make_gateway,  # type: ignore[no
     assert fields["x-forwarded-host"] == "media.example:8080"  # not the Host field's "gw"
 
 
-@pytest.mark.parametrize("target, status", [
-    ("/pub/%zz", 400), ("/pub/%4", 400), ("*", 400), ("ftp://gw/pub/hello.txt", 400),
-    ("http://gw/pub/hello.txt", 200), ("HTTP://gw", 404), ("http://gw/pub/../secret.txt", 400),
-    ("/nowhere/../x", 400), ("/nowhere", 404),
-])
+@pytest.mark.parametrize(
+    "target, status",
+    [
+        ("/pub/%zz", 400),
+        ("/pub/%4", 400),
+        ("*", 400),
+        ("ftp://gw/pub/hello.txt", 400),
+        ("http://gw/pub/hello.txt", 200),
+        ("HTTP://gw", 404),
+        ("http://gw/pub/../secret.txt", 400),
+        ("/nowhere/../x", 400),
+        ("/nowhere", 404),
+    ],
+)
 def test_what_is_no_path_at_all(base_gateway: GatewayThread, target: str, status: int) -> None:
     assert raw_get(base_gateway.port, target)[0] == status

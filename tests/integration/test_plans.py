@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from testbed.redisserver import RedisServer
-from .support import GatewayThread, drain, make_sparse_file, open_stalled_download, request
+
+from .support import GatewayThread, drain, make_sparse_file, request
 
 MakeGateway = Callable[[str], GatewayThread]
 BIG_BYTES = 32 * 1024 * 1024
@@ -45,8 +46,9 @@ def stalled(gateway: GatewayThread, key: str, path: str = "/files/big.bin") -> s
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)
     sock.connect(("127.0.0.1", gateway.port))
-    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nX-API-Key: {key}\r\n"
-                 "Connection: close\r\n\r\n".encode())
+    sock.sendall(
+        f"GET {path} HTTP/1.1\r\nHost: x\r\nX-API-Key: {key}\r\nConnection: close\r\n\r\n".encode()
+    )
     return sock
 
 
@@ -73,7 +75,8 @@ def test_a_rate_refuses_with_retry_after_per_key(make_gateway: MakeGateway, root
 
 
 def test_a_quota_cuts_a_download_within_one_step_and_refuses_until_the_reset(
-        make_gateway: MakeGateway, root: Path) -> None:
+    make_gateway: MakeGateway, root: Path
+) -> None:
     quota = 1024 * 1024
     gateway = make_gateway(config(root, f"bytes_per_day = {quota}"))
     connection = http.client.HTTPConnection("127.0.0.1", gateway.port, timeout=20)
@@ -99,7 +102,8 @@ def test_small_responses_count_exactly(make_gateway: MakeGateway, root: Path) ->
 
 
 def test_the_key_stream_cap_is_a_429_and_a_finished_stream_frees_it(
-        make_gateway: MakeGateway, root: Path) -> None:
+    make_gateway: MakeGateway, root: Path
+) -> None:
     gateway = make_gateway(config(root, "max_concurrent_streams = 1"))
     first = stalled(gateway, "gold-key")
     assert status_of(first) == 200
@@ -117,9 +121,13 @@ def test_the_key_stream_cap_is_a_429_and_a_finished_stream_frees_it(
 
 
 def test_two_instances_on_one_redis_share_the_stream_cap_and_the_quota(
-        make_gateway: MakeGateway, root: Path, redis_url: str) -> None:
-    text = config(root, f"max_concurrent_streams = 2\nbytes_per_day = {2 * 1024 * 1024}",
-                  f'redis_url = "{redis_url}"')
+    make_gateway: MakeGateway, root: Path, redis_url: str
+) -> None:
+    text = config(
+        root,
+        f"max_concurrent_streams = 2\nbytes_per_day = {2 * 1024 * 1024}",
+        f'redis_url = "{redis_url}"',
+    )
     first, second = make_gateway(text), make_gateway(text)
     running = [stalled(first, "gold-key"), stalled(second, "gold-key")]
     assert [status_of(sock) for sock in running] == [200, 200]
@@ -134,21 +142,29 @@ def test_two_instances_on_one_redis_share_the_stream_cap_and_the_quota(
     statuses = []
     for index in range(6):
         gateway = (first, second)[index % 2]
-        reply = request(gateway.port, "GET", "/files/big.bin",
-                        headers={"X-API-Key": "other-key", "Range": "bytes=0-524287"})
+        reply = request(
+            gateway.port,
+            "GET",
+            "/files/big.bin",
+            headers={"X-API-Key": "other-key", "Range": "bytes=0-524287"},
+        )
         statuses.append(reply.status)
     assert statuses == [206, 206, 206, 206, 429, 429]
 
 
 @pytest.mark.slow
 def test_redis_killed_mid_stream_the_stream_goes_on_and_the_policy_applies(
-        make_gateway: MakeGateway, root: Path, own_redis: RedisServer,
-        caplog: pytest.LogCaptureFixture) -> None:
-    text = config(root, f"max_concurrent_streams = 5\nbytes_per_day = {10 * BIG_BYTES}",
-                  f'redis_url = "{own_redis.url}"\ntimeout = 0.2')
+    make_gateway: MakeGateway, root: Path, own_redis: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    text = config(
+        root,
+        f"max_concurrent_streams = 5\nbytes_per_day = {10 * BIG_BYTES}",
+        f'redis_url = "{own_redis.url}"\ntimeout = 0.2',
+    )
     allowing = make_gateway(text)
-    denying = make_gateway(text.replace("timeout = 0.2",
-                                        'timeout = 0.2\non_shared_state_error = "deny"'))
+    denying = make_gateway(
+        text.replace("timeout = 0.2", 'timeout = 0.2\non_shared_state_error = "deny"')
+    )
     sock = stalled(allowing, "gold-key")
     assert status_of(sock) == 200
     own_redis.kill()
@@ -170,7 +186,8 @@ def test_redis_killed_mid_stream_the_stream_goes_on_and_the_policy_applies(
 
 
 def test_a_reload_applies_a_changed_plan_to_new_requests_and_keeps_the_stream_running(
-        make_gateway: MakeGateway, root: Path, tmp_path: Path) -> None:
+    make_gateway: MakeGateway, root: Path, tmp_path: Path
+) -> None:
     from mediaproxy import config as config_module
 
     gateway = make_gateway(config(root, "max_concurrent_streams = 1"))

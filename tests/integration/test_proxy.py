@@ -14,9 +14,15 @@ from urllib.parse import quote
 import pytest
 
 from mediaproxy.integrations.http_proxy.route import HttpProxyIntegration
+from testbed.origin import (
+    GZIP_BODY,
+    ORIGIN_DATE,
+    ORIGIN_SERVER,
+    OriginThread,
+    pattern,
+    pattern_sha256,
+)
 
-from testbed.origin import (GZIP_BODY, ORIGIN_DATE, ORIGIN_SERVER, OriginThread, pattern,
-                     pattern_sha256)
 from .support import GatewayThread, Response, request, wait_until
 
 
@@ -74,15 +80,17 @@ def test_bodies_pass_through_byte_for_byte(gateway: GatewayThread, framing: str)
 def test_path_and_query_reach_the_origin_byte_for_byte(gateway: GatewayThread) -> None:
     # Already in normal form (test_paths.py has what is normalised, refused, or passed raw).
     below = "/c;p=1/%25/caf%C3%A9/x+y?q=1&r=%20+x&&s=%2B#"
-    reply = raw_request(gateway.port, f"GET /api{below} HTTP/1.1\r\nHost: gw\r\n"
-                                      f"Connection: close\r\n\r\n".encode())
+    reply = raw_request(
+        gateway.port, f"GET /api{below} HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n".encode()
+    )
     answer = json.loads(reply.split(b"\r\n\r\n", 1)[1])
     assert answer["target"] == "/echo" + below
 
 
 def test_a_raw_non_ascii_byte_is_percent_encoded(gateway: GatewayThread) -> None:
-    reply = raw_request(gateway.port, b"GET /api/caf\xe9?q=\xe9 HTTP/1.1\r\nHost: gw\r\n"
-                                      b"Connection: close\r\n\r\n")
+    reply = raw_request(
+        gateway.port, b"GET /api/caf\xe9?q=\xe9 HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n"
+    )
     assert json.loads(reply.split(b"\r\n\r\n", 1)[1])["target"] == "/echo/caf%E9?q=%E9"
 
 
@@ -104,22 +112,46 @@ def test_head_answers_like_get_without_a_body(gateway: GatewayThread) -> None:
     head = request(gateway.port, "HEAD", "/o/bytes?n=5000")
     assert head.status == 200 and head.body == b""
     strip = {"date"}
-    assert ({k: v for k, v in head.headers.items() if k not in strip}
-            == {k: v for k, v in got.headers.items() if k not in strip})
+    assert {k: v for k, v in head.headers.items() if k not in strip} == {
+        k: v for k, v in got.headers.items() if k not in strip
+    }
     chunked_head = request(gateway.port, "HEAD", "/o/bytes?n=5000&framing=chunked")
     assert "content-length" not in chunked_head.headers, "no length was known: none invented"
 
 
 def test_hop_by_hop_request_fields_stay_behind(gateway: GatewayThread) -> None:
-    answer = echoed(request(gateway.port, "GET", "/api/x", headers={
-        "Connection": "X-Hop-Secret", "X-Hop-Secret": "1", "Keep-Alive": "timeout=5",
-        "TE": "trailers", "Proxy-Authorization": "Basic eDp5", "Upgrade": "websocket",
-        "X-End": "kept", "X-Forwarded-For": "10.1.2.3", "Via": "1.0 fred",
-        "X-Forwarded-Proto": "https", "Range": "bytes=0-1", "If-None-Match": '"v1"'}))
+    answer = echoed(
+        request(
+            gateway.port,
+            "GET",
+            "/api/x",
+            headers={
+                "Connection": "X-Hop-Secret",
+                "X-Hop-Secret": "1",
+                "Keep-Alive": "timeout=5",
+                "TE": "trailers",
+                "Proxy-Authorization": "Basic eDp5",
+                "Upgrade": "websocket",
+                "X-End": "kept",
+                "X-Forwarded-For": "10.1.2.3",
+                "Via": "1.0 fred",
+                "X-Forwarded-Proto": "https",
+                "Range": "bytes=0-1",
+                "If-None-Match": '"v1"',
+            },
+        )
+    )
     names = [name.lower() for name, _ in answer["headers"]]
     fields = {name.lower(): value for name, value in answer["headers"]}
-    for hop in ("connection", "x-hop-secret", "keep-alive", "te", "proxy-authorization",
-                "upgrade", "transfer-encoding"):
+    for hop in (
+        "connection",
+        "x-hop-secret",
+        "keep-alive",
+        "te",
+        "proxy-authorization",
+        "upgrade",
+        "transfer-encoding",
+    ):
         assert hop not in names
     assert fields["x-end"] == "kept"
     assert fields["range"] == "bytes=0-1" and fields["if-none-match"] == '"v1"'
@@ -145,12 +177,14 @@ def test_ranges_and_validators_reach_the_origin(gateway: GatewayThread) -> None:
     assert partial.status == 206
     assert partial.headers["content-range"] == "bytes 10-19/1000"
     assert partial.body == pattern(10, 10)
-    unsatisfiable = request(gateway.port, "GET", "/o/bytes?n=1000",
-                            headers={"Range": "bytes=5000-"})
+    unsatisfiable = request(
+        gateway.port, "GET", "/o/bytes?n=1000", headers={"Range": "bytes=5000-"}
+    )
     assert unsatisfiable.status == 416
     assert unsatisfiable.headers["content-range"] == "bytes */1000"
-    not_modified = request(gateway.port, "GET", "/o/bytes?n=1000",
-                           headers={"If-None-Match": '"bytes-1000"'})
+    not_modified = request(
+        gateway.port, "GET", "/o/bytes?n=1000", headers={"If-None-Match": '"bytes-1000"'}
+    )
     assert not_modified.status == 304 and not_modified.body == b""
     assert not_modified.headers["etag"] == '"bytes-1000"'
 
@@ -181,26 +215,33 @@ def test_the_origins_date_and_server_replace_the_gateways(gateway: GatewayThread
     assert [v for k, v in response.header_list if k.lower() == "server"] == [ORIGIN_SERVER]
 
 
-@pytest.mark.parametrize("location, rewritten", [
-    ("{origin}x/next?a=1", "{gateway}/o/x/next?a=1"),
-    ("/x/next", "/o/x/next"),
-    ("http://example.com/x", "http://example.com/x"),
-    ("relative/path", "relative/path"),
-])
-def test_redirects_to_the_origin_point_at_the_gateway(gateway: GatewayThread,
-                                                      origin: OriginThread, location: str,
-                                                      rewritten: str) -> None:
+@pytest.mark.parametrize(
+    "location, rewritten",
+    [
+        ("{origin}x/next?a=1", "{gateway}/o/x/next?a=1"),
+        ("/x/next", "/o/x/next"),
+        ("http://example.com/x", "http://example.com/x"),
+        ("relative/path", "relative/path"),
+    ],
+)
+def test_redirects_to_the_origin_point_at_the_gateway(
+    gateway: GatewayThread, origin: OriginThread, location: str, rewritten: str
+) -> None:
     to = quote(location.format(origin=origin.url), safe="")
     response = request(gateway.port, "GET", f"/o/redirect?to={to}")
     assert response.status == 302
     assert response.headers["location"] == rewritten.format(gateway=gateway.base_url)
 
 
-@pytest.mark.parametrize("location", ["/redirect//evil.example/x", "/redirect/\\evil.example",
-                                      "/redirect/\t/evil.example"])
-def test_a_rewritten_location_is_never_an_open_redirect(make_gateway,  # type: ignore[no-untyped-def]
-                                                        origin: OriginThread,
-                                                        location: str) -> None:
+@pytest.mark.parametrize(
+    "location",
+    ["/redirect//evil.example/x", "/redirect/\\evil.example", "/redirect/\t/evil.example"],
+)
+def test_a_rewritten_location_is_never_an_open_redirect(
+    make_gateway,  # type: ignore[no-untyped-def]
+    origin: OriginThread,
+    location: str,
+) -> None:
     gateway: GatewayThread = make_gateway(f"""
         [[routes]]
         prefix = "/"
@@ -213,22 +254,42 @@ def test_a_rewritten_location_is_never_an_open_redirect(make_gateway,  # type: i
 
 
 def test_the_client_cannot_speak_for_the_gateway_in_forwarding_fields(
-        gateway: GatewayThread) -> None:
-    answer = echoed(request(gateway.port, "GET", "/api/x", headers={
-        "Host": "gw.example", "X-Real-IP": "203.0.113.9",
-        "Forwarded": 'for=198.51.100.1;proto=https'}))
+    gateway: GatewayThread,
+) -> None:
+    answer = echoed(
+        request(
+            gateway.port,
+            "GET",
+            "/api/x",
+            headers={
+                "Host": "gw.example",
+                "X-Real-IP": "203.0.113.9",
+                "Forwarded": "for=198.51.100.1;proto=https",
+            },
+        )
+    )
     fields = [(name.lower(), value) for name, value in answer["headers"]]
     assert [value for name, value in fields if name == "x-real-ip"] == ["127.0.0.1"]
     assert [value for name, value in fields if name == "forwarded"] == [
-        "for=198.51.100.1;proto=https, for=127.0.0.1;host=gw.example;proto=http"]
-    unterminated = echoed(request(gateway.port, "GET", "/api/x", headers={
-        "Host": "gw.example", "Forwarded": 'for="198.51.100.1'}))
-    assert [value for name, value in unterminated["headers"] if name.lower() == "forwarded"
-            ] == ["for=127.0.0.1;host=gw.example;proto=http"]
+        "for=198.51.100.1;proto=https, for=127.0.0.1;host=gw.example;proto=http"
+    ]
+    unterminated = echoed(
+        request(
+            gateway.port,
+            "GET",
+            "/api/x",
+            headers={"Host": "gw.example", "Forwarded": 'for="198.51.100.1'},
+        )
+    )
+    assert [value for name, value in unterminated["headers"] if name.lower() == "forwarded"] == [
+        "for=127.0.0.1;host=gw.example;proto=http"
+    ]
 
 
-def test_public_url_replaces_the_clients_host_and_scheme(make_gateway,  # type: ignore[no-untyped-def]
-                                                         origin: OriginThread) -> None:
+def test_public_url_replaces_the_clients_host_and_scheme(
+    make_gateway,  # type: ignore[no-untyped-def]
+    origin: OriginThread,
+) -> None:
     gateway: GatewayThread = make_gateway(f"""
         [server]
         public_url = "https://Media.Example.com:8443/gw/"
@@ -241,15 +302,24 @@ def test_public_url_replaces_the_clients_host_and_scheme(make_gateway,  # type: 
         integration = "http_proxy"
         upstream = "{origin.url}echo/"
     """)
-    fields = dict(echoed(request(gateway.port, "GET", "/api/x",
-                                 headers={"Host": "evil.example"}))["headers"])
+    fields = dict(
+        echoed(request(gateway.port, "GET", "/api/x", headers={"Host": "evil.example"}))["headers"]
+    )
     assert (fields["X-Forwarded-Host"], fields["X-Forwarded-Proto"]) == (
-        "media.example.com:8443", "https")
+        "media.example.com:8443",
+        "https",
+    )
     assert fields["Forwarded"] == 'for=127.0.0.1;host="media.example.com:8443";proto=https'
-    for location, rewritten in [(f"{origin.url}x?a=1", "https://media.example.com:8443/gw/o/x?a=1"),
-                                ("/x", "/gw/o/x")]:
-        response = request(gateway.port, "GET", f"/o/redirect?to={quote(location, safe='')}",
-                           headers={"Host": "evil.example"})
+    for location, rewritten in [
+        (f"{origin.url}x?a=1", "https://media.example.com:8443/gw/o/x?a=1"),
+        ("/x", "/gw/o/x"),
+    ]:
+        response = request(
+            gateway.port,
+            "GET",
+            f"/o/redirect?to={quote(location, safe='')}",
+            headers={"Host": "evil.example"},
+        )
         assert response.headers["location"] == rewritten
 
 
@@ -258,11 +328,15 @@ def pattern_pieces(size: int, piece: int = 256 * 1024) -> Iterator[bytes]:
         yield pattern(offset, min(piece, size - offset))
 
 
-@pytest.mark.parametrize("method, chunked", [
-    ("PUT", False), ("POST", True), ("DELETE", True),  # Tornado frames POST; DELETE is ours
-])
-def test_uploads_stream_to_the_origin(gateway: GatewayThread, method: str,
-                                      chunked: bool) -> None:
+@pytest.mark.parametrize(
+    "method, chunked",
+    [
+        ("PUT", False),
+        ("POST", True),
+        ("DELETE", True),  # Tornado frames POST; DELETE is ours
+    ],
+)
+def test_uploads_stream_to_the_origin(gateway: GatewayThread, method: str, chunked: bool) -> None:
     size = 5 * 1024 * 1024 + 3
     connection = http.client.HTTPConnection("127.0.0.1", gateway.port, timeout=30)
     if chunked:
@@ -282,16 +356,18 @@ def test_an_upload_to_a_slow_origin_arrives_whole(gateway: GatewayThread) -> Non
     assert time.monotonic() - started >= 0.2  # the origin's pace, not the client's
 
 
-def test_small_requests_share_one_upstream_connection(gateway: GatewayThread,
-                                                      origin: OriginThread) -> None:
+def test_small_requests_share_one_upstream_connection(
+    gateway: GatewayThread, origin: OriginThread
+) -> None:
     before = origin.accepted
     for _ in range(20):
         assert request(gateway.port, "GET", "/o/bytes?n=100").status == 200
     assert origin.accepted - before == 1
 
 
-def test_a_connection_is_not_reused_after_an_aborted_exchange(gateway: GatewayThread,
-                                                              origin: OriginThread) -> None:
+def test_a_connection_is_not_reused_after_an_aborted_exchange(
+    gateway: GatewayThread, origin: OriginThread
+) -> None:
     assert request(gateway.port, "GET", "/o/bytes?n=100").status == 200  # now idle in the pool
     connection = http.client.HTTPConnection("127.0.0.1", gateway.port, timeout=10)
     connection.request("GET", "/o/endless")  # takes the idle connection...
@@ -309,31 +385,40 @@ def test_a_connection_is_not_reused_after_an_aborted_exchange(gateway: GatewayTh
     assert idle_upstream_connections(gateway, "/o") == 1
 
 
-@pytest.mark.parametrize("method, status, origin_requests", [
-    ("GET", 200, 3),  # the closed connection's, then the retry's on a new one
-    ("POST", 502, 2),  # never sent again (RFC 9110 §9.2.2)
-])
+@pytest.mark.parametrize(
+    "method, status, origin_requests",
+    [
+        ("GET", 200, 3),  # the closed connection's, then the retry's on a new one
+        ("POST", 502, 2),  # never sent again (RFC 9110 §9.2.2)
+    ],
+)
 def test_only_an_idempotent_request_is_retried_after_the_origin_closed_a_pooled_connection(
-        gateway: GatewayThread, origin: OriginThread, method: str, status: int,
-        origin_requests: int) -> None:
+    gateway: GatewayThread, origin: OriginThread, method: str, status: int, origin_requests: int
+) -> None:
     assert request(gateway.port, "GET", "/o/bytes?n=100&hang_up_next=1").status == 200
     wait_until(lambda: idle_upstream_connections(gateway, "/o") == 1)
     assert request(gateway.port, method, "/o/echo").status == status
     assert origin.origin.requests == origin_requests
 
 
-@pytest.mark.parametrize("framing", [
-    "Transfer-Encoding: gzip, chunked",
-    "Content-Length: 10\r\nTransfer-Encoding: chunked",
-    "Content-Type: application/x-www-form-urlencoded\r\nTransfer-Encoding: gzip, chunked",
-])
+@pytest.mark.parametrize(
+    "framing",
+    [
+        "Transfer-Encoding: gzip, chunked",
+        "Content-Length: 10\r\nTransfer-Encoding: chunked",
+        "Content-Type: application/x-www-form-urlencoded\r\nTransfer-Encoding: gzip, chunked",
+    ],
+)
 def test_a_request_framed_as_tornado_refuses_never_reaches_the_origin(
-        gateway: GatewayThread, origin: OriginThread, framing: str) -> None:
+    gateway: GatewayThread, origin: OriginThread, framing: str
+) -> None:
     # A pooled connection: without a connect to wait for, the request would go out at once.
     assert request(gateway.port, "GET", "/o/bytes?n=100").status == 200
     wait_until(lambda: idle_upstream_connections(gateway, "/o") == 1)
-    reply = raw_request(gateway.port, f"POST /o/echo HTTP/1.1\r\nHost: gw\r\n{framing}\r\n"
-                                      f"\r\n5\r\nhello\r\n0\r\n\r\n".encode())
+    reply = raw_request(
+        gateway.port,
+        f"POST /o/echo HTTP/1.1\r\nHost: gw\r\n{framing}\r\n\r\n5\r\nhello\r\n0\r\n\r\n".encode(),
+    )
     assert reply.startswith(b"HTTP/1.1 400 ")
     # A request after it reaches the origin after anything the gateway sent for it.
     assert request(gateway.port, "GET", "/o/bytes?n=100").status == 200
@@ -390,14 +475,14 @@ def test_streaming_sends_the_first_byte_long_before_the_last(gateway: GatewayThr
 
 
 def test_an_origin_given_by_address_is_connected_without_a_lookup(
-        gateway: GatewayThread, origin: OriginThread, monkeypatch: pytest.MonkeyPatch) -> None:
+    gateway: GatewayThread, origin: OriginThread, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A lookup runs on a thread pool: for an address it only adds a thread hop to every new
     origin connection, i.e. to the first byte of every response not served from the pool."""
     lookups: list[object] = []
     real_getaddrinfo = socket.getaddrinfo
 
-    def counting_getaddrinfo(host: object, port: object, *args: object,
-                             **kwargs: object) -> object:
+    def counting_getaddrinfo(host: object, port: object, *args: object, **kwargs: object) -> object:
         lookups.append(port)
         return real_getaddrinfo(host, port, *args, **kwargs)  # type: ignore[arg-type]
 

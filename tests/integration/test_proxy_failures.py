@@ -14,7 +14,8 @@ from collections.abc import Iterator
 import pytest
 
 from testbed.origin import OriginThread, pattern
-from .support import (GatewayThread, closed_port, request)
+
+from .support import GatewayThread, closed_port, request
 
 # A valid name too long for DNS (over 255 octets): the C library refuses it without sending a
 # query, so "unresolvable" is tested without leaving loopback.
@@ -34,8 +35,11 @@ def unanswering_port() -> Iterator[int]:
 
 
 @pytest.fixture
-def gateway(make_gateway, origin: OriginThread,  # type: ignore[no-untyped-def]
-            unanswering_port: int) -> GatewayThread:
+def gateway(
+    make_gateway,
+    origin: OriginThread,  # type: ignore[no-untyped-def]
+    unanswering_port: int,
+) -> GatewayThread:
     gateway: GatewayThread = make_gateway(f"""
         [[routes]]
         prefix = "/o"
@@ -63,8 +67,9 @@ def gateway(make_gateway, origin: OriginThread,  # type: ignore[no-untyped-def]
 def curl_exit_code(url: str) -> int:
     if shutil.which("curl") is None:
         pytest.skip("curl is not installed (scripts/system-deps.sh test installs it)")
-    return subprocess.run(["curl", "-sS", "-o", "/dev/null", "--max-time", "20", url],
-                          capture_output=True).returncode
+    return subprocess.run(
+        ["curl", "-sS", "-o", "/dev/null", "--max-time", "20", url], capture_output=True
+    ).returncode
 
 
 def read_until_closed(port: int, path: str) -> bytes:
@@ -98,22 +103,24 @@ def test_a_malformed_response_is_a_502(gateway: GatewayThread, origin: OriginThr
     origin.wait_for_open(0)
 
 
-def test_no_headers_within_the_idle_timeout_is_a_504(gateway: GatewayThread,
-                                                     origin: OriginThread,
-                                                     caplog: pytest.LogCaptureFixture) -> None:
+def test_no_headers_within_the_idle_timeout_is_a_504(
+    gateway: GatewayThread, origin: OriginThread, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.INFO, logger="mediaproxy")
     started = time.monotonic()
     response = request(gateway.port, "GET", "/o/stall?headers=0")
     assert (response.status, response.body) == (504, b"504 Gateway Timeout\n")
     assert 0.9 < time.monotonic() - started < 5
     origin.wait_for_open(0)
-    assert any("route /o" in r.getMessage() and "idle_timeout" in r.getMessage()
-               for r in caplog.records)
+    assert any(
+        "route /o" in r.getMessage() and "idle_timeout" in r.getMessage() for r in caplog.records
+    )
 
 
 @pytest.mark.parametrize("framing", ["length", "chunked"])
-def test_an_origin_dying_mid_body_cuts_the_client(gateway: GatewayThread, origin: OriginThread,
-                                                  framing: str) -> None:
+def test_an_origin_dying_mid_body_cuts_the_client(
+    gateway: GatewayThread, origin: OriginThread, framing: str
+) -> None:
     path = f"/o/die?n=1000000&after=300000&framing={framing}"
     with pytest.raises(http.client.IncompleteRead):
         request(gateway.port, "GET", path)
@@ -127,8 +134,9 @@ def test_a_body_framed_by_close_cannot_be_told_from_a_cut_one(gateway: GatewayTh
     assert response.status == 200 and response.body == pattern(0, 300000)
 
 
-def test_a_stall_after_the_headers_cuts_the_client(gateway: GatewayThread,
-                                                   origin: OriginThread) -> None:
+def test_a_stall_after_the_headers_cuts_the_client(
+    gateway: GatewayThread, origin: OriginThread
+) -> None:
     started = time.monotonic()
     received = read_until_closed(gateway.port, "/o/stall?after=1000")
     head, body = received.split(b"\r\n\r\n", 1)
@@ -137,8 +145,9 @@ def test_a_stall_after_the_headers_cuts_the_client(gateway: GatewayThread,
     origin.wait_for_open(0)
 
 
-def test_max_stream_duration_cuts_an_endless_stream(gateway: GatewayThread,
-                                                    origin: OriginThread) -> None:
+def test_max_stream_duration_cuts_an_endless_stream(
+    gateway: GatewayThread, origin: OriginThread
+) -> None:
     started = time.monotonic()
     received = read_until_closed(gateway.port, "/o/endless")
     assert not received.endswith(b"0\r\n\r\n"), "cut, not completed"
@@ -147,7 +156,8 @@ def test_max_stream_duration_cuts_an_endless_stream(gateway: GatewayThread,
 
 
 def test_a_client_that_leaves_closes_the_upstream_within_a_second(
-        gateway: GatewayThread, origin: OriginThread) -> None:
+    gateway: GatewayThread, origin: OriginThread
+) -> None:
     connection = http.client.HTTPConnection("127.0.0.1", gateway.port, timeout=10)
     connection.request("GET", "/o/endless")
     connection.getresponse().read(200_000)
@@ -156,20 +166,23 @@ def test_a_client_that_leaves_closes_the_upstream_within_a_second(
     assert origin.wait_for_open(0) < 1.0
 
 
-def test_a_client_that_leaves_mid_upload_closes_the_upstream(gateway: GatewayThread,
-                                                             origin: OriginThread) -> None:
+def test_a_client_that_leaves_mid_upload_closes_the_upstream(
+    gateway: GatewayThread, origin: OriginThread
+) -> None:
     """Its leaving shows once the gateway has relayed what the kernel already took from it
     (the upload is flow-controlled, so that waits for the origin: here 2 MB at 20 MB/s)."""
     with socket.create_connection(("127.0.0.1", gateway.port), timeout=10) as sock:
-        sock.sendall(b"PUT /o/upload?rate=20000000 HTTP/1.1\r\nHost: gw\r\n"
-                     b"Content-Length: 100000000\r\n\r\n")
+        sock.sendall(
+            b"PUT /o/upload?rate=20000000 HTTP/1.1\r\nHost: gw\r\nContent-Length: 100000000\r\n\r\n"
+        )
         sock.sendall(pattern(0, 2_000_000))
         origin.wait_for_open(1)
     assert origin.wait_for_open(0) < 1.0
 
 
-def test_a_client_that_stops_reading_is_cut_by_the_idle_timer(gateway: GatewayThread,
-                                                              origin: OriginThread) -> None:
+def test_a_client_that_stops_reading_is_cut_by_the_idle_timer(
+    gateway: GatewayThread, origin: OriginThread
+) -> None:
     with socket.socket() as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)
         sock.connect(("127.0.0.1", gateway.port))

@@ -14,6 +14,7 @@ import logging
 import pytest
 
 from testbed.origin import OriginThread, pattern
+
 from .support import GatewayThread
 
 # Each is the query string of /length: one "cl" per Content-Length line, as the origin sends it.
@@ -62,16 +63,23 @@ def get(connection: http.client.HTTPConnection, path: str) -> tuple[int, bytes]:
 
 
 def assert_nothing_uncaught(caplog: pytest.LogCaptureFixture) -> None:
-    uncaught = [record.getMessage() for record in caplog.records
-                if record.exc_info or record.levelno >= logging.ERROR]
+    uncaught = [
+        record.getMessage()
+        for record in caplog.records
+        if record.exc_info or record.levelno >= logging.ERROR
+    ]
     assert uncaught == []
 
 
 @pytest.mark.parametrize("mode", ["stream", "buffered"])
 @pytest.mark.parametrize("query", INVALID.values(), ids=INVALID.keys())
 def test_an_invalid_content_length_is_a_502_and_the_connection_stays_in_step(
-        gateway: GatewayThread, origin: OriginThread, caplog: pytest.LogCaptureFixture,
-        mode: str, query: str) -> None:
+    gateway: GatewayThread,
+    origin: OriginThread,
+    caplog: pytest.LogCaptureFixture,
+    mode: str,
+    query: str,
+) -> None:
     caplog.set_level(logging.INFO)
     connection = http.client.HTTPConnection("127.0.0.1", gateway.port, timeout=10)
     try:
@@ -89,7 +97,8 @@ def test_an_invalid_content_length_is_a_502_and_the_connection_stays_in_step(
 @pytest.mark.parametrize("mode", ["stream", "buffered"])
 @pytest.mark.parametrize("query", VALID.values(), ids=VALID.keys())
 def test_repeats_of_one_content_length_are_one_length(
-        gateway: GatewayThread, caplog: pytest.LogCaptureFixture, mode: str, query: str) -> None:
+    gateway: GatewayThread, caplog: pytest.LogCaptureFixture, mode: str, query: str
+) -> None:
     caplog.set_level(logging.INFO)
     connection = http.client.HTTPConnection("127.0.0.1", gateway.port, timeout=10)
     try:
@@ -105,7 +114,8 @@ def test_repeats_of_one_content_length_are_one_length(
 
 @pytest.mark.parametrize("mode", ["stream", "buffered"])
 def test_a_head_response_with_an_invalid_content_length_is_a_502(
-        gateway: GatewayThread, mode: str) -> None:
+    gateway: GatewayThread, mode: str
+) -> None:
     """No body follows, but the length would be passed on as the truth."""
     connection = http.client.HTTPConnection("127.0.0.1", gateway.port, timeout=10)
     try:

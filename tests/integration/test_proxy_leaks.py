@@ -14,9 +14,16 @@ from dataclasses import dataclass
 import pytest
 
 from mediaproxy.integrations.http_proxy.route import HttpProxyIntegration
-
 from testbed.origin import OriginThread
-from .support import (OBJECT_TOLERANCE, RSS_TOLERANCE_BYTES, GatewayThread, closed_port, open_fds, rss_bytes)
+
+from .support import (
+    OBJECT_TOLERANCE,
+    RSS_TOLERANCE_BYTES,
+    GatewayThread,
+    closed_port,
+    open_fds,
+    rss_bytes,
+)
 
 TOTAL_STREAMS = 1000
 CONCURRENCY = 25
@@ -34,8 +41,12 @@ class Ending:
 def cut_200(full_body_bytes: int) -> Callable[[bytes], bool]:
     def check(received: bytes) -> bool:
         head, _, body = received.partition(b"\r\n\r\n")
-        return head.startswith(b"HTTP/1.1 200") and len(body) < full_body_bytes \
+        return (
+            head.startswith(b"HTTP/1.1 200")
+            and len(body) < full_body_bytes
             and not body.endswith(b"\r\n0\r\n\r\n")
+        )
+
     return check
 
 
@@ -46,8 +57,7 @@ def status(code: bytes) -> Callable[[bytes], bool]:
 ENDINGS = {
     "client_closed": Ending("/o/endless", status(b"200"), leave_after_bytes=40_000),
     "origin_died_length": Ending("/o/die?n=200000&after=50000", cut_200(200_000)),
-    "origin_died_chunked": Ending("/o/die?n=200000&after=50000&framing=chunked",
-                                  cut_200(200_000)),
+    "origin_died_chunked": Ending("/o/die?n=200000&after=50000&framing=chunked", cut_200(200_000)),
     "malformed": Ending("/o/malformed", status(b"502")),
     "refused": Ending("/refused/x", status(b"502")),
     "idle_before_headers": Ending("/timed/stall?headers=0", status(b"504")),
@@ -58,8 +68,9 @@ ENDINGS = {
 async def run_one(port: int, ending: Ending) -> bool:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
-        writer.write(f"GET {ending.path} HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n"
-                     .encode())
+        writer.write(
+            f"GET {ending.path} HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n".encode()
+        )
         received = b""
         while data := await asyncio.wait_for(reader.read(65536), 10):
             received += data
@@ -97,9 +108,11 @@ def settle(gateway: GatewayThread, origin: OriginThread) -> None:
 
 
 @pytest.mark.slow
-def test_a_thousand_failed_streams_leak_nothing(make_gateway,  # type: ignore[no-untyped-def]
-                                                origin: OriginThread,
-                                                caplog: pytest.LogCaptureFixture) -> None:
+def test_a_thousand_failed_streams_leak_nothing(
+    make_gateway,  # type: ignore[no-untyped-def]
+    origin: OriginThread,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     # Only errors are recorded (and there must be none): captured records would pile up.
     caplog.set_level(logging.ERROR)
     gateway: GatewayThread = make_gateway(f"""
@@ -135,9 +148,14 @@ def test_a_thousand_failed_streams_leak_nothing(make_gateway,  # type: ignore[no
     assert len(gc.get_objects()) - objects_before < OBJECT_TOLERANCE
     assert not caplog.records
     assert rss_bytes() - rss_before < RSS_TOLERANCE_BYTES, (rss_before, rss_bytes())
-    proxies = [i for i in gateway.running.gateway.integrations  # type: ignore[union-attr]
-               if isinstance(i, HttpProxyIntegration)]
+    proxies = [
+        i
+        for i in gateway.running.gateway.integrations  # type: ignore[union-attr]
+        if isinstance(i, HttpProxyIntegration)
+    ]
     assert gateway.call(lambda: sum(p.pool.idle_count for p in proxies)) == 0
-    print(f"{TOTAL_STREAMS} failed streams in {elapsed_s:.1f} s; fds {fds_before} -> "
-          f"{open_fds()}, RSS {rss_before / 2**20:.1f} -> {rss_bytes() / 2**20:.1f} MiB, "
-          f"objects {objects_before} -> {len(gc.get_objects())}")
+    print(
+        f"{TOTAL_STREAMS} failed streams in {elapsed_s:.1f} s; fds {fds_before} -> "
+        f"{open_fds()}, RSS {rss_before / 2**20:.1f} -> {rss_bytes() / 2**20:.1f} MiB, "
+        f"objects {objects_before} -> {len(gc.get_objects())}"
+    )

@@ -14,8 +14,8 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from mediaproxy.streaming.zerocopy import SPLICE_AVAILABLE, ZERO_COPY_MIN_BYTES
-
 from testbed.origin import OriginThread, pattern
+
 from .support import GatewayThread, request
 
 pytestmark = pytest.mark.skipif(not SPLICE_AVAILABLE, reason="splice(2) is Linux-only")
@@ -66,8 +66,9 @@ def gateway(make_gateway, origin: OriginThread) -> GatewayThread:  # type: ignor
     return gateway
 
 
-def read_until_closed(port: int, path: str, *, stop_after: int | None = None,
-                      receive_buffer: int | None = None) -> bytes:
+def read_until_closed(
+    port: int, path: str, *, stop_after: int | None = None, receive_buffer: int | None = None
+) -> bytes:
     """What the gateway sends for one GET until it closes (or ``stop_after`` bytes arrived)."""
     with socket.socket() as sock:
         if receive_buffer:
@@ -88,34 +89,39 @@ def body_of(received: bytes) -> tuple[bytes, bytes]:
     return head, body
 
 
-@pytest.mark.parametrize("size, origin_chunk", [
-    (4 * ZERO_COPY_MIN_BYTES, 65536),
-    (1_000_003, 4096),  # many small origin writes: pieces, pipe and Tornado's buffer interleave
-    (8 * 1024 * 1024 + 1, 262144),
-])
-def test_spliced_bodies_arrive_byte_for_byte(gateway: GatewayThread, splices: list[int],
-                                             size: int, origin_chunk: int) -> None:
+@pytest.mark.parametrize(
+    "size, origin_chunk",
+    [
+        (4 * ZERO_COPY_MIN_BYTES, 65536),
+        (1_000_003, 4096),  # many small origin writes: pieces, pipe and Tornado's buffer interleave
+        (8 * 1024 * 1024 + 1, 262144),
+    ],
+)
+def test_spliced_bodies_arrive_byte_for_byte(
+    gateway: GatewayThread, splices: list[int], size: int, origin_chunk: int
+) -> None:
     reply = request(gateway.port, "GET", f"/o/bytes?n={size}&chunk={origin_chunk}")
     assert reply.status == 200 and reply.headers["content-length"] == str(size)
     assert reply.body == pattern(0, size)
     assert splices, "the body was copied, not spliced"
 
 
-def test_a_range_from_the_origin_is_spliced_whole(gateway: GatewayThread,
-                                                  splices: list[int]) -> None:
+def test_a_range_from_the_origin_is_spliced_whole(
+    gateway: GatewayThread, splices: list[int]
+) -> None:
     reply = request(gateway.port, "GET", "/o/bytes?n=3000000", {"Range": "bytes=100000-"})
     assert reply.status == 206 and reply.body == pattern(100_000, 2_900_000)
     assert splices
 
 
-def test_a_slow_reader_gets_every_byte_in_order(gateway: GatewayThread,
-                                                splices: list[int]) -> None:
+def test_a_slow_reader_gets_every_byte_in_order(gateway: GatewayThread, splices: list[int]) -> None:
     """A client whose socket is full most of the time: the waits go through Tornado."""
     with socket.socket() as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 * 1024)
         sock.connect(("127.0.0.1", gateway.port))
-        sock.sendall(b"GET /o/bytes?n=600000&chunk=7000 HTTP/1.1\r\nHost: gw\r\n"
-                     b"Connection: close\r\n\r\n")
+        sock.sendall(
+            b"GET /o/bytes?n=600000&chunk=7000 HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n"
+        )
         received = b""
         while data := sock.recv(8192):
             received += data
@@ -125,11 +131,16 @@ def test_a_slow_reader_gets_every_byte_in_order(gateway: GatewayThread,
     assert splices
 
 
-@pytest.mark.parametrize("path", ["/o/bytes?n=300000&framing=chunked",
-                                  "/o/bytes?n=300000&framing=close",
-                                  "/o/bytes?n=1000", "/gz/bytes?n=300000&type=text/plain"])
-def test_everything_else_is_copied(gateway: GatewayThread, splices: list[int],
-                                   path: str) -> None:
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/o/bytes?n=300000&framing=chunked",
+        "/o/bytes?n=300000&framing=close",
+        "/o/bytes?n=1000",
+        "/gz/bytes?n=300000&type=text/plain",
+    ],
+)
+def test_everything_else_is_copied(gateway: GatewayThread, splices: list[int], path: str) -> None:
     """Chunked, close-delimited, small and compressed bodies keep the copying path."""
     reply = request(gateway.port, "GET", path, {"Accept-Encoding": "gzip"})
     assert reply.status == 200
@@ -142,9 +153,9 @@ def test_head_is_not_spliced(gateway: GatewayThread, splices: list[int]) -> None
     assert reply.body == b"" and not splices
 
 
-def test_the_connection_is_reused_after_a_spliced_body(gateway: GatewayThread,
-                                                       origin: OriginThread,
-                                                       splices: list[int]) -> None:
+def test_the_connection_is_reused_after_a_spliced_body(
+    gateway: GatewayThread, origin: OriginThread, splices: list[int]
+) -> None:
     accepted = origin.accepted
     for _ in range(3):
         assert request(gateway.port, "GET", "/o/bytes?n=500000").body == pattern(0, 500_000)
@@ -152,8 +163,9 @@ def test_the_connection_is_reused_after_a_spliced_body(gateway: GatewayThread,
     assert splices
 
 
-def test_a_short_origin_body_cuts_the_client(gateway: GatewayThread, origin: OriginThread,
-                                             splices: list[int]) -> None:
+def test_a_short_origin_body_cuts_the_client(
+    gateway: GatewayThread, origin: OriginThread, splices: list[int]
+) -> None:
     head, body = body_of(read_until_closed(gateway.port, "/o/die?n=1000000&after=300000"))
     assert b"Content-Length: 1000000" in head
     assert body == pattern(0, 300_000)  # everything that came, then the cut
@@ -161,9 +173,9 @@ def test_a_short_origin_body_cuts_the_client(gateway: GatewayThread, origin: Ori
     origin.wait_for_open(0)
 
 
-def test_the_idle_timer_cuts_a_stalled_spliced_body(gateway: GatewayThread,
-                                                    origin: OriginThread,
-                                                    splices: list[int]) -> None:
+def test_the_idle_timer_cuts_a_stalled_spliced_body(
+    gateway: GatewayThread, origin: OriginThread, splices: list[int]
+) -> None:
     started = time.monotonic()
     head, body = body_of(read_until_closed(gateway.port, "/o/stall?after=200000"))
     assert b"Content-Length: 200001" in head and body == pattern(0, 200_000)
@@ -172,12 +184,14 @@ def test_the_idle_timer_cuts_a_stalled_spliced_body(gateway: GatewayThread,
     origin.wait_for_open(0)
 
 
-def test_max_stream_duration_cuts_a_spliced_body(gateway: GatewayThread, origin: OriginThread,
-                                                 splices: list[int]) -> None:
+def test_max_stream_duration_cuts_a_spliced_body(
+    gateway: GatewayThread, origin: OriginThread, splices: list[int]
+) -> None:
     """Bytes keep moving (the idle timer never fires): only the total cap ends it."""
     started = time.monotonic()
-    _, body = body_of(read_until_closed(
-        gateway.port, "/o/bytes?n=100000000&chunk=65536&interval=0.05"))
+    _, body = body_of(
+        read_until_closed(gateway.port, "/o/bytes?n=100000000&chunk=65536&interval=0.05")
+    )
     assert 2.9 < time.monotonic() - started < 8
     assert 0 < len(body) < 100_000_000 and body == pattern(0, len(body))
     assert splices
@@ -195,9 +209,11 @@ def test_the_rate_limit_paces_a_spliced_body(gateway: GatewayThread, splices: li
 
 
 def test_a_client_that_leaves_closes_the_origin_within_a_second(
-        gateway: GatewayThread, origin: OriginThread, splices: list[int]) -> None:
-    received = read_until_closed(gateway.port, "/o/bytes?n=100000000&chunk=65536&interval=0.01",
-                                 stop_after=300_000)
+    gateway: GatewayThread, origin: OriginThread, splices: list[int]
+) -> None:
+    received = read_until_closed(
+        gateway.port, "/o/bytes?n=100000000&chunk=65536&interval=0.01", stop_after=300_000
+    )
     assert body_of(received)[1] == pattern(0, len(body_of(received)[1]))
     assert origin.wait_for_open(0) < 1.0
     assert splices
@@ -219,8 +235,7 @@ async def abort_one(port: int, path: str, after_bytes: int) -> str:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     received = b""
     try:
-        writer.write(f"GET {path} HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n"
-                     .encode())
+        writer.write(f"GET {path} HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n".encode())
         while len(received) < after_bytes:
             # Generous: on a loaded machine a burst of new streams can wait long for a core.
             if not (data := await asyncio.wait_for(reader.read(65536), 30)):
@@ -245,7 +260,8 @@ async def abort_many(port: int, count: int, concurrency: int) -> list[str]:
 
 @pytest.mark.slow
 def test_a_thousand_aborted_spliced_streams_leave_no_descriptor_or_pipe(
-        gateway: GatewayThread, origin: OriginThread, splices: list[int]) -> None:
+    gateway: GatewayThread, origin: OriginThread, splices: list[int]
+) -> None:
     asyncio.run(abort_many(gateway.port, 20, 20))  # what lives for the whole process
     deadline = time.monotonic() + 10
     while (gateway.active_streams() or origin.open_connections) and time.monotonic() < deadline:

@@ -15,21 +15,28 @@ from pathlib import Path
 
 import pytest
 
-from .support import (Server, drain, make_sparse_file, read_access_log, request, wait_until)
+from .support import Server, drain, make_sparse_file, read_access_log, request, wait_until
 
 BIG_BYTES = 24 * 1024 * 1024
 
 
-def write_config(path: Path, root: Path, processes: int, extra_prefixes: tuple[str, ...] = (),
-                 broken: bool = False) -> None:
-    routes = "".join(f'[[routes]]\nprefix = "{prefix}"\nintegration = "file"\nroot = "{root}"\n'
-                     for prefix in ("/files", *extra_prefixes))
+def write_config(
+    path: Path,
+    root: Path,
+    processes: int,
+    extra_prefixes: tuple[str, ...] = (),
+    broken: bool = False,
+) -> None:
+    routes = "".join(
+        f'[[routes]]\nprefix = "{prefix}"\nintegration = "file"\nroot = "{root}"\n'
+        for prefix in ("/files", *extra_prefixes)
+    )
     path.write_text(f"""
 [server]
 port = 0
 processes = {processes}
 shutdown_grace = 10
-access_log = "{root / 'access.log'}"
+access_log = "{root / "access.log"}"
 {"no_such_key = 1" if broken else ""}
 {routes}""")
 
@@ -38,8 +45,11 @@ class OneProcess:
     """`mediaproxy` with processes = 1 in a subprocess, its stderr collected."""
 
     def __init__(self, config: Path) -> None:
-        self.process = subprocess.Popen([sys.executable, "-m", "mediaproxy", "--config",
-                                         str(config)], stderr=subprocess.PIPE, text=True)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "mediaproxy", "--config", str(config)],
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         self.lines: list[str] = []
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -126,10 +136,22 @@ def test_reload_under_load_with_workers_fails_no_request(tmp_path: Path) -> None
                 failures.append(repr(error))
 
     try:
-        download = subprocess.Popen(["curl", "-sS", "--limit-rate", str(6 * 1024 * 1024),
-                                     "-o", str(tmp_path / "out.bin"), "-w", "%{http_code}",
-                                     f"http://127.0.0.1:{server.port}/files/big.bin"],
-                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        download = subprocess.Popen(
+            [
+                "curl",
+                "-sS",
+                "--limit-rate",
+                str(6 * 1024 * 1024),
+                "-o",
+                str(tmp_path / "out.bin"),
+                "-w",
+                "%{http_code}",
+                f"http://127.0.0.1:{server.port}/files/big.bin",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         threads = [threading.Thread(target=load) for _ in range(4)]
         for thread in threads:
             thread.start()

@@ -15,14 +15,16 @@ from pathlib import Path
 import pytest
 
 from mediaproxy.integrations.s3 import listing
-
 from testbed.origin import pattern
 from testbed.s3store import Keys, S3Store
-from .support import (GatewayThread, MakeGateway, get_and_head, request, route)
 
-PNG = (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x06\x00\x00"
-       b"\x00\x1f\x15\xc4\x89\x00\x00\x00\rIDATx\x9cc\xf8\x0f\x00\x00\x01\x01\x00\x05\x18\xd8N"
-       b"\x00\x00\x00\x00IEND\xaeB`\x82") + bytes(4000)
+from .support import GatewayThread, MakeGateway, get_and_head, request, route
+
+PNG = (
+    b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x06\x00\x00"
+    b"\x00\x1f\x15\xc4\x89\x00\x00\x00\rIDATx\x9cc\xf8\x0f\x00\x00\x01\x01\x00\x05\x18\xd8N"
+    b"\x00\x00\x00\x00IEND\xaeB`\x82"
+) + bytes(4000)
 BODY = pattern(0, 300_000)
 
 
@@ -37,13 +39,15 @@ def objects(s3_store: S3Store) -> S3Store:
 
 
 @pytest.fixture
-def gateway(objects: S3Store, make_gateway: MakeGateway,
-            monkeypatch: pytest.MonkeyPatch) -> Iterator[GatewayThread]:
+def gateway(
+    objects: S3Store, make_gateway: MakeGateway, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[GatewayThread]:
     yield make_gateway(route(objects, objects.reader, monkeypatch, 'key_prefix = "videos/"'))
 
 
 def test_an_object_streams_with_its_validators_and_no_store_internals(
-        gateway: GatewayThread, objects: S3Store) -> None:
+    gateway: GatewayThread, objects: S3Store
+) -> None:
     reply = get_and_head(gateway, "/s3/clip.bin")
     assert reply.status == 200
     assert hashlib.sha256(reply.body).digest() == hashlib.sha256(BODY).digest()
@@ -51,14 +55,16 @@ def test_an_object_streams_with_its_validators_and_no_store_internals(
     assert reply.headers["accept-ranges"] == "bytes"
     stored = objects.client().head_object(Bucket=objects.bucket, Key="videos/clip.bin")
     assert reply.headers["etag"] == stored["ETag"]
-    assert reply.headers["last-modified"] == stored["ResponseMetadata"]["HTTPHeaders"][
-        "last-modified"]
+    assert (
+        reply.headers["last-modified"] == stored["ResponseMetadata"]["HTTPHeaders"]["last-modified"]
+    )
     assert not [name for name in reply.headers if name.startswith("x-amz")]
     assert "werkzeug" not in reply.headers.get("server", "").lower()
 
 
 def test_the_object_type_is_the_stores_or_sniffed_the_same_for_get_head_and_ranges(
-        gateway: GatewayThread) -> None:
+    gateway: GatewayThread,
+) -> None:
     assert get_and_head(gateway, "/s3/typed.mp4").headers["content-type"] == "video/mp4"
     assert get_and_head(gateway, "/s3/picture").headers["content-type"] == "image/png"
     ranged = request(gateway.port, "GET", "/s3/picture", {"Range": "bytes=100-199"})
@@ -67,8 +73,9 @@ def test_the_object_type_is_the_stores_or_sniffed_the_same_for_get_head_and_rang
     assert (text.status, text.body) == (200, b"unicode key\n")
 
 
-def test_a_head_first_sniffs_the_objects_first_bytes(gateway: GatewayThread,
-                                                      objects: S3Store) -> None:
+def test_a_head_first_sniffs_the_objects_first_bytes(
+    gateway: GatewayThread, objects: S3Store
+) -> None:
     objects.put("videos/head-first", PNG)
     head = request(gateway.port, "HEAD", "/s3/head-first")
     assert (head.status, head.headers["content-type"]) == (200, "image/png")
@@ -77,8 +84,9 @@ def test_a_head_first_sniffs_the_objects_first_bytes(gateway: GatewayThread,
     assert (ranged.status, ranged.body) == (206, PNG[4000:])
 
 
-def test_an_empty_object_is_typed_by_its_name_for_get_and_head(gateway: GatewayThread,
-                                                              objects: S3Store) -> None:
+def test_an_empty_object_is_typed_by_its_name_for_get_and_head(
+    gateway: GatewayThread, objects: S3Store
+) -> None:
     objects.put("videos/empty.txt", b"")
     head = request(gateway.port, "HEAD", "/s3/empty.txt")  # first: no body to sniff
     reply = get_and_head(gateway, "/s3/empty.txt")
@@ -101,8 +109,9 @@ def test_preconditions_are_forwarded(gateway: GatewayThread) -> None:
     etag = request(gateway.port, "HEAD", "/s3/clip.bin").headers["etag"]
     unchanged = get_and_head(gateway, "/s3/clip.bin", {"If-None-Match": etag})
     assert (unchanged.status, unchanged.body, unchanged.headers["etag"]) == (304, b"", etag)
-    since = get_and_head(gateway, "/s3/clip.bin",
-                         {"If-Modified-Since": "Fri, 01 Jan 2100 00:00:00 GMT"})
+    since = get_and_head(
+        gateway, "/s3/clip.bin", {"If-Modified-Since": "Fri, 01 Jan 2100 00:00:00 GMT"}
+    )
     assert since.status == 304
     assert request(gateway.port, "GET", "/s3/clip.bin", {"If-Match": '"other"'}).status == 412
     assert request(gateway.port, "GET", "/s3/clip.bin", {"If-Match": etag}).status == 200
@@ -110,16 +119,22 @@ def test_preconditions_are_forwarded(gateway: GatewayThread) -> None:
 
 def test_if_range_is_enforced_by_the_gateway(gateway: GatewayThread) -> None:
     head = request(gateway.port, "HEAD", "/s3/clip.bin").headers
-    current = request(gateway.port, "GET", "/s3/clip.bin",
-                      {"Range": "bytes=0-9", "If-Range": head["etag"]})
+    current = request(
+        gateway.port, "GET", "/s3/clip.bin", {"Range": "bytes=0-9", "If-Range": head["etag"]}
+    )
     assert (current.status, current.body) == (206, BODY[:10])
     for stale in ('"an-older-version"', "Thu, 01 Jan 1970 00:00:00 GMT"):
-        reply = request(gateway.port, "GET", "/s3/clip.bin",
-                        {"Range": "bytes=0-9", "If-Range": stale})
+        reply = request(
+            gateway.port, "GET", "/s3/clip.bin", {"Range": "bytes=0-9", "If-Range": stale}
+        )
         assert (reply.status, len(reply.body)) == (200, len(BODY)), stale
         assert "content-range" not in reply.headers
-    dated = request(gateway.port, "GET", "/s3/clip.bin",
-                    {"Range": "bytes=0-9", "If-Range": head["last-modified"]})
+    dated = request(
+        gateway.port,
+        "GET",
+        "/s3/clip.bin",
+        {"Range": "bytes=0-9", "If-Range": head["last-modified"]},
+    )
     assert dated.status == 206
 
 
@@ -128,17 +143,21 @@ def test_download_suggests_the_file_name(gateway: GatewayThread) -> None:
     assert reply.headers["content-disposition"] == 'attachment; filename="clip.bin"'
 
 
-@pytest.mark.parametrize("path, status", [
-    ("/s3/missing.bin", 404),
-    ("/s3/../secret.txt", 400),
-    ("/s3/%2e%2e/secret.txt", 400),
-    ("/s3/a//b", 400),
-    ("/s3/a%2F..%2F..%2Fsecret.txt", 400),
-    ("/s3/%FF.bin", 400),
-    ("/s3/", 404),  # a folder, and the route lists none
-])
-def test_unknown_keys_and_paths_out_of_the_prefix(gateway: GatewayThread, path: str,
-                                                  status: int) -> None:
+@pytest.mark.parametrize(
+    "path, status",
+    [
+        ("/s3/missing.bin", 404),
+        ("/s3/../secret.txt", 400),
+        ("/s3/%2e%2e/secret.txt", 400),
+        ("/s3/a//b", 400),
+        ("/s3/a%2F..%2F..%2Fsecret.txt", 400),
+        ("/s3/%FF.bin", 400),
+        ("/s3/", 404),  # a folder, and the route lists none
+    ],
+)
+def test_unknown_keys_and_paths_out_of_the_prefix(
+    gateway: GatewayThread, path: str, status: int
+) -> None:
     assert request(gateway.port, "GET", path).status == status
     assert request(gateway.port, "HEAD", path).status == status
 
@@ -149,25 +168,38 @@ def test_only_get_and_head(gateway: GatewayThread) -> None:
 
 
 def test_access_denied_is_404_unless_the_route_shows_forbidden(
-        objects: S3Store, make_gateway: MakeGateway, monkeypatch: pytest.MonkeyPatch) -> None:
+    objects: S3Store, make_gateway: MakeGateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
     hidden = make_gateway(route(objects, objects.stranger, monkeypatch))
     assert request(hidden.port, "GET", "/s3/videos/clip.bin").status == 404
     assert request(hidden.port, "HEAD", "/s3/videos/clip.bin").status == 404
-    shown = make_gateway(route(objects, objects.stranger, monkeypatch,
-                               "hide_forbidden = false"))
+    shown = make_gateway(route(objects, objects.stranger, monkeypatch, "hide_forbidden = false"))
     assert request(shown.port, "GET", "/s3/videos/clip.bin").status == 403
     assert request(shown.port, "HEAD", "/s3/videos/clip.bin").status == 403
 
 
-@pytest.mark.parametrize("keys, fix", [
-    (lambda store: Keys(store.reader.access_key_id, "not-the-secret"),
-     "secret access key from $TEST_S3_KEY and $TEST_S3_SECRET does not belong"),
-    (lambda store: Keys("AKIAUNKNOWNUNKNOWN00", "whatever"),
-     "does not know the access key id from $TEST_S3_KEY and $TEST_S3_SECRET"),
-], ids=["wrong secret", "unknown key id"])
+@pytest.mark.parametrize(
+    "keys, fix",
+    [
+        (
+            lambda store: Keys(store.reader.access_key_id, "not-the-secret"),
+            "secret access key from $TEST_S3_KEY and $TEST_S3_SECRET does not belong",
+        ),
+        (
+            lambda store: Keys("AKIAUNKNOWNUNKNOWN00", "whatever"),
+            "does not know the access key id from $TEST_S3_KEY and $TEST_S3_SECRET",
+        ),
+    ],
+    ids=["wrong secret", "unknown key id"],
+)
 def test_wrong_credentials_are_502_and_the_log_says_what_to_fix(
-        objects: S3Store, make_gateway: MakeGateway, monkeypatch: pytest.MonkeyPatch,
-        caplog: pytest.LogCaptureFixture, keys: Callable[[S3Store], Keys], fix: str) -> None:
+    objects: S3Store,
+    make_gateway: MakeGateway,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    keys: Callable[[S3Store], Keys],
+    fix: str,
+) -> None:
     caplog.set_level(logging.INFO)
     gateway = make_gateway(route(objects, keys(objects), monkeypatch))
     for method in ("GET", "HEAD"):
@@ -179,18 +211,24 @@ def test_wrong_credentials_are_502_and_the_log_says_what_to_fix(
         assert any(fix in message for message in warnings), warnings
 
 
-def test_a_missing_bucket_is_404(objects: S3Store, make_gateway: MakeGateway,
-                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    gateway = make_gateway(route(objects, objects.writer, monkeypatch).replace(
-        f'bucket = "{objects.bucket}"', 'bucket = "no-such-bucket"'))
+def test_a_missing_bucket_is_404(
+    objects: S3Store, make_gateway: MakeGateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gateway = make_gateway(
+        route(objects, objects.writer, monkeypatch).replace(
+            f'bucket = "{objects.bucket}"', 'bucket = "no-such-bucket"'
+        )
+    )
     assert request(gateway.port, "GET", "/s3/x").status == 404
 
 
 # --- listings ---------------------------------------------------------------------------------
 
+
 @pytest.fixture
-def listed(objects: S3Store, make_gateway: MakeGateway,
-           monkeypatch: pytest.MonkeyPatch) -> GatewayThread:
+def listed(
+    objects: S3Store, make_gateway: MakeGateway, monkeypatch: pytest.MonkeyPatch
+) -> GatewayThread:
     for name in ("a.txt", "b <&>.txt", "c.txt", "deeper/d.txt", "e.txt"):
         objects.put(f"folder/{name}", name.encode())
     monkeypatch.setattr(listing, "PAGE_KEYS", 2)  # five entries: three pages
@@ -203,15 +241,20 @@ def test_a_listing_streams_every_page_as_json(listed: GatewayThread) -> None:
     document = json.loads(reply.body)
     assert document["path"] == "/s3/folder/"
     assert [(e["name"], e["type"]) for e in document["entries"]] == [
-        ("a.txt", "file"), ("b <&>.txt", "file"), ("c.txt", "file"), ("deeper/", "folder"),
-        ("e.txt", "file")]
+        ("a.txt", "file"),
+        ("b <&>.txt", "file"),
+        ("c.txt", "file"),
+        ("deeper/", "folder"),
+        ("e.txt", "file"),
+    ]
     assert document["entries"][0]["size"] == 5
     assert "transfer-encoding" in reply.headers  # streamed, page after page
 
 
 def test_a_listing_is_html_for_browsers(listed: GatewayThread) -> None:
-    reply = request(listed.port, "GET", "/s3/folder/",
-                    {"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"})
+    reply = request(
+        listed.port, "GET", "/s3/folder/", {"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"}
+    )
     assert reply.headers["content-type"] == "text/html; charset=utf-8"
     page = reply.body.decode()
     assert '<a href="b%20%3C%26%3E.txt">b &lt;&amp;&gt;.txt</a>' in page
@@ -221,8 +264,11 @@ def test_a_listing_is_html_for_browsers(listed: GatewayThread) -> None:
 
 
 def test_a_folder_without_its_slash_is_redirected(listed: GatewayThread) -> None:
-    for path, location in (("/s3", "/s3/"), ("/s3/folder", "/s3/folder/"),
-                           ("/s3/folder/deeper", "/s3/folder/deeper/")):
+    for path, location in (
+        ("/s3", "/s3/"),
+        ("/s3/folder", "/s3/folder/"),
+        ("/s3/folder/deeper", "/s3/folder/deeper/"),
+    ):
         for method in ("GET", "HEAD"):
             reply = request(listed.port, method, path)
             assert (reply.status, reply.headers["location"]) == (301, location), path
@@ -238,13 +284,16 @@ def test_a_listing_of_nothing_is_404_but_the_root_lists(listed: GatewayThread) -
     assert '<a href="../">' not in request(listed.port, "GET", "/s3/").body.decode()
 
 
-def test_api_keys_guard_an_s3_route_like_any_other(objects: S3Store, make_gateway: MakeGateway,
-                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    gateway = make_gateway(route(objects, objects.reader, monkeypatch,
-                                 'api_keys = ["k-0123456789abcdef"]'))
+def test_api_keys_guard_an_s3_route_like_any_other(
+    objects: S3Store, make_gateway: MakeGateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gateway = make_gateway(
+        route(objects, objects.reader, monkeypatch, 'api_keys = ["k-0123456789abcdef"]')
+    )
     assert request(gateway.port, "GET", "/s3/videos/typed.mp4").status == 401
-    reply = request(gateway.port, "GET", "/s3/videos/typed.mp4",
-                    {"X-API-Key": "k-0123456789abcdef"})
+    reply = request(
+        gateway.port, "GET", "/s3/videos/typed.mp4", {"X-API-Key": "k-0123456789abcdef"}
+    )
     assert (reply.status, reply.body) == (200, BODY[:5000])
 
 
@@ -268,17 +317,25 @@ CHAIN_ROUTE = """
 @pytest.fixture
 def aws_chain_only(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """The chain sees only what a test puts in the environment: no files, no instance role."""
-    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
-                 "AWS_PROFILE", "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI"):
+    for name in (
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_PROFILE",
+        "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+    ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
 
 
-def test_credentials_from_the_environment_chain(objects: S3Store, make_gateway: MakeGateway,
-                                                monkeypatch: pytest.MonkeyPatch,
-                                                aws_chain_only: None) -> None:
+def test_credentials_from_the_environment_chain(
+    objects: S3Store,
+    make_gateway: MakeGateway,
+    monkeypatch: pytest.MonkeyPatch,
+    aws_chain_only: None,
+) -> None:
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", objects.reader.access_key_id)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", objects.reader.secret_access_key)
     gateway = make_gateway(CHAIN_ROUTE.format(bucket=objects.bucket, url=objects.url))
@@ -286,8 +343,11 @@ def test_credentials_from_the_environment_chain(objects: S3Store, make_gateway: 
 
 
 def test_no_credentials_anywhere_is_502_and_says_where_to_put_them(
-        objects: S3Store, make_gateway: MakeGateway, aws_chain_only: None,
-        caplog: pytest.LogCaptureFixture) -> None:
+    objects: S3Store,
+    make_gateway: MakeGateway,
+    aws_chain_only: None,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     gateway = make_gateway(CHAIN_ROUTE.format(bucket=objects.bucket, url=objects.url))
     assert request(gateway.port, "GET", "/s3/videos/typed.mp4").status == 502
     assert "no credentials found in the AWS credential chain" in caplog.text
@@ -310,11 +370,16 @@ class CredentialEndpoint:
             def do_GET(self) -> None:
                 credentials = endpoint.store.temporary_credentials()
                 expires = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(
-                    minutes=12)
-                body = json.dumps({"AccessKeyId": credentials["AccessKeyId"],
-                                   "SecretAccessKey": credentials["SecretAccessKey"],
-                                   "Token": credentials["SessionToken"],
-                                   "Expiration": expires.strftime("%Y-%m-%dT%H:%M:%SZ")})
+                    minutes=12
+                )
+                body = json.dumps(
+                    {
+                        "AccessKeyId": credentials["AccessKeyId"],
+                        "SecretAccessKey": credentials["SecretAccessKey"],
+                        "Token": credentials["SessionToken"],
+                        "Expiration": expires.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                    }
+                )
                 endpoint.served += 1
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
@@ -336,8 +401,11 @@ class CredentialEndpoint:
 
 
 def test_expiring_credentials_from_the_chain_are_refreshed(
-        objects: S3Store, make_gateway: MakeGateway, monkeypatch: pytest.MonkeyPatch,
-        aws_chain_only: None) -> None:
+    objects: S3Store,
+    make_gateway: MakeGateway,
+    monkeypatch: pytest.MonkeyPatch,
+    aws_chain_only: None,
+) -> None:
     endpoint = CredentialEndpoint(objects)
     try:
         monkeypatch.setenv("AWS_CONTAINER_CREDENTIALS_FULL_URI", endpoint.url)
@@ -352,15 +420,21 @@ def test_expiring_credentials_from_the_chain_are_refreshed(
 
 
 def test_concurrent_requests_share_one_resolution_and_one_refresh(
-        objects: S3Store, make_gateway: MakeGateway, monkeypatch: pytest.MonkeyPatch,
-        aws_chain_only: None) -> None:
+    objects: S3Store,
+    make_gateway: MakeGateway,
+    monkeypatch: pytest.MonkeyPatch,
+    aws_chain_only: None,
+) -> None:
     endpoint = CredentialEndpoint(objects)
     try:
         monkeypatch.setenv("AWS_CONTAINER_CREDENTIALS_FULL_URI", endpoint.url)
         gateway = make_gateway(CHAIN_ROUTE.format(bucket=objects.bucket, url=objects.url))
         with concurrent.futures.ThreadPoolExecutor(10) as clients:
-            replies = list(clients.map(
-                lambda _: request(gateway.port, "GET", "/s3/videos/typed.mp4"), range(10)))
+            replies = list(
+                clients.map(
+                    lambda _: request(gateway.port, "GET", "/s3/videos/typed.mp4"), range(10)
+                )
+            )
         assert [reply.status for reply in replies] == [200] * 10
         # One resolution and one refresh that all ten waited for (a straggler may cause
         # another); one refresh per request would be eleven.

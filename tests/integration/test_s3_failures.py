@@ -20,32 +20,61 @@ from pathlib import Path
 import pytest
 
 from testbed.s3store import S3Store
-from .support import (OBJECT_TOLERANCE, RSS_TOLERANCE_BYTES, GatewayThread, MakeGateway, make_certificate, open_fds, read_cut_response, request, route, rss_bytes, wait_for_no_streams)
 
-XML = '<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{code}</Code><Message>{message}' \
-      '</Message>{extra}<RequestId>1</RequestId></Error>'
+from .support import (
+    OBJECT_TOLERANCE,
+    RSS_TOLERANCE_BYTES,
+    GatewayThread,
+    MakeGateway,
+    make_certificate,
+    open_fds,
+    read_cut_response,
+    request,
+    route,
+    rss_bytes,
+    wait_for_no_streams,
+)
+
+XML = (
+    '<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{code}</Code><Message>{message}'
+    "</Message>{extra}<RequestId>1</RequestId></Error>"
+)
 
 
-def error_document(status: str, code: str, message: str, extra: str = "",
-                   headers: str = "") -> bytes:
+def error_document(
+    status: str, code: str, message: str, extra: str = "", headers: str = ""
+) -> bytes:
     body = XML.format(code=code, message=message, extra=extra).encode()
-    return (f"HTTP/1.1 {status}\r\nContent-Type: application/xml\r\n{headers}"
-            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode() + body
+    return (
+        f"HTTP/1.1 {status}\r\nContent-Type: application/xml\r\n{headers}"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    ).encode() + body
 
 
 ANSWERS = {
-    "slowdown": error_document("503 Slow Down", "SlowDown", "Please reduce your request rate.",
-                               headers="Retry-After: 7\r\n"),
+    "slowdown": error_document(
+        "503 Slow Down",
+        "SlowDown",
+        "Please reduce your request rate.",
+        headers="Retry-After: 7\r\n",
+    ),
     "internal": error_document("500 Internal Server Error", "InternalError", "Try again."),
-    "skewed": error_document("403 Forbidden", "RequestTimeTooSkewed", "The difference between "
-                             "the request time and the current time is too large."),
-    "region": error_document("400 Bad Request", "AuthorizationHeaderMalformed", "the region "
-                             "'us-east-1' is wrong; expecting 'eu-west-1'",
-                             "<Region>eu-west-1</Region>"),
-    "hello": (b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 6\r\n"
-              b"Connection: close\r\n\r\nhello\n"),
-    "expired": error_document("400 Bad Request", "ExpiredToken", "The provided token has "
-                              "expired."),
+    "skewed": error_document(
+        "403 Forbidden",
+        "RequestTimeTooSkewed",
+        "The difference between the request time and the current time is too large.",
+    ),
+    "region": error_document(
+        "400 Bad Request",
+        "AuthorizationHeaderMalformed",
+        "the region 'us-east-1' is wrong; expecting 'eu-west-1'",
+        "<Region>eu-west-1</Region>",
+    ),
+    "hello": (
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 6\r\n"
+        b"Connection: close\r\n\r\nhello\n"
+    ),
+    "expired": error_document("400 Bad Request", "ExpiredToken", "The provided token has expired."),
 }
 
 
@@ -99,11 +128,15 @@ class FakeStore:
                 if behaviour in ANSWERS:
                     connection.sendall(ANSWERS[behaviour])
                 elif behaviour == "stall-after":
-                    connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: video/mp4\r\n"
-                                       b"Content-Length: 100000\r\n\r\n" + bytes(1000))
+                    connection.sendall(
+                        b"HTTP/1.1 200 OK\r\nContent-Type: video/mp4\r\n"
+                        b"Content-Length: 100000\r\n\r\n" + bytes(1000)
+                    )
                 elif behaviour == "trickle":
-                    connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: video/mp4\r\n"
-                                       b"Content-Length: 100000000\r\n\r\n")
+                    connection.sendall(
+                        b"HTTP/1.1 200 OK\r\nContent-Type: video/mp4\r\n"
+                        b"Content-Length: 100000000\r\n\r\n"
+                    )
                     while not self._stop.wait(0.05):
                         connection.sendall(bytes(100))
                 self._stop.wait(10)  # stall (or linger) until the gateway hangs up
@@ -125,8 +158,9 @@ def fake_store() -> Iterator[FakeStore]:
 
 
 @pytest.fixture
-def fake_gateway(fake_store: FakeStore, make_gateway: MakeGateway,
-                 monkeypatch: pytest.MonkeyPatch) -> GatewayThread:
+def fake_gateway(
+    fake_store: FakeStore, make_gateway: MakeGateway, monkeypatch: pytest.MonkeyPatch
+) -> GatewayThread:
     monkeypatch.setenv("TEST_S3_KEY", "AKIAFAKE")
     monkeypatch.setenv("TEST_S3_SECRET", "secret")
     common = f"""
@@ -168,18 +202,29 @@ def test_a_stream_past_its_maximum_duration_is_cut(fake_gateway: GatewayThread) 
     wait_for_no_streams(fake_gateway)
 
 
-@pytest.mark.parametrize("key, status, retry_after, fix", [
-    ("slowdown", 503, "7", None),
-    ("internal", 502, "1", None),
-    ("skewed", 502, None, "this host's clock is too far from the store's"),
-    ("region", 502, None, "the bucket is not in region us-east-1 (eu-west-1)"),
-    ("expired", 502, None, "the session token from $TEST_S3_KEY and $TEST_S3_SECRET has "
-                           "expired"),
-])
-def test_store_errors_are_mapped_and_logged(fake_gateway: GatewayThread,
-                                            caplog: pytest.LogCaptureFixture, key: str,
-                                            status: int, retry_after: str | None,
-                                            fix: str | None) -> None:
+@pytest.mark.parametrize(
+    "key, status, retry_after, fix",
+    [
+        ("slowdown", 503, "7", None),
+        ("internal", 502, "1", None),
+        ("skewed", 502, None, "this host's clock is too far from the store's"),
+        ("region", 502, None, "the bucket is not in region us-east-1 (eu-west-1)"),
+        (
+            "expired",
+            502,
+            None,
+            "the session token from $TEST_S3_KEY and $TEST_S3_SECRET has expired",
+        ),
+    ],
+)
+def test_store_errors_are_mapped_and_logged(
+    fake_gateway: GatewayThread,
+    caplog: pytest.LogCaptureFixture,
+    key: str,
+    status: int,
+    retry_after: str | None,
+    fix: str | None,
+) -> None:
     caplog.set_level(logging.INFO)
     for method in ("GET", "HEAD"):
         caplog.clear()
@@ -195,10 +240,14 @@ def test_store_errors_are_mapped_and_logged(fake_gateway: GatewayThread,
 
 # --- a store over https --------------------------------------------------------------------
 
+
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl not installed")
 def test_an_https_store_is_verified_against_the_trust_store(
-        tmp_path: Path, make_gateway: MakeGateway, monkeypatch: pytest.MonkeyPatch,
-        caplog: pytest.LogCaptureFixture) -> None:
+    tmp_path: Path,
+    make_gateway: MakeGateway,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     certificate, key = make_certificate(tmp_path, "store")
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(certificate, key)
@@ -266,8 +315,11 @@ def settle(gateway: GatewayThread) -> None:
 
 @pytest.mark.slow
 def test_a_thousand_aborted_downloads_leave_no_descriptor(
-        s3_store: S3Store, make_gateway: MakeGateway, monkeypatch: pytest.MonkeyPatch,
-        caplog: pytest.LogCaptureFixture) -> None:
+    s3_store: S3Store,
+    make_gateway: MakeGateway,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     caplog.set_level(logging.ERROR)  # none may be logged, and records would pile up
     s3_store.put("large/aborted.bin", bytes(1024 * 1024), content_type="video/mp4")
     gateway = make_gateway(route(s3_store, s3_store.reader, monkeypatch))
@@ -287,8 +339,10 @@ def test_a_thousand_aborted_downloads_leave_no_descriptor(
     assert not caplog.records
     assert len(gc.get_objects()) - objects_before < OBJECT_TOLERANCE
     assert rss_bytes() - rss_before < RSS_TOLERANCE_BYTES, (rss_before, rss_bytes())
-    print(f"{TOTAL_DOWNLOADS} aborted downloads in {elapsed_s:.1f} s; fds {fds_before} -> "
-          f"{open_fds()}")
+    print(
+        f"{TOTAL_DOWNLOADS} aborted downloads in {elapsed_s:.1f} s; fds {fds_before} -> "
+        f"{open_fds()}"
+    )
 
 
 # --- a large object, bounded memory ----------------------------------------------------------
@@ -317,8 +371,9 @@ def peak_rss_while(action: Callable[[], None]) -> int:
 
 
 @pytest.mark.slow
-def test_a_large_object_streams_in_bounded_memory(s3_store: S3Store, make_gateway: MakeGateway,
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_large_object_streams_in_bounded_memory(
+    s3_store: S3Store, make_gateway: MakeGateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
     s3_store.put("large/object.bin", bytes(LARGE_BYTES))
     gateway = make_gateway(route(s3_store, s3_store.reader, monkeypatch))
     received = 0
@@ -326,8 +381,9 @@ def test_a_large_object_streams_in_bounded_memory(s3_store: S3Store, make_gatewa
     def download() -> None:
         nonlocal received
         with socket.create_connection(("127.0.0.1", gateway.port), timeout=30) as sock:
-            sock.sendall(b"GET /s3/large/object.bin HTTP/1.1\r\nHost: gw\r\n"
-                         b"Connection: close\r\n\r\n")
+            sock.sendall(
+                b"GET /s3/large/object.bin HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n"
+            )
             while data := sock.recv(256 * 1024):
                 received += len(data)
 

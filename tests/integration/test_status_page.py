@@ -11,15 +11,21 @@ from pathlib import Path
 import pytest
 
 from .browser import CHROMIUM, Browser
-from .support import (GatewayThread, make_sparse_file, open_stalled_download, read_access_log,
-                      request)
+from .support import (
+    GatewayThread,
+    make_sparse_file,
+    open_stalled_download,
+    read_access_log,
+    request,
+)
 
 SAMPLE_MEDIA = Path(__file__).resolve().parents[2] / "sample_media"
 VIDEO_URL = "/media/video/testsrc-h264-aac.mp4"
 BIG_BYTES = 64 * 1024 * 1024
 
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed "
-                                                         "(scripts/system-deps.sh test)")
+pytestmark = pytest.mark.skipif(
+    CHROMIUM is None, reason="chromium not installed (scripts/system-deps.sh test)"
+)
 
 
 @pytest.fixture
@@ -29,7 +35,7 @@ def gateway(make_gateway, tmp_path: Path) -> GatewayThread:  # type: ignore[no-u
     make_sparse_file(big / "big.bin", BIG_BYTES)
     gateway: GatewayThread = make_gateway(f"""
         [server]
-        access_log = "{tmp_path / 'access.log'}"
+        access_log = "{tmp_path / "access.log"}"
         [[routes]]
         prefix = "/media"
         integration = "file"
@@ -56,10 +62,12 @@ def test_overview_lists_routes_and_playable_samples(gateway: GatewayThread) -> N
     overview = json.loads(request(gateway.port, "GET", "/_mediaproxy/api/overview").body)
     assert [route["prefix"] for route in overview["routes"]] == ["/media", "/big"]
     kinds = {sample["url"]: sample["kind"] for sample in overview["samples"]}
-    assert kinds == {"/media/audio/sine-330hz.wav": "audio",
-                     "/media/audio/sine-523hz.mp3": "audio",
-                     "/media/video/smptebars-vp9-opus.webm": "video",
-                     VIDEO_URL: "video"}
+    assert kinds == {
+        "/media/audio/sine-330hz.wav": "audio",
+        "/media/audio/sine-523hz.mp3": "audio",
+        "/media/video/smptebars-vp9-opus.webm": "video",
+        VIDEO_URL: "video",
+    }
     assert overview["pid"] == os.getpid()
 
 
@@ -91,8 +99,9 @@ async def check_page(browser: Browser, gateway: GatewayThread, screenshot: Path)
     assert browser.exceptions == []
 
 
-def test_the_page_plays_seeks_and_shows_live_streams(gateway: GatewayThread,
-                                                    tmp_path: Path) -> None:
+def test_the_page_plays_seeks_and_shows_live_streams(
+    gateway: GatewayThread, tmp_path: Path
+) -> None:
     profile = tmp_path / "chromium"
     profile.mkdir()
     screenshot = tmp_path / "status.png"
@@ -108,5 +117,7 @@ def test_the_page_plays_seeks_and_shows_live_streams(gateway: GatewayThread,
     assert screenshot.read_bytes().startswith(b"\x89PNG")
     if "MEDIAPROXY_KEEP_SCREENSHOT" in os.environ:  # to look at it: a person's check
         shutil.copy(screenshot, os.environ["MEDIAPROXY_KEEP_SCREENSHOT"])
-    video_lines = [line for line in read_access_log(tmp_path / "access.log") if line["path"] == VIDEO_URL]
+    video_lines = [
+        line for line in read_access_log(tmp_path / "access.log") if line["path"] == VIDEO_URL
+    ]
     assert any(line["status"] == 206 for line in video_lines), video_lines

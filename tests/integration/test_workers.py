@@ -19,8 +19,15 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from mediaproxy.server.workers import MIN_UPTIME_S
 
-from .support import (GatewayThread, Server, make_sparse_file, open_stalled_download, read_access_log,
-                      request, wait_until)
+from .support import (
+    GatewayThread,
+    Server,
+    make_sparse_file,
+    open_stalled_download,
+    read_access_log,
+    request,
+    wait_until,
+)
 
 BIG_BYTES = 20 * 1024 * 1024
 # curl lets a first burst of ~10 MB through, then holds the rate: the download lasts ~2 s.
@@ -51,14 +58,18 @@ root = "{tmp_path}"
 def scrape(port: int) -> dict[tuple[str, str], float]:
     """(sample name, status or '') -> value, for the /files route."""
     text = request(port, "GET", "/metrics").body.decode()
-    return {(sample.name, sample.labels.get("status", "")): sample.value
-            for family in text_string_to_metric_families(text) for sample in family.samples
-            if sample.labels.get("route") == "/files"}
+    return {
+        (sample.name, sample.labels.get("status", "")): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.labels.get("route") == "/files"
+    }
 
 
 @pytest.mark.skipif(shutil.which("curl") is None, reason="curl not installed")
 def test_two_workers_share_the_port_sum_their_metrics_and_drain_on_sigterm(
-        server: Server, tmp_path: Path) -> None:
+    server: Server, tmp_path: Path
+) -> None:
     assert len(server.worker_pids) == 2
     seen: set[int] = set()
     for _ in range(200):  # fresh connections until the kernel has handed some to each
@@ -71,10 +82,22 @@ def test_two_workers_share_the_port_sum_their_metrics_and_drain_on_sigterm(
         assert request(server.port, "GET", "/files/small.txt").body == b"small\n"
     wait_until(lambda: scrape(server.port)[("mediaproxy_requests_total", "200")] == 10)
 
-    download = subprocess.Popen(["curl", "-sS", "--limit-rate", str(RATE_BYTES_PER_S),
-                                 "-o", str(tmp_path / "out.bin"), "-w", "%{http_code}",
-                                 f"http://127.0.0.1:{server.port}/files/big.bin"],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    download = subprocess.Popen(
+        [
+            "curl",
+            "-sS",
+            "--limit-rate",
+            str(RATE_BYTES_PER_S),
+            "-o",
+            str(tmp_path / "out.bin"),
+            "-w",
+            "%{http_code}",
+            f"http://127.0.0.1:{server.port}/files/big.bin",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     wait_until(lambda: scrape(server.port).get(("mediaproxy_active_streams", "")) == 1)
 
     stopped_at = time.monotonic()
@@ -97,9 +120,10 @@ def test_two_workers_share_the_port_sum_their_metrics_and_drain_on_sigterm(
     assert (big["termination"], big["bytes_sent"]) == ("complete", BIG_BYTES)
 
 
-
-def test_draining_refuses_new_requests_on_kept_alive_connections(make_gateway,  # type: ignore[no-untyped-def]
-                                                                 tmp_path: Path) -> None:
+def test_draining_refuses_new_requests_on_kept_alive_connections(
+    make_gateway,  # type: ignore[no-untyped-def]
+    tmp_path: Path,
+) -> None:
     make_sparse_file(tmp_path / "big.bin", BIG_BYTES)
     gateway: GatewayThread = make_gateway(f"""
         [server]
@@ -125,12 +149,18 @@ def test_draining_refuses_new_requests_on_kept_alive_connections(make_gateway,  
     balancer.request("GET", "/healthz")
     reply = balancer.getresponse()
     assert (reply.status, reply.getheader("Connection"), reply.read()) == (
-        503, "close", b"draining\n")
+        503,
+        "close",
+        b"draining\n",
+    )
     # Admitted, a new stream would hold the drain and be cut at its end: sent elsewhere.
     client.request("GET", "/files/big.bin")
     refused = client.getresponse()
-    assert (refused.status, refused.getheader("Retry-After"),
-            refused.getheader("Connection")) == (503, "1", "close")
+    assert (refused.status, refused.getheader("Retry-After"), refused.getheader("Connection")) == (
+        503,
+        "1",
+        "close",
+    )
     assert gateway.active_streams() == 1
     running.close()
     client.close()
@@ -143,7 +173,8 @@ def status_line(sock: socket.socket) -> bytes:
 
 
 def test_the_stream_cap_holds_for_the_instance_and_a_killed_workers_slots_return(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     make_sparse_file(tmp_path / "big.bin", BIG_BYTES)
     config = tmp_path / "mediaproxy.toml"
     config.write_text(f"""
@@ -188,7 +219,7 @@ def test_the_live_table_shows_every_workers_streams(server: Server) -> None:
     def next_streams() -> list[dict[str, object]]:
         while not (line := reply.fp.readline().decode()).startswith("data: "):
             pass
-        streams: list[dict[str, object]] = json.loads(line[len("data: "):])["streams"]
+        streams: list[dict[str, object]] = json.loads(line[len("data: ") :])["streams"]
         return streams
 
     downloads: list[socket.socket] = []

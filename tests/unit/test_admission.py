@@ -6,11 +6,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from mediaproxy.server.admission import RETRY_AFTER_S, Admission, StreamSlots, route_name
 from mediaproxy.config import Access, Limits, Route
 from mediaproxy.errors import ServiceUnavailable
+from mediaproxy.server.admission import RETRY_AFTER_S, Admission, StreamSlots, route_name
 from mediaproxy.server.shared_table import SharedTable
-
 
 TABLES: list[SharedTable] = []
 
@@ -61,18 +60,23 @@ def test_release_is_idempotent() -> None:
 
 
 def route(access: Access) -> Route:
-    return Route(prefix="/p", integration="file", limits=Limits(), settings=None, index=0,
-                 access=access)
+    return Route(
+        prefix="/p", integration="file", limits=Limits(), settings=None, index=0, access=access
+    )
 
 
-@pytest.mark.parametrize("query, forwarded", [
-    ("", ""),
-    ("download&expires=1&signature=abc", "download"),
-    ("a=1&expires=1&b=2&signature=abc", "a=1&b=2"),
-    ("expires=1&expires=2", "expires=1&expires=2"),  # not ours to repair
-])
-def test_a_signing_route_keeps_its_parameters_from_the_integration(query: str,
-                                                                    forwarded: str) -> None:
+@pytest.mark.parametrize(
+    "query, forwarded",
+    [
+        ("", ""),
+        ("download&expires=1&signature=abc", "download"),
+        ("a=1&expires=1&b=2&signature=abc", "a=1&b=2"),
+        ("expires=1&expires=2", "expires=1&expires=2"),  # not ours to repair
+    ],
+)
+def test_a_signing_route_keeps_its_parameters_from_the_integration(
+    query: str, forwarded: str
+) -> None:
     signing_route = route(Access(signing_secret=b"0123456789abcdef"))
     assert Admission(signing_route, slots_of(0)).forwarded_query(query) == forwarded
     assert Admission(route(Access()), slots_of(0)).forwarded_query(query) == query

@@ -162,7 +162,7 @@ def test_validators(validators: Validators, headers: dict[str, str], expected: O
         'abc"',
         'w/"abc"',  # W/ is case-sensitive
         'W/ "abc"',
-        'W/abc',
+        "W/abc",
         '"abc" "abc"',  # no comma
         '"abc"x',
         '*, "abc"',  # "*" stands alone
@@ -340,7 +340,9 @@ def test_format_http_date(epoch_s: float, expected: str) -> None:
     assert format_http_date(epoch_s) == expected
 
 
-@pytest.mark.parametrize("epoch_s", [float("nan"), float("inf"), -float("inf"), 253402300800, -62135596801, 1e300])
+@pytest.mark.parametrize(
+    "epoch_s", [float("nan"), float("inf"), -float("inf"), 253402300800, -62135596801, 1e300]
+)
 def test_format_http_date_rejects_what_it_cannot_express(epoch_s: float) -> None:
     with pytest.raises(ValueError):
         format_http_date(epoch_s)
@@ -406,7 +408,9 @@ def test_parse_http_date_never_raises(value: str, now_s: int) -> None:
 
 # Hostile entity-tag lists: the characters their grammar turns on.
 tag_text = st.text(alphabet='"W/w,* \t\r\nabc!#~\x7f\x80\xff\u0100\U0001f600', max_size=40)
-header_names = st.sampled_from(["If-Match", "If-None-Match", "If-Modified-Since", "If-Unmodified-Since", "if-match"])
+header_names = st.sampled_from(
+    ["If-Match", "If-None-Match", "If-Modified-Since", "If-Unmodified-Since", "if-match"]
+)
 hostile_headers = st.dictionaries(header_names, tag_text | st.text(max_size=40), max_size=5)
 validators = st.builds(
     Validators,
@@ -438,9 +442,13 @@ def test_if_range_never_raises(if_range: str | None, current: Validators) -> Non
 def test_if_modified_since_is_ignored_beside_if_none_match(
     method: str, headers: dict[str, str], current: Validators, ims: str
 ) -> None:
-    headers = {name: value for name, value in headers.items() if name.lower() != "if-modified-since"}
+    headers = {
+        name: value for name, value in headers.items() if name.lower() != "if-modified-since"
+    }
     headers.setdefault("If-None-Match", '"abc"')
-    assert evaluate(method, {**headers, "If-Modified-Since": ims}, current) == evaluate(method, headers, current)
+    assert evaluate(method, {**headers, "If-Modified-Since": ims}, current) == evaluate(
+        method, headers, current
+    )
 
 
 @given(
@@ -452,13 +460,20 @@ def test_if_modified_since_is_ignored_beside_if_none_match(
 def test_if_unmodified_since_is_ignored_beside_if_match(
     method: str, headers: dict[str, str], current: Validators, ius: str
 ) -> None:
-    headers = {name: value for name, value in headers.items() if name.lower() != "if-unmodified-since"}
+    headers = {
+        name: value for name, value in headers.items() if name.lower() != "if-unmodified-since"
+    }
     if not any(name.lower() == "if-match" for name in headers):
         headers["If-Match"] = "*"
-    assert evaluate(method, {**headers, "If-Unmodified-Since": ius}, current) == evaluate(method, headers, current)
+    assert evaluate(method, {**headers, "If-Unmodified-Since": ius}, current) == evaluate(
+        method, headers, current
+    )
 
 
-@given(tags=st.lists(st.text(alphabet="abc,!#~W/\x80", max_size=8), min_size=1, max_size=6), data=st.data())
+@given(
+    tags=st.lists(st.text(alphabet="abc,!#~W/\x80", max_size=8), min_size=1, max_size=6),
+    data=st.data(),
+)
 def test_a_listed_tag_is_always_found(tags: list[str], data: st.DataObject) -> None:
     # Well-formed lists, commas inside quotes included, find each member.
     quoted = [f'"{tag}"' for tag in tags]

@@ -10,12 +10,20 @@ from mediaproxy.server.connections import HandshakeFailureLog
 
 
 def tornado_record(message: str = "SSL Error on %s %s: %s") -> logging.LogRecord:
-    return logging.LogRecord("tornado.general", logging.WARNING, __file__, 1, message,
-                             (7, ("192.0.2.1", 5000), "[SSL: HTTP_REQUEST] http request"), None)
+    return logging.LogRecord(
+        "tornado.general",
+        logging.WARNING,
+        __file__,
+        1,
+        message,
+        (7, ("192.0.2.1", 5000), "[SSL: HTTP_REQUEST] http request"),
+        None,
+    )
 
 
 def test_handshake_failures_are_one_info_line_per_interval(
-        caplog: pytest.LogCaptureFixture) -> None:
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     caplog.set_level(logging.DEBUG, logger="mediaproxy")
     now = [1000.0]
     failures = HandshakeFailureLog(clock=lambda: now[0], interval_s=60)

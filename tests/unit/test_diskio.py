@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from mediaproxy.streaming.chunks import ChunkBudget
-from mediaproxy.streaming.diskio import (MAX_CHUNK_BYTES, MIN_CHUNK_BYTES, READ_BUDGET_BYTES,
-                               next_chunk_bytes)
+from mediaproxy.streaming.diskio import (
+    MAX_CHUNK_BYTES,
+    MIN_CHUNK_BYTES,
+    READ_BUDGET_BYTES,
+    next_chunk_bytes,
+)
 
 
 def read_budget(total_bytes: int = READ_BUDGET_BYTES) -> ChunkBudget:
@@ -18,8 +22,7 @@ def test_grows_while_the_client_keeps_up_and_drops_when_it_waits() -> None:
         for _ in range(6):
             share.resize(next_chunk_bytes(share.size, client_kept_up=True))
             sizes.append(share.size)
-        assert sizes == [128 << 10, 256 << 10, 512 << 10, 1 << 20, MAX_CHUNK_BYTES,
-                         MAX_CHUNK_BYTES]
+        assert sizes == [128 << 10, 256 << 10, 512 << 10, 1 << 20, MAX_CHUNK_BYTES, MAX_CHUNK_BYTES]
         share.resize(next_chunk_bytes(share.size, client_kept_up=False))
         assert share.size == MIN_CHUNK_BYTES == budget.held_bytes
     assert budget.held_bytes == 0

@@ -15,7 +15,9 @@ from mediaproxy.http.disposition import content_disposition
 
 # RFC 8187 §3.2.1: ext-value with the UTF-8 charset and no language.
 EXT_VALUE = re.compile(r"UTF-8''((?:[A-Za-z0-9!#$&+\-.^_`|~]|%[0-9A-F]{2})+)")
-SHAPE = re.compile(r'(?P<type>[a-z]+)(?:; filename="(?P<fallback>[ !#-\[\]-~]*)"(?:; filename\*=(?P<ext>\S+))?)?')
+SHAPE = re.compile(
+    r'(?P<type>[a-z]+)(?:; filename="(?P<fallback>[ !#-\[\]-~]*)"(?:; filename\*=(?P<ext>\S+))?)?'
+)
 
 
 def decode(value: str) -> tuple[str, str | None, str | None]:
@@ -38,13 +40,22 @@ def decode(value: str) -> tuple[str, str | None, str | None]:
         ("a b.txt", 'attachment; filename="a b.txt"'),
         ("it's (1) [final].txt", """attachment; filename="it's (1) [final].txt\""""),
         # Non-ASCII: "_" in the fallback, the exact name in filename*.
-        ("日本語.pdf", "attachment; filename=\"___.pdf\"; filename*=UTF-8''%E6%97%A5%E6%9C%AC%E8%AA%9E.pdf"),
+        (
+            "日本語.pdf",
+            "attachment; filename=\"___.pdf\"; filename*=UTF-8''%E6%97%A5%E6%9C%AC%E8%AA%9E.pdf",
+        ),
         ("naïve.mp4", "attachment; filename=\"na_ve.mp4\"; filename*=UTF-8''na%C3%AFve.mp4"),
-        ("€ rates.csv", "attachment; filename=\"_ rates.csv\"; filename*=UTF-8''%E2%82%AC%20rates.csv"),
+        (
+            "€ rates.csv",
+            "attachment; filename=\"_ rates.csv\"; filename*=UTF-8''%E2%82%AC%20rates.csv",
+        ),
         # Decomposed input is composed first: one "_" per character seen.
         ("nai\u0308ve.mp4", "attachment; filename=\"na_ve.mp4\"; filename*=UTF-8''na%C3%AFve.mp4"),
         # Characters some user agents mishandle in the quoted form.
-        ('say "hi".txt', "attachment; filename=\"say _hi_.txt\"; filename*=UTF-8''say%20%22hi%22.txt"),
+        (
+            'say "hi".txt',
+            "attachment; filename=\"say _hi_.txt\"; filename*=UTF-8''say%20%22hi%22.txt",
+        ),
         ("100%.txt", "attachment; filename=\"100_.txt\"; filename*=UTF-8''100%25.txt"),
         ("%41.txt", "attachment; filename=\"_41.txt\"; filename*=UTF-8''%2541.txt"),
         # Only the last path component, with either separator.
@@ -81,7 +92,9 @@ def test_inline() -> None:
     assert content_disposition("clip.mp4", "inline") == 'inline; filename="clip.mp4"'
 
 
-@pytest.mark.parametrize("disposition", ["", "at tachment", "attachment;", 'x"y', "attachment\r\n", "ätt"])
+@pytest.mark.parametrize(
+    "disposition", ["", "at tachment", "attachment;", 'x"y', "attachment\r\n", "ätt"]
+)
 def test_disposition_type_must_be_a_token(disposition: str) -> None:
     with pytest.raises(ValueError):
         content_disposition("a.txt", disposition)
@@ -116,7 +129,11 @@ def test_any_name_gives_a_safe_header(filename: str) -> None:
     assert (exact is None) == (fallback == name)
 
 
-@given(filename=st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E, exclude_characters='/\\"%')))
+@given(
+    filename=st.text(
+        alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E, exclude_characters='/\\"%')
+    )
+)
 def test_plain_ascii_names_need_no_filename_star(filename: str) -> None:
     value = content_disposition(filename)
     if filename in {"", ".", ".."}:
@@ -128,7 +145,9 @@ def test_plain_ascii_names_need_no_filename_star(filename: str) -> None:
 # Names a person would give a file: any letters, marks, digits, punctuation,
 # symbols and spaces, in any script, but no separators or invisible controls.
 ordinary_names = st.text(
-    alphabet=st.characters(categories=["L", "M", "N", "P", "S", "Zs"], exclude_characters="/\\\u061c"),
+    alphabet=st.characters(
+        categories=["L", "M", "N", "P", "S", "Zs"], exclude_characters="/\\\u061c"
+    ),
     min_size=1,
 ).filter(lambda name: name not in {".", ".."})
 

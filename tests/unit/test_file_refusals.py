@@ -9,14 +9,17 @@ import pytest
 from mediaproxy.integrations.file import refusal
 
 
-@pytest.mark.parametrize(("number", "status"), [
-    (errno.ENAMETOOLONG, 404),
-    (errno.ELOOP, 404),
-    (errno.EINVAL, 400),
-    (errno.EIO, None),  # the disk failing is the gateway's 500, logged with its traceback
-    (errno.EMFILE, None),
-    (None, None),
-])
+@pytest.mark.parametrize(
+    ("number", "status"),
+    [
+        (errno.ENAMETOOLONG, 404),
+        (errno.ELOOP, 404),
+        (errno.EINVAL, 400),
+        (errno.EIO, None),  # the disk failing is the gateway's 500, logged with its traceback
+        (errno.EMFILE, None),
+        (None, None),
+    ],
+)
 def test_refusal(number: int | None, status: int | None) -> None:
     error = OSError(number, "why") if number is not None else OSError("no errno")
     refused = refusal(error, "/root/name")

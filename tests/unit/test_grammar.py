@@ -3,25 +3,57 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
-from mediaproxy.http.grammar import (MAX_INT64, GrammarError, is_digits, is_field_value,
-                                     is_token, parse_digits, parse_digits_capped)
+from mediaproxy.http.grammar import (
+    MAX_INT64,
+    GrammarError,
+    is_digits,
+    is_field_value,
+    is_token,
+    parse_digits,
+    parse_digits_capped,
+)
 
 
-@pytest.mark.parametrize("text, value", [
-    ("0", 0), ("7", 7), ("007", 7), ("1234567890", 1234567890),
-    (str(MAX_INT64), MAX_INT64), ("0" * 5000 + "1", 1),  # int() alone refuses 4,300 digits
-])
+@pytest.mark.parametrize(
+    "text, value",
+    [
+        ("0", 0),
+        ("7", 7),
+        ("007", 7),
+        ("1234567890", 1234567890),
+        (str(MAX_INT64), MAX_INT64),
+        ("0" * 5000 + "1", 1),  # int() alone refuses 4,300 digits
+    ],
+)
 def test_digits(text: str, value: int) -> None:
     assert is_digits(text)
     assert parse_digits(text) == value
 
 
-@pytest.mark.parametrize("text", [
-    "", "+5", "-1", " 7", "7 ", "1 2", "1_0", "0x10", "1e3", "1.0", "\u00b2", "\u0663",
-    "\uff17", "\t1", "1\n", "١٢",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "+5",
+        "-1",
+        " 7",
+        "7 ",
+        "1 2",
+        "1_0",
+        "0x10",
+        "1e3",
+        "1.0",
+        "\u00b2",
+        "\u0663",
+        "\uff17",
+        "\t1",
+        "1\n",
+        "١٢",
+    ],
+)
 def test_not_digits(text: str) -> None:
     assert not is_digits(text)
     with pytest.raises(GrammarError):
@@ -30,18 +62,30 @@ def test_not_digits(text: str) -> None:
         parse_digits_capped(text, 10)
 
 
-@pytest.mark.parametrize("text, maximum", [
-    (str(MAX_INT64 + 1), MAX_INT64), ("9" * 30, MAX_INT64), ("9" * 10_000, MAX_INT64),
-    ("11", 10),
-])
+@pytest.mark.parametrize(
+    "text, maximum",
+    [
+        (str(MAX_INT64 + 1), MAX_INT64),
+        ("9" * 30, MAX_INT64),
+        ("9" * 10_000, MAX_INT64),
+        ("11", 10),
+    ],
+)
 def test_digits_over_the_maximum(text: str, maximum: int) -> None:
     with pytest.raises(GrammarError):
         parse_digits(text, maximum=maximum)
 
 
-@pytest.mark.parametrize("text, ceiling, value", [
-    ("5", 10, 5), ("10", 10, 10), ("11", 10, 10), ("9" * 10_000, 10, 10), ("0" * 50 + "3", 10, 3),
-])
+@pytest.mark.parametrize(
+    "text, ceiling, value",
+    [
+        ("5", 10, 5),
+        ("10", 10, 10),
+        ("11", 10, 10),
+        ("9" * 10_000, 10, 10),
+        ("0" * 50 + "3", 10, 3),
+    ],
+)
 def test_digits_capped(text: str, ceiling: int, value: int) -> None:
     assert parse_digits_capped(text, ceiling) == value
 
@@ -66,21 +110,46 @@ def test_parse_digits_capped_returns_or_raises_its_own_error(text: str, ceiling:
         assert value == min(int(text), ceiling)
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("Content-Type", True), ("x-a_b.c~d!#$%&'*+^`|", True), ("", False), ("a b", False),
-    ("a:b", False), ("é", False), ("a\tb", False), ('"a"', False), ("(a)", False),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("Content-Type", True),
+        ("x-a_b.c~d!#$%&'*+^`|", True),
+        ("", False),
+        ("a b", False),
+        ("a:b", False),
+        ("é", False),
+        ("a\tb", False),
+        ('"a"', False),
+        ("(a)", False),
+    ],
+)
 def test_token(text: str, expected: bool) -> None:
     assert is_token(text) is expected
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("", True), ("a", True), ("a b\tc", True), ("caf\u00e9", True), ("\u00ff", True),
-    ('"quoted", (comment); x=1', True),
-    (" a", False), ("a ", False), ("\ta", False), ("a\r\nb", False), ("a\nb", False),
-    ("a\x00b", False), ("a\x01b", False), ("a\x7fb", False), ("a\x0bb", False),
-    ("\u0100", False), ("snow \u2603", False),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("", True),
+        ("a", True),
+        ("a b\tc", True),
+        ("caf\u00e9", True),
+        ("\u00ff", True),
+        ('"quoted", (comment); x=1', True),
+        (" a", False),
+        ("a ", False),
+        ("\ta", False),
+        ("a\r\nb", False),
+        ("a\nb", False),
+        ("a\x00b", False),
+        ("a\x01b", False),
+        ("a\x7fb", False),
+        ("a\x0bb", False),
+        ("\u0100", False),
+        ("snow \u2603", False),
+    ],
+)
 def test_field_value(text: str, expected: bool) -> None:
     assert is_field_value(text) is expected
 

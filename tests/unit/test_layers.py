@@ -36,10 +36,16 @@ ALLOWED: dict[str, set[str]] = {
     "cli": _BASE | {"http", "config", "streaming", "integrations", "ops", "server"},
 }
 # What the operator configured and the rules read straight from it sit with config.
-_TOP_LEVEL = {"__init__": "package", "errors": "base", "tornado_internals": "base",
-              "config": "config",
-              "access_control": "config", "sql_statements": "config", "cli": "cli",
-              "__main__": "cli"}
+_TOP_LEVEL = {
+    "__init__": "package",
+    "errors": "base",
+    "tornado_internals": "base",
+    "config": "config",
+    "access_control": "config",
+    "sql_statements": "config",
+    "cli": "cli",
+    "__main__": "cli",
+}
 
 
 def module_name(path: Path) -> str:
@@ -76,12 +82,17 @@ def imports_in(source: str, this: str, package: str, modules: set[str]) -> set[s
                 anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
                 base = ".".join([*anchor, base] if base else anchor)
             # ``from a import b``: b may be a module of its own, or a name inside a.
-            names = [f"{base}.{alias.name}" if f"{base}.{alias.name}" in modules else base
-                     for alias in node.names]
+            names = [
+                f"{base}.{alias.name}" if f"{base}.{alias.name}" in modules else base
+                for alias in node.names
+            ]
         else:
             continue
-        found.update(_resolve(name, modules) for name in names
-                     if name == PACKAGE or name.startswith(PACKAGE + "."))
+        found.update(
+            _resolve(name, modules)
+            for name in names
+            if name == PACKAGE or name.startswith(PACKAGE + ".")
+        )
     found.discard(this)
     return found
 
@@ -146,24 +157,38 @@ def test_imports_point_down_the_layers() -> None:
             continue
         for target in sorted(targets):
             target_layer = layer_of(target)
-            if target_layer is not None and target_layer != layer \
-                    and target_layer not in ALLOWED[layer]:
+            if (
+                target_layer is not None
+                and target_layer != layer
+                and target_layer not in ALLOWED[layer]
+            ):
                 upward.append(f"{name} ({layer}) -> {target} ({target_layer})")
     assert upward == []
 
 
 def test_the_walk_sees_lazy_relative_and_type_checking_imports() -> None:
-    source = ("from typing import TYPE_CHECKING\n"
-              "if TYPE_CHECKING:\n    from mediaproxy.errors import NotFound\n"
-              "def f() -> None:\n    from mediaproxy import config\n"
-              "from .chunks import ChunkBudget\n"
-              "from .. import http\n")
-    modules = {"mediaproxy", "mediaproxy.errors", "mediaproxy.config", "mediaproxy.http",
-               "mediaproxy.streaming", "mediaproxy.streaming.chunks",
-               "mediaproxy.streaming.probe"}
-    assert imports_in(source, "mediaproxy.streaming.probe", "mediaproxy.streaming",
-                      modules) == {"mediaproxy.errors", "mediaproxy.config", "mediaproxy.http",
-                                   "mediaproxy.streaming.chunks"}
+    source = (
+        "from typing import TYPE_CHECKING\n"
+        "if TYPE_CHECKING:\n    from mediaproxy.errors import NotFound\n"
+        "def f() -> None:\n    from mediaproxy import config\n"
+        "from .chunks import ChunkBudget\n"
+        "from .. import http\n"
+    )
+    modules = {
+        "mediaproxy",
+        "mediaproxy.errors",
+        "mediaproxy.config",
+        "mediaproxy.http",
+        "mediaproxy.streaming",
+        "mediaproxy.streaming.chunks",
+        "mediaproxy.streaming.probe",
+    }
+    assert imports_in(source, "mediaproxy.streaming.probe", "mediaproxy.streaming", modules) == {
+        "mediaproxy.errors",
+        "mediaproxy.config",
+        "mediaproxy.http",
+        "mediaproxy.streaming.chunks",
+    }
 
 
 def test_cycles_are_found() -> None:
@@ -186,7 +211,8 @@ def test_tests_share_helpers_through_support_modules() -> None:
                 continue
             last_parts = {name.rpartition(".")[2] for name in names}
             from_bench = path.parts[-2] == "bench" and any(
-                name == "tests" or name.startswith("tests.") for name in names)
+                name == "tests" or name.startswith("tests.") for name in names
+            )
             if from_bench or any(part.startswith("test_") for part in last_parts):
                 offending.append(f"{path.relative_to(repo)}:{node.lineno}")
     assert offending == []

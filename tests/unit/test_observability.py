@@ -21,9 +21,19 @@ SAMPLE_MEDIA = Path(__file__).resolve().parents[2] / "sample_media"
 
 def record(**changes: object) -> ExchangeRecord:
     fields: dict[str, object] = dict(
-        route="/media", integration="file", method="GET", path="/media/a.mp4", status=206,
-        bytes_sent=1000, bytes_received=0, ttfb_s=0.0021234, duration_s=1.5,
-        termination=Termination.COMPLETE, client="127.0.0.1", upstream_status=None)
+        route="/media",
+        integration="file",
+        method="GET",
+        path="/media/a.mp4",
+        status=206,
+        bytes_sent=1000,
+        bytes_received=0,
+        ttfb_s=0.0021234,
+        duration_s=1.5,
+        termination=Termination.COMPLETE,
+        client="127.0.0.1",
+        upstream_status=None,
+    )
     fields.update(changes)
     return ExchangeRecord(**fields)  # type: ignore[arg-type]
 
@@ -47,6 +57,7 @@ def test_access_log_appends_lines_and_reopens_after_rotation(tmp_path: Path) -> 
     log.reopen()
     log.write(record(status=404))
     log.close()
+
     def statuses(log_file: Path) -> list[int]:
         return [json.loads(line)["status"] for line in log_file.read_text().splitlines()]
 
@@ -64,8 +75,15 @@ def test_metrics_count_one_exchange_per_observe() -> None:
     assert get("mediaproxy_active_streams", labels) == 1
     metrics.stream_ended(route)  # type: ignore[arg-type]
     metrics.observe(record())
-    metrics.observe(record(status=200, ttfb_s=None, bytes_sent=0, bytes_received=7,
-                           termination=Termination.CLIENT_CLOSED))
+    metrics.observe(
+        record(
+            status=200,
+            ttfb_s=None,
+            bytes_sent=0,
+            bytes_received=7,
+            termination=Termination.CLIENT_CLOSED,
+        )
+    )
     assert get("mediaproxy_active_streams", labels) == 0
     assert get("mediaproxy_requests_total", {**labels, "status": "206"}) == 1
     assert get("mediaproxy_terminations_total", {**labels, "reason": "client_closed"}) == 1
@@ -78,8 +96,9 @@ def test_metrics_count_one_exchange_per_observe() -> None:
 
 
 def test_metrics_show_every_route_before_its_first_request(tmp_path: Path) -> None:
-    (tmp_path / "m.toml").write_text(f'[[routes]]\nprefix = "/a"\nintegration = "file"\n'
-                                     f'root = "{tmp_path}"\n')
+    (tmp_path / "m.toml").write_text(
+        f'[[routes]]\nprefix = "/a"\nintegration = "file"\nroot = "{tmp_path}"\n'
+    )
     metrics = Metrics(load(tmp_path / "m.toml").routes)
     labels = {"route": "/a", "integration": "file"}
     assert metrics.registry.get_sample_value("mediaproxy_sent_bytes_total", labels) == 0
@@ -90,15 +109,19 @@ PUBLIC = AdminAccess(())
 ADMIN = AdminAccess(("admin-key",))
 
 
-def fake_handler(sent: int, received: int, started_at: float,
-                 restricted: bool = False) -> SimpleNamespace:
+def fake_handler(
+    sent: int, received: int, started_at: float, restricted: bool = False
+) -> SimpleNamespace:
     return SimpleNamespace(
-        exchange=SimpleNamespace(bytes_sent=sent), bytes_received=received,
-        started_at=started_at, route=SimpleNamespace(
-            prefix="/media", integration="file",
-            access=SimpleNamespace(restricted=restricted)),
+        exchange=SimpleNamespace(bytes_sent=sent),
+        bytes_received=received,
+        started_at=started_at,
+        route=SimpleNamespace(
+            prefix="/media", integration="file", access=SimpleNamespace(restricted=restricted)
+        ),
         request=SimpleNamespace(method="GET", path="/media/a.mp4", remote_ip="::1"),
-        get_status=lambda: 200)
+        get_status=lambda: 200,
+    )
 
 
 def test_stream_rates_are_per_second_since_the_last_sample() -> None:
@@ -123,13 +146,14 @@ def test_private_routes_share_one_label_unless_revealed(tmp_path: Path) -> None:
     (tmp_path / "m.toml").write_text(
         f'[[routes]]\nprefix = "/a"\nintegration = "file"\nroot = "{tmp_path}"\n'
         f'[[routes]]\nprefix = "/secret"\nintegration = "file"\nroot = "{tmp_path}"\n'
-        f'api_keys = ["k"]\n')
+        f'api_keys = ["k"]\n'
+    )
     routes = load(tmp_path / "m.toml").routes
     for reveal, label in ((False, RESTRICTED), (True, "/secret")):
         metrics = Metrics(routes, reveal_restricted=reveal)
         metrics.observe(record(route="/secret"))
         text = metrics.exposition().decode()
-        assert f'route="{label}"' in text and ('/secret' in text) == reveal
+        assert f'route="{label}"' in text and ("/secret" in text) == reveal
 
 
 def test_samples_are_the_playable_files_typed_by_their_bytes(tmp_path: Path) -> None:
@@ -137,26 +161,36 @@ def test_samples_are_the_playable_files_typed_by_their_bytes(tmp_path: Path) -> 
     (tmp_path / ".hidden").mkdir()
     for folder in ("clips", ".hidden"):
         (tmp_path / folder / "not really.mp4").write_bytes(
-            (SAMPLE_MEDIA / "video" / "testsrc-h264-aac.mp4").read_bytes()[:4096])
+            (SAMPLE_MEDIA / "video" / "testsrc-h264-aac.mp4").read_bytes()[:4096]
+        )
     (tmp_path / "clips" / "song.bin").write_bytes(
-        (SAMPLE_MEDIA / "audio" / "sine-523hz.mp3").read_bytes())
+        (SAMPLE_MEDIA / "audio" / "sine-523hz.mp3").read_bytes()
+    )
     (tmp_path / "clips" / "notes.mp3").write_text("text, whatever the name says")
-    (tmp_path / "m.toml").write_text(f'[[routes]]\nprefix = "/m/"\nintegration = "file"\n'
-                                     f'root = "{tmp_path}"\n')
+    (tmp_path / "m.toml").write_text(
+        f'[[routes]]\nprefix = "/m/"\nintegration = "file"\nroot = "{tmp_path}"\n'
+    )
     samples = find_samples(load(tmp_path / "m.toml").routes)
     assert [(s.url, s.kind, s.media_type) for s in samples] == [
         ("/m/clips/not%20really.mp4", "video", "video/mp4"),
-        ("/m/clips/song.bin", "audio", "audio/mpeg")]
+        ("/m/clips/song.bin", "audio", "audio/mpeg"),
+    ]
 
 
-@pytest.mark.parametrize("text, key, reason", [
-    ("processes = -1", "server.processes", "between 0 and 1024"),
-    ("processes = 2.5", "server.processes", "an integer"),
-    ('access_log = "/no/such/folder/access.log"', "server.access_log",
-     "is not an existing directory"),
-    ("access_log = true", "server.access_log", "a string"),
-    ('status_page = "yes"', "server.status_page", "true or false"),
-])
+@pytest.mark.parametrize(
+    "text, key, reason",
+    [
+        ("processes = -1", "server.processes", "between 0 and 1024"),
+        ("processes = 2.5", "server.processes", "an integer"),
+        (
+            'access_log = "/no/such/folder/access.log"',
+            "server.access_log",
+            "is not an existing directory",
+        ),
+        ("access_log = true", "server.access_log", "a string"),
+        ('status_page = "yes"', "server.status_page", "true or false"),
+    ],
+)
 def test_bad_server_settings(tmp_path: Path, text: str, key: str, reason: str) -> None:
     path = tmp_path / "m.toml"
     path.write_text(f"[server]\n{text}\n")
@@ -171,10 +205,18 @@ def test_server_settings_and_their_defaults(tmp_path: Path) -> None:
     path.write_text("")
     server = load(path).server
     assert (server.processes, server.access_log, server.status_page, server.tls) == (
-        1, "stderr", True, None)
-    path.write_text('[server]\nprocesses = 0\naccess_log = "logs/access.log"\n'
-                    'status_page = false\n')
+        1,
+        "stderr",
+        True,
+        None,
+    )
+    path.write_text(
+        '[server]\nprocesses = 0\naccess_log = "logs/access.log"\nstatus_page = false\n'
+    )
     (tmp_path / "logs").mkdir()
     server = load(path).server
     assert (server.processes, server.access_log, server.status_page) == (
-        0, str(tmp_path / "logs" / "access.log"), False)
+        0,
+        str(tmp_path / "logs" / "access.log"),
+        False,
+    )

@@ -9,8 +9,9 @@ from hypothesis import strategies as st
 from mediaproxy.streaming.pacing import PIECES_PER_S, Pacer
 
 
-def send_all(pacer: Pacer, total_bytes: int, start: float = 100.0,
-             chunk_bytes: int = 1 << 20) -> tuple[float, list[tuple[float, int]]]:
+def send_all(
+    pacer: Pacer, total_bytes: int, start: float = 100.0, chunk_bytes: int = 1 << 20
+) -> tuple[float, list[tuple[float, int]]]:
     """Send like the handler does, with instant writes; the end time and every (time, piece)."""
     now = start
     pieces: list[tuple[float, int]] = []
@@ -82,8 +83,9 @@ def test_nonsense_limits_are_refused(rate: int, burst: int) -> None:
 
 
 @given(rate=st.integers(1000, 10**8), burst=st.integers(0, 10**6), total=st.integers(1, 10**6))
-def test_the_average_past_the_burst_never_exceeds_the_rate(rate: int, burst: int,
-                                                          total: int) -> None:
+def test_the_average_past_the_burst_never_exceeds_the_rate(
+    rate: int, burst: int, total: int
+) -> None:
     start = 50.0
     _, pieces = send_all(Pacer(rate, burst), total, start=start, chunk_bytes=65536)
     sent_before = 0

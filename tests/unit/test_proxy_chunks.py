@@ -6,10 +6,15 @@ import contextlib
 
 import pytest
 
+from mediaproxy.integrations.http_proxy.relay import (
+    GROW_AFTER_SENDS,
+    MAX_CHUNK_BYTES,
+    MIN_CHUNK_BYTES,
+    SEND_TARGET_S,
+    ChunkSizer,
+    relay_sizer,
+)
 from mediaproxy.streaming.chunks import ChunkBudget, DrainRate
-from mediaproxy.integrations.http_proxy.relay import (GROW_AFTER_SENDS, MAX_CHUNK_BYTES,
-                                              MIN_CHUNK_BYTES, SEND_TARGET_S, ChunkSizer,
-                                              relay_sizer)
 
 MiB = 1024 * 1024
 
@@ -77,8 +82,14 @@ class FakeClock:
 
 
 def following_budget(clock: FakeClock) -> ChunkBudget:
-    return ChunkBudget(2 * MiB, min_bytes=MIN_CHUNK_BYTES, max_bytes=MAX_CHUNK_BYTES,
-                       drain=DrainRate(clock, 0.25), horizon_s=0.02, ceiling_bytes=32 * MiB)
+    return ChunkBudget(
+        2 * MiB,
+        min_bytes=MIN_CHUNK_BYTES,
+        max_bytes=MAX_CHUNK_BYTES,
+        drain=DrainRate(clock, 0.25),
+        horizon_s=0.02,
+        ceiling_bytes=32 * MiB,
+    )
 
 
 def test_the_drain_rate_is_the_last_complete_window() -> None:

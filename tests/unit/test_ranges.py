@@ -92,7 +92,10 @@ def test_satisfiable(header: str, expected: PartialContent) -> None:
         # Near: a gap smaller than a part header is not worth a part.
         (f"bytes=0-99,{100 + COALESCE_GAP_BYTES - 1}-300", partial((0, 301))),
         # Far enough apart to stay separate parts.
-        (f"bytes=0-99,{100 + COALESCE_GAP_BYTES}-300", partial((0, 100), (100 + COALESCE_GAP_BYTES, 301))),
+        (
+            f"bytes=0-99,{100 + COALESCE_GAP_BYTES}-300",
+            partial((0, 100), (100 + COALESCE_GAP_BYTES, 301)),
+        ),
         # Sorted by start, whatever the request order.
         ("bytes=5000-5099,0-99,2000-2099", partial((0, 100), (2000, 2100), (5000, 5100))),
         # The same range twice is one range.
@@ -233,10 +236,12 @@ def test_empty_elements_do_not_count() -> None:
 
 @pytest.mark.parametrize("max_ranges", [1, 2, 100])
 def test_max_ranges_override(max_ranges: int) -> None:
-    assert isinstance(parse_range(specs_header(max_ranges), 1_000_000, max_ranges=max_ranges), PartialContent)
-    assert parse_range(specs_header(max_ranges + 1), 1_000_000, max_ranges=max_ranges) == FullContent(
-        "too many ranges"
+    assert isinstance(
+        parse_range(specs_header(max_ranges), 1_000_000, max_ranges=max_ranges), PartialContent
     )
+    assert parse_range(
+        specs_header(max_ranges + 1), 1_000_000, max_ranges=max_ranges
+    ) == FullContent("too many ranges")
 
 
 def test_a_hostile_header_is_refused_cheaply() -> None:
@@ -292,8 +297,12 @@ def test_content_range(byte_range: ByteRange, size: int, content_range: str) -> 
     assert byte_range.content_range(size) == content_range
 
 
-@pytest.mark.parametrize(("byte_range", "size"), [(ByteRange(0, 0), 0), (ByteRange(5, 5), 10), (ByteRange(0, 11), 10)])
-def test_content_range_needs_a_non_empty_range_inside_the_size(byte_range: ByteRange, size: int) -> None:
+@pytest.mark.parametrize(
+    ("byte_range", "size"), [(ByteRange(0, 0), 0), (ByteRange(5, 5), 10), (ByteRange(0, 11), 10)]
+)
+def test_content_range_needs_a_non_empty_range_inside_the_size(
+    byte_range: ByteRange, size: int
+) -> None:
     with pytest.raises(ValueError):
         byte_range.content_range(size)
 
@@ -316,13 +325,18 @@ def test_byte_range_length() -> None:
 
 def render(plan: MultipartPlan, data: bytes) -> bytes:
     """What a handler following the plan would put on the wire."""
-    body = b"".join(header + data[byte_range.start : byte_range.stop] for header, byte_range in plan.parts)
+    body = b"".join(
+        header + data[byte_range.start : byte_range.stop] for header, byte_range in plan.parts
+    )
     return body + plan.epilogue
 
 
 def test_multipart_plan_matches_rfc_example_shape() -> None:
     plan = plan_multipart(
-        [ByteRange(500, 1000), ByteRange(7000, 8000)], 8000, "application/pdf", "THIS_STRING_SEPARATES"
+        [ByteRange(500, 1000), ByteRange(7000, 8000)],
+        8000,
+        "application/pdf",
+        "THIS_STRING_SEPARATES",
     )
     assert plan.content_type == "multipart/byteranges; boundary=THIS_STRING_SEPARATES"
     assert [header for header, _ in plan.parts] == [
@@ -464,7 +478,9 @@ def test_valid_headers_against_an_oracle(
     wanted = [span for span in wanted if span.stop > span.start]  # len() overflows past 2**63
     if size == 0:
         suffix_nonzero = any(first is None and last for first, last in chosen)
-        assert result == (FullContent("empty representation") if suffix_nonzero else NotSatisfiable(0))
+        assert result == (
+            FullContent("empty representation") if suffix_nonzero else NotSatisfiable(0)
+        )
         return
     if not wanted:
         assert result == NotSatisfiable(size)
@@ -505,9 +521,11 @@ def test_multipart_content_length_is_the_bytes_produced(
     size: int, data: st.DataObject, content_type: str, boundary: str
 ) -> None:
     header = data.draw(
-        st.lists(st.tuples(st.integers(0, size - 1), st.integers(0, size - 1)), min_size=1, max_size=MAX_RANGES).map(
-            lambda pairs: "bytes=" + ",".join(f"{min(pair)}-{max(pair)}" for pair in pairs)
-        )
+        st.lists(
+            st.tuples(st.integers(0, size - 1), st.integers(0, size - 1)),
+            min_size=1,
+            max_size=MAX_RANGES,
+        ).map(lambda pairs: "bytes=" + ",".join(f"{min(pair)}-{max(pair)}" for pair in pairs))
     )
     result = parse_range(header, size)
     assert isinstance(result, PartialContent)

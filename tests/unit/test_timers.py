@@ -44,11 +44,11 @@ class FakeClock:
         self.now = until
 
 
-def make_timers(clock: FakeClock, idle: float = 10, total: float = 100
-                ) -> tuple[StreamTimers, list[Termination]]:
+def make_timers(
+    clock: FakeClock, idle: float = 10, total: float = 100
+) -> tuple[StreamTimers, list[Termination]]:
     fired: list[Termination] = []
-    timers = StreamTimers(clock, idle_timeout_s=idle, max_duration_s=total,
-                          on_expire=fired.append)
+    timers = StreamTimers(clock, idle_timeout_s=idle, max_duration_s=total, on_expire=fired.append)
     timers.start()
     return timers, fired
 

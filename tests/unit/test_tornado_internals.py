@@ -69,9 +69,11 @@ def test_a_connection_says_when_it_chunks() -> None:
 def test_a_handler_keeps_its_reason_and_whether_it_finished() -> None:
     async def check() -> None:
         connection, theirs = await _with_connection(is_client=False)
-        request = HTTPServerRequest(connection=connection,
-                                    start_line=RequestStartLine("GET", "/", "HTTP/1.1"),
-                                    headers=HTTPHeaders({"Host": "localhost"}))
+        request = HTTPServerRequest(
+            connection=connection,
+            start_line=RequestStartLine("GET", "/", "HTTP/1.1"),
+            headers=HTTPHeaders({"Host": "localhost"}),
+        )
         handler = RequestHandler(Application(), request)
         assert internals.reason_phrase(handler) == "OK"
         handler.set_status(404)
@@ -107,8 +109,7 @@ def test_a_server_counts_its_open_connections() -> None:
         sockets = bind_sockets(0, "127.0.0.1")
         server.add_sockets(sockets)
         assert internals.open_connections(server) == 0
-        reader, writer = await asyncio.open_connection("127.0.0.1",
-                                                       sockets[0].getsockname()[1])
+        reader, writer = await asyncio.open_connection("127.0.0.1", sockets[0].getsockname()[1])
         for _ in range(100):
             await asyncio.sleep(0.01)
             if internals.open_connections(server):
@@ -123,16 +124,26 @@ def test_a_server_counts_its_open_connections() -> None:
 
 def test_no_other_module_touches_them() -> None:
     package = Path(internals.__file__).parent
-    names = {"_finished", "_reason", "_stream_request_body", "_chunking_output",
-             "_expected_content_remaining", "_read_buffer_size", "_connections",
-             "_read_buffer", "_HTTPRequestContext"}
+    names = {
+        "_finished",
+        "_reason",
+        "_stream_request_body",
+        "_chunking_output",
+        "_expected_content_remaining",
+        "_read_buffer_size",
+        "_connections",
+        "_read_buffer",
+        "_HTTPRequestContext",
+    }
     touching = sorted(
         f"{path.relative_to(package)}:{getattr(node, 'lineno', '?')} "
         f"{getattr(node, 'attr', None) or getattr(node, 'name', '')}"
-        for path in package.rglob("*.py") if path.name != "tornado_internals.py"
+        for path in package.rglob("*.py")
+        if path.name != "tornado_internals.py"
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
         if (isinstance(node, ast.Attribute) and node.attr in names)
-        or (isinstance(node, ast.alias) and node.name in names))
+        or (isinstance(node, ast.alias) and node.name in names)
+    )
     assert touching == []
 
 

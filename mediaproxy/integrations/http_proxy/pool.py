@@ -56,8 +56,9 @@ class ConnectionPool:
             async with asyncio.timeout(self.connect_timeout_s):
                 stream = await self._open()
         except TimeoutError as error:
-            raise UpstreamTimeout(f"{upstream}: no connection within "
-                                  f"{self.connect_timeout_s:g} s ({error})") from error
+            raise UpstreamTimeout(
+                f"{upstream}: no connection within {self.connect_timeout_s:g} s ({error})"
+            ) from error
         except (OSError, StreamClosedError) as error:
             cause = getattr(error, "real_error", None) or error
             raise UpstreamError(f"{upstream}: cannot connect: {cause}") from error

@@ -32,14 +32,13 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 
 from tornado.http1connection import HTTP1Connection, HTTP1ConnectionParameters
-from tornado.httputil import (HTTPHeaders, HTTPMessageDelegate, RequestStartLine,
-                              ResponseStartLine)
+from tornado.httputil import HTTPHeaders, HTTPMessageDelegate, RequestStartLine, ResponseStartLine
 
 from mediaproxy.errors import UpstreamError
-from mediaproxy.streaming.chunks import ChunkBudget, ChunkShare, DrainRate
 from mediaproxy.http.framing import InvalidFraming, response_body_length
 from mediaproxy.http.grammar import MAX_INT64
 from mediaproxy.http.statuses import is_bodyless
+from mediaproxy.streaming.chunks import ChunkBudget, ChunkShare, DrainRate
 from mediaproxy.streaming.zerocopy import ZERO_COPY_MIN_BYTES
 
 # Reads from the origin start small and grow while the client keeps up (ChunkSizer).
@@ -58,9 +57,13 @@ NO_BODY_CEILING = MAX_INT64
 
 def connection_parameters() -> HTTP1ConnectionParameters:
     """Bodies passed through undecoded, unbounded, untimed (the route's timers time them)."""
-    return HTTP1ConnectionParameters(no_keep_alive=False, chunk_size=MIN_CHUNK_BYTES,
-                                     max_header_size=MAX_HEADER_BYTES,
-                                     max_body_size=NO_BODY_CEILING, decompress=False)
+    return HTTP1ConnectionParameters(
+        no_keep_alive=False,
+        chunk_size=MIN_CHUNK_BYTES,
+        max_header_size=MAX_HEADER_BYTES,
+        max_body_size=NO_BODY_CEILING,
+        decompress=False,
+    )
 
 
 class UpstreamClosedEarly(UpstreamError):
@@ -107,8 +110,9 @@ class ResponseRelay(HTTPMessageDelegate):
     which lets the reader go on as usual.
     """
 
-    def __init__(self, on_bytes: Callable[[], None], *, head_request: bool = False,
-                 may_splice: bool = False) -> None:
+    def __init__(
+        self, on_bytes: Callable[[], None], *, head_request: bool = False, may_splice: bool = False
+    ) -> None:
         self._pieces: asyncio.Queue[_Piece] = asyncio.Queue()
         self._on_bytes = on_bytes
         self._head_request = head_request
@@ -125,17 +129,20 @@ class ResponseRelay(HTTPMessageDelegate):
 
     # --- HTTPMessageDelegate: called by HTTP1Connection in the reader task -------------------
 
-    def headers_received(self, start_line: RequestStartLine | ResponseStartLine,
-                         headers: HTTPHeaders) -> asyncio.Future[None] | None:
+    def headers_received(
+        self, start_line: RequestStartLine | ResponseStartLine, headers: HTTPHeaders
+    ) -> asyncio.Future[None] | None:
         assert isinstance(start_line, ResponseStartLine)
         self._on_bytes()
         if start_line.code < 200:
             return None  # an interim 1xx is the origin's business with us
         try:
             self._declared_bytes = response_body_length(
-                start_line.code, head_request=self._head_request,
+                start_line.code,
+                head_request=self._head_request,
                 transfer_encoding=headers.get("Transfer-Encoding"),
-                content_length=headers.get("Content-Length"))
+                content_length=headers.get("Content-Length"),
+            )
         except InvalidFraming as error:
             # Never passed on: the client would be told a length the body does not have.
             # Tornado refuses the body too (or, for framing it accepts, the connection is
@@ -145,12 +152,21 @@ class ResponseRelay(HTTPMessageDelegate):
             return None
         if self._declared_bytes is not None:
             headers["Content-Length"] = str(self._declared_bytes)  # repeats become one
-        self._pieces.put_nowait(ResponseHead(start_line.version, start_line.code,
-                                             start_line.reason, headers,
-                                             self._declared_bytes))
-        if (self._may_splice and self._declared_bytes is not None
-                and self._declared_bytes >= ZERO_COPY_MIN_BYTES
-                and not is_bodyless(start_line.code)):
+        self._pieces.put_nowait(
+            ResponseHead(
+                start_line.version,
+                start_line.code,
+                start_line.reason,
+                headers,
+                self._declared_bytes,
+            )
+        )
+        if (
+            self._may_splice
+            and self._declared_bytes is not None
+            and self._declared_bytes >= ZERO_COPY_MIN_BYTES
+            and not is_bodyless(start_line.code)
+        ):
             self.splice_length = self._declared_bytes
             self._headers = headers
             self._parked = asyncio.get_running_loop().create_future()
@@ -195,8 +211,10 @@ class ResponseRelay(HTTPMessageDelegate):
         if isinstance(self.failure, UpstreamMalformed):
             raise self.failure
         reason = f": {self.failure}" if self.failure and str(self.failure) else ""
-        raise UpstreamClosedEarly(f"upstream closed the connection or sent a malformed "
-                                  f"response before its headers{reason}")
+        raise UpstreamClosedEarly(
+            f"upstream closed the connection or sent a malformed "
+            f"response before its headers{reason}"
+        )
 
     def body_waiting(self) -> bool:
         """Whether the body (or its end) has already arrived: the head can go out with it."""
@@ -210,8 +228,10 @@ class ResponseRelay(HTTPMessageDelegate):
             if piece is _END:
                 return
             if not isinstance(piece, _Chunk):
-                raise UpstreamError(f"upstream response cut after {self.body_bytes} body bytes"
-                                    f"{f': {self.failure}' if self.failure else ''}")
+                raise UpstreamError(
+                    f"upstream response cut after {self.body_bytes} body bytes"
+                    f"{f': {self.failure}' if self.failure else ''}"
+                )
             self._held = piece.taken
             self.body_bytes += len(piece.data)
             yield piece.data
@@ -283,10 +303,14 @@ RELAY_FLOOR_BYTES = 2 * 1024 * 1024
 RELAY_CEILING_BYTES = 32 * 1024 * 1024
 RELAY_DRAIN_WINDOW_S = 0.25
 RELAY_HORIZON_S = 2 * SEND_TARGET_S  # the chunk being sent and the one being read
-relay_budget = ChunkBudget(RELAY_FLOOR_BYTES, min_bytes=MIN_CHUNK_BYTES,
-                           max_bytes=MAX_CHUNK_BYTES,
-                           drain=DrainRate(time.monotonic, RELAY_DRAIN_WINDOW_S),
-                           horizon_s=RELAY_HORIZON_S, ceiling_bytes=RELAY_CEILING_BYTES)
+relay_budget = ChunkBudget(
+    RELAY_FLOOR_BYTES,
+    min_bytes=MIN_CHUNK_BYTES,
+    max_bytes=MAX_CHUNK_BYTES,
+    drain=DrainRate(time.monotonic, RELAY_DRAIN_WINDOW_S),
+    horizon_s=RELAY_HORIZON_S,
+    ceiling_bytes=RELAY_CEILING_BYTES,
+)
 
 
 @contextlib.contextmanager
@@ -302,4 +326,3 @@ def frame_chunk(data: bytes) -> bytes:
 
 
 LAST_CHUNK = b"0\r\n\r\n"
-

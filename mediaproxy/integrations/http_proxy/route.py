@@ -31,51 +31,76 @@ from tornado.iostream import IOStream, StreamClosedError
 
 from mediaproxy.config import Route
 from mediaproxy.errors import BufferedResponseTooLarge, UpstreamError, UpstreamTimeout
-from mediaproxy.http.headers import (forward_request_headers, forward_response_headers,
-                                     is_delimited, keeps_alive, may_retry)
+from mediaproxy.http.headers import (
+    forward_request_headers,
+    forward_response_headers,
+    is_delimited,
+    keeps_alive,
+    may_retry,
+)
 from mediaproxy.http.statuses import is_bodyless
 from mediaproxy.http.upstreams import Upstream, public_base
 from mediaproxy.integrations.base import Exchange, Integration, body_framing
 from mediaproxy.integrations.http_proxy.pool import ConnectionPool
-from mediaproxy.integrations.http_proxy.relay import (LAST_CHUNK, MIN_CHUNK_BYTES, ResponseHead,
-                                                      ResponseRelay, UpstreamClosedEarly,
-                                                      connection_parameters, frame_chunk,
-                                                      relay_sizer)
+from mediaproxy.integrations.http_proxy.relay import (
+    LAST_CHUNK,
+    MIN_CHUNK_BYTES,
+    ResponseHead,
+    ResponseRelay,
+    UpstreamClosedEarly,
+    connection_parameters,
+    frame_chunk,
+    relay_sizer,
+)
 from mediaproxy.integrations.http_proxy.settings import HttpProxySettings
-from mediaproxy.streaming.zerocopy import (SPLICE_AVAILABLE, ZERO_COPY_WAIT_PIECE_BYTES,
-                                           SplicedBody)
+from mediaproxy.streaming.zerocopy import SPLICE_AVAILABLE, ZERO_COPY_WAIT_PIECE_BYTES, SplicedBody
 from mediaproxy.tornado_internals import buffered_read_bytes, chunking_output
 
 
 class RoundTrip:
     """One request and response on one upstream connection."""
 
-    def __init__(self, stream: IOStream, pool: ConnectionPool, exchange: Exchange,
-                 method: str) -> None:
+    def __init__(
+        self, stream: IOStream, pool: ConnectionPool, exchange: Exchange, method: str
+    ) -> None:
         self.stream = stream
         self._pool = pool
-        self.connection = HTTP1Connection(stream, True, connection_parameters(),
-                                          context=str(pool.upstream))
+        self.connection = HTTP1Connection(
+            stream, True, connection_parameters(), context=str(pool.upstream)
+        )
         plain_tcp = type(stream) is IOStream and SPLICE_AVAILABLE  # not TLS, and Linux
-        self.relay = ResponseRelay(exchange.progress, head_request=method == "HEAD",
-                                   may_splice=plain_tcp)
+        self.relay = ResponseRelay(
+            exchange.progress, head_request=method == "HEAD", may_splice=plain_tcp
+        )
         self._progress = exchange.progress
         self.set_chunk_size(MIN_CHUNK_BYTES)  # a pooled stream may keep a larger one
         self._reader = asyncio.ensure_future(self.relay.read(self.connection))
         self._sender: asyncio.Task[bool] | None = None
 
-    def send_request(self, start_line: RequestStartLine, headers: HTTPHeaders,
-                     body: AsyncIterator[bytes] | None, *, chunked: bool) -> None:
+    def send_request(
+        self,
+        start_line: RequestStartLine,
+        headers: HTTPHeaders,
+        body: AsyncIterator[bytes] | None,
+        *,
+        chunked: bool,
+    ) -> None:
         """Start sending; a body goes on in its own task while the response is awaited."""
         if body is None:
             self.connection.write_headers(start_line, headers)
             self.connection.finish()
         else:
             self._sender = asyncio.ensure_future(
-                self._send_body(start_line, headers, body, chunked))
+                self._send_body(start_line, headers, body, chunked)
+            )
 
-    async def _send_body(self, start_line: RequestStartLine, headers: HTTPHeaders,
-                         body: AsyncIterator[bytes], chunked: bool) -> bool:
+    async def _send_body(
+        self,
+        start_line: RequestStartLine,
+        headers: HTTPHeaders,
+        body: AsyncIterator[bytes],
+        chunked: bool,
+    ) -> bool:
         connection = self.connection
         try:
             if chunked:
@@ -108,12 +133,15 @@ class RoundTrip:
             try:
                 return await stream.read_bytes(max_bytes, partial=True)
             except StreamClosedError as error:
-                raise UpstreamError(f"upstream response cut before its "
-                                    f"{relay.splice_length} body bytes: "
-                                    f"{error.real_error or 'closed'}") from error
+                raise UpstreamError(
+                    f"upstream response cut before its "
+                    f"{relay.splice_length} body bytes: "
+                    f"{error.real_error or 'closed'}"
+                ) from error
 
-        with SplicedBody(origin_fd, relay.splice_length,
-                         buffered=lambda: buffered_read_bytes(stream), read=read) as body:
+        with SplicedBody(
+            origin_fd, relay.splice_length, buffered=lambda: buffered_read_bytes(stream), read=read
+        ) as body:
             await exchange.send_zero_copy(body)
         relay.spliced()
 
@@ -128,8 +156,11 @@ class RoundTrip:
         if self._sender is not None and not (self._sender.done() and self._sender.result()):
             return False  # the origin answered before the upload was through
         fields = list(head.headers.get_all())
-        return (await self._reader and keeps_alive(head.version, fields)
-                and is_delimited(method, head.status, fields))
+        return (
+            await self._reader
+            and keeps_alive(head.version, fields)
+            and is_delimited(method, head.status, fields)
+        )
 
     def release(self, *, reusable: bool) -> None:
         self.relay.abandon()
@@ -150,14 +181,18 @@ class UpstreamClient:
 
     def __init__(self, upstream: Upstream, *, max_idle: int, connect_timeout_s: float) -> None:
         self.upstream = upstream
-        self.pool = ConnectionPool(upstream, max_idle=max_idle,
-                                   connect_timeout_s=connect_timeout_s)
+        self.pool = ConnectionPool(upstream, max_idle=max_idle, connect_timeout_s=connect_timeout_s)
 
     @contextlib.asynccontextmanager
-    async def exchange(self, exchange: Exchange, start_line: RequestStartLine,
-                       headers: HTTPHeaders, *, body: AsyncIterator[bytes] | None = None,
-                       content_length: int | None = None
-                       ) -> AsyncIterator[tuple[RoundTrip, ResponseHead]]:
+    async def exchange(
+        self,
+        exchange: Exchange,
+        start_line: RequestStartLine,
+        headers: HTTPHeaders,
+        *,
+        body: AsyncIterator[bytes] | None = None,
+        content_length: int | None = None,
+    ) -> AsyncIterator[tuple[RoundTrip, ResponseHead]]:
         """Send the request and yield once its response headers are in; release after.
 
         The connection goes back to the pool only if the body was read to its end by the
@@ -171,8 +206,12 @@ class UpstreamClient:
             upstream = RoundTrip(stream, self.pool, exchange, method)
             reusable = False
             try:
-                upstream.send_request(start_line, headers.copy(), body,
-                                      chunked=body is not None and content_length is None)
+                upstream.send_request(
+                    start_line,
+                    headers.copy(),
+                    body,
+                    chunked=body is not None and content_length is None,
+                )
                 try:
                     head = await upstream.relay.head()
                 except UpstreamClosedEarly:
@@ -190,8 +229,9 @@ class UpstreamClient:
         self.pool.close()
 
 
-async def relay_body(exchange: Exchange, upstream: RoundTrip,
-                     body: AsyncIterator[bytes] | None = None) -> None:
+async def relay_body(
+    exchange: Exchange, upstream: RoundTrip, body: AsyncIterator[bytes] | None = None
+) -> None:
     """Send the response body as the origin delivers it, read as fast as the client takes it.
 
     ``body`` is the relay's iterator when the caller has already taken some of it. This is
@@ -216,9 +256,11 @@ class HttpProxyIntegration(Integration):
     def __init__(self, route: Route) -> None:
         super().__init__(route)
         self.settings: HttpProxySettings = route.settings
-        self.client = UpstreamClient(self.settings.upstream,
-                                     max_idle=self.settings.max_idle_connections,
-                                     connect_timeout_s=self.settings.connect_timeout_s)
+        self.client = UpstreamClient(
+            self.settings.upstream,
+            max_idle=self.settings.max_idle_connections,
+            connect_timeout_s=self.settings.connect_timeout_s,
+        )
         self.pool = self.client.pool
 
     async def respond(self, exchange: Exchange) -> None:
@@ -232,8 +274,9 @@ class HttpProxyIntegration(Integration):
 
     async def _respond_streaming(self, exchange: Exchange) -> None:
         async with self._exchange(exchange) as (upstream, head):
-            exchange.start(head.status, self._response_headers(exchange, head),
-                           _printable(head.reason))
+            exchange.start(
+                head.status, self._response_headers(exchange, head), _printable(head.reason)
+            )
             if not upstream.relay.body_waiting():
                 await exchange.flush_headers()  # a slow body should not hold the headers back
             await relay_body(exchange, upstream)
@@ -247,28 +290,32 @@ class HttpProxyIntegration(Integration):
                 async with self._exchange(exchange) as (upstream, head):
                     declared = head.content_length
                     if declared is not None and declared > limits.buffered_max_bytes:
-                        raise BufferedResponseTooLarge(f"Content-Length {declared} > "
-                                                       f"{limits.buffered_max_bytes}")
+                        raise BufferedResponseTooLarge(
+                            f"Content-Length {declared} > {limits.buffered_max_bytes}"
+                        )
                     async for chunk in upstream.relay.body():
                         chunks.append(chunk)
                         if upstream.relay.body_bytes > limits.buffered_max_bytes:
                             raise BufferedResponseTooLarge(
-                                f"over {limits.buffered_max_bytes} bytes")
+                                f"over {limits.buffered_max_bytes} bytes"
+                            )
         except TimeoutError as error:
-            raise UpstreamTimeout(f"no complete response within buffered_timeout "
-                                  f"({limits.buffered_timeout_s:g} s)") from error
+            raise UpstreamTimeout(
+                f"no complete response within buffered_timeout ({limits.buffered_timeout_s:g} s)"
+            ) from error
         body = b"".join(chunks)
         headers = self._response_headers(exchange, head)
         if exchange.request.method != "HEAD" and not is_bodyless(head.status):
-            headers = [(name, value) for name, value in headers
-                       if name.lower() != "content-length"] + [("Content-Length", str(len(body)))]
+            headers = [
+                (name, value) for name, value in headers if name.lower() != "content-length"
+            ] + [("Content-Length", str(len(body)))]
         exchange.start(head.status, headers, _printable(head.reason))
         await exchange.send(body)
         await exchange.finish()
 
-    def _exchange(self, exchange: Exchange
-                  ) -> contextlib.AbstractAsyncContextManager[tuple[RoundTrip,
-                                                                    ResponseHead]]:
+    def _exchange(
+        self, exchange: Exchange
+    ) -> contextlib.AbstractAsyncContextManager[tuple[RoundTrip, ResponseHead]]:
         """The client's request, forwarded: ``UpstreamClient.exchange`` with its body."""
         request = exchange.request
         # None never gets here: Tornado refuses such framing before a body-less handler runs.
@@ -276,26 +323,41 @@ class HttpProxyIntegration(Integration):
         upstream_url = self.settings.upstream
         headers = HTTPHeaders()
         for name, value in forward_request_headers(
-                list(request.headers.get_all()), client_ip=request.remote_ip,
-                client_scheme=request.scheme, client_host=request.host,
-                client_version=request.version, upstream_host=upstream_url.authority,
-                content_length=content_length):
+            list(request.headers.get_all()),
+            client_ip=request.remote_ip,
+            client_scheme=request.scheme,
+            client_host=request.host,
+            client_version=request.version,
+            upstream_host=upstream_url.authority,
+            content_length=content_length,
+        ):
             headers.add(name, value)
-        start_line = RequestStartLine(request.method,
-                                      upstream_url.target(request.path, request.query),
-                                      "HTTP/1.1")
-        return self.client.exchange(exchange, start_line, headers,
-                                    body=exchange.body() if has_body else None,
-                                    content_length=content_length)
+        start_line = RequestStartLine(
+            request.method, upstream_url.target(request.path, request.query), "HTTP/1.1"
+        )
+        return self.client.exchange(
+            exchange,
+            start_line,
+            headers,
+            body=exchange.body() if has_body else None,
+            content_length=content_length,
+        )
 
-    def _response_headers(self, exchange: Exchange, head: ResponseHead
-                          ) -> list[tuple[str, str]]:
+    def _response_headers(self, exchange: Exchange, head: ResponseHead) -> list[tuple[str, str]]:
         request = exchange.request
         base = public_base(request.scheme, request.host, request.mount + request.prefix)
-        fields = forward_response_headers(list(head.headers.get_all()),
-                                          upstream_version=head.version)
-        return [(name, self.settings.upstream.rewrite_location(value, base)
-                 if name.lower() == "location" else value) for name, value in fields]
+        fields = forward_response_headers(
+            list(head.headers.get_all()), upstream_version=head.version
+        )
+        return [
+            (
+                name,
+                self.settings.upstream.rewrite_location(value, base)
+                if name.lower() == "location"
+                else value,
+            )
+            for name, value in fields
+        ]
 
 
 def _printable(reason: str) -> str | None:

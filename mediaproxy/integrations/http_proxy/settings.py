@@ -29,9 +29,11 @@ def read_settings(table: Table) -> HttpProxySettings:
         raise table.error("upstream", str(error)) from error
     return HttpProxySettings(
         upstream=upstream,
-        transfer_mode=table.choice("transfer_mode", TRANSFER_MODES,
-                                   HttpProxySettings.transfer_mode),
-        max_idle_connections=table.integer("max_idle_connections",
-                                           HttpProxySettings.max_idle_connections, maximum=4096),
+        transfer_mode=table.choice(
+            "transfer_mode", TRANSFER_MODES, HttpProxySettings.transfer_mode
+        ),
+        max_idle_connections=table.integer(
+            "max_idle_connections", HttpProxySettings.max_idle_connections, maximum=4096
+        ),
         connect_timeout_s=table.seconds("connect_timeout", HttpProxySettings.connect_timeout_s),
     )

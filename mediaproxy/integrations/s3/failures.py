@@ -19,8 +19,15 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from mediaproxy.errors import (Forbidden, MediaproxyError, NotFound, PreconditionFailed,
-                               RangeNotSatisfiable, ServiceUnavailable, UpstreamError)
+from mediaproxy.errors import (
+    Forbidden,
+    MediaproxyError,
+    NotFound,
+    PreconditionFailed,
+    RangeNotSatisfiable,
+    ServiceUnavailable,
+    UpstreamError,
+)
 from mediaproxy.http.grammar import is_digits, parse_digits_or_none
 
 # An error document is a few hundred bytes; more than this is not one.
@@ -29,8 +36,9 @@ MAX_ERROR_BYTES = 64 * 1024
 DEFAULT_RETRY_AFTER_S = "1"
 
 _NOT_FOUND = frozenset({"NoSuchKey", "NoSuchBucket", "NoSuchVersion"})
-_FORBIDDEN = frozenset({"AccessDenied", "AllAccessDisabled", "AccountProblem",
-                        "InvalidObjectState"})
+_FORBIDDEN = frozenset(
+    {"AccessDenied", "AllAccessDisabled", "AccountProblem", "InvalidObjectState"}
+)
 _ELEMENT = re.compile(rb"<(Code|Message|Region|Endpoint|ActualObjectSize)>([^<]{0,1024})</\1>")
 
 
@@ -51,13 +59,20 @@ class StoreError:
         """The error document's fields; a body that is not one leaves them empty."""
         # A regular expression, not an XML parser: a few flat elements are all that is read,
         # and nothing in the document can make it expand or fetch anything.
-        found = {name.decode(): value.decode("utf-8", "replace").strip()
-                 for name, value in _ELEMENT.findall(body[:MAX_ERROR_BYTES])}
+        found = {
+            name.decode(): value.decode("utf-8", "replace").strip()
+            for name, value in _ELEMENT.findall(body[:MAX_ERROR_BYTES])
+        }
         size = found.get("ActualObjectSize", "")
-        return cls(status, found.get("Code", ""), found.get("Message", ""),
-                   found.get("Region", ""), found.get("Endpoint", ""),
-                   parse_digits_or_none(size),
-                   retry_after if retry_after and is_digits(retry_after) else None)
+        return cls(
+            status,
+            found.get("Code", ""),
+            found.get("Message", ""),
+            found.get("Region", ""),
+            found.get("Endpoint", ""),
+            parse_digits_or_none(size),
+            retry_after if retry_after and is_digits(retry_after) else None,
+        )
 
     def __str__(self) -> str:
         said = f"{self.code}: {self.message}" if self.code else "no error document"
@@ -82,11 +97,11 @@ def client_error(error: StoreError, *, hide_forbidden: bool) -> MediaproxyError:
     if error.status == 416 or error.code == "InvalidRange":
         return RangeNotSatisfiable("bytes */*")  # replaced with the size by the caller
     if error.status == 503 or error.code == "SlowDown":
-        return ServiceUnavailable(detail, headers={
-            "Retry-After": retry_after or DEFAULT_RETRY_AFTER_S})
+        return ServiceUnavailable(
+            detail, headers={"Retry-After": retry_after or DEFAULT_RETRY_AFTER_S}
+        )
     if error.status >= 500:
-        return UpstreamError(detail, headers={"Retry-After": retry_after or
-                                              DEFAULT_RETRY_AFTER_S})
+        return UpstreamError(detail, headers={"Retry-After": retry_after or DEFAULT_RETRY_AFTER_S})
     return UpstreamError(detail)
 
 
@@ -98,9 +113,11 @@ def advice(error: StoreError, *, region: str, credentials: str) -> str | None:
     """
     code = error.code
     if code == "SignatureDoesNotMatch":
-        return (f"the store refused the request signature: the secret access key from "
-                f"{credentials} does not belong to its access key id (or a proxy between "
-                f"them rewrites requests)")
+        return (
+            f"the store refused the request signature: the secret access key from "
+            f"{credentials} does not belong to its access key id (or a proxy between "
+            f"them rewrites requests)"
+        )
     if code in ("InvalidAccessKeyId", "InvalidClientTokenId"):
         return f"the store does not know the access key id from {credentials}"
     if code in ("ExpiredToken", "TokenRefreshRequired"):
@@ -108,12 +125,19 @@ def advice(error: StoreError, *, region: str, credentials: str) -> str | None:
     if code == "InvalidToken":
         return f"the session token from {credentials} is malformed or not valid"
     if code == "RequestTimeTooSkewed":
-        return ("this host's clock is too far from the store's (15 minutes at most for "
-                "SigV4): synchronise it (NTP)")
-    if code == "AuthorizationHeaderMalformed" or code == "PermanentRedirect" or (
-            error.status in (301, 307) and not code):
+        return (
+            "this host's clock is too far from the store's (15 minutes at most for "
+            "SigV4): synchronise it (NTP)"
+        )
+    if (
+        code == "AuthorizationHeaderMalformed"
+        or code == "PermanentRedirect"
+        or (error.status in (301, 307) and not code)
+    ):
         where = f" ({error.region})" if error.region else ""
         at = f" at {error.endpoint}" if error.endpoint else ""
-        return (f"the bucket is not in region {region}{where}{at}: set the route's region "
-                f"(and endpoint) to the bucket's")
+        return (
+            f"the bucket is not in region {region}{where}{at}: set the route's region "
+            f"(and endpoint) to the bucket's"
+        )
     return None

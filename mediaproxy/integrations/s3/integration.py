@@ -32,18 +32,36 @@ from urllib.parse import parse_qs
 from tornado.httputil import HTTPHeaders, RequestStartLine
 
 from mediaproxy.config import Route
-from mediaproxy.errors import (MethodNotAllowed, NotFound, RangeNotSatisfiable, RequestError,
-                               UpstreamError)
+from mediaproxy.errors import (
+    MethodNotAllowed,
+    NotFound,
+    RangeNotSatisfiable,
+    RequestError,
+    UpstreamError,
+)
 from mediaproxy.http.conditional import Validators, if_range_allows_partial, parse_http_date
 from mediaproxy.http.disposition import content_disposition
 from mediaproxy.http.grammar import parse_digits_or_none
 from mediaproxy.integrations.base import Exchange, Integration
 from mediaproxy.integrations.http_proxy.relay import ResponseHead
 from mediaproxy.integrations.http_proxy.route import RoundTrip, UpstreamClient, relay_body
-from mediaproxy.integrations.s3.failures import (MAX_ERROR_BYTES, StoreError, advice,
-                                                 client_error, needs_code)
-from mediaproxy.integrations.s3.listing import (MAX_PAGE_BYTES, HtmlListing, JsonListing, Page,
-                                                PageError, list_query, parse_page, wants_json)
+from mediaproxy.integrations.s3.failures import (
+    MAX_ERROR_BYTES,
+    StoreError,
+    advice,
+    client_error,
+    needs_code,
+)
+from mediaproxy.integrations.s3.listing import (
+    MAX_PAGE_BYTES,
+    HtmlListing,
+    JsonListing,
+    Page,
+    PageError,
+    list_query,
+    parse_page,
+    wants_json,
+)
 from mediaproxy.integrations.s3.settings import S3Settings
 from mediaproxy.integrations.s3.signer import Signer
 from mediaproxy.streaming import sniff
@@ -52,9 +70,19 @@ log = logging.getLogger("mediaproxy")
 
 DOWNLOAD_FLAG = "download"
 PRECONDITIONS = ("If-Match", "If-None-Match", "If-Modified-Since", "If-Unmodified-Since")
-PASSED_BACK = ("ETag", "Last-Modified", "Content-Length", "Content-Range", "Accept-Ranges",
-               "Content-Type", "Content-Encoding", "Content-Language", "Content-Disposition",
-               "Cache-Control", "Expires")
+PASSED_BACK = (
+    "ETag",
+    "Last-Modified",
+    "Content-Length",
+    "Content-Range",
+    "Accept-Ranges",
+    "Content-Type",
+    "Content-Encoding",
+    "Content-Language",
+    "Content-Disposition",
+    "Cache-Control",
+    "Expires",
+)
 # What stores call "no type given": AWS's default and the registered one.
 UNTYPED = frozenset({"binary/octet-stream", "application/octet-stream"})
 SNIFFED_TYPES_KEPT = 4096
@@ -91,9 +119,11 @@ class S3Integration(Integration):
     def __init__(self, route: Route) -> None:
         super().__init__(route)
         self.settings: S3Settings = route.settings
-        self.client = UpstreamClient(self.settings.store,
-                                     max_idle=self.settings.max_idle_connections,
-                                     connect_timeout_s=self.settings.connect_timeout_s)
+        self.client = UpstreamClient(
+            self.settings.store,
+            max_idle=self.settings.max_idle_connections,
+            connect_timeout_s=self.settings.connect_timeout_s,
+        )
         self.signer = Signer(self.settings)
         self.types = SniffedTypes(SNIFFED_TYPES_KEPT)
 
@@ -128,8 +158,11 @@ class S3Integration(Integration):
         """Relay the object, or raise what the store's error means; False: no such object
         on a route with listings, which may be a folder (the caller looks)."""
         request = exchange.request
-        fields = [(field, request.headers[field]) for field in PRECONDITIONS
-                  if field in request.headers and _plain(request.headers[field])]
+        fields = [
+            (field, request.headers[field])
+            for field in PRECONDITIONS
+            if field in request.headers and _plain(request.headers[field])
+        ]
         range_header = request.headers.get("Range") if request.method == "GET" else None
         if_range = request.headers.get("If-Range") if range_header else None
         ranged = list(fields)
@@ -146,9 +179,13 @@ class S3Integration(Integration):
             return True
         if not error.code and needs_code(error.status):
             # A HEAD's error has no document: a GET of one byte gets the store to say why.
-            probe, body = await self._fetch_small(exchange, "GET",
-                                                  self.settings.object_target(key),
-                                                  [("Range", "bytes=0-0")], MAX_ERROR_BYTES)
+            probe, body = await self._fetch_small(
+                exchange,
+                "GET",
+                self.settings.object_target(key),
+                [("Range", "bytes=0-0")],
+                MAX_ERROR_BYTES,
+            )
             if probe.status >= 300:
                 error = StoreError.parse(probe.status, body, probe.headers.get("Retry-After"))
         if self.settings.listing and error.status == 404 and error.code in ("", "NoSuchKey"):
@@ -156,18 +193,24 @@ class S3Integration(Integration):
         self._fail(error)
         await self._fail_range(exchange, key, error)
 
-    async def _try_object(self, exchange: Exchange, key: str, name: str,
-                          fields: list[tuple[str, str]], if_range: str | None
-                          ) -> StoreError | None:
+    async def _try_object(
+        self,
+        exchange: Exchange,
+        key: str,
+        name: str,
+        fields: list[tuple[str, str]],
+        if_range: str | None,
+    ) -> StoreError | None:
         """Relay the object's response; None once it is sent, else what the store said."""
         error_body = bytearray()
         try:
-            async with self._request(exchange, exchange.request.method,
-                                     self.settings.object_target(key), fields) as (upstream,
-                                                                                   head):
+            async with self._request(
+                exchange, exchange.request.method, self.settings.object_target(key), fields
+            ) as (upstream, head):
                 if head.status in (200, 206, 304):
                     if head.status == 206 and not if_range_allows_partial(
-                            if_range, _validators(head.headers)):
+                        if_range, _validators(head.headers)
+                    ):
                         raise _StaleRange(key)
                     await self._relay(exchange, upstream, head, key, name)
                     return None
@@ -179,14 +222,21 @@ class S3Integration(Integration):
             pass
         return StoreError.parse(head.status, bytes(error_body), head.headers.get("Retry-After"))
 
-    async def _relay(self, exchange: Exchange, upstream: RoundTrip, head: ResponseHead,
-                     key: str, name: str) -> None:
+    async def _relay(
+        self, exchange: Exchange, upstream: RoundTrip, head: ResponseHead, key: str, name: str
+    ) -> None:
         request = exchange.request
         fields = head.headers
         headers = [(field, fields[field]) for field in PASSED_BACK if field in fields]
         if head.status == 304:
-            exchange.start(304, [(n, v) for n, v in headers
-                                 if n in ("ETag", "Last-Modified", "Cache-Control", "Expires")])
+            exchange.start(
+                304,
+                [
+                    (n, v)
+                    for n, v in headers
+                    if n in ("ETag", "Last-Modified", "Cache-Control", "Expires")
+                ],
+            )
             return
         if "Accept-Ranges" not in fields:
             headers.append(("Accept-Ranges", "bytes"))
@@ -211,8 +261,15 @@ class S3Integration(Integration):
         await exchange.send(b"".join(held))  # the headers now: a slow body should not hold them
         await relay_body(exchange, upstream, body)
 
-    async def _sniff_body(self, body: AsyncIterator[bytes], held: list[bytes],
-                          head: ResponseHead, key: str, etag: str, name: str) -> str | None:
+    async def _sniff_body(
+        self,
+        body: AsyncIterator[bytes],
+        held: list[bytes],
+        head: ResponseHead,
+        key: str,
+        etag: str,
+        name: str,
+    ) -> str | None:
         """The type from the response's own first bytes, kept in ``held`` to be sent."""
         size = _object_size(head)
         wanted = sniff.SNIFF_BYTES if size is None else min(sniff.SNIFF_BYTES, size)
@@ -224,7 +281,7 @@ class S3Integration(Integration):
                 break
         if taken < wanted:
             return None  # a short range: its bytes are not the object's first ones
-        content_type = sniff.content_type(b"".join(held)[:sniff.SNIFF_BYTES], name)
+        content_type = sniff.content_type(b"".join(held)[: sniff.SNIFF_BYTES], name)
         self.types.put(key, etag, content_type)
         return content_type
 
@@ -233,13 +290,18 @@ class S3Integration(Integration):
         fields = [("Range", f"bytes=0-{sniff.SNIFF_BYTES - 1}")]
         if etag:
             fields.append(("If-Match", etag))  # the same version the response describes
-        probe, data = await self._fetch_small(exchange, "GET", self.settings.object_target(key),
-                                              fields, sniff.SNIFF_BYTES)
+        probe, data = await self._fetch_small(
+            exchange, "GET", self.settings.object_target(key), fields, sniff.SNIFF_BYTES
+        )
         if probe.status == 416:  # no byte 0: the object is empty
             data = b""
         elif probe.status not in (200, 206):
-            log.info("s3 bucket %s: sniffing %r: %s", self.settings.bucket, key,
-                     StoreError.parse(probe.status, data))
+            log.info(
+                "s3 bucket %s: sniffing %r: %s",
+                self.settings.bucket,
+                key,
+                StoreError.parse(probe.status, data),
+            )
             return sniff.OCTET_STREAM
         content_type = sniff.content_type(data, name)
         self.types.put(key, etag, content_type)
@@ -255,10 +317,19 @@ class S3Integration(Integration):
         if folder and not page.entries:
             raise NotFound(f"no key below {prefix!r}")
         path = request.prefix.rstrip("/") + "/" + folder
-        renderer = (JsonListing(path) if wants_json(request.headers.get("Accept"))
-                    else HtmlListing(path, has_parent=bool(folder)))
-        exchange.start(200, [("Content-Type", renderer.content_type), ("Vary", "Accept"),
-                             ("Cache-Control", "no-cache")])
+        renderer = (
+            JsonListing(path)
+            if wants_json(request.headers.get("Accept"))
+            else HtmlListing(path, has_parent=bool(folder))
+        )
+        exchange.start(
+            200,
+            [
+                ("Content-Type", renderer.content_type),
+                ("Vary", "Accept"),
+                ("Cache-Control", "no-cache"),
+            ],
+        )
         if request.method == "HEAD":
             await exchange.finish()
             return
@@ -273,11 +344,17 @@ class S3Integration(Integration):
         page = await self._list_page(exchange, prefix, None, max_keys=1)
         return bool(page.entries)
 
-    async def _list_page(self, exchange: Exchange, prefix: str, token: str | None,
-                         max_keys: int | None = None) -> Page:
-        head, body = await self._fetch_small(exchange, "GET", self.settings.bucket_target,
-                                             [], MAX_PAGE_BYTES,
-                                             list_query(prefix, token, max_keys))
+    async def _list_page(
+        self, exchange: Exchange, prefix: str, token: str | None, max_keys: int | None = None
+    ) -> Page:
+        head, body = await self._fetch_small(
+            exchange,
+            "GET",
+            self.settings.bucket_target,
+            [],
+            MAX_PAGE_BYTES,
+            list_query(prefix, token, max_keys),
+        )
         if head.status != 200:
             self._fail(StoreError.parse(head.status, body, head.headers.get("Retry-After")))
             raise UpstreamError(f"listing {prefix!r}: the store answered {head.status}")
@@ -295,8 +372,13 @@ class S3Integration(Integration):
         only for a 416, which ``_fail_range`` completes with the object's size."""
         fix = advice(error, region=self.settings.region, credentials=self.signer.source)
         if fix is not None:
-            log.warning("s3 route %s (bucket %s): %s; %s", self.route.prefix,
-                        self.settings.bucket, fix, error)
+            log.warning(
+                "s3 route %s (bucket %s): %s; %s",
+                self.route.prefix,
+                self.settings.bucket,
+                fix,
+                error,
+            )
         failure = client_error(error, hide_forbidden=self.settings.hide_forbidden)
         if not isinstance(failure, RangeNotSatisfiable):
             raise failure
@@ -305,8 +387,9 @@ class S3Integration(Integration):
         """416, with the object's size in Content-Range as RFC 9110 §15.5.17 wants it."""
         size = error.object_size
         if size is None:
-            probe, _ = await self._fetch_small(exchange, "HEAD",
-                                               self.settings.object_target(key), [], 0)
+            probe, _ = await self._fetch_small(
+                exchange, "HEAD", self.settings.object_target(key), [], 0
+            )
             size = probe.content_length if probe.status == 200 else None
         if size is None:
             raise UpstreamError(f"{error}, and the object's size is unknown")
@@ -315,9 +398,14 @@ class S3Integration(Integration):
     # --- requests to the store ----------------------------------------------------------------
 
     @contextlib.asynccontextmanager
-    async def _request(self, exchange: Exchange, method: str, path: str,
-                       fields: Iterable[tuple[str, str]], query: str = ""
-                       ) -> AsyncIterator[tuple[RoundTrip, ResponseHead]]:
+    async def _request(
+        self,
+        exchange: Exchange,
+        method: str,
+        path: str,
+        fields: Iterable[tuple[str, str]],
+        query: str = "",
+    ) -> AsyncIterator[tuple[RoundTrip, ResponseHead]]:
         """A signed request for ``path`` (and ``query``, both encoded), sent as the proxy's."""
         target = path + (f"?{query}" if query else "")
         headers = HTTPHeaders()
@@ -325,13 +413,20 @@ class S3Integration(Integration):
         for name, value in fields:
             headers.add(name, value)
         await self.signer.sign(method, target, headers)
-        async with self.client.exchange(exchange, RequestStartLine(method, target, "HTTP/1.1"),
-                                        headers) as pair:
+        async with self.client.exchange(
+            exchange, RequestStartLine(method, target, "HTTP/1.1"), headers
+        ) as pair:
             yield pair
 
-    async def _fetch_small(self, exchange: Exchange, method: str, path: str,
-                           fields: Iterable[tuple[str, str]], limit_bytes: int,
-                           query: str = "") -> tuple[ResponseHead, bytes]:
+    async def _fetch_small(
+        self,
+        exchange: Exchange,
+        method: str,
+        path: str,
+        fields: Iterable[tuple[str, str]],
+        limit_bytes: int,
+        query: str = "",
+    ) -> tuple[ResponseHead, bytes]:
         """A response read whole up to ``limit_bytes``; a longer body is cut there."""
         data = bytearray()
         try:

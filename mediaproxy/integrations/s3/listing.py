@@ -47,8 +47,12 @@ class Page:
 
 def list_query(prefix: str, token: str | None, max_keys: int | None = None) -> str:
     """The query of a ListObjectsV2 request, encoded and in order as SigV4 signs it."""
-    params = [("delimiter", "/"), ("list-type", "2"),
-              ("max-keys", str(max_keys or PAGE_KEYS)), ("prefix", prefix)]
+    params = [
+        ("delimiter", "/"),
+        ("list-type", "2"),
+        ("max-keys", str(max_keys or PAGE_KEYS)),
+        ("prefix", prefix),
+    ]
     if token is not None:
         params.insert(0, ("continuation-token", token))
     return "&".join(f"{name}={quote(value, safe='-_.~')}" for name, value in params)
@@ -73,8 +77,9 @@ def parse_page(body: bytes, prefix: str) -> Page:
             name = _text(element, "Key").removeprefix(prefix)
             size = _text(element, "Size")
             if name:  # "" is the folder's own marker object
-                entries.append(Entry(name, parse_digits_or_none(size),
-                                     _text(element, "LastModified") or None))
+                entries.append(
+                    Entry(name, parse_digits_or_none(size), _text(element, "LastModified") or None)
+                )
     truncated = _text(root, "IsTruncated") == "true"
     token = _text(root, "NextContinuationToken") if truncated else ""
     return Page(tuple(entries), token or None)
@@ -121,8 +126,7 @@ def _quality(accept: str | None, kind: str, subtype: str) -> float:
 def _qvalue(text: str) -> float:
     """RFC 9110 §12.4.2: qvalue = ( "0" [ "." 0*3DIGIT ] ) / ( "1" [ "." 0*3("0") ] )."""
     whole, _, fraction = text.partition(".")
-    if whole not in ("0", "1") or len(fraction) > 3 or not all(c in "0123456789"
-                                                                for c in fraction):
+    if whole not in ("0", "1") or len(fraction) > 3 or not all(c in "0123456789" for c in fraction):
         return 0.0
     value = float(f"{whole}.{fraction or '0'}")
     return value if value <= 1.0 else 0.0
@@ -139,19 +143,24 @@ class HtmlListing:
 
     def head(self) -> bytes:
         title = html.escape(f"Index of {self.path}")
-        parent = ('<tr><td><a href="../">../</a></td><td></td><td></td></tr>\n'
-                  if self.has_parent else "")
-        return (f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>{title}</title>'
-                f'</head>\n<body><h1>{title}</h1>\n<table>\n<tr><th>Name</th><th>Size</th>'
-                f'<th>Last modified</th></tr>\n{parent}').encode()
+        parent = (
+            '<tr><td><a href="../">../</a></td><td></td><td></td></tr>\n' if self.has_parent else ""
+        )
+        return (
+            f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>{title}</title>'
+            f"</head>\n<body><h1>{title}</h1>\n<table>\n<tr><th>Name</th><th>Size</th>"
+            f"<th>Last modified</th></tr>\n{parent}"
+        ).encode()
 
     def page(self, page: Page) -> bytes:
         rows = []
         for entry in page.entries:
             size = "" if entry.size is None else str(entry.size)
-            rows.append(f'<tr><td><a href="{html.escape(quote(entry.name, safe="/"))}">'
-                        f'{html.escape(entry.name)}</a></td><td>{size}</td>'
-                        f'<td>{html.escape(_http_date(entry.last_modified))}</td></tr>\n')
+            rows.append(
+                f'<tr><td><a href="{html.escape(quote(entry.name, safe="/"))}">'
+                f"{html.escape(entry.name)}</a></td><td>{size}</td>"
+                f"<td>{html.escape(_http_date(entry.last_modified))}</td></tr>\n"
+            )
         return "".join(rows).encode()
 
     def tail(self) -> bytes:
@@ -176,9 +185,16 @@ class JsonListing:
             if entry.size is None:
                 items.append(json.dumps({"name": entry.name, "type": "folder"}))
             else:
-                items.append(json.dumps({"name": entry.name, "type": "file", "size": entry.size,
-                                         "last_modified": _http_date(entry.last_modified)
-                                         or None}))
+                items.append(
+                    json.dumps(
+                        {
+                            "name": entry.name,
+                            "type": "file",
+                            "size": entry.size,
+                            "last_modified": _http_date(entry.last_modified) or None,
+                        }
+                    )
+                )
         if not items:
             return b""
         text = self._separator + ", ".join(items)

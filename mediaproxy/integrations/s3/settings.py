@@ -77,8 +77,11 @@ def read_settings(table: Table) -> S3Settings:
         raise table.error("integration", "s3 routes need botocore: pip install 'mediaproxy[s3]'")
     bucket = table.string("bucket")
     if not _BUCKET.fullmatch(bucket) or ".." in bucket:
-        raise table.error("bucket", f"is not an S3 bucket name (3-63 lower-case letters, "
-                                    f"digits, dots and hyphens): {bucket!r}")
+        raise table.error(
+            "bucket",
+            f"is not an S3 bucket name (3-63 lower-case letters, "
+            f"digits, dots and hyphens): {bucket!r}",
+        )
     region = table.string("region", DEFAULT_REGION)
     if not _REGION.fullmatch(region):
         raise table.error("region", f"is not a region name such as 'eu-west-1': {region!r}")
@@ -89,26 +92,38 @@ def read_settings(table: Table) -> S3Settings:
     except ValueError as error:
         raise table.error("endpoint", str(error)) from error
     if endpoint.base_path != "/":
-        raise table.error("endpoint", f"must be the store's root, without a path: "
-                                      f"{endpoint_url!r} (objects go in key_prefix)")
-    style = table.choice("addressing_style", ADDRESSING_STYLES,
-                         "path" if endpoint_given else "virtual")
+        raise table.error(
+            "endpoint",
+            f"must be the store's root, without a path: "
+            f"{endpoint_url!r} (objects go in key_prefix)",
+        )
+    style = table.choice(
+        "addressing_style", ADDRESSING_STYLES, "path" if endpoint_given else "virtual"
+    )
     if style == "virtual":
         if endpoint.scheme == "https" and "." in bucket:
-            raise table.error("addressing_style", f"bucket {bucket!r} has dots, which a "
-                                                  f"wildcard TLS certificate does not cover: "
-                                                  f"use \"path\"")
+            raise table.error(
+                "addressing_style",
+                f"bucket {bucket!r} has dots, which a "
+                f"wildcard TLS certificate does not cover: "
+                f'use "path"',
+            )
         endpoint = Upstream(endpoint.scheme, f"{bucket}.{endpoint.host}", endpoint.port, "/")
     key_prefix = table.string("key_prefix", "")
     if key_prefix.startswith("/"):
         raise table.error("key_prefix", f"object keys do not start with '/': {key_prefix!r}")
     return S3Settings(
-        bucket=bucket, store=endpoint, region=region, key_prefix=key_prefix,
-        addressing_style=style, keys=_read_keys(table),
+        bucket=bucket,
+        store=endpoint,
+        region=region,
+        key_prefix=key_prefix,
+        addressing_style=style,
+        keys=_read_keys(table),
         hide_forbidden=table.boolean("hide_forbidden", S3Settings.hide_forbidden),
         listing=table.boolean("list", S3Settings.listing),
-        max_idle_connections=table.integer("max_idle_connections",
-                                           S3Settings.max_idle_connections, maximum=4096),
+        max_idle_connections=table.integer(
+            "max_idle_connections", S3Settings.max_idle_connections, maximum=4096
+        ),
         connect_timeout_s=table.seconds("connect_timeout", S3Settings.connect_timeout_s),
     )
 
@@ -119,9 +134,16 @@ def _read_keys(table: Table) -> StaticKeys | None:
         return None
     for key in _CREDENTIAL_KEYS[:2]:
         if key not in given:
-            raise table.error(key, f"is required when {given[0]} is set (or set none of "
-                                   f"them to use the standard AWS credential chain)")
+            raise table.error(
+                key,
+                f"is required when {given[0]} is set (or set none of "
+                f"them to use the standard AWS credential chain)",
+            )
     token = from_environment(table, "session_token_env") if "session_token_env" in given else None
     names = " and ".join(f"${table.string(key)}" for key in given)
-    return StaticKeys(from_environment(table, "access_key_id_env"),
-                      from_environment(table, "secret_access_key_env"), token, names)
+    return StaticKeys(
+        from_environment(table, "access_key_id_env"),
+        from_environment(table, "secret_access_key_env"),
+        token,
+        names,
+    )

@@ -49,8 +49,12 @@ class Signer:
         keys = settings.keys
         self.source = keys.source if keys is not None else CHAIN
         if keys is not None:
-            self._credentials = Credentials(keys.access_key_id, keys.secret_access_key,
-                                            keys.session_token, method="mediaproxy-route")
+            self._credentials = Credentials(
+                keys.access_key_id,
+                keys.secret_access_key,
+                keys.session_token,
+                method="mediaproxy-route",
+            )
 
     async def sign(self, method: str, target: str, headers: HTTPHeaders) -> None:
         """Add X-Amz-Date, X-Amz-Content-SHA256, the security token and Authorization.
@@ -59,11 +63,11 @@ class Signer:
         sent; a body-less request signs the empty body's hash.
         """
         credentials = await self._frozen_credentials()
-        request = self._request_class(method, self._settings.url_base + target,
-                                      headers=dict(headers.get_all()))
+        request = self._request_class(
+            method, self._settings.url_base + target, headers=dict(headers.get_all())
+        )
         self._auth_class(credentials, "s3", self._settings.region).add_auth(request)
-        for name in ("X-Amz-Date", "X-Amz-Content-SHA256", "X-Amz-Security-Token",
-                     "Authorization"):
+        for name in ("X-Amz-Date", "X-Amz-Content-SHA256", "X-Amz-Security-Token", "Authorization"):
             if name in request.headers:
                 headers[name] = request.headers[name]
 
@@ -75,8 +79,12 @@ class Signer:
             try:
                 return await self._on_pool("refresh", credentials.get_frozen_credentials)
             except Exception as error:  # botocore's refresh may fail in any way
-                log.warning("s3 bucket %s: refreshing the credentials from %s failed: %s",
-                            self._settings.bucket, self.source, error)
+                log.warning(
+                    "s3 bucket %s: refreshing the credentials from %s failed: %s",
+                    self._settings.bucket,
+                    self.source,
+                    error,
+                )
                 raise UpstreamError(f"credential refresh failed: {error}") from error
         return credentials.get_frozen_credentials()
 
@@ -85,13 +93,17 @@ class Signer:
         try:
             credentials = await self._on_pool("resolve", _resolve_chain)
         except Exception as error:  # a malformed ~/.aws/config, an unreachable role, ...
-            log.warning("s3 bucket %s: resolving %s failed: %s", self._settings.bucket, CHAIN,
-                        error)
+            log.warning(
+                "s3 bucket %s: resolving %s failed: %s", self._settings.bucket, CHAIN, error
+            )
             raise UpstreamError(f"no AWS credentials: {error}") from error
         if credentials is None:
-            log.warning("s3 bucket %s: no credentials found in %s; set them there, or set the "
-                        "route's access_key_id_env and secret_access_key_env",
-                        self._settings.bucket, CHAIN)
+            log.warning(
+                "s3 bucket %s: no credentials found in %s; set them there, or set the "
+                "route's access_key_id_env and secret_access_key_env",
+                self._settings.bucket,
+                CHAIN,
+            )
             raise UpstreamError("no AWS credentials")
         self._credentials = credentials
         return credentials
