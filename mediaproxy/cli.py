@@ -15,9 +15,8 @@ from pathlib import Path
 from urllib.parse import quote
 
 # Not mediaproxy.server.app: the workers module imports it once the metrics storage is chosen.
-from mediaproxy import __version__
-from mediaproxy import config as config_module
-from mediaproxy.errors import RequestError
+from mediaproxy import __version__, config as config_module
+from mediaproxy.errors import ListenError, RequestError
 from mediaproxy.http import paths
 from mediaproxy.http.signing import sign_query
 from mediaproxy.server import workers
@@ -83,7 +82,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.check_config:
         print(f"{config.path}: ok ({len(config.routes)} routes)")
         return 0
-    return workers.run(config, lambda: load_config(args))
+    try:
+        return workers.run(config, lambda: load_config(args))
+    except ListenError as error:
+        print(f"mediaproxy: {error}", file=sys.stderr)
+        return EXIT_CONFIG_ERROR
 
 
 def _sign_parser() -> argparse.ArgumentParser:

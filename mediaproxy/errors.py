@@ -18,6 +18,9 @@
 Each error carries the short phrase the client sees; the detail (``str(error)``) goes to the
 log only. Before the response headers are sent an error becomes a status; after them the
 connection is aborted instead, and the ``Termination`` says why.
+
+Outside that tree, ``ListenError``: the gateway cannot take its address at start-up (exit 2,
+like a config error).
 """
 
 from __future__ import annotations
@@ -128,3 +131,8 @@ class Termination(enum.Enum):
     REJECTED = "rejected"
     SHUTDOWN = "shutdown"
     QUOTA = "quota"  # the key's plan ran out of bytes mid-stream
+
+
+class ListenError(Exception):
+    """The configured address cannot be listened on: one line with the address, the reason
+    and what to change."""

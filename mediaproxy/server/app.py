@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import re
 import signal
@@ -19,7 +20,7 @@ from tornado.web import Application, RequestHandler
 from mediaproxy import integrations
 from mediaproxy.access_control import AdminAccess
 from mediaproxy.config import Config, ConfigError
-from mediaproxy.errors import RequestError, Termination
+from mediaproxy.errors import ListenError, RequestError, Termination
 from mediaproxy.http import paths
 from mediaproxy.http.grammar import MAX_INT64
 from mediaproxy.integrations.base import Integration
@@ -356,11 +357,33 @@ def restartless(running: Config, loaded: Config) -> Config:
     return replace(loaded, server=replace(loaded.server, **kept))
 
 
+# What to change when binding fails, by errno; the flag that changes it comes first.
+_BIND_FIXES = {
+    errno.EADDRINUSE: ("address already in use", "another server holds this port: stop it, or "
+                                                 "choose another port with --port"),
+    errno.EADDRNOTAVAIL: ("address not available", "it is not an address of this machine: "
+                                                   "choose one of its own with --address"),
+    errno.EACCES: ("permission denied", "ports below 1024 need privileges: choose a higher one "
+                                        "with --port"),
+}
+
+
 def listen(config: Config) -> list[socket.socket]:
-    """Bind the configured address (port 0 picks a free one) and say so in the log."""
-    sockets = bind_sockets(config.server.port, config.server.address)
+    """Bind the configured address (port 0 picks a free one) and say so in the log.
+
+    Raises ListenError, one line saying why and what to change, instead of the OSError."""
     host = config.server.address
     shown = f"[{host}]" if ":" in host else host
+    try:
+        sockets = bind_sockets(config.server.port, host)
+    except socket.gaierror as error:
+        raise ListenError(f"cannot listen on {shown}:{config.server.port}: {error.strerror}: "
+                          f"choose an address this machine has with --address") from None
+    except OSError as error:
+        reason, fix = _BIND_FIXES.get(error.errno or 0,
+                                      (error.strerror or str(error), "check --address and --port"))
+        raise ListenError(f"cannot listen on {shown}:{config.server.port}: {reason}; {fix}"
+                          ) from None
     scheme = "https" if config.server.tls is not None else "http"
     routes = ", ".join(f"{r.prefix} -> {r.integration}" for r in config.routes) or "none"
     log.info(

@@ -62,12 +62,15 @@ def process_count(config: Config) -> int:
 
 def run(config: Config, read_config: Callable[[], Config] | None = None) -> int:
     """Serve until SIGTERM, SIGINT or SIGQUIT and a graceful drain; the exit code.
-    ``read_config`` reads the config again, on SIGHUP."""
+    ``read_config`` reads the config again, on SIGHUP.
+
+    Raises ListenError when the address cannot be taken (nothing has started then)."""
     count = process_count(config)
     if count == 1:
-        from mediaproxy.server.app import serve
-
-        eventloop.run(serve(config, read_config=read_config), config.server.event_loop)
+        from mediaproxy.server.app import listen, serve
+        # Bound before the loop starts, as the parent does below: a failure is the same line.
+        sockets = listen(config)
+        eventloop.run(serve(config, sockets, read_config=read_config), config.server.event_loop)
         return 0
     remove_metrics_dir = prepare_metrics_dir()
     try:

@@ -53,9 +53,36 @@ def test_bad_port_flag_exits_2() -> None:
     assert result.returncode == 2 and "--port" in result.stderr
 
 
-def start_server(
-    tmp_path: Path, root: Path, server_keys: str = ""
-) -> tuple[subprocess.Popen[str], int, str]:
+@pytest.mark.parametrize("processes", [1, 2])
+def test_a_busy_port_exits_2_with_one_line_naming_it_and_the_fix(processes: int,
+                                                                 tmp_path: Path) -> None:
+    config = tmp_path / "busy.toml"
+    config.write_text(f"[server]\nprocesses = {processes}\n")
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        result = mediaproxy("--config", str(config), "--port", str(port))
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert f"127.0.0.1:{port}" in lines[0] and "in use" in lines[0] and "--port" in lines[0]
+
+
+@pytest.mark.parametrize("processes", [1, 2])
+def test_an_address_not_on_this_machine_exits_2_with_one_line(processes: int,
+                                                               tmp_path: Path) -> None:
+    config = tmp_path / "foreign.toml"
+    config.write_text(f"[server]\nprocesses = {processes}\n")
+    result = mediaproxy("--config", str(config), "--address", "10.255.255.1", "--port", "0")
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "10.255.255.1" in lines[0] and "--address" in lines[0]
+
+
+def start_server(tmp_path: Path, root: Path, server_keys: str = ""
+                 ) -> tuple[subprocess.Popen[str], int, str]:
     """The running server, its port and its "listening" log line."""
     config = tmp_path / "serve.toml"
     config.write_text(
