@@ -214,11 +214,11 @@ class StreamSample:
     age_s: float
 
 
-def sample_streams(
-    active: Iterable[LiveStream], previous: dict[int, StreamSample], now: float, admin: AdminAccess
-) -> dict[int, StreamSample]:
-    """The running exchanges now that the viewer may see (no private route's without an
-    admin key); rates from ``previous`` (the last sample), else from start."""
+def sample_streams(active: Iterable[LiveStream], previous: dict[int, StreamSample],
+                   now: float, admin: AdminAccess) -> dict[int, StreamSample]:
+    """The running exchanges now (``now`` on ``time.perf_counter``, the handlers' clock) that
+    the viewer may see (no private route's without an admin key); rates from ``previous``
+    (the last sample), else from start."""
     current: dict[int, StreamSample] = {}
     for handler in active:
         if handler.route.access.restricted and not admin.protected:
@@ -348,11 +348,10 @@ class SiblingStreams:
         self._path = self.folder / STREAMS_FILE.format(pid=self.pid)
 
     async def publish(self) -> None:
-        loop = asyncio.get_running_loop()
         streams: dict[int, StreamSample] = {}
         while True:
             had_streams = bool(streams)
-            streams = sample_streams(self.active, streams, loop.time(), self.admin)
+            streams = sample_streams(self.active, streams, time.perf_counter(), self.admin)
             if streams or had_streams:  # the last write of a busy spell says "none left"
                 rows = [{**asdict(sample), "pid": self.pid} for sample in streams.values()]
                 temporary = self._path.with_suffix(".tmp")
@@ -430,11 +429,10 @@ class EventsHandler(_StatusHandler):
     async def _send_events(self) -> None:
         self.set_header("Content-Type", "text/event-stream")
         self.set_header("X-Accel-Buffering", "no")  # a proxy in front must not hold events
-        loop = asyncio.get_running_loop()
         streams: dict[int, StreamSample] = {}
         self.write(f"retry: {int(SAMPLE_INTERVAL_S * 2000)}\n\n")
         while True:
-            streams = sample_streams(self.active, streams, loop.time(), self.admin)
+            streams = sample_streams(self.active, streams, time.perf_counter(), self.admin)
             rows = [{**asdict(s), "pid": os.getpid()} for s in streams.values()]
             if self.siblings is not None:
                 rows += self.siblings.others(time.time())

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator
 
 from tornado.http1connection import HTTP1Connection
@@ -243,12 +244,13 @@ async def relay_body(
     if body is None and length is not None and await exchange.begin_zero_copy(length):
         await upstream.splice_body(exchange)
         return
-    loop = asyncio.get_running_loop()
     with relay_sizer() as sizer:
         async for chunk in body or upstream.relay.body():
-            sent_at = loop.time()
+            # Not the loop's clock: uvloop's counts whole milliseconds, as coarse as the send
+            # target itself.
+            sent_at = time.perf_counter()
             await exchange.send(chunk)
-            sizer.observe(len(chunk), loop.time() - sent_at, exchange.last_send_waited)
+            sizer.observe(len(chunk), time.perf_counter() - sent_at, exchange.last_send_waited)
             upstream.set_chunk_size(sizer.size)
 
 
