@@ -1,22 +1,27 @@
 # The two commands a new user needs:
 #   make run    install everything into .venv and serve sample_media/ with conf/mediaproxy.toml
+#               (make run ARGS="--port 8081" passes flags on)
 #   make test   install everything (test clients included) and run the whole test suite
 PYTHON ?= python3
 VENV ?= .venv
 CONFIG ?= conf/mediaproxy.toml
+ARGS ?=
 BIN = $(VENV)/bin
+# The install says one line; pip's errors still show, its notes and setuptools' banners do not.
+PIP_QUIET = PYTHONWARNINGS=ignore $(BIN)/python -m pip install -qq
 
 .PHONY: run test test-fast check bench system-deps clean
 
 $(BIN)/mediaproxy: setup.cfg pyproject.toml
-	scripts/system-deps.sh run
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
-	touch $@
+	@scripts/system-deps.sh run
+	@echo "mediaproxy: installing into $(VENV) (first run only)"
+	@$(PYTHON) -m venv $(VENV)
+	@$(PIP_QUIET) --upgrade pip
+	@$(PIP_QUIET) -e '.[test]'
+	@touch $@
 
 run: $(BIN)/mediaproxy
-	$(BIN)/mediaproxy --config $(CONFIG)
+	@$(BIN)/mediaproxy --config $(CONFIG) $(ARGS)
 
 test: $(BIN)/mediaproxy
 	scripts/system-deps.sh test

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -180,3 +182,26 @@ def test_sigterm_lets_a_running_download_finish_then_exits_0(tmp_path: Path) -> 
         assert process.wait(timeout=20) == 0
     finally:
         stop_server(process)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("make") is None, reason="make not installed")
+def test_make_run_first_screen_is_one_install_line_then_the_url(tmp_path: Path) -> None:
+    """What a newcomer sees: no echoed commands, no pip notes, no setuptools banner."""
+    process = subprocess.Popen(["make", "--no-print-directory", "run", f"VENV={tmp_path / 'venv'}",
+                                "ARGS=--port 0"], cwd=REPO, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    assert process.stdout is not None
+    seen: list[str] = []
+    try:
+        for line in process.stdout:
+            seen.append(line.rstrip("\n"))
+            if "listening on" in line:
+                break
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        process.stdout.close()
+    assert len(seen) == 2, "\n".join(seen)
+    assert seen[0] == f"mediaproxy: installing into {tmp_path / 'venv'} (first run only)"
+    assert re.search(r"listening on http://127\.0\.0\.1:\d+ ", seen[1]), seen
