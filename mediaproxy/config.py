@@ -27,6 +27,10 @@ from typing import Any, TypeVar
 from mediaproxy.http import paths
 from mediaproxy.http.upstreams import PublicUrl
 
+# `compress_min_bytes`: a body below 1 KiB fits one TCP segment compressed or not, so gzip gains
+# no round trip there and costs the Content-Length. nginx's gzip_min_length is the same knob
+# (its default, 20 bytes, only keeps empty bodies from growing).
+COMPRESS_MIN_BYTES = 1024
 RESERVED_PREFIXES = ("/healthz", "/metrics", "/_mediaproxy")
 EVENT_LOOPS = ("auto", "asyncio", "uvloop")
 
@@ -208,6 +212,8 @@ class Route:
     settings: Any  # the integration's own dataclass, e.g. FileSettings
     index: int  # position in the file, for error messages
     compress: bool = False  # gzip/zstd for compressible types when the client accepts it
+    # A body of known length below this goes uncompressed (nginx's gzip_min_length).
+    compress_min_bytes: int = COMPRESS_MIN_BYTES
     access: Access = field(default_factory=Access)
     # Pass the path on as sent ('%2F', '\\', '//' included) instead of refusing it (400);
     # routing and access checks still use the normalised path (mediaproxy.http.paths).
@@ -607,6 +613,7 @@ def _read_route(table: Table, index: int, base_limits: Limits) -> Route:
     settings = kind.read_settings(table)
     limits = _read_limits(table, base_limits)
     compress = table.boolean("compress", kind.compress)
+    compress_min_bytes = table.integer("compress_min_bytes", COMPRESS_MIN_BYTES)
     access = _read_access(table)
     raw_path = table.boolean("raw_path", False)
     if raw_path and not kind.raw_path:
@@ -617,16 +624,9 @@ def _read_route(table: Table, index: int, base_limits: Limits) -> Route:
             f"paths on; a {integration} route reads them itself",
         )
     table.finish()
-    return Route(
-        prefix=prefix,
-        integration=integration,
-        limits=limits,
-        settings=settings,
-        index=index,
-        compress=compress,
-        access=access,
-        raw_path=raw_path,
-    )
+    return Route(prefix=prefix, integration=integration, limits=limits, settings=settings,
+                 index=index, compress=compress, compress_min_bytes=compress_min_bytes,
+                 access=access, raw_path=raw_path)
 
 
 def _read_shared_state(table: Table) -> SharedState:

@@ -11,8 +11,10 @@ fields the integration set and the request's Accept-Encoding; nothing later look
 * ``plan_coding`` refuses whatever compression would break or waste: bodies that are not text
   (media, archives, images: already compressed), responses the integration already encoded,
   partial content (a Content-Range counts bytes of the unencoded representation), and
-  statuses without a body. ``Vary: Accept-Encoding`` goes on every response that *could* have
-  been compressed, so a cache never hands a gzip body to a client that did not ask for one.
+  statuses without a body, and bodies of a known length below ``min_bytes`` (nginx's
+  ``gzip_min_length``): they save next to nothing and would lose their Content-Length.
+  ``Vary: Accept-Encoding`` goes on every response that *could* have been compressed, so a
+  cache never hands a gzip body to a client that did not ask for one.
 * ``encoded_fields`` rewrites the header fields: Content-Encoding set, Content-Length dropped
   (the compressed length is not known before the end: the body goes chunked), a strong ETag
   made weak (§8.8.1: a strong validator changes with the content coding).
@@ -24,6 +26,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from mediaproxy.http.grammar import parse_digits_or_none
 from mediaproxy.http.statuses import is_bodyless
 
 __all__ = [
@@ -140,16 +143,22 @@ def _field(fields: Fields, name: str) -> str | None:
     return next((value for field, value in fields if field.lower() == lowered), None)
 
 
-def plan_coding(
-    status: int, fields: Fields, accept_encoding: str | None, offered: Sequence[str]
-) -> Coding:
-    """Whether and how to compress a response with these status and header fields."""
+def plan_coding(status: int, fields: Fields, accept_encoding: str | None,
+                offered: Sequence[str], min_bytes: int = 0) -> Coding:
+    """Whether and how to compress a response with these status and header fields.
+
+    A body whose Content-Length is below ``min_bytes`` goes as it is; it still varies, since
+    a longer body at the same URL would have been compressed."""
     if is_bodyless(status) or status == 206:
         return IDENTITY
     if _field(fields, "Content-Encoding") is not None or _field(fields, "Content-Range"):
         return IDENTITY
     if not is_compressible(_field(fields, "Content-Type")):
         return IDENTITY
+    declared = _field(fields, "Content-Length")
+    length = parse_digits_or_none(declared) if declared is not None else None
+    if length is not None and length < min_bytes:
+        return Coding(None, varies=True)
     return Coding(negotiate(accept_encoding, offered), varies=True)
 
 

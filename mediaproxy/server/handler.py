@@ -113,18 +113,13 @@ class BodyChannel:
 class HandlerExchange(Exchange):
     """The Exchange interface over one GatewayHandler."""
 
-    def __init__(
-        self,
-        handler: GatewayHandler,
-        request: Request,
-        limits: Limits,
-        body: BodyChannel,
-        timers: StreamTimers,
-        compress: bool = False,
-    ) -> None:
+    def __init__(self, handler: GatewayHandler, request: Request, limits: Limits,
+                 body: BodyChannel, timers: StreamTimers, compress: bool = False,
+                 compress_min_bytes: int = 0) -> None:
         self.request = request
         self.limits = limits
         self._compress = compress
+        self._compress_min_bytes = compress_min_bytes
         self._encoder: compression.Encoder | None = None  # set by start() when compressing
         self._handler = handler
         self._body = body
@@ -150,11 +145,8 @@ class HandlerExchange(Exchange):
         fields = list(headers)
         if self._compress:
             fields, self._encoder = compression.begin(
-                status,
-                fields,
-                self.request.headers.get("Accept-Encoding"),
-                send_body=self.request.method != "HEAD",
-            )
+                status, fields, self.request.headers.get("Accept-Encoding"),
+                send_body=self.request.method != "HEAD", min_bytes=self._compress_min_bytes)
         # The first field of a name replaces Tornado's default of that name (Date, Server);
         # later ones of the same name are added beside it.
         named: set[str] = set()
@@ -378,24 +370,16 @@ class GatewayHandler(RequestHandler):
         public = self.public_url
         self.exchange = HandlerExchange(
             self,
-            Request(
-                method=request.method or "GET",
-                path=below.path,
-                segments=below.segments,
-                query=self.admission.forwarded_query(request.query),
-                headers=self.admission.forwarded_headers(request.headers),
-                remote_ip=request.remote_ip or "",
-                scheme=public.scheme if public else request.protocol,
-                host=public.authority if public else request.host,
-                mount=public.mount if public else "",
-                prefix=self.route.prefix,
-                version=request.version,
-            ),
-            limits,
-            self._body,
-            self._timers,
-            compress=self.route.compress,
-        )
+            Request(method=request.method or "GET", path=below.path, segments=below.segments,
+                    query=self.admission.forwarded_query(request.query),
+                    headers=self.admission.forwarded_headers(request.headers),
+                    remote_ip=request.remote_ip or "",
+                    scheme=public.scheme if public else request.protocol,
+                    host=public.authority if public else request.host,
+                    mount=public.mount if public else "", prefix=self.route.prefix,
+                    version=request.version),
+            limits, self._body, self._timers, compress=self.route.compress,
+            compress_min_bytes=self.route.compress_min_bytes)
         self.application.active.add(self)  # type: ignore[attr-defined]
         try:
             if refusal is not None:

@@ -75,14 +75,15 @@ _ENCODERS: dict[str, type[GzipEncoder] | type[ZstdEncoder]] = {
 }
 
 
-def begin(
-    status: int, fields: Iterable[tuple[str, str]], accept_encoding: str | None, send_body: bool
-) -> tuple[list[tuple[str, str]], Encoder | None]:
+def begin(status: int, fields: Iterable[tuple[str, str]], accept_encoding: str | None,
+          send_body: bool, min_bytes: int = 0) -> tuple[list[tuple[str, str]], Encoder | None]:
     """The response's header fields as they must go out, and its encoder if it is compressed.
 
     ``send_body`` is False for HEAD: the fields are those a GET would get, without an encoder.
+    A body of known length below ``min_bytes`` is not compressed (the route's
+    ``compress_min_bytes``).
     """
     fields = list(fields)
-    plan = plan_coding(status, fields, accept_encoding, OFFERED)
+    plan = plan_coding(status, fields, accept_encoding, OFFERED, min_bytes)
     encoder = _ENCODERS[plan.coding]() if plan.coding is not None and send_body else None
     return encoded_fields(fields, plan), encoder

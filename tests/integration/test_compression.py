@@ -51,6 +51,15 @@ def gateway(make_gateway, tmp_path: Path) -> GatewayThread:  # type: ignore[no-u
         prefix = "/function"
         integration = "function"
         handler = "tests.integration.function_handlers:echo"
+        [[routes]]
+        prefix = "/short"
+        integration = "function"
+        handler = "tests.integration.function_handlers:short_reply"
+        [[routes]]
+        prefix = "/short-compressed"
+        integration = "function"
+        handler = "tests.integration.function_handlers:short_reply"
+        compress_min_bytes = 0
     """)
     return gateway
 
@@ -91,10 +100,9 @@ def test_head_announces_the_coding_a_get_would_use(gateway: GatewayThread) -> No
     assert "content-length" not in reply.headers
 
 
-@pytest.mark.parametrize("path", ["/function", "/compressed-files/data/people.csv"])
-def test_a_compressed_head_has_the_get_headers_and_no_content_length(
-    gateway: GatewayThread, path: str
-) -> None:
+@pytest.mark.parametrize("path", ["/short-compressed", "/compressed-files/data/people.csv"])
+def test_a_compressed_head_has_the_get_headers_and_no_content_length(gateway: GatewayThread,
+                                                                     path: str) -> None:
     got = request(gateway.port, "GET", path, {"Accept-Encoding": "gzip"})
     head = request(gateway.port, "HEAD", path, {"Accept-Encoding": "gzip"})
     assert got.headers["content-encoding"] == "gzip" and head.body == b""
@@ -171,3 +179,18 @@ def test_curl_compressed_decodes_the_stream(gateway: GatewayThread, tmp_path: Pa
         timeout=60,
     )
     assert out.read_bytes() == identity_body(gateway, "/rows")
+
+
+def test_a_short_reply_of_known_length_is_not_compressed(gateway: GatewayThread) -> None:
+    reply = request(gateway.port, "GET", "/short", {"Accept-Encoding": "gzip"})
+    assert "content-encoding" not in reply.headers
+    assert reply.headers["content-length"] == str(len(reply.body)) and len(reply.body) < 1024
+    assert reply.headers["vary"] == "Accept-Encoding"  # a longer reply would have been
+    head = request(gateway.port, "HEAD", "/short", {"Accept-Encoding": "gzip"})
+    assert "content-encoding" not in head.headers
+
+
+def test_compress_min_bytes_0_compresses_whatever_the_length(gateway: GatewayThread) -> None:
+    reply = request(gateway.port, "GET", "/short-compressed", {"Accept-Encoding": "gzip"})
+    assert reply.headers["content-encoding"] == "gzip"
+    assert "content-length" not in reply.headers
