@@ -4,10 +4,21 @@ Strategy: reduce the name to something safe to suggest -- its last path
 component, without control characters or text-direction overrides -- then
 write it twice, as RFC 6266 Appendix D advises:
 
-* ``filename="..."``, an ASCII-only fallback in which every character that
-  some user agent mishandles becomes ``_``, and
+* ``filename="..."``, an ASCII-only fallback: Latin letters lose their
+  accents, a few letters and punctuation marks are spelled in ASCII
+  (``résumé – notes.txt`` becomes ``resume - notes.txt``), and every other
+  character, or one some user agent mishandles, becomes ``_``, and
 * ``filename*=UTF-8''...``, the exact name percent-encoded, whenever the
   fallback had to change anything.
+
+The fallback is what ``curl -OJ`` and other clients that ignore ``filename*``
+save under, so it should read as the name does. Transliteration is the
+standard library's: NFKD compatibility decomposition with the combining marks
+dropped (accents, ligatures, full-width forms), plus a table for the letters
+and marks it leaves alone (ß, æ, ø, ł, dashes, curly quotes). That covers the
+Latin scripts; the packages that go further (Unidecode is GPL; anyascii guesses
+readings, Chinese ones for Japanese kanji) would add a dependency for names
+that every browser takes from ``filename*`` anyway.
 
 The header value is always printable ASCII, whatever the input, so it can be
 written by any HTTP stack and cannot inject a header.
@@ -39,7 +50,18 @@ _BIDI_CONTROLS = frozenset(
 # percent character followed by two hexadecimal digits (e.g., %A9) in the
 # filename parameter, since some existing implementations consider it to be
 # an escape character, while others will pass it through unchanged."
-_FALLBACK_UNSAFE = frozenset('"\\%')
+_FALLBACK_UNSAFE = frozenset('"\\%/')
+# What NFKD leaves as it is, in ASCII. A double quote would be replaced: a single one reads
+# the same.
+_TRANSLITERATIONS = {
+    "ß": "ss", "ẞ": "SS", "æ": "ae", "Æ": "AE", "œ": "oe", "Œ": "OE", "ø": "o", "Ø": "O",
+    "ł": "l", "Ł": "L", "đ": "d", "Đ": "D", "ð": "d", "Ð": "D", "þ": "th", "Þ": "Th",
+    "ı": "i", "ħ": "h", "Ħ": "H", "ŧ": "t", "Ŧ": "T",
+    **dict.fromkeys("\u2010\u2011\u2012\u2013\u2014\u2015\u2212", "-"),  # dashes, minus
+    **dict.fromkeys("\u2018\u2019\u201a\u201b\u2032\u201c\u201d\u201e\u201f\u2033"
+                    "\u00ab\u00bb\u2039\u203a", "'"),  # quotes, primes, guillemets
+    "\u00d7": "x",  # multiplication sign
+}
 
 
 def content_disposition(filename: str, disposition: str = "attachment") -> str:
@@ -56,7 +78,9 @@ def content_disposition(filename: str, disposition: str = "attachment") -> str:
     if not name:
         return disposition
 
-    fallback = "".join("_" if c in _FALLBACK_UNSAFE or not " " <= c <= "~" else c for c in name)
+    fallback = "".join(map(_to_ascii, name))
+    if fallback in {".", ".."}:  # from a compatibility form ("\u2025"): not a dot segment
+        fallback = "_" * len(fallback)
     value = f'{disposition}; filename="{fallback}"'
     if fallback != name:
         # RFC 6266 Appendix D: "Include a "filename*" parameter where the
@@ -66,6 +90,18 @@ def content_disposition(filename: str, disposition: str = "attachment") -> str:
         # problems in some existing implementations."
         value += "; filename*=UTF-8''" + quote(name, safe=_ATTR_CHAR_EXTRA)
     return value
+
+
+def _to_ascii(char: str) -> str:
+    """One character of the fallback name: itself, its ASCII spelling, or ``_``."""
+    if char in _TRANSLITERATIONS:
+        return _TRANSLITERATIONS[char]
+    if " " <= char <= "~":
+        return "_" if char in _FALLBACK_UNSAFE else char
+    decomposed = [c for c in unicodedata.normalize("NFKD", char) if not unicodedata.combining(c)]
+    if not decomposed or decomposed == [char]:
+        return "_"
+    return "".join(map(_to_ascii, decomposed))  # one level: NFKD's output is fully decomposed
 
 
 def _clean(filename: str) -> str:
