@@ -68,6 +68,9 @@ def run(config: Config, read_config: Callable[[], Config] | None = None) -> int:
     count = process_count(config)
     if count == 1:
         from mediaproxy.server.app import listen, serve
+        # Held until serve() handles them, as in a worker: the start-up line below tells a
+        # supervisor it may signal us.
+        signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED_SIGNALS)
         # Bound before the loop starts, as the parent does below: a failure is the same line.
         sockets = listen(config)
         eventloop.run(serve(config, sockets, read_config=read_config), config.server.event_loop)

@@ -156,6 +156,24 @@ def test_durations_have_sub_millisecond_resolution_under_uvloop(tmp_path: Path) 
         assert any(abs(value - round(value)) > 0.0005 for value in values), (field, values)
 
 
+@pytest.mark.parametrize("signum", [signal.SIGHUP, signal.SIGUSR1])
+def test_a_signal_that_does_not_stop_leaves_the_server_running(tmp_path: Path,
+                                                              signum: int) -> None:
+    """Sent the moment the start-up line is out, and with the access log off (nothing to
+    reopen): never the signal's default action, which ends the process."""
+    (tmp_path / "a.txt").write_bytes(b"hello")
+    process, port, _ = start_server(tmp_path, tmp_path, 'access_log = "off"\n')
+    try:
+        process.send_signal(signum)
+        time.sleep(0.3)
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(b"GET /f/a.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            assert sock.recv(65536).startswith(b"HTTP/1.1 200 ")
+        assert process.poll() is None
+    finally:
+        stop_server(process)
+
+
 @pytest.mark.slow
 def test_sigterm_lets_a_running_download_finish_then_exits_0(tmp_path: Path) -> None:
     root = tmp_path / "root"
