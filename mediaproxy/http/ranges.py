@@ -115,6 +115,12 @@ class PartialContent:
 
     ranges: tuple[ByteRange, ...]
 
+    def summary(self, size: int) -> str:
+        """Every range served, in Content-Range's form (``bytes 0-0,500-599/1000``): one
+        range's is its Content-Range; several, the parts' together, for the log."""
+        spans = ",".join(f"{r.start}-{r.stop - 1}" for r in self.ranges)
+        return f"bytes {spans}/{size}"
+
 
 @dataclass(frozen=True)
 class NotSatisfiable:

@@ -70,6 +70,10 @@ class Exchange(ABC):
     limits: Limits
     # What the upstream answered, for integrations that have one: the access log shows it.
     upstream_status: int | None = None
+    # What part of the representation the body carries, in Content-Range's form: set from the
+    # response's Content-Range by start(), by an integration for a multipart/byteranges body
+    # (every part's range). The access log and the status page show it.
+    content_range: str | None = None
 
     @abstractmethod
     def body(self) -> AsyncIterator[bytes]:

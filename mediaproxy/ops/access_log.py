@@ -39,6 +39,10 @@ class ExchangeRecord:
     termination: Termination
     client: str
     upstream_status: int | None  # what the upstream answered, for integrations that have one
+    request_range: str | None  # the request's Range header, as sent
+    # The part of the representation the body carried (Content-Range's form; several ranges
+    # of a multipart/byteranges body together), or a 416's "bytes */size"
+    content_range: str | None
 
     def to_json(self) -> str:
         fields: dict[str, Any] = {
@@ -55,8 +59,22 @@ class ExchangeRecord:
             "termination": self.termination.value,
             "client": self.client,
             "upstream_status": self.upstream_status,
+            "range": bounded_header(self.request_range),
+            "content_range": self.content_range,
         }
         return json.dumps(fields, separators=(",", ":"))
+
+
+# A Range header may be as long as a request's headers (max_header_bytes): a log line stays
+# one an operator can read.
+MAX_LOGGED_HEADER_CHARS = 256
+
+
+def bounded_header(value: str | None) -> str | None:
+    """A client's header value as logged: cut to MAX_LOGGED_HEADER_CHARS, "..." saying so."""
+    if value is None or len(value) <= MAX_LOGGED_HEADER_CHARS:
+        return value
+    return value[:MAX_LOGGED_HEADER_CHARS - 3] + "..."
 
 
 class AccessLog:

@@ -38,6 +38,7 @@ from tornado.web import RequestHandler
 from mediaproxy import __version__
 from mediaproxy.access_control import AdminAccess
 from mediaproxy.config import Config, Route
+from mediaproxy.ops.access_log import bounded_header
 from mediaproxy.errors import ServiceUnavailable, Unauthorized
 from mediaproxy.integrations.file import FileSettings
 from mediaproxy.streaming import sniff
@@ -58,6 +59,9 @@ class SendCounter(Protocol):
     @property
     def bytes_sent(self) -> int: ...
 
+    @property
+    def content_range(self) -> str | None: ...
+
 
 class LiveStream(Protocol):
     """What the page reads of a running stream; the server's request handler is one."""
@@ -69,7 +73,7 @@ class LiveStream(Protocol):
     def request(self) -> HTTPServerRequest: ...
 
     @property
-    def started_at(self) -> float: ...
+    def started_at(self) -> float: ...  # on time.perf_counter
 
     @property
     def bytes_received(self) -> int: ...
@@ -212,6 +216,8 @@ class StreamSample:
     sent_per_s: float
     received_per_s: float
     age_s: float
+    range: str | None  # the request's Range header
+    content_range: str | None  # what the body carries (the access log's content_range)
 
 
 def sample_streams(active: Iterable[LiveStream], previous: dict[int, StreamSample],
@@ -244,8 +250,8 @@ def sample_streams(active: Iterable[LiveStream], previous: dict[int, StreamSampl
             bytes_received=handler.bytes_received,
             sent_per_s=(exchange.bytes_sent - sent_before) / elapsed_s,
             received_per_s=(handler.bytes_received - received_before) / elapsed_s,
-            age_s=age_s,
-        )
+            age_s=age_s, range=bounded_header(handler.request.headers.get("Range")),
+            content_range=exchange.content_range)
     return current
 
 

@@ -152,6 +152,8 @@ class HandlerExchange(Exchange):
         named: set[str] = set()
         for name, value in fields:
             folded = name.lower()
+            if folded == "content-range":
+                self.content_range = value
             if folded in named:
                 handler.add_header(name, value)
             else:
@@ -499,6 +501,7 @@ class GatewayHandler(RequestHandler):
             self.set_header(name, value)
         self.set_header("Content-Type", "text/plain; charset=utf-8")
         self.exchange.status = error.status
+        self.exchange.content_range = error.headers.get("Content-Range")  # a 416's
         self.finish(f"{error.status} {error.phrase}\n")
 
     def _abort(self) -> None:
@@ -557,13 +560,12 @@ class GatewayHandler(RequestHandler):
         """What the access log and the metrics say about this exchange."""
         status = self.get_status()
         bytes_sent, ttfb_s, upstream_status, started = 0, None, None, False
+        content_range = None
         exchange: HandlerExchange | None = getattr(self, "exchange", None)  # None: no prepare()
         if exchange is not None:
-            bytes_sent, upstream_status, started = (
-                exchange.bytes_sent,
-                exchange.upstream_status,
-                exchange.started,
-            )
+            bytes_sent, upstream_status, started = (exchange.bytes_sent,
+                                                    exchange.upstream_status, exchange.started)
+            content_range = exchange.content_range
             if exchange.first_byte_at is not None:
                 ttfb_s = exchange.first_byte_at - self.started_at
         # None: finish() ran with nothing wrong, whatever the status (an origin's 404 relayed
@@ -579,7 +581,8 @@ class GatewayHandler(RequestHandler):
             bytes_sent=bytes_sent, bytes_received=self.bytes_received, ttfb_s=ttfb_s,
             duration_s=time.perf_counter() - self.started_at,
             termination=termination, client=self.request.remote_ip or "",
-            upstream_status=upstream_status)
+            upstream_status=upstream_status, request_range=self.request.headers.get("Range"),
+            content_range=content_range)
 
 
 @not_streaming_body

@@ -21,19 +21,10 @@ SAMPLE_MEDIA = Path(__file__).resolve().parents[2] / "sample_media"
 
 def record(**changes: object) -> ExchangeRecord:
     fields: dict[str, object] = dict(
-        route="/media",
-        integration="file",
-        method="GET",
-        path="/media/a.mp4",
-        status=206,
-        bytes_sent=1000,
-        bytes_received=0,
-        ttfb_s=0.0021234,
-        duration_s=1.5,
-        termination=Termination.COMPLETE,
-        client="127.0.0.1",
-        upstream_status=None,
-    )
+        route="/media", integration="file", method="GET", path="/media/a.mp4", status=206,
+        bytes_sent=1000, bytes_received=0, ttfb_s=0.0021234, duration_s=1.5,
+        termination=Termination.COMPLETE, client="127.0.0.1", upstream_status=None,
+        request_range="bytes=0-999", content_range="bytes 0-999/5000")
     fields.update(changes)
     return ExchangeRecord(**fields)  # type: ignore[arg-type]
 
@@ -45,6 +36,16 @@ def test_record_json_has_every_field_in_milliseconds() -> None:
     assert line["path"] == "/media/\u00e9"
     assert line["time"].endswith("+00:00")
     assert "\n" not in record(path="/a\nb").to_json()
+
+
+def test_record_json_says_which_range_was_asked_for_and_which_was_served() -> None:
+    line = json.loads(record().to_json())
+    assert (line["range"], line["content_range"]) == ("bytes=0-999", "bytes 0-999/5000")
+    plain = json.loads(record(status=200, request_range=None, content_range=None).to_json())
+    assert (plain["range"], plain["content_range"]) == (None, None)
+    # A Range header may be as long as the headers may be: the line stays a line.
+    long = json.loads(record(request_range="bytes=" + "1-2," * 10_000).to_json())
+    assert len(long["range"]) <= 256 and long["range"].endswith("...")
 
 
 def test_access_log_appends_lines_and_reopens_after_rotation(tmp_path: Path) -> None:
@@ -113,15 +114,14 @@ def fake_handler(
     sent: int, received: int, started_at: float, restricted: bool = False
 ) -> SimpleNamespace:
     return SimpleNamespace(
-        exchange=SimpleNamespace(bytes_sent=sent),
+        exchange=SimpleNamespace(bytes_sent=sent, content_range="bytes 100-199/1000"),
         bytes_received=received,
-        started_at=started_at,
-        route=SimpleNamespace(
-            prefix="/media", integration="file", access=SimpleNamespace(restricted=restricted)
-        ),
-        request=SimpleNamespace(method="GET", path="/media/a.mp4", remote_ip="::1"),
-        get_status=lambda: 200,
-    )
+        started_at=started_at, route=SimpleNamespace(
+            prefix="/media", integration="file",
+            access=SimpleNamespace(restricted=restricted)),
+        request=SimpleNamespace(method="GET", path="/media/a.mp4", remote_ip="::1",
+                                headers={"Range": "bytes=100-199"}),
+        get_status=lambda: 200)
 
 
 def test_stream_rates_are_per_second_since_the_last_sample() -> None:
@@ -134,6 +134,7 @@ def test_stream_rates_are_per_second_since_the_last_sample() -> None:
     (later,) = sample_streams([handler], first, 12.5, PUBLIC).values()  # type: ignore[list-item]
     assert (later.sent_per_s, later.received_per_s) == (2000.0, 600.0)
     assert sample_streams([], first, 13.0, PUBLIC) == {}  # finished streams drop out
+    assert (later.range, later.content_range) == ("bytes=100-199", "bytes 100-199/1000")
 
 
 def test_private_streams_show_only_behind_an_admin_key() -> None:
