@@ -56,12 +56,13 @@ def request(
         connection.close()
 
 
-def open_stalled_download(port: int, path: str) -> socket.socket:
-    """A GET whose client never reads: the stream stays running (small buffers fill fast)."""
+def open_stalled_download(port: int, path: str, headers: str = "") -> socket.socket:
+    """A GET whose client never reads: the stream stays running (small buffers fill fast).
+    ``headers``: more header lines, each ending in CRLF."""
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)
     sock.connect(("127.0.0.1", port))
-    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n{headers}\r\n".encode())
     return sock
 
 

@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -204,9 +205,12 @@ def test_sigterm_lets_a_running_download_finish_then_exits_0(tmp_path: Path) -> 
 
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("make") is None, reason="make not installed")
-def test_make_run_first_screen_is_one_install_line_then_the_url(tmp_path: Path) -> None:
+def test_make_run_first_screen_is_one_install_line_then_the_url() -> None:
     """What a newcomer sees: no echoed commands, no pip notes, no setuptools banner."""
-    process = subprocess.Popen(["make", "--no-print-directory", "run", f"VENV={tmp_path / 'venv'}",
+    # Not under pytest's tmp_path: thousands of files there slow down every later session's
+    # clean-up of old temporary folders, and concurrent sessions then trip over each other.
+    venv = Path(tempfile.mkdtemp(prefix="mediaproxy-make-run-")) / "venv"
+    process = subprocess.Popen(["make", "--no-print-directory", "run", f"VENV={venv}",
                                 "ARGS=--port 0"], cwd=REPO, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True, start_new_session=True)
     assert process.stdout is not None
@@ -220,6 +224,7 @@ def test_make_run_first_screen_is_one_install_line_then_the_url(tmp_path: Path) 
         os.killpg(process.pid, signal.SIGKILL)
         process.wait()
         process.stdout.close()
+        shutil.rmtree(venv.parent)
     assert len(seen) == 2, "\n".join(seen)
-    assert seen[0] == f"mediaproxy: installing into {tmp_path / 'venv'} (first run only)"
+    assert seen[0] == f"mediaproxy: installing into {venv} (first run only)"
     assert re.search(r"listening on http://127\.0\.0\.1:\d+ ", seen[1]), seen

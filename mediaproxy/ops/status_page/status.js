@@ -10,23 +10,42 @@ function formatBytes(bytes) {
   return (unit === 0 ? value.toFixed(0) : value.toFixed(1)) + " " + UNITS[unit];
 }
 
+// "0.4 s", "59 s", "1 h", "1 h 30 min 30 s": whole units as they are, no "1.0 h".
 function formatSeconds(seconds) {
-  if (seconds < 60) return seconds.toFixed(1) + " s";
-  if (seconds < 3600) {
-    const rest = Math.floor(seconds % 60);
-    return Math.floor(seconds / 60) + " min" + (rest ? " " + rest + " s" : "");
-  }
-  return (seconds / 3600).toFixed(1) + " h";
+  if (seconds < 60) return (Number.isInteger(seconds) ? seconds : seconds.toFixed(1)) + " s";
+  const whole = Math.round(seconds);
+  const parts = [[Math.floor(whole / 3600), "h"], [Math.floor((whole % 3600) / 60), "min"],
+                 [whole % 60, "s"]];
+  return parts.filter(([count]) => count > 0).map(([count, unit]) => count + " " + unit).join(" ");
 }
 
+// A cell holds one span (so a narrow layout can put the column's label beside it). A path
+// breaks after a "/": each name is a box of its own (status.css), split only if it is wider
+// than the screen, never at a hyphen inside it.
 function cell(text, className) {
   const td = document.createElement("td");
-  td.textContent = text;
+  const value = document.createElement("span");
+  if (className === "path") {
+    text.split(/(?<=\/)/).forEach((piece, index) => {
+      if (index > 0) value.append(document.createElement("wbr"));
+      const name = document.createElement("span");
+      name.className = "name";
+      name.textContent = piece;
+      value.append(name);
+    });
+  } else {
+    value.textContent = text;
+  }
+  td.append(value);
   if (className) td.className = className;
   return td;
 }
 
 function fillTable(tbody, rows) {
+  const labels = [...tbody.closest("table").tHead.rows[0].cells].map((th) => th.textContent);
+  for (const row of rows) {
+    [...row.cells].forEach((td, index) => { td.dataset.label = labels[index]; });
+  }
   tbody.replaceChildren(...rows);
 }
 
@@ -86,6 +105,7 @@ function showStreams(streams) {
     tr.dataset.path = stream.path;
     tr.append(cell(stream.route, "path"), cell(stream.method), cell(stream.path, "path"),
               cell(stream.client), cell(String(stream.status)),
+              cell(stream.range || ""), cell(stream.content_range || ""),
               cell(formatBytes(stream.bytes_sent), "num"),
               cell(formatBytes(stream.sent_per_s) + "/s", "num"),
               cell(formatBytes(stream.bytes_received), "num"),
