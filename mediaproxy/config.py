@@ -582,12 +582,25 @@ def _read_access(table: Table) -> Access:
 
 
 def _read_signing_secret(table: Table) -> bytes | None:
+    """``signing_secret``, or the variable ``signing_secret_env`` names; while that variable is
+    unset, ``signing_secret_env_default`` if given (a demo's: anyone who reads the file can
+    sign URLs, so the default config's comment says to set the variable)."""
+    default_key = "signing_secret_env_default"
+    if table.has(default_key) and not table.has("signing_secret_env"):
+        raise table.error(default_key, "goes only with signing_secret_env")
+    default = (_check_secret(table, default_key, table.string(default_key))
+               if table.has(default_key) else None)
     if table.has("signing_secret"):
-        key, text = "signing_secret", table.string("signing_secret")
-    elif table.has("signing_secret_env"):
-        key, text = "signing_secret_env", from_environment(table, "signing_secret_env")
-    else:
+        return _check_secret(table, "signing_secret", table.string("signing_secret"))
+    if not table.has("signing_secret_env"):
         return None
+    if default is not None and not os.environ.get(table.string("signing_secret_env"), "").strip():
+        return default
+    return _check_secret(table, "signing_secret_env",
+                         from_environment(table, "signing_secret_env"))
+
+
+def _check_secret(table: Table, key: str, text: str) -> bytes:
     secret = text.encode("utf-8")
     if len(secret) < MIN_SIGNING_SECRET_BYTES:
         raise table.error(

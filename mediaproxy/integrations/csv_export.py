@@ -854,6 +854,32 @@ class CsvExportIntegration(Integration):
             process.close()
 
     def _filename(self, params: Mapping[str, Value]) -> str:
-        today = datetime.now(timezone.utc).date().isoformat()
-        values = {name: "" if value is None else str(value) for name, value in params.items()}
-        return self.settings.filename.format_map({**values, "date": today})
+        return render_filename(self.settings.filename, params,
+                               today=datetime.now(timezone.utc).date().isoformat())
+
+
+# What an absent optional parameter takes along from the text before it.
+_FILENAME_SEPARATORS = "-_ ."
+
+
+def render_filename(template: str, params: Mapping[str, Value], today: str) -> str:
+    """The ``filename`` template with ``{date}`` and the parameters' values filled in.
+
+    An absent optional parameter (None) is left out with the one separator before it, so
+    ``orders-since-{since}-{status}.csv`` names both downloads of the README's examples
+    differently (``...-paid.csv`` and ``....csv``) with no dangling ``-``.
+    """
+    values: Mapping[str, Value | str] = {**params, "date": today}
+    formatter = string.Formatter()
+    out: list[str] = []
+    for literal, field, spec, conversion in formatter.parse(template):
+        out.append(literal)
+        if field is None:
+            continue
+        value = values[field]
+        if value is None:
+            if out[-1] and out[-1][-1] in _FILENAME_SEPARATORS:
+                out[-1] = out[-1][:-1]
+            continue
+        out.append(format(formatter.convert_field(str(value), conversion), spec or ""))
+    return "".join(out)
