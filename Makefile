@@ -10,6 +10,9 @@ BIN = $(VENV)/bin
 # The install says one line; pip's errors still show, its notes and setuptools' banners do not.
 PIP_QUIET = PYTHONWARNINGS=ignore $(BIN)/python -m pip install -qq
 
+# A few MB, so generated once rather than committed (README: "Sample media").
+CLIP = sample_media/video/testsrc2-720p-h264.mp4
+
 .PHONY: run test test-fast check bench system-deps clean
 
 $(BIN)/mediaproxy: setup.cfg pyproject.toml
@@ -20,10 +23,13 @@ $(BIN)/mediaproxy: setup.cfg pyproject.toml
 	@$(PIP_QUIET) -e '.[test]'
 	@touch $@
 
-run: $(BIN)/mediaproxy
+$(CLIP): scripts/make_sample_media.sh
+	@scripts/make_sample_media.sh clip
+
+run: $(BIN)/mediaproxy $(CLIP)
 	@$(BIN)/mediaproxy --config $(CONFIG) $(ARGS)
 
-test: $(BIN)/mediaproxy
+test: $(BIN)/mediaproxy $(CLIP)
 	scripts/system-deps.sh test
 	$(BIN)/python -m ruff check
 	$(BIN)/python -m ruff format --check
@@ -32,7 +38,7 @@ test: $(BIN)/mediaproxy
 
 # The quick loop: everything but the tests marked slow (leak checks over 1,000 streams, the
 # large bodies); `make test` runs them all.
-test-fast: $(BIN)/mediaproxy
+test-fast: $(BIN)/mediaproxy $(CLIP)
 	scripts/system-deps.sh test
 	$(BIN)/python -m ruff check
 	$(BIN)/python -m ruff format --check

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Regenerate sample_media/ from synthetic sources (test patterns, sine tones,
 # seeded Python), so every fixture is reproducible and free to redistribute.
-# The outputs are committed: only run this to change them.
+# The small outputs are committed: only run this to change them. The seeking
+# clip (a few MB) is not: `make` generates it once, with `clip`.
 #
-# Usage: scripts/make_sample_media.sh   (needs Debian's ffmpeg; PYTHON overrides python3)
+# Usage: scripts/make_sample_media.sh          everything   (needs Debian's ffmpeg;
+#        scripts/make_sample_media.sh clip     the clip only  PYTHON overrides python3)
 set -euo pipefail
 
 for tool in ffmpeg ffprobe; do
@@ -22,6 +24,29 @@ mkdir -p "$out/video" "$out/audio" "$out/data"
 # so regenerating with the same ffmpeg build gives the same bytes.
 ff=(ffmpeg -hide_banner -loglevel error -y)
 bitexact=(-map_metadata -1 -fflags +bitexact -flags:v +bitexact -flags:a +bitexact)
+
+# H.264 High + AAC, 720p, 20 s, about 4 MB: big enough that a browser fetches the start
+# (faststart: moov first), then asks for a range from the middle when the player seeks, which
+# the small clips below never show (a browser reads each whole in one request). Not committed:
+# it would be most of the repository's size, and it is made in seconds.
+make_clip() {
+    local clip="$out/video/testsrc2-720p-h264.mp4"
+    echo "mediaproxy: generating ${clip#"$root"/} (a 20 s 720p clip for seeking; once)"
+    "${ff[@]}" \
+        -f lavfi -i "testsrc2=size=1280x720:rate=24:duration=20" \
+        -f lavfi -i "sine=frequency=440:beep_factor=4:sample_rate=48000:duration=20" \
+        -c:v libx264 -profile:v high -pix_fmt yuv420p -preset veryfast \
+        -b:v 1500k -maxrate 2000k -bufsize 3000k -g 48 -keyint_min 48 -sc_threshold 0 \
+        -c:a aac -b:a 128k -ac 2 \
+        -movflags +faststart "${bitexact[@]}" \
+        "$clip.partial.mp4"
+    mv "$clip.partial.mp4" "$clip"  # never a half-written clip under the name make checks
+}
+if [ "${1:-}" = clip ]; then
+    make_clip
+    exit 0
+fi
+make_clip
 
 # H.264 High + AAC, 15 s. A keyframe every 2 s (no scene-cut extras) keeps
 # range-request seeking cheap; +faststart puts moov before mdat so browsers can

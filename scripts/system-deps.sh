@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages mediaproxy needs, only those missing, only when root.
-#   scripts/system-deps.sh run    libmagic (python-magic's C library) and python3-venv
+#   scripts/system-deps.sh run    libmagic (python-magic's C library), python3-venv and ffmpeg
+#                                 (make generates the seeking sample clip with it, once)
 #   scripts/system-deps.sh test   the above plus the real clients the tests drive: curl, ffprobe,
 #                                 the PostgreSQL server the csv_export tests start, openssl
 #                                 (test certificates), headless chromium (the status page) and
@@ -9,9 +10,9 @@ set -euo pipefail
 
 want=(libmagic1)
 python3 -c 'import ensurepip, venv' 2>/dev/null || want+=(python3-venv)
+command -v ffmpeg >/dev/null || want+=(ffmpeg)
 if [ "${1:-run}" = test ]; then
   command -v curl >/dev/null || want+=(curl)
-  command -v ffprobe >/dev/null || want+=(ffmpeg)
   compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || want+=(postgresql)
   command -v openssl >/dev/null || want+=(openssl)
   command -v chromium >/dev/null || want+=(chromium)
