@@ -15,7 +15,8 @@ from pathlib import Path
 from urllib.parse import quote
 
 # Not mediaproxy.server.app: the workers module imports it once the metrics storage is chosen.
-from mediaproxy import __version__, config as config_module
+from mediaproxy import __version__
+from mediaproxy import config as config_module
 from mediaproxy.errors import ListenError, RequestError
 from mediaproxy.http import paths
 from mediaproxy.http.signing import sign_query

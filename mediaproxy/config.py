@@ -588,16 +588,18 @@ def _read_signing_secret(table: Table) -> bytes | None:
     default_key = "signing_secret_env_default"
     if table.has(default_key) and not table.has("signing_secret_env"):
         raise table.error(default_key, "goes only with signing_secret_env")
-    default = (_check_secret(table, default_key, table.string(default_key))
-               if table.has(default_key) else None)
+    default = (
+        _check_secret(table, default_key, table.string(default_key))
+        if table.has(default_key)
+        else None
+    )
     if table.has("signing_secret"):
         return _check_secret(table, "signing_secret", table.string("signing_secret"))
     if not table.has("signing_secret_env"):
         return None
     if default is not None and not os.environ.get(table.string("signing_secret_env"), "").strip():
         return default
-    return _check_secret(table, "signing_secret_env",
-                         from_environment(table, "signing_secret_env"))
+    return _check_secret(table, "signing_secret_env", from_environment(table, "signing_secret_env"))
 
 
 def _check_secret(table: Table, key: str, text: str) -> bytes:
@@ -637,9 +639,17 @@ def _read_route(table: Table, index: int, base_limits: Limits) -> Route:
             f"paths on; a {integration} route reads them itself",
         )
     table.finish()
-    return Route(prefix=prefix, integration=integration, limits=limits, settings=settings,
-                 index=index, compress=compress, compress_min_bytes=compress_min_bytes,
-                 access=access, raw_path=raw_path)
+    return Route(
+        prefix=prefix,
+        integration=integration,
+        limits=limits,
+        settings=settings,
+        index=index,
+        compress=compress,
+        compress_min_bytes=compress_min_bytes,
+        access=access,
+        raw_path=raw_path,
+    )
 
 
 def _read_shared_state(table: Table) -> SharedState:

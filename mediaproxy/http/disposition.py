@@ -54,12 +54,31 @@ _FALLBACK_UNSAFE = frozenset('"\\%/')
 # What NFKD leaves as it is, in ASCII. A double quote would be replaced: a single one reads
 # the same.
 _TRANSLITERATIONS = {
-    "ß": "ss", "ẞ": "SS", "æ": "ae", "Æ": "AE", "œ": "oe", "Œ": "OE", "ø": "o", "Ø": "O",
-    "ł": "l", "Ł": "L", "đ": "d", "Đ": "D", "ð": "d", "Ð": "D", "þ": "th", "Þ": "Th",
-    "ı": "i", "ħ": "h", "Ħ": "H", "ŧ": "t", "Ŧ": "T",
+    "ß": "ss",
+    "ẞ": "SS",
+    "æ": "ae",
+    "Æ": "AE",
+    "œ": "oe",
+    "Œ": "OE",
+    "ø": "o",
+    "Ø": "O",
+    "ł": "l",
+    "Ł": "L",
+    "đ": "d",
+    "Đ": "D",
+    "ð": "d",
+    "Ð": "D",
+    "þ": "th",
+    "Þ": "Th",
+    "ı": "i",
+    "ħ": "h",
+    "Ħ": "H",
+    "ŧ": "t",
+    "Ŧ": "T",
     **dict.fromkeys("\u2010\u2011\u2012\u2013\u2014\u2015\u2212", "-"),  # dashes, minus
-    **dict.fromkeys("\u2018\u2019\u201a\u201b\u2032\u201c\u201d\u201e\u201f\u2033"
-                    "\u00ab\u00bb\u2039\u203a", "'"),  # quotes, primes, guillemets
+    **dict.fromkeys(
+        "\u2018\u2019\u201a\u201b\u2032\u201c\u201d\u201e\u201f\u2033\u00ab\u00bb\u2039\u203a", "'"
+    ),  # quotes, primes, guillemets
     "\u00d7": "x",  # multiplication sign
 }
 

@@ -143,8 +143,13 @@ def _field(fields: Fields, name: str) -> str | None:
     return next((value for field, value in fields if field.lower() == lowered), None)
 
 
-def plan_coding(status: int, fields: Fields, accept_encoding: str | None,
-                offered: Sequence[str], min_bytes: int = 0) -> Coding:
+def plan_coding(
+    status: int,
+    fields: Fields,
+    accept_encoding: str | None,
+    offered: Sequence[str],
+    min_bytes: int = 0,
+) -> Coding:
     """Whether and how to compress a response with these status and header fields.
 
     A body whose Content-Length is below ``min_bytes`` goes as it is; it still varies, since

@@ -854,8 +854,9 @@ class CsvExportIntegration(Integration):
             process.close()
 
     def _filename(self, params: Mapping[str, Value]) -> str:
-        return render_filename(self.settings.filename, params,
-                               today=datetime.now(timezone.utc).date().isoformat())
+        return render_filename(
+            self.settings.filename, params, today=datetime.now(timezone.utc).date().isoformat()
+        )
 
 
 # What an absent optional parameter takes along from the text before it.

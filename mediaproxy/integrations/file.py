@@ -277,13 +277,22 @@ class FileIntegration(Integration):
         await exchange.finish()
 
 
-async def _send_multipart(exchange: Exchange, opened: OpenFile, selection: PartialContent,
-                          headers: list[tuple[str, str]], send_body: bool,
-                          zero_copy: bool) -> None:
-    plan = plan_multipart(selection.ranges, opened.size, opened.version.content_type,
-                          secrets.token_hex(16))
-    exchange.start(206, headers + [("Content-Type", plan.content_type),
-                                   ("Content-Length", str(plan.content_length))])
+async def _send_multipart(
+    exchange: Exchange,
+    opened: OpenFile,
+    selection: PartialContent,
+    headers: list[tuple[str, str]],
+    send_body: bool,
+    zero_copy: bool,
+) -> None:
+    plan = plan_multipart(
+        selection.ranges, opened.size, opened.version.content_type, secrets.token_hex(16)
+    )
+    exchange.start(
+        206,
+        headers
+        + [("Content-Type", plan.content_type), ("Content-Length", str(plan.content_length))],
+    )
     exchange.content_range = selection.summary(opened.size)
     if send_body:
         for part_header, byte_range in plan.parts:

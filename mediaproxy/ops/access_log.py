@@ -74,7 +74,7 @@ def bounded_header(value: str | None) -> str | None:
     """A client's header value as logged: cut to MAX_LOGGED_HEADER_CHARS, "..." saying so."""
     if value is None or len(value) <= MAX_LOGGED_HEADER_CHARS:
         return value
-    return value[:MAX_LOGGED_HEADER_CHARS - 3] + "..."
+    return value[: MAX_LOGGED_HEADER_CHARS - 3] + "..."
 
 
 class AccessLog:

@@ -38,9 +38,9 @@ from tornado.web import RequestHandler
 from mediaproxy import __version__
 from mediaproxy.access_control import AdminAccess
 from mediaproxy.config import Config, Route
-from mediaproxy.ops.access_log import bounded_header
 from mediaproxy.errors import ServiceUnavailable, Unauthorized
 from mediaproxy.integrations.file import FileSettings
+from mediaproxy.ops.access_log import bounded_header
 from mediaproxy.streaming import sniff
 from mediaproxy.streaming.threads import LazyPool
 from mediaproxy.tornado_internals import reason_phrase
@@ -220,8 +220,9 @@ class StreamSample:
     content_range: str | None  # what the body carries (the access log's content_range)
 
 
-def sample_streams(active: Iterable[LiveStream], previous: dict[int, StreamSample],
-                   now: float, admin: AdminAccess) -> dict[int, StreamSample]:
+def sample_streams(
+    active: Iterable[LiveStream], previous: dict[int, StreamSample], now: float, admin: AdminAccess
+) -> dict[int, StreamSample]:
     """The running exchanges now (``now`` on ``time.perf_counter``, the handlers' clock) that
     the viewer may see (no private route's without an admin key); rates from ``previous``
     (the last sample), else from start."""
@@ -250,8 +251,10 @@ def sample_streams(active: Iterable[LiveStream], previous: dict[int, StreamSampl
             bytes_received=handler.bytes_received,
             sent_per_s=(exchange.bytes_sent - sent_before) / elapsed_s,
             received_per_s=(handler.bytes_received - received_before) / elapsed_s,
-            age_s=age_s, range=bounded_header(handler.request.headers.get("Range")),
-            content_range=exchange.content_range)
+            age_s=age_s,
+            range=bounded_header(handler.request.headers.get("Range")),
+            content_range=exchange.content_range,
+        )
     return current
 
 

@@ -359,12 +359,18 @@ def restartless(running: Config, loaded: Config) -> Config:
 
 # What to change when binding fails, by errno; the flag that changes it comes first.
 _BIND_FIXES = {
-    errno.EADDRINUSE: ("address already in use", "another server holds this port: stop it, or "
-                                                 "choose another port with --port"),
-    errno.EADDRNOTAVAIL: ("address not available", "it is not an address of this machine: "
-                                                   "choose one of its own with --address"),
-    errno.EACCES: ("permission denied", "ports below 1024 need privileges: choose a higher one "
-                                        "with --port"),
+    errno.EADDRINUSE: (
+        "address already in use",
+        "another server holds this port: stop it, or choose another port with --port",
+    ),
+    errno.EADDRNOTAVAIL: (
+        "address not available",
+        "it is not an address of this machine: choose one of its own with --address",
+    ),
+    errno.EACCES: (
+        "permission denied",
+        "ports below 1024 need privileges: choose a higher one with --port",
+    ),
 }
 
 
@@ -377,13 +383,17 @@ def listen(config: Config) -> list[socket.socket]:
     try:
         sockets = bind_sockets(config.server.port, host)
     except socket.gaierror as error:
-        raise ListenError(f"cannot listen on {shown}:{config.server.port}: {error.strerror}: "
-                          f"choose an address this machine has with --address") from None
+        raise ListenError(
+            f"cannot listen on {shown}:{config.server.port}: {error.strerror}: "
+            f"choose an address this machine has with --address"
+        ) from None
     except OSError as error:
-        reason, fix = _BIND_FIXES.get(error.errno or 0,
-                                      (error.strerror or str(error), "check --address and --port"))
-        raise ListenError(f"cannot listen on {shown}:{config.server.port}: {reason}; {fix}"
-                          ) from None
+        reason, fix = _BIND_FIXES.get(
+            error.errno or 0, (error.strerror or str(error), "check --address and --port")
+        )
+        raise ListenError(
+            f"cannot listen on {shown}:{config.server.port}: {reason}; {fix}"
+        ) from None
     scheme = "https" if config.server.tls is not None else "http"
     routes = ", ".join(f"{r.prefix} -> {r.integration}" for r in config.routes) or "none"
     log.info(

@@ -113,9 +113,16 @@ class BodyChannel:
 class HandlerExchange(Exchange):
     """The Exchange interface over one GatewayHandler."""
 
-    def __init__(self, handler: GatewayHandler, request: Request, limits: Limits,
-                 body: BodyChannel, timers: StreamTimers, compress: bool = False,
-                 compress_min_bytes: int = 0) -> None:
+    def __init__(
+        self,
+        handler: GatewayHandler,
+        request: Request,
+        limits: Limits,
+        body: BodyChannel,
+        timers: StreamTimers,
+        compress: bool = False,
+        compress_min_bytes: int = 0,
+    ) -> None:
         self.request = request
         self.limits = limits
         self._compress = compress
@@ -129,8 +136,11 @@ class HandlerExchange(Exchange):
         self.status = 0
         self.bytes_sent = 0
         self.first_byte_at: float | None = None  # time.perf_counter()
-        self._pacer = (Pacer(limits.rate_limit_bytes_per_s, limits.rate_limit_after_bytes)
-                       if limits.rate_limit_bytes_per_s else None)
+        self._pacer = (
+            Pacer(limits.rate_limit_bytes_per_s, limits.rate_limit_after_bytes)
+            if limits.rate_limit_bytes_per_s
+            else None
+        )
         self.upstream_status: int | None = None
         self.meter: KeyUsage | None = None  # the key's quotas, charged before bytes go out
 
@@ -145,8 +155,12 @@ class HandlerExchange(Exchange):
         fields = list(headers)
         if self._compress:
             fields, self._encoder = compression.begin(
-                status, fields, self.request.headers.get("Accept-Encoding"),
-                send_body=self.request.method != "HEAD", min_bytes=self._compress_min_bytes)
+                status,
+                fields,
+                self.request.headers.get("Accept-Encoding"),
+                send_body=self.request.method != "HEAD",
+                min_bytes=self._compress_min_bytes,
+            )
         # The first field of a name replaces Tornado's default of that name (Date, Server);
         # later ones of the same name are added beside it.
         named: set[str] = set()
@@ -372,16 +386,25 @@ class GatewayHandler(RequestHandler):
         public = self.public_url
         self.exchange = HandlerExchange(
             self,
-            Request(method=request.method or "GET", path=below.path, segments=below.segments,
-                    query=self.admission.forwarded_query(request.query),
-                    headers=self.admission.forwarded_headers(request.headers),
-                    remote_ip=request.remote_ip or "",
-                    scheme=public.scheme if public else request.protocol,
-                    host=public.authority if public else request.host,
-                    mount=public.mount if public else "", prefix=self.route.prefix,
-                    version=request.version),
-            limits, self._body, self._timers, compress=self.route.compress,
-            compress_min_bytes=self.route.compress_min_bytes)
+            Request(
+                method=request.method or "GET",
+                path=below.path,
+                segments=below.segments,
+                query=self.admission.forwarded_query(request.query),
+                headers=self.admission.forwarded_headers(request.headers),
+                remote_ip=request.remote_ip or "",
+                scheme=public.scheme if public else request.protocol,
+                host=public.authority if public else request.host,
+                mount=public.mount if public else "",
+                prefix=self.route.prefix,
+                version=request.version,
+            ),
+            limits,
+            self._body,
+            self._timers,
+            compress=self.route.compress,
+            compress_min_bytes=self.route.compress_min_bytes,
+        )
         self.application.active.add(self)  # type: ignore[attr-defined]
         try:
             if refusal is not None:
@@ -563,8 +586,11 @@ class GatewayHandler(RequestHandler):
         content_range = None
         exchange: HandlerExchange | None = getattr(self, "exchange", None)  # None: no prepare()
         if exchange is not None:
-            bytes_sent, upstream_status, started = (exchange.bytes_sent,
-                                                    exchange.upstream_status, exchange.started)
+            bytes_sent, upstream_status, started = (
+                exchange.bytes_sent,
+                exchange.upstream_status,
+                exchange.started,
+            )
             content_range = exchange.content_range
             if exchange.first_byte_at is not None:
                 ttfb_s = exchange.first_byte_at - self.started_at
@@ -576,13 +602,21 @@ class GatewayHandler(RequestHandler):
         if termination is Termination.CLIENT_CLOSED and not started:
             status = CLIENT_CLOSED_REQUEST
         return ExchangeRecord(
-            route=self.route.prefix, integration=self.route.integration,
-            method=self.request.method or "", path=self.path.raw, status=status,
-            bytes_sent=bytes_sent, bytes_received=self.bytes_received, ttfb_s=ttfb_s,
+            route=self.route.prefix,
+            integration=self.route.integration,
+            method=self.request.method or "",
+            path=self.path.raw,
+            status=status,
+            bytes_sent=bytes_sent,
+            bytes_received=self.bytes_received,
+            ttfb_s=ttfb_s,
             duration_s=time.perf_counter() - self.started_at,
-            termination=termination, client=self.request.remote_ip or "",
-            upstream_status=upstream_status, request_range=self.request.headers.get("Range"),
-            content_range=content_range)
+            termination=termination,
+            client=self.request.remote_ip or "",
+            upstream_status=upstream_status,
+            request_range=self.request.headers.get("Range"),
+            content_range=content_range,
+        )
 
 
 @not_streaming_body

@@ -68,6 +68,7 @@ def run(config: Config, read_config: Callable[[], Config] | None = None) -> int:
     count = process_count(config)
     if count == 1:
         from mediaproxy.server.app import listen, serve
+
         # Held until serve() handles them, as in a worker: the start-up line below tells a
         # supervisor it may signal us.
         signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED_SIGNALS)

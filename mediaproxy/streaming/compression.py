@@ -75,8 +75,13 @@ _ENCODERS: dict[str, type[GzipEncoder] | type[ZstdEncoder]] = {
 }
 
 
-def begin(status: int, fields: Iterable[tuple[str, str]], accept_encoding: str | None,
-          send_body: bool, min_bytes: int = 0) -> tuple[list[tuple[str, str]], Encoder | None]:
+def begin(
+    status: int,
+    fields: Iterable[tuple[str, str]],
+    accept_encoding: str | None,
+    send_body: bool,
+    min_bytes: int = 0,
+) -> tuple[list[tuple[str, str]], Encoder | None]:
     """The response's header fields as they must go out, and its encoder if it is compressed.
 
     ``send_body`` is False for HEAD: the fields are those a GET would get, without an encoder.

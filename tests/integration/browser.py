@@ -142,9 +142,10 @@ class Browser:
 
     async def set_viewport(self, width: int, height: int) -> None:
         """Lay the page out as a screen this size would (a phone's, say), touch and all."""
-        await self.send("Emulation.setDeviceMetricsOverride",
-                        {"width": width, "height": height, "deviceScaleFactor": 1,
-                         "mobile": width < 600})
+        await self.send(
+            "Emulation.setDeviceMetricsOverride",
+            {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": width < 600},
+        )
 
     async def screenshot(self, path: Path) -> None:
         shot = await self.send("Page.captureScreenshot", {"format": "png"})

@@ -40,8 +40,11 @@ def echo(event: dict[str, Any], context: Any) -> dict[str, Any]:
 
 def short_reply(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """A reply as short as most API answers: compressing it saves nothing."""
-    return {"statusCode": 200, "headers": {"Content-Type": "application/json"},
-            "body": json.dumps({"message": "hello", "padding": "x" * 100})}
+    return {
+        "statusCode": 200,
+        "headers": {"Content-Type": "application/json"},
+        "body": json.dumps({"message": "hello", "padding": "x" * 100}),
+    }
 
 
 async def binary(event: dict[str, Any], context: Any) -> dict[str, Any]:

@@ -59,8 +59,9 @@ def test_bad_port_flag_exits_2() -> None:
 
 
 @pytest.mark.parametrize("processes", [1, 2])
-def test_a_busy_port_exits_2_with_one_line_naming_it_and_the_fix(processes: int,
-                                                                 tmp_path: Path) -> None:
+def test_a_busy_port_exits_2_with_one_line_naming_it_and_the_fix(
+    processes: int, tmp_path: Path
+) -> None:
     config = tmp_path / "busy.toml"
     config.write_text(f"[server]\nprocesses = {processes}\n")
     with socket.socket() as holder:
@@ -75,8 +76,9 @@ def test_a_busy_port_exits_2_with_one_line_naming_it_and_the_fix(processes: int,
 
 
 @pytest.mark.parametrize("processes", [1, 2])
-def test_an_address_not_on_this_machine_exits_2_with_one_line(processes: int,
-                                                               tmp_path: Path) -> None:
+def test_an_address_not_on_this_machine_exits_2_with_one_line(
+    processes: int, tmp_path: Path
+) -> None:
     config = tmp_path / "foreign.toml"
     config.write_text(f"[server]\nprocesses = {processes}\n")
     result = mediaproxy("--config", str(config), "--address", "10.255.255.1", "--port", "0")
@@ -86,8 +88,9 @@ def test_an_address_not_on_this_machine_exits_2_with_one_line(processes: int,
     assert "10.255.255.1" in lines[0] and "--address" in lines[0]
 
 
-def start_server(tmp_path: Path, root: Path, server_keys: str = ""
-                 ) -> tuple[subprocess.Popen[str], int, str]:
+def start_server(
+    tmp_path: Path, root: Path, server_keys: str = ""
+) -> tuple[subprocess.Popen[str], int, str]:
     """The running server, its port and its "listening" log line."""
     config = tmp_path / "serve.toml"
     config.write_text(
@@ -136,8 +139,9 @@ def test_durations_have_sub_millisecond_resolution_under_uvloop(tmp_path: Path) 
     with it, a fast response's ttfb is 0.0 or 1.0 ms exactly."""
     (tmp_path / "a.txt").write_bytes(b"hello")
     log = tmp_path / "access.log"
-    process, port, _ = start_server(tmp_path, tmp_path,
-                                    f'event_loop = "uvloop"\naccess_log = "{log}"\n')
+    process, port, _ = start_server(
+        tmp_path, tmp_path, f'event_loop = "uvloop"\naccess_log = "{log}"\n'
+    )
     try:
         for _ in range(20):
             with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
@@ -158,8 +162,7 @@ def test_durations_have_sub_millisecond_resolution_under_uvloop(tmp_path: Path) 
 
 
 @pytest.mark.parametrize("signum", [signal.SIGHUP, signal.SIGUSR1])
-def test_a_signal_that_does_not_stop_leaves_the_server_running(tmp_path: Path,
-                                                              signum: int) -> None:
+def test_a_signal_that_does_not_stop_leaves_the_server_running(tmp_path: Path, signum: int) -> None:
     """Sent the moment the start-up line is out, and with the access log off (nothing to
     reopen): never the signal's default action, which ends the process."""
     (tmp_path / "a.txt").write_bytes(b"hello")
@@ -210,9 +213,14 @@ def test_make_run_first_screen_is_one_install_line_then_the_url() -> None:
     # Not under pytest's tmp_path: thousands of files there slow down every later session's
     # clean-up of old temporary folders, and concurrent sessions then trip over each other.
     venv = Path(tempfile.mkdtemp(prefix="mediaproxy-make-run-")) / "venv"
-    process = subprocess.Popen(["make", "--no-print-directory", "run", f"VENV={venv}",
-                                "ARGS=--port 0"], cwd=REPO, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    process = subprocess.Popen(
+        ["make", "--no-print-directory", "run", f"VENV={venv}", "ARGS=--port 0"],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     assert process.stdout is not None
     seen: list[str] = []
     try:

@@ -101,8 +101,9 @@ def test_head_announces_the_coding_a_get_would_use(gateway: GatewayThread) -> No
 
 
 @pytest.mark.parametrize("path", ["/short-compressed", "/compressed-files/data/people.csv"])
-def test_a_compressed_head_has_the_get_headers_and_no_content_length(gateway: GatewayThread,
-                                                                     path: str) -> None:
+def test_a_compressed_head_has_the_get_headers_and_no_content_length(
+    gateway: GatewayThread, path: str
+) -> None:
     got = request(gateway.port, "GET", path, {"Accept-Encoding": "gzip"})
     head = request(gateway.port, "HEAD", path, {"Accept-Encoding": "gzip"})
     assert got.headers["content-encoding"] == "gzip" and head.body == b""

@@ -24,18 +24,24 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-DOCUMENTS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md")), REPO / "examples" / "README.md"]
+DOCUMENTS = [
+    REPO / "README.md",
+    *sorted((REPO / "docs").glob("*.md")),
+    REPO / "examples" / "README.md",
+]
 DEFAULT_ADDRESS = "127.0.0.1:8080"
 
 # Commands this test does not run, by how they start, and why.
 NOT_RUN = {
     "make ": "make run is the gateway this test starts (on a free port), make test runs this "
-             "test, make bench takes minutes",
+    "test, make bench takes minutes",
     "scripts/make_sample_media.sh": "rewrites sample_media/ with ffmpeg",
     ".venv/bin/python -m pytest": "part of the suite running this",
 }
-FENCE = re.compile(r"^(?P<indent>[ ]*)```(?P<info>[^\n`]*)\n(?P<body>.*?)^(?P=indent)```[ ]*$",
-                   re.MULTILINE | re.DOTALL)
+FENCE = re.compile(
+    r"^(?P<indent>[ ]*)```(?P<info>[^\n`]*)\n(?P<body>.*?)^(?P=indent)```[ ]*$",
+    re.MULTILINE | re.DOTALL,
+)
 ASSIGNMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=")
 SHOWN_STATUS = re.compile(r"#.*\b([45]\d\d)\b")
 CLIENT = re.compile(r"\b(curl|wget|ffprobe)\b")  # a command that makes requests
@@ -89,7 +95,11 @@ class Gateway:
         self.environment = environment  # the demo route's documented default signs
         self.process = subprocess.Popen(
             [sys.executable, "-m", "mediaproxy", "--config", str(self.config), "--port", "0"],
-            cwd=work, stderr=subprocess.PIPE, text=True, env=environment)
+            cwd=work,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=environment,
+        )
         self.access: list[dict[str, object]] = []
         self.lines: list[str] = []
         listening = threading.Event()
@@ -112,8 +122,9 @@ class Gateway:
             raise AssertionError("the gateway did not start:\n" + "".join(self.lines))
         # `mediaproxy sign` builds its URL from the config: the port the gateway has.
         text = self.config.read_text()
-        self.config.write_text(re.sub(r"^port = 8080$", f"port = {self.port}", text,
-                                      count=1, flags=re.MULTILINE))
+        self.config.write_text(
+            re.sub(r"^port = 8080$", f"port = {self.port}", text, count=1, flags=re.MULTILINE)
+        )
 
     def close(self) -> None:
         self.process.terminate()
@@ -138,8 +149,10 @@ def test_examples_are_found_indented_or_not_and_whole() -> None:
     commands = [example.command for document in DOCUMENTS for example in examples(document)]
     assert any(c.startswith("curl -OJ 'http://127.0.0.1:8080/exports/orders.csv") for c in commands)
     # Inside a list item, and continued over two lines.
-    assert ".venv/bin/mediaproxy sign --config conf/mediaproxy.toml --path " \
-           "/private/testsrc-h264-aac.mp4 --expires-in 3600" in commands
+    assert (
+        ".venv/bin/mediaproxy sign --config conf/mediaproxy.toml --path "
+        "/private/testsrc-h264-aac.mp4 --expires-in 3600" in commands
+    )
     assert not any(c.startswith("#") or c.endswith("\\") for c in commands)
     skipped = [c for c in commands if reason_not_run(c)]
     assert any(c.startswith("make run ") for c in skipped)  # the gateway this test starts
@@ -158,11 +171,18 @@ def test_every_shell_example_runs_as_written(gateway: Gateway, tmp_path: Path) -
             command = example.command.replace(DEFAULT_ADDRESS, f"127.0.0.1:{gateway.port}")
             logged_before = len(gateway.access)
             script = "\n".join(["set -euo pipefail", *assignments, command])
-            result = subprocess.run(["bash", "-c", script], cwd=work, capture_output=True,
-                                    text=True, timeout=60, env=gateway.environment)
+            result = subprocess.run(
+                ["bash", "-c", script],
+                cwd=work,
+                capture_output=True,
+                text=True,
+                timeout=60,
+                env=gateway.environment,
+            )
             assert result.returncode == 0, (
                 f"{example.where}: `{example.command}` exited {result.returncode}\n"
-                f"{result.stdout[-2000:]}{result.stderr[-2000:]}")
+                f"{result.stdout[-2000:]}{result.stderr[-2000:]}"
+            )
             if ASSIGNMENT.match(command):
                 assignments.append(command)
             ran += 1
@@ -185,6 +205,10 @@ def test_every_shell_example_runs_as_written(gateway: Gateway, tmp_path: Path) -
     assert ran >= 15, ran
     # What the README says the examples leave behind.
     assert {path.name for path in work.iterdir()} >= {
-        "head.bin", "people.csv", "resume - notes.txt", "orders-since-2024-06-01.csv",
-        "orders-since-2024-06-01-paid.csv"}
+        "head.bin",
+        "people.csv",
+        "resume - notes.txt",
+        "orders-since-2024-06-01.csv",
+        "orders-since-2024-06-01-paid.csv",
+    }
     assert (work / "head.bin").stat().st_size == 100

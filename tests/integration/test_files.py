@@ -354,15 +354,25 @@ def test_curl_oj_saves_a_non_ascii_name_readably(gateway: GatewayThread, tmp_pat
     """curl ignores filename*: it saves under the ASCII fallback, which must read as the name."""
     downloads = tmp_path / "downloads"
     downloads.mkdir()
-    subprocess.run(["curl", "-sS", "--fail", "-OJ",
-                    f"{gateway.base_url}/files/r%C3%A9sum%C3%A9%20%E2%80%93%20notes.txt?download"],
-                   check=True, timeout=30, cwd=downloads)
+    subprocess.run(
+        [
+            "curl",
+            "-sS",
+            "--fail",
+            "-OJ",
+            f"{gateway.base_url}/files/r%C3%A9sum%C3%A9%20%E2%80%93%20notes.txt?download",
+        ],
+        check=True,
+        timeout=30,
+        cwd=downloads,
+    )
     assert [path.name for path in downloads.iterdir()] == ["resume - notes.txt"]
 
 
 @pytest.mark.skipif(shutil.which("curl") is None, reason="curl not installed")
-def test_curl_resumes_a_partial_download(gateway: GatewayThread, media_root: Path,
-                                         tmp_path: Path) -> None:
+def test_curl_resumes_a_partial_download(
+    gateway: GatewayThread, media_root: Path, tmp_path: Path
+) -> None:
     content = (media_root / "data.bin").read_bytes()
     target = tmp_path / "download.bin"
     target.write_bytes(content[:123_457])

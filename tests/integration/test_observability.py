@@ -19,9 +19,23 @@ from .support import (
 
 BIG_BYTES = 64 * 1024 * 1024
 SMALL = b"twenty bytes of text"
-LOG_KEYS = {"time", "route", "integration", "method", "path", "status", "bytes_sent",
-            "bytes_received", "ttfb_ms", "duration_ms", "termination", "client",
-            "upstream_status", "range", "content_range"}
+LOG_KEYS = {
+    "time",
+    "route",
+    "integration",
+    "method",
+    "path",
+    "status",
+    "bytes_sent",
+    "bytes_received",
+    "ttfb_ms",
+    "duration_ms",
+    "termination",
+    "client",
+    "upstream_status",
+    "range",
+    "content_range",
+}
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -123,14 +137,21 @@ def test_metrics_and_access_log_agree_on_every_exchange(
     assert all(line["client"] == "127.0.0.1" and line["upstream_status"] is None for line in lines)
 
 
-
-def test_the_log_says_where_each_range_request_landed(gateway: GatewayThread,
-                                                      tmp_path: Path) -> None:
+def test_the_log_says_where_each_range_request_landed(
+    gateway: GatewayThread, tmp_path: Path
+) -> None:
     port, size, big = gateway.port, len(SMALL), BIG_BYTES
-    asked = [("small.txt", "bytes=0-5"), ("big.bin", "bytes=0-0,1000000-1000002"),
-             ("small.txt", "bytes=100-"), ("small.txt", None), ("small.txt", "bytes=-3")]
-    statuses = [request(port, "GET", f"/files/{name}", {"Range": header} if header else {}
-                        ).status for name, header in asked]
+    asked = [
+        ("small.txt", "bytes=0-5"),
+        ("big.bin", "bytes=0-0,1000000-1000002"),
+        ("small.txt", "bytes=100-"),
+        ("small.txt", None),
+        ("small.txt", "bytes=-3"),
+    ]
+    statuses = [
+        request(port, "GET", f"/files/{name}", {"Range": header} if header else {}).status
+        for name, header in asked
+    ]
     assert statuses == [206, 206, 416, 200, 206]
     wait_until(lambda: len(read_access_log(tmp_path / "access.log")) == len(asked))
     lines = read_access_log(tmp_path / "access.log")
@@ -139,13 +160,17 @@ def test_the_log_says_where_each_range_request_landed(gateway: GatewayThread,
         ("bytes=0-0,1000000-1000002", f"bytes 0-0,1000000-1000002/{big}"),  # both parts
         ("bytes=100-", f"bytes */{size}"),
         (None, None),
-        ("bytes=-3", f"bytes {size - 3}-{size - 1}/{size}")]
+        ("bytes=-3", f"bytes {size - 3}-{size - 1}/{size}"),
+    ]
     assert [line["bytes_sent"] for line in lines[::3]] == [6, size]
 
 
-
-def logged_proxy(make_gateway, origin, tmp_path: Path,  # type: ignore[no-untyped-def]
-                 route_keys: str = "") -> GatewayThread:
+def logged_proxy(
+    make_gateway,
+    origin,
+    tmp_path: Path,  # type: ignore[no-untyped-def]
+    route_keys: str = "",
+) -> GatewayThread:
     """A gateway relaying /api to the test origin, its access log in ``tmp_path``."""
     gateway: GatewayThread = make_gateway(f"""
         [server]

@@ -86,12 +86,18 @@ def test_the_page_files_are_served_with_a_strict_policy(gateway: GatewayThread) 
 def test_overview_lists_routes_and_playable_samples(gateway: GatewayThread) -> None:
     overview = json.loads(request(gateway.port, "GET", "/_mediaproxy/api/overview").body)
     assert [route["prefix"] for route in overview["routes"]] == [
-        "/media", "/big", "/exports/quarterly/orders-by-customer.csv"]
+        "/media",
+        "/big",
+        "/exports/quarterly/orders-by-customer.csv",
+    ]
     kinds = {sample["url"]: sample["kind"] for sample in overview["samples"]}
-    assert kinds == {"/media/audio/sine-330hz.wav": "audio",
-                     "/media/audio/sine-523hz.mp3": "audio",
-                     "/media/video/smptebars-vp9-opus.webm": "video",
-                     VIDEO_URL: "video", **({CLIP_URL: "video"} if CLIP.exists() else {})}
+    assert kinds == {
+        "/media/audio/sine-330hz.wav": "audio",
+        "/media/audio/sine-523hz.mp3": "audio",
+        "/media/video/smptebars-vp9-opus.webm": "video",
+        VIDEO_URL: "video",
+        **({CLIP_URL: "video"} if CLIP.exists() else {}),
+    }
     assert overview["pid"] == os.getpid()
 
 
@@ -100,10 +106,12 @@ async def check_page(browser: Browser, gateway: GatewayThread, screenshot: Path)
     await browser.navigate(f"{gateway.base_url}/_mediaproxy/")
     await browser.wait_for("document.querySelectorAll('#routes tbody tr').length === 3")
     durations = await browser.evaluate(
-        "[...document.querySelectorAll('#routes tbody tr')].map(r => r.cells[3].textContent)")
+        "[...document.querySelectorAll('#routes tbody tr')].map(r => r.cells[3].textContent)"
+    )
     assert durations == ["1 h", "15 min", "1 h 30 min 30 s"]
     assert await browser.evaluate("document.querySelectorAll('#players video').length") == (
-        3 if CLIP.exists() else 2)
+        3 if CLIP.exists() else 2
+    )
     assert await browser.evaluate("document.querySelectorAll('#players audio').length") == 2
     await browser.wait_for("document.getElementById('connection').textContent === 'live'")
 
@@ -119,8 +127,15 @@ async def check_page(browser: Browser, gateway: GatewayThread, screenshot: Path)
         row = "document.querySelector('#streams tr[data-path=\"/big/big.bin\"]')"
         await browser.wait_for(f"!!{row}", timeout_s=5)
         cells = await browser.evaluate(f"[...{row}.cells].map(c => c.textContent)")
-        assert cells[:7] == ["/big", "GET", "/big/big.bin", "127.0.0.1", "206",
-                             "bytes=1000-", f"bytes 1000-{BIG_BYTES - 1}/{BIG_BYTES}"]
+        assert cells[:7] == [
+            "/big",
+            "GET",
+            "/big/big.bin",
+            "127.0.0.1",
+            "206",
+            "bytes=1000-",
+            f"bytes 1000-{BIG_BYTES - 1}/{BIG_BYTES}",
+        ]
         assert cells[8].endswith("/s")
         for width, shot in ((1280, screenshot), (400, screenshot.with_name("narrow.png"))):
             await browser.set_viewport(width, 1300)
@@ -131,7 +146,8 @@ async def check_page(browser: Browser, gateway: GatewayThread, screenshot: Path)
             await browser.screenshot(shot)
         # Narrow, every value keeps its label beside it.
         labels = await browser.evaluate(
-            f"[...{row}.cells].map(c => getComputedStyle(c, '::before').content)")
+            f"[...{row}.cells].map(c => getComputedStyle(c, '::before').content)"
+        )
         assert labels[:3] == ['"Route"', '"Method"', '"Path"']
     finally:
         stalled.close()
@@ -160,19 +176,25 @@ def test_the_page_plays_seeks_and_shows_live_streams(
         kept = Path(os.environ["MEDIAPROXY_KEEP_SCREENSHOT"])
         shutil.copy(screenshot, kept)
         shutil.copy(screenshot.with_name("narrow.png"), kept.with_name("narrow-" + kept.name))
-    video_lines = [line for line in read_access_log(tmp_path / "access.log") if line["path"] == VIDEO_URL]
+    video_lines = [
+        line for line in read_access_log(tmp_path / "access.log") if line["path"] == VIDEO_URL
+    ]
     assert any(line["status"] == 206 for line in video_lines), video_lines
 
 
-@pytest.mark.skipif(not CLIP.exists(), reason="make generates the clip (scripts/make_sample_media.sh clip)")
-def test_seeking_the_clip_asks_for_a_range_from_the_middle(make_gateway,  # type: ignore[no-untyped-def]
-                                                           tmp_path: Path) -> None:
+@pytest.mark.skipif(
+    not CLIP.exists(), reason="make generates the clip (scripts/make_sample_media.sh clip)"
+)
+def test_seeking_the_clip_asks_for_a_range_from_the_middle(
+    make_gateway,  # type: ignore[no-untyped-def]
+    tmp_path: Path,
+) -> None:
     """The reason the clip exists: the small samples are fetched whole at once, this one is
     not. Paced as a network would (loopback is too fast to show it), at a rate above the
     clip's bitrate: a seek past what has arrived asks for a range from there."""
     gateway: GatewayThread = make_gateway(f"""
         [server]
-        access_log = "{tmp_path / 'access.log'}"
+        access_log = "{tmp_path / "access.log"}"
         [[routes]]
         prefix = "/media"
         integration = "file"
@@ -191,8 +213,7 @@ def test_seeking_the_clip_asks_for_a_range_from_the_middle(make_gateway,  # type
             await browser.wait_for(f"!!{video} && {video}.readyState >= 1")  # metadata
             await browser.evaluate(f"{video}.play()")
             await browser.wait_for(f"{video}.currentTime > 0.2")
-            seek_s: float = await browser.evaluate(
-                f"{video}.currentTime = {video}.duration * 0.75")
+            seek_s: float = await browser.evaluate(f"{video}.currentTime = {video}.duration * 0.75")
             await browser.wait_for(f"{video}.currentTime > {seek_s + 0.5}")
             assert browser.exceptions == []
             return seek_s
@@ -200,8 +221,10 @@ def test_seeking_the_clip_asks_for_a_range_from_the_middle(make_gateway,  # type
             await browser.close()
 
     assert asyncio.run(scenario()) == 15.0
-    starts = [int(line["content_range"].split()[1].split("-")[0])
-              for line in read_access_log(tmp_path / "access.log")
-              if line["path"] == CLIP_URL and line["status"] == 206]
+    starts = [
+        int(line["content_range"].split()[1].split("-")[0])
+        for line in read_access_log(tmp_path / "access.log")
+        if line["path"] == CLIP_URL and line["status"] == 206
+    ]
     # Three quarters in is about 3 MB into the file: a request that starts there.
     assert any(start > CLIP.stat().st_size // 2 for start in starts), starts

@@ -255,19 +255,30 @@ def log_files_held(pid: int) -> set[str]:
     return held
 
 
-def test_sigusr1_reaches_every_worker_and_the_parent_stays_up(server: Server,
-                                                               tmp_path: Path) -> None:
+def test_sigusr1_reaches_every_worker_and_the_parent_stays_up(
+    server: Server, tmp_path: Path
+) -> None:
     """logrotate moves the file away, then signals the one pid it knows."""
-    wait_until(lambda: all(log_files_held(pid) == {"access.log"}  # once each has started
-                           for pid in server.worker_pids))
+    wait_until(
+        lambda: all(
+            log_files_held(pid) == {"access.log"}  # once each has started
+            for pid in server.worker_pids
+        )
+    )
     (tmp_path / "access.log").rename(tmp_path / "access.log.1")
     server.process.send_signal(signal.SIGUSR1)
-    wait_until(lambda: all(log_files_held(pid) == {"access.log"}
-                           for pid in server.worker_pids), timeout_s=10)
+    wait_until(
+        lambda: all(log_files_held(pid) == {"access.log"} for pid in server.worker_pids),
+        timeout_s=10,
+    )
     assert server.process.poll() is None
     assert request(server.port, "GET", "/files/small.txt").body == b"small\n"
-    wait_until(lambda: (tmp_path / "access.log").exists()
-               and len(read_access_log(tmp_path / "access.log")) == 1)
+    wait_until(
+        lambda: (
+            (tmp_path / "access.log").exists()
+            and len(read_access_log(tmp_path / "access.log")) == 1
+        )
+    )
     # The same workers, not restarted ones: the signal was handled, not fatal.
     assert not re.findall(r"worker \d+ \(pid \d+\)", "".join(server.lines)), server.lines
     for pid in server.worker_pids:
@@ -275,8 +286,9 @@ def test_sigusr1_reaches_every_worker_and_the_parent_stays_up(server: Server,
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGQUIT])
-def test_a_stopping_signal_drains_every_worker_and_the_parent_exits_0(server: Server,
-                                                                        signum: int) -> None:
+def test_a_stopping_signal_drains_every_worker_and_the_parent_exits_0(
+    server: Server, signum: int
+) -> None:
     server.process.send_signal(signum)
     assert server.process.wait(timeout=15) == 0
     for pid in server.worker_pids:

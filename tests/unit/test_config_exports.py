@@ -72,46 +72,100 @@ def test_postgres_url_is_kept_and_not_opened(folder: Path) -> None:
     assert only.settings.params["x"].optional
 
 
-@pytest.mark.parametrize(("body", "key", "reason"), [
-    ('database = "missing.sqlite"\nquery = "SELECT 1"', "routes[0].database",
-     "not an existing SQLite file"),
-    ('database = "shop.sqlite"\nquery = "SELEC 1"', "routes[0].query", "SQLite refuses it"),
-    ('database = "shop.sqlite"\nquery = "SELECT * FROM nope"', "routes[0].query",
-     "no such table"),
-    # A placeholder the route does not declare would fail every request: refused at start.
-    ('database = "shop.sqlite"\nquery = "SELECT :undeclared"', "routes[0].query",
-     "SQLite refuses it"),
-    ('database = "shop.sqlite"\nquery = "SELECT 1"\nparams = { since = "day" }',
-     "routes[0].params.since", "types are text"),
-    ('database = "shop.sqlite"\nquery = "SELECT 1"\nfilename = "x-{when}.csv"',
-     "routes[0].filename", "unknown placeholder {when}"),
-    ('database = "shop.sqlite"\nquery = "SELECT 1"\nfilename = "x-{.csv"',
-     "routes[0].filename", "not a valid template"),
-    ('database = "shop.sqlite"\nquery = "SELECT 1"\nbatch_rows = 0', "routes[0].batch_rows",
-     "between 1 and"),
-    ('database = "shop.sqlite"\nquery = "SELECT 1"\ncompress = "yes"', "routes[0].compress",
-     "true or false"),
-    ('database = "shop.sqlite"\nquery = "SELECT 1"\nline_terminator = "cr"',
-     "routes[0].line_terminator", "crlf, lf"),
-    ('database = "shop.sqlite"\nquery = "SELECT 1"\nengine = "fast"', "routes[0].engine",
-     "default, arrow"),
-    ('database = "shop.sqlite"\nquery = "SELECT 1"\nniceness = 20', "routes[0].niceness",
-     "between 0 and 19"),
-    ('database = "postgresql://db/shop"\nquery = "SELECT 1"\nengine = "arrow"',
-     "routes[0].engine", "only SQLite routes"),
-    # One statement only: a second one would run with the export's connection (for
-    # PostgreSQL nothing checks the query before the first request, so the text is read here).
-    ('database = "shop.sqlite"\nquery = "SELECT 1; SELECT 2"', "routes[0].query",
-     "one statement"),  # SQLite's own parser says so
-    ('database = "postgresql://db/shop"\nquery = "SELECT 1; DELETE FROM orders"',
-     "routes[0].query", "one statement"),
-    ('database = "postgresql://db/shop"\nquery = "SELECT 1 /* ; */ ; -- \\n SELECT 2"',
-     "routes[0].query", "one statement"),
-    ('database = "postgresql://db/shop"\nquery = "SELECT \'unterminated"', "routes[0].query",
-     "unterminated"),
-    ('database = "shop.sqlite"\nquery = "SELECT 1"\ncompress_min_bytes = -1',
-     "routes[0].compress_min_bytes", ">= 0"),
-])
+@pytest.mark.parametrize(
+    ("body", "key", "reason"),
+    [
+        (
+            'database = "missing.sqlite"\nquery = "SELECT 1"',
+            "routes[0].database",
+            "not an existing SQLite file",
+        ),
+        ('database = "shop.sqlite"\nquery = "SELEC 1"', "routes[0].query", "SQLite refuses it"),
+        (
+            'database = "shop.sqlite"\nquery = "SELECT * FROM nope"',
+            "routes[0].query",
+            "no such table",
+        ),
+        # A placeholder the route does not declare would fail every request: refused at start.
+        (
+            'database = "shop.sqlite"\nquery = "SELECT :undeclared"',
+            "routes[0].query",
+            "SQLite refuses it",
+        ),
+        (
+            'database = "shop.sqlite"\nquery = "SELECT 1"\nparams = { since = "day" }',
+            "routes[0].params.since",
+            "types are text",
+        ),
+        (
+            'database = "shop.sqlite"\nquery = "SELECT 1"\nfilename = "x-{when}.csv"',
+            "routes[0].filename",
+            "unknown placeholder {when}",
+        ),
+        (
+            'database = "shop.sqlite"\nquery = "SELECT 1"\nfilename = "x-{.csv"',
+            "routes[0].filename",
+            "not a valid template",
+        ),
+        (
+            'database = "shop.sqlite"\nquery = "SELECT 1"\nbatch_rows = 0',
+            "routes[0].batch_rows",
+            "between 1 and",
+        ),
+        (
+            'database = "shop.sqlite"\nquery = "SELECT 1"\ncompress = "yes"',
+            "routes[0].compress",
+            "true or false",
+        ),
+        (
+            'database = "shop.sqlite"\nquery = "SELECT 1"\nline_terminator = "cr"',
+            "routes[0].line_terminator",
+            "crlf, lf",
+        ),
+        (
+            'database = "shop.sqlite"\nquery = "SELECT 1"\nengine = "fast"',
+            "routes[0].engine",
+            "default, arrow",
+        ),
+        (
+            'database = "shop.sqlite"\nquery = "SELECT 1"\nniceness = 20',
+            "routes[0].niceness",
+            "between 0 and 19",
+        ),
+        (
+            'database = "postgresql://db/shop"\nquery = "SELECT 1"\nengine = "arrow"',
+            "routes[0].engine",
+            "only SQLite routes",
+        ),
+        # One statement only: a second one would run with the export's connection (for
+        # PostgreSQL nothing checks the query before the first request, so the text is read here).
+        (
+            'database = "shop.sqlite"\nquery = "SELECT 1; SELECT 2"',
+            "routes[0].query",
+            "one statement",
+        ),  # SQLite's own parser says so
+        (
+            'database = "postgresql://db/shop"\nquery = "SELECT 1; DELETE FROM orders"',
+            "routes[0].query",
+            "one statement",
+        ),
+        (
+            'database = "postgresql://db/shop"\nquery = "SELECT 1 /* ; */ ; -- \\n SELECT 2"',
+            "routes[0].query",
+            "one statement",
+        ),
+        (
+            'database = "postgresql://db/shop"\nquery = "SELECT \'unterminated"',
+            "routes[0].query",
+            "unterminated",
+        ),
+        (
+            'database = "shop.sqlite"\nquery = "SELECT 1"\ncompress_min_bytes = -1',
+            "routes[0].compress_min_bytes",
+            ">= 0",
+        ),
+    ],
+)
 def test_bad_export_settings(folder: Path, body: str, key: str, reason: str) -> None:
     with pytest.raises(ConfigError) as caught:
         load_text(folder, route(body))

@@ -41,17 +41,34 @@ def decode(value: str) -> tuple[str, str | None, str | None]:
         ("it's (1) [final].txt", """attachment; filename="it's (1) [final].txt\""""),
         # Non-ASCII: transliterated in the fallback where Latin letters can say it, "_" where
         # not, and the exact name in filename*.
-        ("日本語.pdf", "attachment; filename=\"___.pdf\"; filename*=UTF-8''%E6%97%A5%E6%9C%AC%E8%AA%9E.pdf"),
+        (
+            "日本語.pdf",
+            "attachment; filename=\"___.pdf\"; filename*=UTF-8''%E6%97%A5%E6%9C%AC%E8%AA%9E.pdf",
+        ),
         ("naïve.mp4", "attachment; filename=\"naive.mp4\"; filename*=UTF-8''na%C3%AFve.mp4"),
-        ("€ rates.csv", "attachment; filename=\"_ rates.csv\"; filename*=UTF-8''%E2%82%AC%20rates.csv"),
-        ("résumé – notes.txt", "attachment; filename=\"resume - notes.txt\"; "
-                               "filename*=UTF-8''r%C3%A9sum%C3%A9%20%E2%80%93%20notes.txt"),
-        ("Straße Æble Øl œuvre Łódź.txt",
-         "attachment; filename=\"Strasse AEble Ol oeuvre Lodz.txt\"; filename*=UTF-8''"
-         "Stra%C3%9Fe%20%C3%86ble%20%C3%98l%20%C5%93uvre%20%C5%81%C3%B3d%C5%BA.txt"),
-        ("“quoted” ‘single’ a—b.txt", "attachment; filename=\"'quoted' 'single' a-b.txt\"; "
-         "filename*=UTF-8''%E2%80%9Cquoted%E2%80%9D%20%E2%80%98single%E2%80%99%20a%E2%80%94b.txt"),
-        ("ﬁle½.txt", "attachment; filename=\"file1_2.txt\"; filename*=UTF-8''%EF%AC%81le%C2%BD.txt"),
+        (
+            "€ rates.csv",
+            "attachment; filename=\"_ rates.csv\"; filename*=UTF-8''%E2%82%AC%20rates.csv",
+        ),
+        (
+            "résumé – notes.txt",
+            'attachment; filename="resume - notes.txt"; '
+            "filename*=UTF-8''r%C3%A9sum%C3%A9%20%E2%80%93%20notes.txt",
+        ),
+        (
+            "Straße Æble Øl œuvre Łódź.txt",
+            "attachment; filename=\"Strasse AEble Ol oeuvre Lodz.txt\"; filename*=UTF-8''"
+            "Stra%C3%9Fe%20%C3%86ble%20%C3%98l%20%C5%93uvre%20%C5%81%C3%B3d%C5%BA.txt",
+        ),
+        (
+            "“quoted” ‘single’ a—b.txt",
+            "attachment; filename=\"'quoted' 'single' a-b.txt\"; "
+            "filename*=UTF-8''%E2%80%9Cquoted%E2%80%9D%20%E2%80%98single%E2%80%99%20a%E2%80%94b.txt",
+        ),
+        (
+            "ﬁle½.txt",
+            "attachment; filename=\"file1_2.txt\"; filename*=UTF-8''%EF%AC%81le%C2%BD.txt",
+        ),
         # Compatibility forms never become a separator or a dot segment in the fallback.
         ("a\uff0fb.txt", "attachment; filename=\"a_b.txt\"; filename*=UTF-8''a%EF%BC%8Fb.txt"),
         ("\u2025", "attachment; filename=\"__\"; filename*=UTF-8''%E2%80%A5"),

@@ -196,14 +196,16 @@ def test_parse_accept_encoding_weights_are_valid(header: str) -> None:
         assert coding == coding.lower() and "," not in coding and ";" not in coding
 
 
-@pytest.mark.parametrize(("length", "expected"), [
-    ("148", Coding(None, varies=True)),  # known and short: as it is, but a longer one varies
-    ("1023", Coding(None, varies=True)),
-    ("1024", Coding("gzip", varies=True)),
-    (None, Coding("gzip", varies=True)),  # a stream: its length is not known
-    ("1_0", Coding("gzip", varies=True)),  # not a length: not known either
-])
-def test_plan_coding_skips_bodies_known_to_be_short(length: str | None,
-                                                   expected: Coding) -> None:
+@pytest.mark.parametrize(
+    ("length", "expected"),
+    [
+        ("148", Coding(None, varies=True)),  # known and short: as it is, but a longer one varies
+        ("1023", Coding(None, varies=True)),
+        ("1024", Coding("gzip", varies=True)),
+        (None, Coding("gzip", varies=True)),  # a stream: its length is not known
+        ("1_0", Coding("gzip", varies=True)),  # not a length: not known either
+    ],
+)
+def test_plan_coding_skips_bodies_known_to_be_short(length: str | None, expected: Coding) -> None:
     fields = CSV + ([("Content-Length", length)] if length is not None else [])
     assert plan_coding(200, fields, "gzip", OFFERED, min_bytes=1024) == expected

@@ -21,10 +21,21 @@ SAMPLE_MEDIA = Path(__file__).resolve().parents[2] / "sample_media"
 
 def record(**changes: object) -> ExchangeRecord:
     fields: dict[str, object] = dict(
-        route="/media", integration="file", method="GET", path="/media/a.mp4", status=206,
-        bytes_sent=1000, bytes_received=0, ttfb_s=0.0021234, duration_s=1.5,
-        termination=Termination.COMPLETE, client="127.0.0.1", upstream_status=None,
-        request_range="bytes=0-999", content_range="bytes 0-999/5000")
+        route="/media",
+        integration="file",
+        method="GET",
+        path="/media/a.mp4",
+        status=206,
+        bytes_sent=1000,
+        bytes_received=0,
+        ttfb_s=0.0021234,
+        duration_s=1.5,
+        termination=Termination.COMPLETE,
+        client="127.0.0.1",
+        upstream_status=None,
+        request_range="bytes=0-999",
+        content_range="bytes 0-999/5000",
+    )
     fields.update(changes)
     return ExchangeRecord(**fields)  # type: ignore[arg-type]
 
@@ -116,12 +127,15 @@ def fake_handler(
     return SimpleNamespace(
         exchange=SimpleNamespace(bytes_sent=sent, content_range="bytes 100-199/1000"),
         bytes_received=received,
-        started_at=started_at, route=SimpleNamespace(
-            prefix="/media", integration="file",
-            access=SimpleNamespace(restricted=restricted)),
-        request=SimpleNamespace(method="GET", path="/media/a.mp4", remote_ip="::1",
-                                headers={"Range": "bytes=100-199"}),
-        get_status=lambda: 200)
+        started_at=started_at,
+        route=SimpleNamespace(
+            prefix="/media", integration="file", access=SimpleNamespace(restricted=restricted)
+        ),
+        request=SimpleNamespace(
+            method="GET", path="/media/a.mp4", remote_ip="::1", headers={"Range": "bytes=100-199"}
+        ),
+        get_status=lambda: 200,
+    )
 
 
 def test_stream_rates_are_per_second_since_the_last_sample() -> None:

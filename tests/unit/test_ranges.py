@@ -301,15 +301,24 @@ def test_content_range(byte_range: ByteRange, size: int, content_range: str) -> 
     ("ranges", "summary"),
     [
         ((ByteRange(0, 100),), "bytes 0-99/1000"),  # one range: its Content-Range
-        ((ByteRange(0, 1), ByteRange(500, 600), ByteRange(999, 1000)), "bytes 0-0,500-599,999-999/1000"),
+        (
+            (ByteRange(0, 1), ByteRange(500, 600), ByteRange(999, 1000)),
+            "bytes 0-0,500-599,999-999/1000",
+        ),
     ],
 )
-def test_partial_content_summary_lists_every_range(ranges: tuple[ByteRange, ...], summary: str) -> None:
+def test_partial_content_summary_lists_every_range(
+    ranges: tuple[ByteRange, ...], summary: str
+) -> None:
     assert PartialContent(ranges).summary(1000) == summary
 
 
-@pytest.mark.parametrize(("byte_range", "size"), [(ByteRange(0, 0), 0), (ByteRange(5, 5), 10), (ByteRange(0, 11), 10)])
-def test_content_range_needs_a_non_empty_range_inside_the_size(byte_range: ByteRange, size: int) -> None:
+@pytest.mark.parametrize(
+    ("byte_range", "size"), [(ByteRange(0, 0), 0), (ByteRange(5, 5), 10), (ByteRange(0, 11), 10)]
+)
+def test_content_range_needs_a_non_empty_range_inside_the_size(
+    byte_range: ByteRange, size: int
+) -> None:
     with pytest.raises(ValueError):
         byte_range.content_range(size)
 
