@@ -30,7 +30,6 @@ from mediaproxy.access_control import AccessPolicy
 from mediaproxy.config import Route
 from mediaproxy.errors import PayloadTooLarge, ServiceUnavailable
 from mediaproxy.http import signing
-from mediaproxy.http.framing import request_body_framing
 from mediaproxy.server.shared_table import SharedTable, TableFull
 from mediaproxy.server.usage import PlanGuard, PlanKey
 
@@ -108,13 +107,6 @@ class StreamSlots:
         return ServiceUnavailable(detail, headers={"Retry-After": str(RETRY_AFTER_S)})
 
 
-def _declared_body_bytes(headers: Mapping[str, str]) -> int | None:
-    """The request body's declared length; None when chunked, absent, or framed so that
-    Tornado answers 400 itself."""
-    framing = request_body_framing(headers.get("Transfer-Encoding"), headers.get("Content-Length"))
-    return None if framing is None else framing[1]
-
-
 class Admission:
     """The admission step for one route."""
 
@@ -126,12 +118,17 @@ class Admission:
         self._max_upload_bytes = route.limits.max_upload_bytes
 
     def admit(
-        self, method: str, path: str, query: str, headers: Mapping[str, str]
+        self,
+        method: str,
+        path: str,
+        query: str,
+        headers: Mapping[str, str],
+        declared_bytes: int | None,
     ) -> tuple[Slot, PlanKey | None]:
-        """A slot for this request (``path`` normalised) and the plan its key is on, if any;
-        or the MediaproxyError that refuses it."""
+        """A slot for this request (``path`` normalised, ``declared_bytes`` its body's
+        Content-Length) and the plan its key is on, if any; or the MediaproxyError that
+        refuses it."""
         key = self.policy.check(method, path, query, headers, time.time())
-        declared_bytes = _declared_body_bytes(headers)
         if declared_bytes is not None and not self.upload_allows(declared_bytes):
             raise PayloadTooLarge(f"Content-Length {declared_bytes} > {self._max_upload_bytes}")
         slot = self._slots.acquire(self.route.prefix, self.route.limits.max_concurrent_streams)

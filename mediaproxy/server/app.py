@@ -32,7 +32,7 @@ from mediaproxy.ops.metrics_dir import multiprocess_dir
 from mediaproxy.server import eventloop
 from mediaproxy.server.admission import Admission, StreamSlots
 from mediaproxy.server.connections import GatewayServer
-from mediaproxy.server.handler import GatewayHandler, handler_class_for
+from mediaproxy.server.handler import GatewayHandler, body_framing, handler_class_for
 from mediaproxy.server.shared_table import SharedTable
 from mediaproxy.server.usage import LocalStore, PlanGuard, UsageStore
 from mediaproxy.tornado_internals import open_connections, reason_phrase
@@ -152,7 +152,9 @@ class GatewayApplication(Application):
         path_kwargs: dict[str, bytes] | None = None,
     ) -> Any:
         if target_class is GatewayHandler:
-            target_class = handler_class_for(request)
+            framing = body_framing(request)
+            target_class = handler_class_for(request, framing)
+            target_kwargs = {**(target_kwargs or {}), "framing": framing}
         return super().get_handler_delegate(
             request, target_class, target_kwargs, path_args, path_kwargs
         )

@@ -41,7 +41,7 @@ from mediaproxy.http.headers import (
 )
 from mediaproxy.http.statuses import is_bodyless
 from mediaproxy.http.upstreams import Upstream, public_base
-from mediaproxy.integrations.base import Exchange, Integration, body_framing
+from mediaproxy.integrations.base import Exchange, Integration
 from mediaproxy.integrations.http_proxy.pool import ConnectionPool
 from mediaproxy.integrations.http_proxy.relay import (
     LAST_CHUNK,
@@ -320,8 +320,7 @@ class HttpProxyIntegration(Integration):
     ) -> contextlib.AbstractAsyncContextManager[tuple[RoundTrip, ResponseHead]]:
         """The client's request, forwarded: ``UpstreamClient.exchange`` with its body."""
         request = exchange.request
-        # None never gets here: Tornado refuses such framing before a body-less handler runs.
-        has_body, content_length = body_framing(request.headers) or (False, None)
+        has_body, content_length = request.has_body, request.content_length
         upstream_url = self.settings.upstream
         headers = HTTPHeaders()
         for name, value in forward_request_headers(
