@@ -206,6 +206,16 @@ class Origin:
             writer.write(b"HTTP/1.1 two hundred OK\r\nContent-Length: 2\r\n\r\nok")
             await writer.drain()
             raise ConnectionDone
+        elif path == "/interim":
+            # Two interim responses, then a chunked body with a trailer field.
+            writer.write(
+                b"HTTP/1.1 100 Continue\r\n\r\n"
+                b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n"
+                b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n"
+                b"Transfer-Encoding: chunked\r\nTrailer: X-Sum\r\n\r\n"
+                b"6\r\nafter \r\n8;ext=1\r\ninterims\r\n0\r\nX-Sum: 14\r\n\r\n"
+            )
+            await writer.drain()
         elif path == "/redirect":
             status = int(request.number("status", 302))
             await _send_simple(

@@ -72,12 +72,12 @@ def parse_digits_capped(text: str, ceiling: int) -> int:
 # RFC 9110 §5.6.2: token = 1*tchar
 #   tchar = "!" / "#" / "$" / "%" / "&" / "'" / "*" / "+" / "-" / "." / "^" / "_" / "`" / "|"
 #           / "~" / DIGIT / ALPHA
-TCHARS = frozenset("!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 
 
 def is_token(text: str) -> bool:
     """Whether ``text`` is an RFC 9110 token (a field name, a method, a range unit)."""
-    return bool(text) and all(character in TCHARS for character in text)
+    return _TOKEN.fullmatch(text) is not None
 
 
 # RFC 9110 §5.5:

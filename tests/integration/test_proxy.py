@@ -365,6 +365,18 @@ def test_small_requests_share_one_upstream_connection(
     assert origin.accepted - before == 1
 
 
+def test_interim_responses_are_skipped_and_trailers_dropped(
+    gateway: GatewayThread, origin: OriginThread
+) -> None:
+    before = origin.accepted
+    for _ in range(3):
+        response = request(gateway.port, "GET", "/o/interim")
+        assert (response.status, response.body) == (200, b"after interims")
+        assert "link" not in response.headers
+        assert "x-sum" not in response.headers
+    assert origin.accepted - before == 1  # each exchange ended in step: one connection
+
+
 def test_a_connection_is_not_reused_after_an_aborted_exchange(
     gateway: GatewayThread, origin: OriginThread
 ) -> None:

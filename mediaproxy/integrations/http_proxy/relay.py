@@ -1,20 +1,21 @@
-"""HTTP/1.1 to an origin on Tornado's own connection class, with flow control in both directions.
+"""HTTP/1.1 to an origin, read by the task that relays it, with flow control both ways.
 
 Why not ``tornado.httpclient``: ``simple_httpclient`` puts a total deadline on the whole body
 (``request_timeout``), a 100 MB ceiling on streamed bodies, decodes gzip, and a stalled origin
 cannot be cancelled; ``curl_httpclient`` cannot await a streaming callback at all
-(docs/design/streaming.md). Here the gateway owns the socket: ``TCPClient`` connects,
-``HTTP1Connection`` speaks HTTP/1.1 on it, and ``ResponseRelay`` (its message delegate) hands
-the response over one piece at a time. ``HTTP1Connection`` awaits what ``data_received``
-returns before it reads the socket again, and the relay resolves that only when the consumer
-asks for the next chunk, i.e. after the client took the previous one: the origin is read
-exactly as fast as the client drains, one chunk in memory per stream.
+(docs/design/streaming.md). Here the gateway owns the socket: ``ConnectionPool`` connects an
+IOStream, ``request_head`` writes the request, and ``ResponseRelay`` reads the response from
+the stream in the request's own task: the head up to its empty line (within
+``MAX_HEADER_BYTES``, parsed by ``heads.parse_response_head``), then the body one read at a
+time, each read made only when the consumer asks for the next chunk, i.e. after the client took
+the previous one: the origin is read exactly as fast as the client drains, one chunk in memory
+per stream. No task, queue or future of ours stands between the socket and the client, so a
+cancellation (a timer, the client leaving) lands in the read being awaited, and the caller
+closes the stream.
 
-The consumer runs in the request's own task; ``HTTP1Connection`` runs in a reader task of its
-own. That separation matters: a delegate method that raises (a cancellation included) is
-logged by Tornado as an uncaught error and swallowed, so cancellation must never reach Tornado
-code through the delegate. It reaches the request's task instead, whose ``finally`` closes the
-upstream stream and lets the reader task end on ``StreamClosedError``.
+What delimits the body is decided by ``framing.response_body_length`` alone; a chunked body is
+decoded by llhttp (``httptools``, uvicorn's parser). llhttp does not read the head: it refuses
+repeats of one Content-Length, which RFC 9110 §8.6 lets a recipient take as that one length.
 
 How much is read at once follows the client (``ChunkSizer``): 16 KiB while it is slow, up
 to 1 MiB while it keeps up, within one budget for all relayed streams that grows with what
@@ -25,21 +26,23 @@ Content-Length body does not come here at all: it is spliced (``mediaproxy.strea
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
+import re
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass
 
-from tornado.http1connection import HTTP1Connection, HTTP1ConnectionParameters
-from tornado.httputil import HTTPHeaders, HTTPMessageDelegate, RequestStartLine, ResponseStartLine
+import httptools
+from tornado.httputil import HTTPHeaders, RequestStartLine
+from tornado.iostream import IOStream, StreamClosedError, UnsatisfiableReadError
 
 from mediaproxy.errors import UpstreamError
 from mediaproxy.http.framing import InvalidFraming, response_body_length
-from mediaproxy.http.grammar import MAX_INT64
+from mediaproxy.http.heads import MalformedHead, ParsedHead, parse_response_head
 from mediaproxy.http.statuses import is_bodyless
 from mediaproxy.streaming.chunks import ChunkBudget, ChunkShare, DrainRate
 from mediaproxy.streaming.zerocopy import ZERO_COPY_MIN_BYTES
+from mediaproxy.tornado_internals import buffered_read_bytes
 
 # Reads from the origin start small and grow while the client keeps up (ChunkSizer).
 # Large reads cost less CPU per byte; small ones keep many slow clients small in memory
@@ -50,20 +53,10 @@ SEND_TARGET_S = 0.01  # 1 MiB in 10 ms: a client at 100 MB/s or more gets the la
 GROW_AFTER_SENDS = 4
 # Tornado's default header block limit (nginx: proxy_buffer_size 4-8 KiB, far stricter).
 MAX_HEADER_BYTES = 64 * 1024
-# Streams have no size ceiling; Tornado's default would be 100 MB, even for streamed bodies.
-# A larger Content-Length than this is refused by response_body_length first.
-NO_BODY_CEILING = MAX_INT64
-
-
-def connection_parameters() -> HTTP1ConnectionParameters:
-    """Bodies passed through undecoded, unbounded, untimed (the route's timers time them)."""
-    return HTTP1ConnectionParameters(
-        no_keep_alive=False,
-        chunk_size=MIN_CHUNK_BYTES,
-        max_header_size=MAX_HEADER_BYTES,
-        max_body_size=NO_BODY_CEILING,
-        decompress=False,
-    )
+# Where a head ends: Tornado's rule, so that an origin ending its lines with a bare LF is
+# still read (heads.py).
+HEAD_END = rb"\r?\n\r?\n"
+_LINE_BREAK = re.compile(r"[\r\n]")
 
 
 class UpstreamClosedEarly(UpstreamError):
@@ -85,185 +78,179 @@ class ResponseHead:
     content_length: int | None = None
 
 
-@dataclass(frozen=True)
-class _Chunk:
-    data: bytes
-    taken: asyncio.Future[None]
+def request_head(start_line: RequestStartLine, fields: Iterable[tuple[str, str]]) -> bytes:
+    """The request line and header block, as Tornado's HTTP1Connection would write them."""
+    lines = [f"{start_line.method} {start_line.path} HTTP/1.1"]
+    lines.extend(f"{name}: {value}" for name, value in fields)
+    for line in lines:
+        if _LINE_BREAK.search(line):
+            raise ValueError(f"line break in a request head line: {line[:80]!r}")
+    return b"%b\r\n%b\r\n\r\n" % (lines[0].encode(), "\r\n".join(lines[1:]).encode("latin-1"))
 
 
-class _End:
-    pass
-
-
-_END = _End()  # the body is complete
-_CUT = _End()  # the connection ended first (harmless when queued after _END: never read)
-_Piece = ResponseHead | _Chunk | _End
-
-
-class ResponseRelay(HTTPMessageDelegate):
-    """The upstream response, from Tornado's reader task to the request's task.
+class ResponseRelay:
+    """The origin's response, read from its stream as the consumer asks for it.
 
     With ``may_splice`` (a plain TCP origin, on Linux), a response whose body has a
-    Content-Length of at least ``ZERO_COPY_MIN_BYTES`` keeps the reader waiting after its head:
-    the request's task may then move the body itself, straight from the socket
-    (``splice_length`` says how long it is, ``spliced()`` that it is done), or call ``body()``,
-    which lets the reader go on as usual.
+    Content-Length of at least ``ZERO_COPY_MIN_BYTES`` says so in ``splice_length``: the
+    request's task may then move the body itself, straight from the socket, and call
+    ``spliced()`` when it is done, or read it through ``body()`` as any other.
     """
 
     def __init__(
-        self, on_bytes: Callable[[], None], *, head_request: bool = False, may_splice: bool = False
+        self,
+        stream: IOStream,
+        on_bytes: Callable[[], None],
+        *,
+        head_request: bool = False,
+        may_splice: bool = False,
     ) -> None:
-        self._pieces: asyncio.Queue[_Piece] = asyncio.Queue()
+        self._stream = stream
         self._on_bytes = on_bytes
         self._head_request = head_request
         self._may_splice = may_splice and not head_request
-        self._held: asyncio.Future[None] | None = None
-        self._abandoned = False
-        self._declared_bytes: int | None = None
-        self._arrived_bytes = 0
-        self._parked: asyncio.Future[None] | None = None
-        self._headers: HTTPHeaders | None = None
+        self._remaining: int | None = None  # of a Content-Length body
+        self._chunked: _ChunkedBody | None = None
+        self.chunk_size = MIN_CHUNK_BYTES
         self.splice_length: int | None = None
         self.body_bytes = 0
-        self.failure: BaseException | None = None
+        self.complete = False  # the body ended where its framing says
+        self.stray = False  # bytes came after the body's end: the connection is out of step
 
-    # --- HTTPMessageDelegate: called by HTTP1Connection in the reader task -------------------
-
-    def headers_received(
-        self, start_line: RequestStartLine | ResponseStartLine, headers: HTTPHeaders
-    ) -> asyncio.Future[None] | None:
-        assert isinstance(start_line, ResponseStartLine)
-        self._on_bytes()
-        if start_line.code < 200:
-            return None  # an interim 1xx is the origin's business with us
+    async def head(self) -> ResponseHead:
+        """The final response's head (interim 1xx ones are skipped), its body's framing read."""
+        parsed = await self._read_head()
+        while parsed.status < 200:
+            # RFC 9110 §15.2: an interim response is the origin's business with us; it never
+            # has content, so one that announces some is out of step (Tornado's rule too).
+            if any(name.lower() in _FRAMING_FIELDS for name, _ in parsed.fields):
+                raise UpstreamClosedEarly(f"upstream interim {parsed.status} announces a body")
+            parsed = await self._read_head()
+        headers = HTTPHeaders()
+        for name, value in parsed.fields:
+            headers.add(name, value)
         try:
-            self._declared_bytes = response_body_length(
-                start_line.code,
+            declared = response_body_length(
+                parsed.status,
                 head_request=self._head_request,
                 transfer_encoding=headers.get("Transfer-Encoding"),
                 content_length=headers.get("Content-Length"),
             )
         except InvalidFraming as error:
             # Never passed on: the client would be told a length the body does not have.
-            # Tornado refuses the body too (or, for framing it accepts, the connection is
-            # closed unread when the exchange fails); nothing here may raise into Tornado.
-            self.failure = UpstreamMalformed(f"upstream response framing: {error}")
-            self._pieces.put_nowait(_CUT)
-            return None
-        if self._declared_bytes is not None:
-            headers["Content-Length"] = str(self._declared_bytes)  # repeats become one
-        self._pieces.put_nowait(
-            ResponseHead(
-                start_line.version,
-                start_line.code,
-                start_line.reason,
-                headers,
-                self._declared_bytes,
-            )
-        )
-        if (
-            self._may_splice
-            and self._declared_bytes is not None
-            and self._declared_bytes >= ZERO_COPY_MIN_BYTES
-            and not is_bodyless(start_line.code)
-        ):
-            self.splice_length = self._declared_bytes
-            self._headers = headers
-            self._parked = asyncio.get_running_loop().create_future()
-            return self._parked
-        return None
+            raise UpstreamMalformed(f"upstream response framing: {error}") from None
+        if declared is not None:
+            headers["Content-Length"] = str(declared)  # repeats become one
+        if self._head_request or is_bodyless(parsed.status) or declared == 0:
+            self.complete = True
+        elif declared is not None:
+            self._remaining = declared
+            if self._may_splice and declared >= ZERO_COPY_MIN_BYTES:
+                self.splice_length = declared
+        elif "Transfer-Encoding" in headers:
+            self._chunked = _ChunkedBody()
+        return ResponseHead(parsed.version, parsed.status, parsed.reason, headers, declared)
 
-    def data_received(self, chunk: bytes) -> asyncio.Future[None] | None:
-        if self._abandoned:
-            return None
-        self._on_bytes()
-        self._arrived_bytes += len(chunk)
-        taken = asyncio.get_running_loop().create_future()
-        self._pieces.put_nowait(_Chunk(chunk, taken))
-        if self._arrived_bytes == self._declared_bytes:
-            # The last chunk of a known length: let the reader finish now, so the connection
-            # is back in the pool by the time the client has the last byte and asks again.
-            return None
-        return taken
-
-    def finish(self) -> None:
-        self._pieces.put_nowait(_END)
-
-    def on_connection_close(self) -> None:
-        self._pieces.put_nowait(_CUT)
-
-    async def read(self, connection: HTTP1Connection) -> bool:
-        """Run the reader: True when the connection may carry another exchange."""
+    async def _read_head(self) -> ParsedHead:
         try:
-            return await connection.read_response(self)
-        except Exception as error:  # StreamClosedError, UnsatisfiableReadError, ...
-            self.failure = self.failure or error
-            return False
-        finally:
-            self._pieces.put_nowait(_CUT)
-
-    # --- the consumer side, in the request's task ---------------------------------------------
-
-    async def head(self) -> ResponseHead:
-        piece = await self._pieces.get()
-        if isinstance(piece, ResponseHead):
-            return piece
-        if isinstance(self.failure, UpstreamMalformed):
-            raise self.failure
-        reason = f": {self.failure}" if self.failure and str(self.failure) else ""
-        raise UpstreamClosedEarly(
-            f"upstream closed the connection or sent a malformed "
-            f"response before its headers{reason}"
-        )
+            block = await self._stream.read_until_regex(HEAD_END, max_bytes=MAX_HEADER_BYTES)
+        except (StreamClosedError, UnsatisfiableReadError) as error:
+            cause = getattr(error, "real_error", None) or error
+            reason = f": {cause}" if str(cause) else ""
+            raise UpstreamClosedEarly(
+                f"upstream closed the connection or sent a malformed "
+                f"response before its headers{reason}"
+            ) from None
+        self._on_bytes()
+        try:
+            return parse_response_head(block)
+        except MalformedHead as error:
+            raise UpstreamClosedEarly(f"upstream sent a malformed response head: {error}") from None
 
     def body_waiting(self) -> bool:
         """Whether the body (or its end) has already arrived: the head can go out with it."""
-        return not self._pieces.empty()
+        return self.complete or buffered_read_bytes(self._stream) > 0
+
+    @property
+    def reusable(self) -> bool:
+        """Whether the body was read to its end and nothing came after it."""
+        return self.complete and not self.stray
 
     async def body(self) -> AsyncIterator[bytes]:
         """The body, chunk by chunk; the next is read from the origin when this one is done."""
-        self._resume()
-        while True:
-            piece = await self._pieces.get()
-            if piece is _END:
-                return
-            if not isinstance(piece, _Chunk):
-                raise UpstreamError(
-                    f"upstream response cut after {self.body_bytes} body bytes"
-                    f"{f': {self.failure}' if self.failure else ''}"
-                )
-            self._held = piece.taken
-            self.body_bytes += len(piece.data)
-            yield piece.data
-            self._release_held()
+        while not self.complete:
+            data = await self._read_body()
+            if data:
+                self.body_bytes += len(data)
+                yield data
 
-    def _release_held(self) -> None:
-        if self._held is not None and not self._held.done():
-            self._held.set_result(None)
-        self._held = None
+    async def _read_body(self) -> bytes:
+        stream, remaining, chunked = self._stream, self._remaining, self._chunked
+        try:
+            if remaining is not None:
+                data = await stream.read_bytes(min(self.chunk_size, remaining), partial=True)
+                self._remaining = remaining - len(data)
+                self.complete = self._remaining == 0
+            elif chunked is not None:
+                data = chunked.decode(await stream.read_bytes(self.chunk_size, partial=True))
+                self.complete, self.stray = chunked.complete, chunked.stray
+            else:
+                data = await stream.read_bytes(self.chunk_size, partial=True)
+        except StreamClosedError as error:
+            if remaining is None and chunked is None:
+                self.complete = True  # the connection's end is the body's (RFC 9112 §6.3)
+                return b""
+            raise UpstreamError(
+                f"upstream response cut after {self.body_bytes} body bytes"
+                f"{f': {error.real_error}' if error.real_error else ''}"
+            ) from None
+        self._on_bytes()
+        return data
 
     def spliced(self) -> None:
-        """The request's task moved the whole body from the socket: the reader reads none."""
-        assert self._headers is not None and self.splice_length is not None
+        """The request's task moved the whole body from the socket."""
+        assert self.splice_length is not None
         self.body_bytes = self.splice_length
-        # HTTP1Connection reads the body its Content-Length announces, after the head; the
-        # bytes are gone, and none of the next response's may be taken for them.
-        self._headers["Content-Length"] = "0"
-        self._resume()
+        self._remaining = 0
+        self.complete = True
 
-    def _resume(self) -> None:
-        if self._parked is not None and not self._parked.done():
-            self._parked.set_result(None)
 
-    def abandon(self) -> None:
-        """No more pieces are wanted: unblock the reader so it can run into the closed stream."""
-        self._abandoned = True
-        self._resume()
-        self._release_held()
-        while not self._pieces.empty():
-            piece = self._pieces.get_nowait()
-            if isinstance(piece, _Chunk) and not piece.taken.done():
-                piece.taken.set_result(None)
+_FRAMING_FIELDS = ("content-length", "transfer-encoding")
+
+
+class _ChunkedBody:
+    """A chunked body's data (RFC 9112 §7.1), decoded by llhttp; trailer fields are dropped."""
+
+    # llhttp parses messages: it is handed a head that says "chunked", then the body.
+    _HEAD = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+
+    def __init__(self) -> None:
+        self._pieces: list[bytes] = []
+        self.complete = False
+        self.stray = False
+        self._parser = httptools.HttpResponseParser(self)
+        self._parser.feed_data(self._HEAD)
+
+    def decode(self, data: bytes) -> bytes:
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserError as error:
+            if not self.complete:
+                raise UpstreamError(f"upstream chunked body malformed: {error}") from None
+            self.stray = True
+        pieces, self._pieces = self._pieces, []
+        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+
+    # --- llhttp's callbacks ---
+
+    def on_message_begin(self) -> None:
+        self.stray = self.complete  # a second message: bytes past the body's end
+
+    def on_body(self, data: bytes) -> None:
+        self._pieces.append(data)
+
+    def on_message_complete(self) -> None:
+        self.complete = True
 
 
 class ChunkSizer:

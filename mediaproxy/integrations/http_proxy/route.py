@@ -26,7 +26,6 @@ import contextlib
 import time
 from collections.abc import AsyncIterator
 
-from tornado.http1connection import HTTP1Connection
 from tornado.httputil import HTTPHeaders, RequestStartLine
 from tornado.iostream import IOStream, StreamClosedError
 
@@ -49,13 +48,13 @@ from mediaproxy.integrations.http_proxy.relay import (
     ResponseHead,
     ResponseRelay,
     UpstreamClosedEarly,
-    connection_parameters,
     frame_chunk,
     relay_sizer,
+    request_head,
 )
 from mediaproxy.integrations.http_proxy.settings import HttpProxySettings
 from mediaproxy.streaming.zerocopy import SPLICE_AVAILABLE, ZERO_COPY_WAIT_PIECE_BYTES, SplicedBody
-from mediaproxy.tornado_internals import buffered_read_bytes, chunking_output
+from mediaproxy.tornado_internals import buffered_read_bytes
 
 
 class RoundTrip:
@@ -66,16 +65,12 @@ class RoundTrip:
     ) -> None:
         self.stream = stream
         self._pool = pool
-        self.connection = HTTP1Connection(
-            stream, True, connection_parameters(), context=str(pool.upstream)
-        )
         plain_tcp = type(stream) is IOStream and SPLICE_AVAILABLE  # not TLS, and Linux
         self.relay = ResponseRelay(
-            exchange.progress, head_request=method == "HEAD", may_splice=plain_tcp
+            stream, exchange.progress, head_request=method == "HEAD", may_splice=plain_tcp
         )
         self._progress = exchange.progress
         self.set_chunk_size(MIN_CHUNK_BYTES)  # a pooled stream may keep a larger one
-        self._reader = asyncio.ensure_future(self.relay.read(self.connection))
         self._sender: asyncio.Task[bool] | None = None
 
     def send_request(
@@ -87,38 +82,29 @@ class RoundTrip:
         chunked: bool,
     ) -> None:
         """Start sending; a body goes on in its own task while the response is awaited."""
-        if body is None:
-            self.connection.write_headers(start_line, headers)
-            self.connection.finish()
-        else:
-            self._sender = asyncio.ensure_future(
-                self._send_body(start_line, headers, body, chunked)
-            )
+        fields = list(headers.get_all())
+        if chunked:
+            fields.append(("Transfer-Encoding", "chunked"))
+        head = request_head(start_line, fields)
+        if body is not None:
+            self._sender = asyncio.ensure_future(self._send_body(head, body, chunked))
+            return
+        with contextlib.suppress(StreamClosedError):
+            self.stream.write(head)  # a closed stream: reading the head says so, and how
 
-    async def _send_body(
-        self,
-        start_line: RequestStartLine,
-        headers: HTTPHeaders,
-        body: AsyncIterator[bytes],
-        chunked: bool,
-    ) -> bool:
-        connection = self.connection
+    async def _send_body(self, head: bytes, body: AsyncIterator[bytes], chunked: bool) -> bool:
+        stream = self.stream
         try:
-            if chunked:
-                headers["Transfer-Encoding"] = "chunked"
-            await connection.write_headers(start_line, headers)
-            # Tornado chunks POST, PUT and PATCH bodies itself; any other method's we frame.
-            frame = chunked and not chunking_output(connection)
+            await stream.write(head)
             async for data in body:
                 if data:
-                    await connection.write(frame_chunk(data) if frame else data)
+                    await stream.write(frame_chunk(data) if chunked else data)
                     self._progress()
-            if frame:
-                await connection.write(LAST_CHUNK)
-            connection.finish()
+            if chunked:
+                await stream.write(LAST_CHUNK)
             return True
         except StreamClosedError:
-            return False  # the reader meets the same closed stream and reports it
+            return False  # the response's reader meets the same closed stream and reports it
 
     async def splice_body(self, exchange: Exchange) -> None:
         """Move the whole body from the origin's socket to the client's (``SplicedBody``)."""
@@ -148,27 +134,24 @@ class RoundTrip:
 
     def set_chunk_size(self, size_bytes: int) -> None:
         """How much the next reads from the origin may take at once."""
-        self.connection.params.chunk_size = size_bytes
+        self.relay.chunk_size = size_bytes
         # Tornado returns a partial read after one recv: its size is what really counts.
         self.stream.read_chunk_size = size_bytes
 
-    async def reusable_after(self, method: str, head: ResponseHead) -> bool:
+    def reusable_after(self, method: str, head: ResponseHead) -> bool:
         """Once the body has ended: whether the connection may carry another exchange."""
         if self._sender is not None and not (self._sender.done() and self._sender.result()):
             return False  # the origin answered before the upload was through
         fields = list(head.headers.get_all())
         return (
-            await self._reader
+            self.relay.reusable
             and keeps_alive(head.version, fields)
             and is_delimited(method, head.status, fields)
         )
 
     def release(self, *, reusable: bool) -> None:
-        self.relay.abandon()
         if self._sender is not None and not self._sender.done():
             self._sender.cancel()
-        if not reusable:
-            self.connection.close()
         self._pool.release(self.stream, reusable=reusable)
 
 
@@ -209,7 +192,7 @@ class UpstreamClient:
             try:
                 upstream.send_request(
                     start_line,
-                    headers.copy(),
+                    headers,
                     body,
                     chunked=body is not None and content_length is None,
                 )
@@ -221,7 +204,7 @@ class UpstreamClient:
                     raise
                 exchange.upstream_status = head.status
                 yield upstream, head
-                reusable = await upstream.reusable_after(method, head)
+                reusable = upstream.reusable_after(method, head)
                 return
             finally:
                 upstream.release(reusable=reusable)
