@@ -72,7 +72,8 @@ def parse_digits_capped(text: str, ceiling: int) -> int:
 # RFC 9110 §5.6.2: token = 1*tchar
 #   tchar = "!" / "#" / "$" / "%" / "&" / "'" / "*" / "+" / "-" / "." / "^" / "_" / "`" / "|"
 #           / "~" / DIGIT / ALPHA
-_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+TOKEN = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"  # a pattern, for rules built on this one
+_TOKEN = re.compile(TOKEN)
 
 
 def is_token(text: str) -> bool:
@@ -87,7 +88,8 @@ def is_token(text: str) -> bool:
 # No control character but HTAB, nothing past Latin-1 (the wire is octets), and no whitespace
 # at either end ("a field value does not include leading or trailing whitespace").
 _FIELD_VCHAR = r"[\x21-\x7e\x80-\xff]"
-_FIELD_VALUE = re.compile(rf"(?:{_FIELD_VCHAR}(?:[\t\x20-\x7e\x80-\xff]*{_FIELD_VCHAR})?)?")
+FIELD_VALUE = rf"(?:{_FIELD_VCHAR}(?:[\t\x20-\x7e\x80-\xff]*{_FIELD_VCHAR})?)?"
+_FIELD_VALUE = re.compile(FIELD_VALUE)
 
 
 def is_field_value(text: str) -> bool:

@@ -15,13 +15,16 @@ may be absent along with the space before it.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
-from mediaproxy.http.grammar import GrammarError, is_digits, is_field_value, is_token
+from mediaproxy.http.grammar import FIELD_VALUE, TOKEN, GrammarError, is_digits, is_field_value
 
 # RFC 9112 §2.3: HTTP-version = HTTP-name "/" DIGIT "." DIGIT; a proxy speaks HTTP/1.x only.
 VERSIONS = frozenset(("HTTP/1.0", "HTTP/1.1"))
 _OWS = " \t"
+# RFC 9112 §5: field-line = field-name ":" OWS field-value OWS, in one match per line.
+_FIELD_LINE = re.compile(rf"({TOKEN}):[ \t]*({FIELD_VALUE})[ \t]*")
 
 
 class MalformedHead(GrammarError):
@@ -64,12 +67,9 @@ def parse_response_head(block: bytes) -> ParsedHead:
                 raise MalformedHead("a continuation line before any field")
             name, value = fields.pop()
             line = f"{name}:{value} {line.strip(_OWS)}"
-        name, colon, value = line.partition(":")
-        # RFC 9112 §5.1: "No whitespace is allowed between the field name and colon."
-        if not colon or not is_token(name):
-            raise MalformedHead(f"not a field line: {line[:80]!r}")
-        value = value.strip(_OWS)
-        if not is_field_value(value):
-            raise MalformedHead(f"{name}: value {value[:40]!r} has control characters")
-        fields.append((name, value))
+        match = _FIELD_LINE.fullmatch(line)
+        if match is None:
+            # RFC 9112 §5.1: "No whitespace is allowed between the field name and colon."
+            raise MalformedHead(f"not a field line of tokens and visible octets: {line[:80]!r}")
+        fields.append((match[1], match[2]))
     return ParsedHead(version, int(code), reason, fields)
