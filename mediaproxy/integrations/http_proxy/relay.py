@@ -27,6 +27,7 @@ Content-Length body does not come here at all: it is spliced (``mediaproxy.strea
 from __future__ import annotations
 
 import contextlib
+import functools
 import re
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
@@ -72,10 +73,19 @@ class ResponseHead:
     version: str
     status: int
     reason: str
-    headers: HTTPHeaders
+    # As the origin sent them, but for Content-Length: its checked value, in one field.
+    fields: list[tuple[str, str]]
     # The body's length as the origin declared it, checked (``response_body_length``); None
     # if chunked or delimited by the connection closing.
     content_length: int | None = None
+
+    @functools.cached_property
+    def headers(self) -> HTTPHeaders:
+        """The fields by name, for a caller that looks some up."""
+        headers = HTTPHeaders()
+        for name, value in self.fields:
+            headers.add(name, value)
+        return headers
 
 
 def request_head(start_line: RequestStartLine, fields: Iterable[tuple[str, str]]) -> bytes:
@@ -126,30 +136,29 @@ class ResponseRelay:
             if any(name.lower() in _FRAMING_FIELDS for name, _ in parsed.fields):
                 raise UpstreamClosedEarly(f"upstream interim {parsed.status} announces a body")
             parsed = await self._read_head()
-        headers = HTTPHeaders()
-        for name, value in parsed.fields:
-            headers.add(name, value)
+        fields = parsed.fields
+        transfer_encoding = _joined(fields, "transfer-encoding")
         try:
             declared = response_body_length(
                 parsed.status,
                 head_request=self._head_request,
-                transfer_encoding=headers.get("Transfer-Encoding"),
-                content_length=headers.get("Content-Length"),
+                transfer_encoding=transfer_encoding,
+                content_length=_joined(fields, "content-length"),
             )
         except InvalidFraming as error:
             # Never passed on: the client would be told a length the body does not have.
             raise UpstreamMalformed(f"upstream response framing: {error}") from None
         if declared is not None:
-            headers["Content-Length"] = str(declared)  # repeats become one
+            fields = _one_content_length(fields, declared)  # repeats become one
         if self._head_request or is_bodyless(parsed.status) or declared == 0:
             self.complete = True
         elif declared is not None:
             self._remaining = declared
             if self._may_splice and declared >= ZERO_COPY_MIN_BYTES:
                 self.splice_length = declared
-        elif "Transfer-Encoding" in headers:
+        elif transfer_encoding is not None:
             self._chunked = _ChunkedBody()
-        return ResponseHead(parsed.version, parsed.status, parsed.reason, headers, declared)
+        return ResponseHead(parsed.version, parsed.status, parsed.reason, fields, declared)
 
     async def _read_head(self) -> ParsedHead:
         try:
@@ -216,6 +225,26 @@ class ResponseRelay:
 
 
 _FRAMING_FIELDS = ("content-length", "transfer-encoding")
+
+
+def _joined(fields: list[tuple[str, str]], name: str) -> str | None:
+    """The values of field ``name`` (lower case) joined by commas, as Tornado's headers join
+    repeated field lines; None if absent."""
+    values = [value for field, value in fields if field.lower() == name]
+    return ",".join(values) if values else None
+
+
+def _one_content_length(fields: list[tuple[str, str]], length: int) -> list[tuple[str, str]]:
+    """``fields`` with the first Content-Length set to ``length`` and any other dropped."""
+    kept: list[tuple[str, str]] = []
+    seen = False
+    for name, value in fields:
+        if name.lower() == "content-length":
+            if seen:
+                continue
+            seen, value = True, str(length)
+        kept.append((name, value))
+    return kept
 
 
 class _ChunkedBody:

@@ -26,7 +26,7 @@ import contextlib
 import time
 from collections.abc import AsyncIterator
 
-from tornado.httputil import HTTPHeaders, RequestStartLine
+from tornado.httputil import RequestStartLine
 from tornado.iostream import IOStream, StreamClosedError
 
 from mediaproxy.config import Route
@@ -76,15 +76,14 @@ class RoundTrip:
     def send_request(
         self,
         start_line: RequestStartLine,
-        headers: HTTPHeaders,
+        fields: list[tuple[str, str]],
         body: AsyncIterator[bytes] | None,
         *,
         chunked: bool,
     ) -> None:
         """Start sending; a body goes on in its own task while the response is awaited."""
-        fields = list(headers.get_all())
         if chunked:
-            fields.append(("Transfer-Encoding", "chunked"))
+            fields = [*fields, ("Transfer-Encoding", "chunked")]
         head = request_head(start_line, fields)
         if body is not None:
             self._sender = asyncio.ensure_future(self._send_body(head, body, chunked))
@@ -142,11 +141,10 @@ class RoundTrip:
         """Once the body has ended: whether the connection may carry another exchange."""
         if self._sender is not None and not (self._sender.done() and self._sender.result()):
             return False  # the origin answered before the upload was through
-        fields = list(head.headers.get_all())
         return (
             self.relay.reusable
-            and keeps_alive(head.version, fields)
-            and is_delimited(method, head.status, fields)
+            and keeps_alive(head.version, head.fields)
+            and is_delimited(method, head.status, head.fields)
         )
 
     def release(self, *, reusable: bool) -> None:
@@ -172,7 +170,7 @@ class UpstreamClient:
         self,
         exchange: Exchange,
         start_line: RequestStartLine,
-        headers: HTTPHeaders,
+        fields: list[tuple[str, str]],
         *,
         body: AsyncIterator[bytes] | None = None,
         content_length: int | None = None,
@@ -192,7 +190,7 @@ class UpstreamClient:
             try:
                 upstream.send_request(
                     start_line,
-                    headers,
+                    fields,
                     body,
                     chunked=body is not None and content_length is None,
                 )
@@ -305,8 +303,7 @@ class HttpProxyIntegration(Integration):
         request = exchange.request
         has_body, content_length = request.has_body, request.content_length
         upstream_url = self.settings.upstream
-        headers = HTTPHeaders()
-        for name, value in forward_request_headers(
+        fields = forward_request_headers(
             list(request.headers.get_all()),
             client_ip=request.remote_ip,
             client_scheme=request.scheme,
@@ -314,15 +311,14 @@ class HttpProxyIntegration(Integration):
             client_version=request.version,
             upstream_host=upstream_url.authority,
             content_length=content_length,
-        ):
-            headers.add(name, value)
+        )
         start_line = RequestStartLine(
             request.method, upstream_url.target(request.path, request.query), "HTTP/1.1"
         )
         return self.client.exchange(
             exchange,
             start_line,
-            headers,
+            fields,
             body=exchange.body() if has_body else None,
             content_length=content_length,
         )
@@ -330,9 +326,7 @@ class HttpProxyIntegration(Integration):
     def _response_headers(self, exchange: Exchange, head: ResponseHead) -> list[tuple[str, str]]:
         request = exchange.request
         base = public_base(request.scheme, request.host, request.mount + request.prefix)
-        fields = forward_response_headers(
-            list(head.headers.get_all()), upstream_version=head.version
-        )
+        fields = forward_response_headers(head.fields, upstream_version=head.version)
         return [
             (
                 name,

@@ -414,7 +414,7 @@ class S3Integration(Integration):
             headers.add(name, value)
         await self.signer.sign(method, target, headers)
         async with self.client.exchange(
-            exchange, RequestStartLine(method, target, "HTTP/1.1"), headers
+            exchange, RequestStartLine(method, target, "HTTP/1.1"), list(headers.get_all())
         ) as pair:
             yield pair
 
