@@ -206,6 +206,10 @@ class Origin:
             writer.write(b"HTTP/1.1 two hundred OK\r\nContent-Length: 2\r\n\r\nok")
             await writer.drain()
             raise ConnectionDone
+        elif path == "/bigheader":
+            # One field of ?bytes=N octets in an otherwise ordinary response.
+            size = int(request.number("bytes", 0))
+            await _send_simple(request, writer, 200, b"ok", [("X-Big", "b" * size)])
         elif path == "/interim":
             # Two interim responses, then a chunked body with a trailer field.
             writer.write(

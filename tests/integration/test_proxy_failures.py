@@ -13,6 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from mediaproxy.integrations.http_proxy.relay import MAX_HEADER_BYTES
 from testbed.origin import OriginThread, pattern
 
 from .support import GatewayThread, closed_port, request
@@ -101,6 +102,18 @@ def test_a_malformed_response_is_a_502(gateway: GatewayThread, origin: OriginThr
     response = request(gateway.port, "GET", "/o/malformed")
     assert response.status == 502
     origin.wait_for_open(0)
+
+
+@pytest.mark.parametrize(
+    "field_bytes, status", [(MAX_HEADER_BYTES - 1024, 200), (MAX_HEADER_BYTES + 1, 502)]
+)
+def test_a_response_head_over_the_header_limit_is_a_502(
+    gateway: GatewayThread, origin: OriginThread, field_bytes: int, status: int
+) -> None:
+    response = request(gateway.port, "GET", f"/o/bigheader?bytes={field_bytes}")
+    assert response.status == status
+    if status == 200:
+        assert (len(response.headers["x-big"]), response.body) == (field_bytes, b"ok")
 
 
 def test_no_headers_within_the_idle_timeout_is_a_504(
