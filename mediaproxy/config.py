@@ -657,10 +657,6 @@ def _read_shared_state(table: Table) -> SharedState:
     if redis_url is not None:
         if not isinstance(redis_url, str) or not redis_url.startswith(REDIS_SCHEMES):
             raise table.error("redis_url", "must be a redis://, rediss:// or unix:// URL")
-        if importlib.util.find_spec("redis") is None:
-            raise table.error(
-                "redis_url", "the redis client is not installed (pip install 'mediaproxy[redis]')"
-            )
     shared = SharedState(
         redis_url=redis_url,
         on_shared_state_error=table.choice(

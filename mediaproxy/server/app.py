@@ -228,7 +228,6 @@ def make_gateway(
             config.plans,
             usage_store(config, slots.table),
             metrics,
-            remote=config.shared_state.redis_url is not None,
         )
     )
     rules: list[Any] = [(r"/healthz", HealthHandler, {"lifecycle": lifecycle})]

@@ -15,9 +15,15 @@ differ still agree on a key's rate. The patterns are the well-known ones:
 The admission script checks the quotas, the cap and the rate and changes nothing unless all
 pass; then it counts the rate and adds the lease.
 
+Round trips: a request on a plan makes one before it is answered (the admission script), and
+none after: its end (lease released, unsent bytes given back) joins the other ends of the
+moment, one ``ZREM`` per key's leases and one refund per key's quotas however many streams
+ended, in one write: at once when a slot comes back (a player's next range request must find
+it free), else after ``SETTLE_S``. Nothing waits for those replies.
+
 Every Redis error (refused connection, reset, timeout, a script error) is a
-``SharedStateError``; ``server.usage.PlanGuard`` applies the failure policy. redis-py's own
-retries are off: the guard's timeout is the whole budget of a call.
+``SharedStateError``; ``server.usage.PlanGuard`` applies the failure policy. The client
+(``server.redis_client``) fails a call after ``timeout_s`` and never retries by itself.
 """
 
 from __future__ import annotations
@@ -27,14 +33,16 @@ import contextlib
 import logging
 import math
 import time
-from typing import Any
-
-from redis import asyncio as aioredis
-from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
-from redis.retry import Retry
 
 from mediaproxy.config import SharedState
+from mediaproxy.server.redis_client import (
+    Argument,
+    RedisClient,
+    RedisError,
+    Reply,
+    Script,
+    missing_script,
+)
 from mediaproxy.server.usage import PlanKey, SharedStateError
 from mediaproxy.streaming.usage import Refusal, period_end_s, period_number
 
@@ -92,14 +100,11 @@ end
 return counts
 """
 
-# KEYS: stream leases, then the quota counters to refund. ARGV: lease id ('' none), refund.
-_END = """
-if ARGV[1] ~= '' then redis.call('ZREM', KEYS[1], ARGV[1]) end
-local refund = tonumber(ARGV[2])
-if refund > 0 then
-  for k = 2, #KEYS do
-    if redis.call('EXISTS', KEYS[k]) == 1 then redis.call('DECRBY', KEYS[k], refund) end
-  end
+# KEYS: quota counters. ARGV: bytes to give back (to a counter of this period only: one that
+# expired, or was never made, is not created below zero).
+_REFUND = """
+for k = 1, #KEYS do
+  if redis.call('EXISTS', KEYS[k]) == 1 then redis.call('DECRBY', KEYS[k], ARGV[1]) end
 end
 return 1
 """
@@ -122,34 +127,36 @@ _QUOTA_SLACK_S = 86400
 
 
 class RedisStore:
-    """The ``UsageStore`` on a Redis server, through redis-py's asyncio client."""
+    """The ``UsageStore`` on a Redis server."""
 
     def __init__(self, settings: SharedState) -> None:
         assert settings.redis_url is not None
         self.settings = settings
         self.prefix = settings.key_prefix
-        self.client = aioredis.from_url(
-            settings.redis_url,
-            socket_timeout=settings.timeout_s,
-            socket_connect_timeout=settings.timeout_s,
-            retry=Retry(NoBackoff(), 0),
-            health_check_interval=0,
-        )
-        self._admit = self.client.register_script(_ADMIT)
-        self._charge = self.client.register_script(_CHARGE)
-        self._renew = self.client.register_script(_RENEW)
-        self._end = self.client.register_script(_END)
+        self.client = RedisClient(settings.redis_url, settings.timeout_s)
+        self._admit = Script(_ADMIT)
+        self._charge = Script(_CHARGE)
+        self._renew = Script(_RENEW)
+        self._refund = Script(_REFUND)
+        self._lease_ms = math.ceil(settings.lease_s * 1000)
         self.leases: dict[str, dict[str, None]] = {}  # leases key -> lease ids held here
-        self._endings: list[tuple[list[str], list[Any]]] = []  # (keys, args) of _END, to send
-        self._settling: asyncio.Task[None] | None = None
+        # What ended streams give back, until it is sent: lease ids per leases key, and bytes
+        # per set of quota counters (summed: one command for many streams of a key).
+        self._releases: dict[str, list[str]] = {}
+        self._refunds: dict[tuple[str, ...], int] = {}
+        self._flush: asyncio.Handle | None = None  # a TimerHandle while the refunds settle
+        self._sending: set[asyncio.Task[None]] = set()
         self._renewer: asyncio.Task[None] | None = None
 
     async def open(self) -> None:
+        scripts = (self._admit, self._charge, self._renew, self._refund)
         try:
-            for script in (self._admit, self._charge, self._renew, self._end):
-                await self.client.script_load(script.script)
-        except (RedisError, OSError) as error:
+            outcomes = await self.client.pipeline([["SCRIPT", "LOAD", s.source] for s in scripts])
+        except RedisError as error:
             raise SharedStateError(f"{type(error).__name__}: {error}") from error
+        for outcome in outcomes:
+            if isinstance(outcome, RedisError):
+                raise SharedStateError(f"{type(outcome).__name__}: {outcome}")
 
     def _leases_key(self, key: PlanKey) -> str:
         return f"{self.prefix}streams:{key.key_id}"
@@ -160,22 +167,22 @@ class RedisStore:
             for quota, number in zip(key.quotas, periods)
         ]
 
-    async def _run(self, script: Any, keys: list[str], args: list[Any]) -> Any:
+    async def _run(self, script: Script, keys: list[str], args: list[Argument]) -> Reply:
         try:
-            return await script(keys=keys, args=args)
-        except (RedisError, OSError) as error:
+            return await self.client.evalsha(script, keys, args)
+        except RedisError as error:
             raise SharedStateError(f"{type(error).__name__}: {error}") from error
 
     async def admit(
         self, key: PlanKey, lease_id: str, now_s: float, reserve_bytes: int
     ) -> Refusal | None:
         periods = tuple(period_number(quota.period, now_s) for quota in key.quotas)
-        args: list[Any] = [
+        args: list[Argument] = [
             key.rate.interval_s if key.rate else 0,
             key.rate.tolerance_s if key.rate else 0,
             key.plan.max_concurrent_streams,
             lease_id,
-            math.ceil(self.settings.lease_s * 1000),
+            self._lease_ms,
             reserve_bytes,
         ]
         for quota, lifetime in zip(key.quotas, self._lifetimes(key, now_s)):
@@ -189,16 +196,19 @@ class RedisStore:
             ],
             args,
         )
-        code = int(answer[0])
+        assert isinstance(answer, list)
+        code = _number(answer[0])
         if code == 0:
             if key.plan.max_concurrent_streams:
                 self.leases.setdefault(self._leases_key(key), {})[lease_id] = None
                 self._start_renewing()
             return None
         if code == 2:
-            quota = key.quotas[int(answer[1])]
+            quota = key.quotas[_number(answer[1])]
             return Refusal(quota.period, period_end_s(quota.period, now_s) - now_s)
-        return Refusal(_REFUSALS[code], float(answer[1]))
+        wait = answer[1]
+        assert isinstance(wait, bytes)
+        return Refusal(_REFUSALS[code], float(wait))
 
     async def charge(self, key: PlanKey, periods: tuple[int, ...], amount: int) -> tuple[int, ...]:
         counts = await self._run(
@@ -206,7 +216,8 @@ class RedisStore:
             self._quota_keys(key, periods),
             [amount, *self._lifetimes(key, time.time())],
         )
-        return tuple(int(count) for count in counts)
+        assert isinstance(counts, list)
+        return tuple(_number(count) for count in counts)
 
     @staticmethod
     def _lifetimes(key: PlanKey, now_s: float) -> list[int]:
@@ -216,7 +227,7 @@ class RedisStore:
             for quota in key.quotas
         ]
 
-    async def end(
+    def end(
         self, key: PlanKey, lease_id: str | None, periods: tuple[int, ...], refund_bytes: int
     ) -> None:
         leases_key = self._leases_key(key)
@@ -229,28 +240,48 @@ class RedisStore:
             lease_id = None  # none was taken
         if lease_id is None and not refund_bytes:
             return
-        keys = [leases_key, *self._quota_keys(key, periods)]
         if lease_id is not None:
-            # A slot comes back at once: a player's next range request must find it free.
-            await self._run(self._end, keys, [lease_id, refund_bytes])
-            return
-        self._endings.append((keys, ["", refund_bytes]))
-        if self._settling is None:
-            self._settling = asyncio.ensure_future(self._settle())
-        await asyncio.shield(self._settling)
+            self._releases.setdefault(leases_key, []).append(lease_id)
+        if refund_bytes:
+            counters = tuple(self._quota_keys(key, periods))
+            self._refunds[counters] = self._refunds.get(counters, 0) + refund_bytes
+        loop = asyncio.get_running_loop()
+        if self._flush is None:
+            self._flush = (
+                loop.call_later(SETTLE_S, self._send_endings)
+                if lease_id is None
+                else loop.call_soon(self._send_endings)
+            )
+        elif lease_id is not None and isinstance(self._flush, asyncio.TimerHandle):
+            self._flush.cancel()  # a slot is waiting: it goes now, and the refunds with it
+            self._flush = loop.call_soon(self._send_endings)
 
-    async def _settle(self) -> None:
-        """The unsent bytes of the streams that ended in the last ``SETTLE_S``, given back in
-        one round trip: a script per response would compete with the next request's own."""
-        await asyncio.sleep(SETTLE_S)
-        endings, self._endings, self._settling = self._endings, [], None
+    def _send_endings(self) -> None:
+        """The ends queued meanwhile, in one write. Their replies matter only as failures, and
+        a failure loses nothing that matters: a lease expires on its own, and an unsent refund
+        leaves a quota over-counted by less than one step per stream."""
+        self._flush = None
+        commands: list[list[Argument]] = [
+            ["ZREM", leases_key, *ids] for leases_key, ids in self._releases.items()
+        ]
+        commands += [
+            self._refund.command(list(counters), [amount])
+            for counters, amount in self._refunds.items()
+        ]
+        self._releases, self._refunds = {}, {}
+        if commands:
+            task = asyncio.ensure_future(self._send(commands))
+            self._sending.add(task)
+            task.add_done_callback(self._sending.discard)
+
+    async def _send(self, commands: list[list[Argument]]) -> None:
         try:
-            async with self.client.pipeline(transaction=False) as pipe:
-                for keys, args in endings:
-                    await self._end(keys=keys, args=args, client=pipe)
-                await pipe.execute()
-        except (RedisError, OSError) as error:
-            raise SharedStateError(f"{type(error).__name__}: {error}") from error
+            outcomes = await self.client.pipeline(commands)
+            for command, outcome in zip(commands, outcomes):
+                if missing_script(outcome):  # Redis restarted since the scripts were loaded
+                    await self.client.call(*self._refund.whole(command))
+        except RedisError:
+            pass
 
     def _start_renewing(self) -> None:
         if self._renewer is None or self._renewer.done():
@@ -259,27 +290,29 @@ class RedisStore:
     async def _renew_leases(self) -> None:
         """Every third of the lease, push back the expiry of every lease this instance holds;
         a failed round is tried again at the next (a lease survives two missed rounds)."""
-        lease_ms = math.ceil(self.settings.lease_s * 1000)
         while self.leases:
             await asyncio.sleep(self.settings.lease_s / 3)
             for leases_key, held in list(self.leases.items()):
                 if not held:
                     continue
                 try:
-                    await asyncio.wait_for(
-                        self._run(self._renew, [leases_key], [lease_ms, *held]),
-                        self.settings.timeout_s,
-                    )
-                except (SharedStateError, asyncio.TimeoutError):
+                    await self._run(self._renew, [leases_key], [self._lease_ms, *held])
+                except SharedStateError:
                     break  # the guard logs outages from requests; the next round retries
 
     async def close(self) -> None:
-        if self._settling is not None:
-            with contextlib.suppress(SharedStateError):
-                await self._settling
+        if self._flush is not None:
+            self._flush.cancel()
+        self._send_endings()
+        if self._sending:
+            await asyncio.wait(list(self._sending), timeout=self.settings.timeout_s * 2)
         if self._renewer is not None:
             self._renewer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._renewer
-        with contextlib.suppress(RedisError, OSError):
-            await self.client.aclose()
+        await self.client.close()
+
+
+def _number(reply: Reply) -> int:
+    assert isinstance(reply, int | bytes)
+    return int(reply)

@@ -22,9 +22,10 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import logging
+import os
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
@@ -72,6 +73,9 @@ class PlanKey:
 
 
 class UsageStore(Protocol):
+    """Every call answers, or raises SharedStateError, within ``timeout_s``: the guard adds no
+    timer of its own (one per request would cost more than a check in memory)."""
+
     async def open(self) -> None:
         """Connect and prepare, ahead of the first request."""
 
@@ -85,10 +89,12 @@ class UsageStore(Protocol):
         """Add ``amount`` bytes to each quota of ``key`` (in the given period numbers);
         every count after it."""
 
-    async def end(
+    def end(
         self, key: PlanKey, lease_id: str | None, periods: tuple[int, ...], refund_bytes: int
     ) -> None:
-        """A stream is over: drop its lease and give back what it reserved and did not send."""
+        """A stream is over: drop its lease and give back what it reserved and did not send.
+        Never waits and never raises: what it cannot do is lost on the safe side (a lease
+        expires on its own, an unsent refund over-counts by less than a step)."""
 
     async def close(self) -> None: ...
 
@@ -127,11 +133,15 @@ class LocalStore:
         except TableFull as error:
             raise SharedStateError(str(error)) from error
 
-    async def end(
+    def end(
         self, key: PlanKey, lease_id: str | None, periods: tuple[int, ...], refund_bytes: int
     ) -> None:
         if refund_bytes:
-            await self.charge(key, periods, -refund_bytes)
+            for quota, number in zip(key.quotas, periods):
+                try:
+                    self.table.charge(f"{quota.period} {key.key_id}", number, -refund_bytes)
+                except TableFull:
+                    pass  # a full table counts nothing new; a refund it cannot take is lost
         if lease_id is not None:
             self.table.release([key_streams(key.key_id)])
 
@@ -169,19 +179,16 @@ class PlanGuard:
         store: UsageStore,
         metrics: Metrics,
         clock: Callable[[], float] = time.time,
-        *,
-        remote: bool = True,
     ) -> None:
         self.settings = settings
         self.store = store
-        # A store in this process's memory answers at once: no timer per call for it.
-        self._timeout_s = settings.timeout_s if remote else None
         self.metrics = metrics
         self.clock = clock
         self._keys = plan_keys(plans)
         self._down_since: float | None = None  # monotonic time of the outage's first failure
         self._retry_at = 0.0
-        self._endings: set[asyncio.Task[None]] = set()
+        # Lease ids, unique across processes and instances without a random draw per request.
+        self._lease_ids = (f"{os.getpid()}.{os.urandom(6).hex()}.{n}" for n in itertools.count())
         # Connecting and loading scripts takes several round trips: not on a request's time.
         self._opening = asyncio.ensure_future(self._open())
 
@@ -202,7 +209,7 @@ class PlanGuard:
     async def admit(self, key: PlanKey) -> KeyUsage:
         """Admit a request of ``key`` or raise TooManyRequests (or 503 under "deny")."""
         now_s = self.clock()
-        lease_id = uuid.uuid4().hex
+        lease_id = next(self._lease_ids)
         # The first step of bytes is reserved with the admission: one round trip, and a
         # response smaller than a step needs no other before it is sent.
         reserve_bytes = self.settings.quota_step_bytes if key.quotas else 0
@@ -228,12 +235,8 @@ class PlanGuard:
                 operation.close()  # never started: nothing to clean up
             raise SharedStateError("still away")
         try:
-            answer = await (
-                operation
-                if self._timeout_s is None
-                else asyncio.wait_for(operation, self._timeout_s)
-            )
-        except (SharedStateError, asyncio.TimeoutError) as error:
+            answer = await operation
+        except SharedStateError as error:
             self._failed(error)
             raise SharedStateError(str(error)) from error
         if self._down_since is not None:
@@ -263,16 +266,8 @@ class PlanGuard:
                 else "refused with 503",
             )
 
-    def finish(self, ending: Awaitable[None]) -> None:
-        """Run a stream's closing bookkeeping without holding up the handler."""
-        task = asyncio.ensure_future(ending)
-        self._endings.add(task)
-        task.add_done_callback(self._endings.discard)
-
     async def close(self) -> None:
         self._opening.cancel()
-        if self._endings:
-            await asyncio.wait(list(self._endings), timeout=self.settings.timeout_s * 2)
         await self.store.close()
 
 
@@ -365,14 +360,6 @@ class KeyUsage:
         """The stream is over: give back the slot and the unsent part of the last step."""
         if not self._ended:
             self._ended = True
-            if self._lease_id is not None or (self._reserved and self._periods):
-                self._guard.finish(self._end())
-
-    async def _end(self) -> None:
-        refund = self._reserved if self._periods else 0
-        try:
-            await self._guard._ask(
+            refund = self._reserved if self._periods else 0
+            if self._lease_id is not None or refund:
                 self._guard.store.end(self.key, self._lease_id, self._periods, refund)
-            )
-        except SharedStateError:
-            pass  # a Redis lease expires on its own; a lost refund over-counts < one step

@@ -72,7 +72,6 @@ def s3_store() -> Iterator[S3Store]:
 @pytest.fixture(scope="session")
 def redis_session() -> Iterator[RedisServer]:
     """A Redis server for this test session (see redisserver.py)."""
-    pytest.importorskip("redis")
     if not redis_installed():
         pytest.skip("redis-server not installed (scripts/system-deps.sh test installs it)")
     with throwaway_redis() as server:
@@ -89,7 +88,6 @@ def redis_url(redis_session: RedisServer) -> str:
 @pytest.fixture
 def own_redis() -> Iterator[RedisServer]:
     """A Redis server of this test's own, which it may kill and start again."""
-    pytest.importorskip("redis")
     if not redis_installed():
         pytest.skip("redis-server not installed (scripts/system-deps.sh test installs it)")
     with throwaway_redis() as server:
