@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from mediaproxy.config import Table
 from mediaproxy.http.upstreams import Upstream
+from mediaproxy.integrations.cache.settings import CacheSettings, read_cache_settings
 
 TRANSFER_MODES = ("stream", "buffered")
 
@@ -20,6 +21,7 @@ class HttpProxySettings:
     max_idle_connections: int = 32
     # nginx proxy_connect_timeout is 60 s; a loopback or LAN origin answers in milliseconds.
     connect_timeout_s: float = 10.0
+    cache: CacheSettings | None = None  # opt-in: cache_dir and the other cache_* keys
 
 
 def read_settings(table: Table) -> HttpProxySettings:
@@ -27,13 +29,16 @@ def read_settings(table: Table) -> HttpProxySettings:
         upstream = Upstream.parse(table.string("upstream"))
     except ValueError as error:
         raise table.error("upstream", str(error)) from error
+    transfer_mode = table.choice("transfer_mode", TRANSFER_MODES, HttpProxySettings.transfer_mode)
+    cache = read_cache_settings(table)
+    if cache is not None and transfer_mode == "buffered":
+        raise table.error("cache_dir", 'a transfer_mode = "buffered" route is never cached')
     return HttpProxySettings(
         upstream=upstream,
-        transfer_mode=table.choice(
-            "transfer_mode", TRANSFER_MODES, HttpProxySettings.transfer_mode
-        ),
+        transfer_mode=transfer_mode,
         max_idle_connections=table.integer(
             "max_idle_connections", HttpProxySettings.max_idle_connections, maximum=4096
         ),
         connect_timeout_s=table.seconds("connect_timeout", HttpProxySettings.connect_timeout_s),
+        cache=cache,
     )
