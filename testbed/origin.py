@@ -8,8 +8,11 @@ so tests can prove reuse and prove that the gateway closed what it should have.
 Endpoints (GET and HEAD unless noted; numbers are query parameters; the first path segment
 picks the endpoint, so /echo/a/b is /echo):
     /bytes?n=N[&framing=length|chunked|close][&chunk=K][&interval=S][&type=T]
+           [&cc=CACHE_CONTROL][&vary=V][&etag=none|weak][&ranges=ignore]
         N bytes of ``pattern`` (deterministic, never all in memory); honours one-range Range
-        (206/416) and If-None-Match on its ETag (304)
+        (206/416, unless ranges=ignore) and If-None-Match on its ETag (304); cc and vary set
+        Cache-Control and Vary; etag=none sends no ETag, etag=weak a weak one. The body and
+        ETag follow ``Origin.version`` (a test bumps it: the object changed at the origin)
     /endless[?chunk=K][&interval=S]          chunked, forever
     /stall?after=N                           headers (Content-Length N+1), N bytes, silence
     /stall?headers=0                         silence before any header
@@ -54,6 +57,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import parse_qs, parse_qsl, unquote, urlsplit
 
 PATTERN_PERIOD = (1 << 20) + 13  # a prime-ish period: chunk boundaries never line up with it
@@ -83,6 +87,9 @@ HOP_RESPONSE_HEADERS = [
     ("Via", "1.1 origin"),
     ("Content-Type", "text/plain"),
 ]
+
+
+_CACHE_FIELDS = (("cc", "Cache-Control"), ("vary", "Vary"))
 
 
 def pattern(offset: int, length: int) -> bytes:
@@ -135,6 +142,10 @@ class Origin:
         self.open = 0
         self.requests = 0
         self.targets: list[str] = []  # every request-target received, in order
+        # Every /bytes response: (target, Range asked, status, body bytes sent), and the total.
+        self.served: list[list[Any]] = []
+        self.body_bytes = 0
+        self.version = 0  # /bytes content and ETag: bump it to change the object
         self.server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
 
@@ -251,7 +262,12 @@ class Origin:
         elif path == "/length":
             await self._length(request, writer)
         elif path == "/_stats":
-            stats = {"accepted": self.accepted, "open": self.open, "requests": self.requests}
+            stats = {
+                "accepted": self.accepted,
+                "open": self.open,
+                "requests": self.requests,
+                "body_bytes": self.body_bytes,
+            }
             await _send_simple(
                 request,
                 writer,
@@ -267,18 +283,25 @@ class Origin:
     async def _bytes(self, request: Request, writer: asyncio.StreamWriter) -> None:
         size = int(request.number("n", 0))
         framing = request.query.get("framing", "length")
-        etag = f'"bytes-{size}"'
+        version = self.version
+        etag = f'"bytes-{size}"' if not version else f'"bytes-{size}-v{version}"'
         headers = [
-            ("ETag", etag),
             ("Accept-Ranges", "bytes"),
             ("Content-Type", request.query.get("type", "application/octet-stream")),
         ]
+        etag_kind = request.query.get("etag")
+        if etag_kind != "none":
+            headers.append(("ETag", "W/" + etag if etag_kind == "weak" else etag))
+        headers += [
+            (name, request.query[key]) for key, name in _CACHE_FIELDS if key in request.query
+        ]
         if request.header("If-None-Match") == etag:
-            await _send_simple(request, writer, 304, b"", [("ETag", etag)])
+            self.served.append([request.target, request.header("Range"), 304, 0])
+            await _send_simple(request, writer, 304, b"", headers)
             return
         status, start, length = 200, 0, size
         match = re.fullmatch(r"bytes=(\d+)-(\d*)", request.header("Range"))
-        if match:
+        if match and request.query.get("ranges") != "ignore":
             first = int(match[1])
             last = min(int(match[2]) if match[2] else size - 1, size - 1)
             if first >= size or last < first:
@@ -290,8 +313,16 @@ class Origin:
             headers.append(("Content-Range", f"bytes {first}-{last}/{size}"))
         chunk = int(request.number("chunk", WRITE_BYTES))
         interval = request.number("interval", 0)
-        body = _pattern_chunks(start, length, chunk)
+        record = [request.target, request.header("Range"), status, 0]
+        self.served.append(record)  # its count grows as the body goes
+        body = self._counted(_pattern_chunks(start + version, length, chunk), record)
         await _send_streamed(request, writer, status, headers, framing, length, body, interval)
+
+    def _counted(self, chunks: Iterable[bytes], record: list[Any]) -> Iterator[bytes]:
+        for data in chunks:
+            self.body_bytes += len(data)
+            record[3] += len(data)
+            yield data
 
     async def _length(self, request: Request, writer: asyncio.StreamWriter) -> None:
         fields = parse_qsl(

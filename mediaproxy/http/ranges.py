@@ -26,7 +26,13 @@ import string
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from mediaproxy.http.grammar import is_digits, is_token, parse_digits_capped
+from mediaproxy.http.grammar import (
+    GrammarError,
+    is_digits,
+    is_token,
+    parse_digits,
+    parse_digits_capped,
+)
 
 __all__ = [
     "COALESCE_GAP_BYTES",
@@ -394,3 +400,22 @@ def plan_multipart(
         parts=parts,
         epilogue=epilogue,
     )
+
+
+def parse_content_range(value: str) -> tuple[ByteRange, int] | None:
+    """The range and complete length a 206's ``Content-Range`` states, or None if it states
+    no satisfied range (RFC 9110 §14.4: ``bytes first-last/complete-length``; an unknown
+    length ``*`` names nothing a cache can place).
+    """
+    unit, space, rest = value.strip(_OWS).partition(" ")
+    span, slash, length = rest.partition("/")
+    first, dash, last = span.partition("-")
+    if unit.lower() != "bytes" or not space or not slash or not dash:
+        return None
+    try:
+        start, end, size = parse_digits(first), parse_digits(last), parse_digits(length)
+    except GrammarError:
+        return None
+    if end < start or end >= size:
+        return None
+    return ByteRange(start, end + 1), size

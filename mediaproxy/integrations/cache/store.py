@@ -300,7 +300,10 @@ class SliceStore:
     # -- slices -----------------------------------------------------------------------------
 
     def has_slice(self, meta: ObjectMeta, index: int) -> bool:
-        return (meta.key, index) in self._slices and self._metas.get(meta.key) == meta
+        current = self._metas.get(meta.key)
+        return (
+            current is not None and current.etag == meta.etag and (meta.key, index) in self._slices
+        )
 
     def open_slice(self, meta: ObjectMeta, index: int) -> int | None:
         """A descriptor on a stored slice (the caller closes it), marked recently used; None

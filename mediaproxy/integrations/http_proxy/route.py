@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator
+from typing import Protocol
 
 from tornado.httputil import RequestStartLine
 from tornado.iostream import IOStream, StreamClosedError
@@ -37,10 +38,12 @@ from mediaproxy.http.headers import (
     is_delimited,
     keeps_alive,
     may_retry,
+    via_entry,
 )
 from mediaproxy.http.statuses import is_bodyless
 from mediaproxy.http.upstreams import Upstream, public_base
 from mediaproxy.integrations.base import Exchange, Integration
+from mediaproxy.integrations.cache.serve import Fill, RangeCache
 from mediaproxy.integrations.http_proxy.pool import ConnectionPool
 from mediaproxy.integrations.http_proxy.relay import (
     LAST_CHUNK,
@@ -57,11 +60,20 @@ from mediaproxy.streaming.zerocopy import SPLICE_AVAILABLE, ZERO_COPY_WAIT_PIECE
 from mediaproxy.tornado_internals import buffered_read_bytes
 
 
+class UpstreamUser(Protocol):
+    """Whom an upstream exchange reports to: a client's Exchange, or a cache fill that
+    serves several clients."""
+
+    upstream_status: int | None
+
+    def progress(self) -> None: ...
+
+
 class RoundTrip:
     """One request and response on one upstream connection."""
 
     def __init__(
-        self, stream: IOStream, pool: ConnectionPool, exchange: Exchange, method: str
+        self, stream: IOStream, pool: ConnectionPool, exchange: UpstreamUser, method: str
     ) -> None:
         self.stream = stream
         self._pool = pool
@@ -168,7 +180,7 @@ class UpstreamClient:
     @contextlib.asynccontextmanager
     async def exchange(
         self,
-        exchange: Exchange,
+        exchange: UpstreamUser,
         start_line: RequestStartLine,
         fields: list[tuple[str, str]],
         *,
@@ -245,20 +257,37 @@ class HttpProxyIntegration(Integration):
             connect_timeout_s=self.settings.connect_timeout_s,
         )
         self.pool = self.client.pool
+        self.cache = (
+            None
+            if self.settings.cache is None
+            else RangeCache(self.settings.cache, route.prefix, _CacheOrigin(self))
+        )
 
     async def respond(self, exchange: Exchange) -> None:
         if self.settings.transfer_mode == "buffered":
             await self._respond_buffered(exchange)
+        elif self.cache is not None:
+
+            async def forward(fields: list[tuple[str, str]]) -> None:
+                await self._respond_streaming(exchange, fields)
+
+            await self.cache.respond(exchange, forward, restricted=self.route.access.restricted)
         else:
             await self._respond_streaming(exchange)
 
     async def close(self) -> None:
+        if self.cache is not None:
+            self.cache.close()
         self.client.close()
 
-    async def _respond_streaming(self, exchange: Exchange) -> None:
+    async def _respond_streaming(
+        self, exchange: Exchange, added: list[tuple[str, str]] | None = None
+    ) -> None:
         async with self._exchange(exchange) as (upstream, head):
             exchange.start(
-                head.status, self._response_headers(exchange, head), _printable(head.reason)
+                head.status,
+                self._response_headers(exchange, head) + (added or []),
+                _printable(head.reason),
             )
             if not upstream.relay.body_waiting():
                 await exchange.flush_headers()  # a slow body should not hold the headers back
@@ -336,6 +365,26 @@ class HttpProxyIntegration(Integration):
             )
             for name, value in fields
         ]
+
+
+class _CacheOrigin:
+    """The route's origin as the cache asks it for bytes: a GET of the route's own target,
+    with the cache's fields and none of any client's (the answer is shared)."""
+
+    def __init__(self, route: HttpProxyIntegration) -> None:
+        self._route = route
+
+    def fetch(
+        self, fill: Fill, path: str, query: str, fields: list[tuple[str, str]]
+    ) -> contextlib.AbstractAsyncContextManager[tuple[RoundTrip, ResponseHead]]:
+        upstream = self._route.settings.upstream
+        headers = HTTPHeaders()
+        headers.add("Host", upstream.authority)
+        headers.add("Via", via_entry("HTTP/1.1"))
+        for name, value in fields:
+            headers.add(name, value)
+        start_line = RequestStartLine("GET", upstream.target(path, query), "HTTP/1.1")
+        return self._route.client.exchange(fill, start_line, headers)
 
 
 def _printable(reason: str) -> str | None:

@@ -1,0 +1,690 @@
+"""Responses from cached slices, and the origin fetches that fill them, shared by every client.
+
+How a GET on a cached route is answered:
+
+1. ``request_bypass`` and the route's own rules (a route with API keys or signed URLs is
+   private unless ``cache_private = true``) may send it straight to the origin: BYPASS.
+2. With no stored version, or a stale one, the request starts a *probe* or joins the one
+   running for the same object: a ranged GET for the slices the client wants (conditional on
+   the stored ETag when there is one). Its head decides: a 304 refreshes the stored version
+   (REVALIDATED); a cacheable 206 (or a 200 from an origin that ignores Range: the whole
+   object, sliced as it streams) becomes the version's slices (MISS), a new ETag dropping
+   every slice of the old one; anything else (an error, no-store, private, Vary, no strong
+   ETag) is answered by the origin itself, and an uncacheable object is remembered as such
+   for ``cache_default_ttl``.
+3. The client's Range (none, one, or several: multipart/byteranges) is answered slice by
+   slice: a stored slice goes out of its file with ``Exchange.send_file`` (sendfile where the
+   connection allows it); a slice some fill is writing is read from that fill's file as its
+   bytes land, by every client that wants it (read-while-write: one origin fetch, however
+   many clients); a missing one starts a fill with a ranged GET up to the end of the client's
+   range or the next slice already stored or being filled.
+
+A fill belongs to no client. It runs while somebody reads from it. When the last client
+reading it leaves (done, aborted, timed out), it finishes the slice it is writing (those
+bytes are on their way already, and a client that read a slice's first bytes is likely to
+want the rest) and stops there, or after ``ORPHAN_GRACE_S`` if the origin is that slow: its
+origin connection is closed and its half-written slices deleted. A client that comes for
+the same slices meanwhile takes it over. So an aborted client never leaves a fetch or a
+descriptor behind for longer than one slice, and a fill nobody wants costs nothing more.
+
+A fill whose origin answers with another ETag than the version a client is reading drops the
+old version and fails that client's response (its connection is cut, as after any failure
+once the headers are out): no response ever mixes two versions.
+
+Disk full: the fill fails, the failure is logged once, and the cache answers nothing but
+BYPASS for ``DISK_FULL_PAUSE_S`` before it tries again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import os
+import secrets
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from mediaproxy.errors import PreconditionFailed, RangeNotSatisfiable, UpstreamError
+from mediaproxy.http.caching import (
+    Bypass,
+    freshness_lifetime_s,
+    request_bypass,
+    response_bypass,
+    strong_etag,
+)
+from mediaproxy.http.conditional import (
+    Outcome,
+    Validators,
+    evaluate,
+    if_range_allows_partial,
+    parse_http_date,
+)
+from mediaproxy.http.headers import end_to_end
+from mediaproxy.http.ranges import (
+    ByteRange,
+    NotSatisfiable,
+    PartialContent,
+    parse_content_range,
+    parse_range,
+    plan_multipart,
+)
+from mediaproxy.integrations.base import Exchange
+from mediaproxy.integrations.cache.settings import CacheSettings
+from mediaproxy.integrations.cache.store import DiskFull, ObjectMeta, SliceStore, SliceWriter
+from mediaproxy.integrations.http_proxy.relay import ResponseHead
+
+log = logging.getLogger("mediaproxy")
+
+# After a full disk, how long the cache stands aside before it writes again.
+DISK_FULL_PAUSE_S = 10.0
+# How many objects' request counts are kept for cache_min_uses (the least recent forgotten).
+USE_COUNTS = 65536
+# How long a fill nobody reads any more may take to finish its slice before it is cancelled:
+# the gateway's own patience with a client, not an origin's.
+ORPHAN_GRACE_S = 5.0
+# What a fill reads from the origin at once: the relay's largest chunk.
+FILL_CHUNK_BYTES = 1024 * 1024
+# Fields the cache writes itself, or that describe one message rather than the representation.
+_NOT_STORED = frozenset(
+    {"content-length", "content-range", "accept-ranges", "date", "age", "x-cache", "via"}
+)
+# A Range header's ranges are placed before the size is known against this, so "bytes=-N"
+# (from the end) shows up as an offset no object has.
+_UNKNOWN_SIZE = 2**62
+
+HIT, MISS, REVALIDATED, BYPASS = "HIT", "MISS", "REVALIDATED", "BYPASS"
+
+
+class BodySource(Protocol):
+    def body(self) -> AsyncIterator[bytes]: ...
+
+
+class Fetched(Protocol):
+    """An origin response being read (the proxy's ``RoundTrip``)."""
+
+    @property
+    def relay(self) -> BodySource: ...
+
+    def set_chunk_size(self, size_bytes: int) -> None: ...
+
+
+class Origin(Protocol):
+    """How the cache asks the route's origin for bytes: one GET of the route's object with
+    the given extra fields (Range, If-None-Match), yielding once the head is in; ``fill``
+    hears of the progress (it passes it on to its readers' timers)."""
+
+    def fetch(
+        self, fill: Fill, path: str, query: str, fields: list[tuple[str, str]]
+    ) -> contextlib.AbstractAsyncContextManager[tuple[Fetched, ResponseHead]]: ...
+
+
+@dataclass
+class CacheStats:
+    """Counted since start-up, per route (the metrics read them)."""
+
+    hits: int = 0
+    misses: int = 0
+    revalidated: int = 0
+    bypasses: int = 0
+    bytes_from_cache: int = 0
+    bytes_from_origin: int = 0
+
+
+@dataclass(frozen=True)
+class _Revalidated:
+    """The origin answered 304: the stored version, fresh again."""
+
+    meta: ObjectMeta
+
+
+class _Enough(Exception):
+    """Every slice the fill took on is written: the rest of the origin's body is not needed."""
+
+
+@dataclass(eq=False)
+class Fill:
+    """One origin response written into consecutive slices, readable by any number of clients
+    while it arrives."""
+
+    cache: RangeCache
+    key: str
+    first: int  # the slice the request starts at
+    stop: int | None  # the slice after the last one asked for; None: to the end
+    meta: ObjectMeta | None  # the version asked about, then the version being written
+    revalidate: bool = False  # a probe of a stored version: conditional on its ETag
+    users: set[Exchange] = field(default_factory=set)
+    # The head's verdict: the version now stored and how the head was (MISS or REVALIDATED),
+    # or a Bypass; set once.
+    head: asyncio.Future[tuple[ObjectMeta, str] | Bypass] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+    writers: dict[int, SliceWriter] = field(default_factory=dict)
+    done: bool = False
+    error: BaseException | None = None
+    upstream_status: int | None = None
+    task: asyncio.Task[None] | None = None
+    orphan_timer: asyncio.TimerHandle | None = None  # armed while nobody reads it
+    _changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def progress(self) -> None:
+        for user in self.users:
+            user.progress()
+
+    def notify(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    async def changed(self) -> None:
+        await self._changed.wait()
+
+    def written(self, index: int) -> int | None:
+        """Bytes of slice ``index`` written so far; None if this fill does not hold it."""
+        writer = self.writers.get(index)
+        return None if writer is None else writer.written
+
+
+class RangeCache:
+    """One route's cache: its slices on disk, the fills running, what it counted."""
+
+    def __init__(self, settings: CacheSettings, prefix: str, origin: Origin) -> None:
+        self.settings = settings
+        self.prefix = prefix
+        self.origin = origin
+        self.store = _store(settings)
+        self.stats = CacheStats()
+        self._filling: dict[tuple[str, str, int], Fill] = {}  # (key, etag, slice) -> fill
+        self._probes: dict[str, Fill] = {}  # key -> the probe whose head is awaited
+        self._uncacheable: dict[str, float] = {}  # key -> until (loop time)
+        self._uses: collections.OrderedDict[str, int] = collections.OrderedDict()
+        self._disk_full_until = 0.0
+
+    def close(self) -> None:
+        """Cancel every fill (the route is going away)."""
+        fills = {*self._filling.values(), *self._probes.values()}
+        for fill in fills:
+            self._forget(fill)
+            if fill.task is not None:
+                fill.task.cancel()
+
+    # -- the request ------------------------------------------------------------------------
+
+    async def respond(
+        self,
+        exchange: Exchange,
+        forward: Callable[[list[tuple[str, str]]], Awaitable[None]],
+        *,
+        restricted: bool,
+    ) -> None:
+        """Answer from the cache, or by ``forward`` (the route's own proxying, given the
+        fields to add) when the request or the object may not be cached."""
+        request = exchange.request
+        key = self.prefix + request.path + ("?" + request.query if request.query else "")
+        bypass = self._bypass(exchange, key, restricted)
+        joined: set[Fill] = set()  # the fills this client reads from, left when it is done
+        try:
+            if bypass is None:
+                meta = self.store.meta(key)
+                state = HIT
+                if meta is None or not meta.fresh(time.time()):
+                    wanted = _wanted(request.headers.get("Range"), meta)
+                    verdict = await self._probe(exchange, key, meta, wanted, joined)
+                    if isinstance(verdict, Bypass):
+                        bypass = verdict
+                    else:
+                        meta, state = verdict
+                if bypass is None:
+                    assert meta is not None
+                    await self._serve(exchange, meta, state, joined)
+                    return
+        finally:
+            for fill in joined:
+                self.leave(fill, exchange)
+        self.stats.bypasses += 1
+        log.debug("cache bypass %s: %s", key, bypass.reason)
+        await forward(self._x_cache(BYPASS))
+
+    def _bypass(self, exchange: Exchange, key: str, restricted: bool) -> Bypass | None:
+        request = exchange.request
+        private_ok = restricted and self.settings.private
+        bypass = request_bypass(
+            request.method, request.headers.get_all(), authorization_allowed=private_ok
+        )
+        if bypass is not None:
+            return bypass
+        if restricted and not self.settings.private:
+            return Bypass("a private route (cache_private = false)")
+        loop_now = asyncio.get_running_loop().time()
+        if loop_now < self._disk_full_until:
+            return Bypass("the cache's disk is full")
+        until = self._uncacheable.get(key)
+        if until is not None:
+            if loop_now < until:
+                return Bypass("uncacheable at the origin")
+            del self._uncacheable[key]
+        uses = self._uses.pop(key, 0) + 1
+        self._uses[key] = uses
+        if len(self._uses) > USE_COUNTS:
+            self._uses.popitem(last=False)
+        if uses < self.settings.min_uses:
+            return Bypass(f"use {uses} of cache_min_uses {self.settings.min_uses}")
+        return None
+
+    def _x_cache(self, state: str) -> list[tuple[str, str]]:
+        return [("X-Cache", state)] if self.settings.x_cache else []
+
+    # -- probes: the head that tells what the object is now ---------------------------------
+
+    async def _probe(
+        self,
+        exchange: Exchange,
+        key: str,
+        meta: ObjectMeta | None,
+        wanted: tuple[int, int | None],
+        joined: set[Fill],
+    ) -> tuple[ObjectMeta, str] | Bypass:
+        """The probe's verdict; the client stays one of its readers (in ``joined``)."""
+        probe = self._probes.get(key)
+        if probe is None:
+            first, stop = self._slices_of(wanted)
+            probe = self._start_fill(key, first, stop, meta, exchange)
+            probe.revalidate = meta is not None
+            self._probes[key] = probe
+        joined.add(probe)
+        self.join(probe, exchange, joined)
+        return await asyncio.shield(probe.head)
+
+    def _slices_of(self, wanted: tuple[int, int | None]) -> tuple[int, int | None]:
+        size = self.settings.slice_bytes
+        start, end = wanted
+        return start // size, None if end is None else -(-end // size)
+
+    # -- fills ------------------------------------------------------------------------------
+
+    def _start_fill(
+        self, key: str, first: int, stop: int | None, meta: ObjectMeta | None, user: Exchange
+    ) -> Fill:
+        fill = Fill(self, key, first, stop, meta)
+        fill.users.add(user)
+        fill.task = asyncio.ensure_future(self._run(fill))
+        return fill
+
+    def join(self, fill: Fill, user: Exchange, joined: set[Fill]) -> None:
+        fill.users.add(user)
+        joined.add(fill)
+        if fill.orphan_timer is not None:
+            fill.orphan_timer.cancel()
+            fill.orphan_timer = None
+
+    def leave(self, fill: Fill, user: Exchange) -> None:
+        """``user`` reads no more from ``fill``; after the last one, the fill ends with the
+        slice it is writing, or is cancelled after ``ORPHAN_GRACE_S``."""
+        fill.users.discard(user)
+        if not fill.users and not fill.done and fill.orphan_timer is None:
+            fill.orphan_timer = asyncio.get_running_loop().call_later(
+                ORPHAN_GRACE_S, self._cancel, fill
+            )
+
+    def _cancel(self, fill: Fill) -> None:
+        if not fill.users and fill.task is not None:
+            self._forget(fill)  # nobody finds it from now on, though it ends a little later
+            fill.task.cancel()
+
+    def _forget(self, fill: Fill) -> None:
+        if self._probes.get(fill.key) is fill:
+            del self._probes[fill.key]
+        if fill.meta is not None:
+            for index in list(fill.writers):
+                if self._filling.get((fill.key, fill.meta.etag, index)) is fill:
+                    del self._filling[(fill.key, fill.meta.etag, index)]
+
+    async def _run(self, fill: Fill) -> None:
+        try:
+            await self._fetch(fill)
+        except _Enough:
+            pass
+        except BaseException as error:
+            fill.error = error
+            if isinstance(error, DiskFull):
+                self._disk_full(error)
+            if not fill.head.done():
+                fill.head.set_exception(
+                    error
+                    if isinstance(error, UpstreamError)
+                    else UpstreamError(f"cache fill failed: {error!r}")
+                )
+                fill.head.exception()  # retrieved here: a probe nobody awaits must not warn
+            if not isinstance(error, (asyncio.CancelledError, UpstreamError, DiskFull)):
+                log.exception("cache fill of %s failed", fill.key)
+        finally:
+            fill.done = True
+            if fill.orphan_timer is not None:
+                fill.orphan_timer.cancel()
+            self._forget(fill)
+            for writer in fill.writers.values():
+                if writer.fd >= 0:
+                    writer.abort()
+            fill.notify()
+
+    def _disk_full(self, error: DiskFull) -> None:
+        loop_now = asyncio.get_running_loop().time()
+        if self._disk_full_until == 0.0:
+            log.error(
+                "cache %s: disk full (%s); serving uncached, retrying every %g s",
+                self.settings.directory,
+                error.strerror,
+                DISK_FULL_PAUSE_S,
+            )
+        self._disk_full_until = loop_now + DISK_FULL_PAUSE_S
+
+    async def _fetch(self, fill: Fill) -> None:
+        slice_bytes = self.settings.slice_bytes
+        fields = [("Accept-Encoding", "identity")]
+        start = fill.first * slice_bytes
+        end = "" if fill.stop is None else str(fill.stop * slice_bytes - 1)
+        fields.append(("Range", f"bytes={start}-{end}"))
+        if fill.revalidate and fill.meta is not None:
+            fields.append(("If-None-Match", fill.meta.etag))
+        path, _, query = fill.key[len(self.prefix) :].partition("?")
+        async with self.origin.fetch(fill, path, query, fields) as (upstream, head):
+            verdict = self._judge(fill, head, start)
+            if self._probes.get(fill.key) is fill:
+                del self._probes[fill.key]  # from now on the store tells what the object is
+            if isinstance(verdict, Bypass):
+                fill.head.set_result(verdict)
+                raise _Enough
+            if isinstance(verdict, _Revalidated):
+                fill.head.set_result((verdict.meta, REVALIDATED))
+                raise _Enough
+            meta, body_start = verdict
+            self._take_slices(fill, meta, body_start, whole=head.status == 200)
+            fill.head.set_result((meta, MISS))
+            if not fill.writers:
+                raise _Enough
+            upstream.set_chunk_size(FILL_CHUNK_BYTES)
+            position = body_start
+            async for chunk in upstream.relay.body():
+                self.stats.bytes_from_origin += len(chunk)
+                fill.progress()
+                position = self._write(fill, meta, position, chunk)
+                if not fill.writers:
+                    raise _Enough
+            if fill.writers:
+                raise UpstreamError(f"origin body of {fill.key} ended at byte {position}")
+
+    def _judge(
+        self, fill: Fill, head: ResponseHead, start: int
+    ) -> tuple[ObjectMeta, int] | _Revalidated | Bypass:
+        """What the probe's head means: the version and where its body starts, a refreshed
+        version (304), or why the origin must answer the client itself."""
+        fields = list(head.headers.get_all())
+        now = time.time()
+        lifetime = freshness_lifetime_s(fields, default_s=self.settings.default_ttl_s)
+        if head.status == 304 and fill.revalidate and fill.meta is not None:
+            etag = strong_etag(fields)
+            if etag is not None and etag != fill.meta.etag:
+                return Bypass("304 with another ETag")
+            refreshed = fill.meta.confirmed(now, lifetime)
+            self.store.put_meta(refreshed)
+            self.stats.revalidated += 1
+            return _Revalidated(refreshed)
+        if head.status not in (200, 206):
+            return Bypass(f"origin status {head.status}")
+        bypass = response_bypass(fields)
+        if bypass is not None:
+            self._uncacheable[fill.key] = (
+                asyncio.get_running_loop().time() + self.settings.default_ttl_s
+            )
+            return bypass
+        if head.status == 206:
+            placed = parse_content_range(head.headers.get("Content-Range", ""))
+            if placed is None or placed[0].start != start:
+                return Bypass("a 206 that is not the range asked for")
+            body_start, size = placed[0].start, placed[1]
+        elif head.content_length is None:
+            return Bypass("a 200 without Content-Length")
+        else:
+            body_start, size = 0, head.content_length
+        etag = strong_etag(fields)
+        assert etag is not None  # response_bypass checked it
+        meta = ObjectMeta(
+            key=fill.key,
+            etag=etag,
+            size=size,
+            fields=tuple(
+                (name, value)
+                for name, value in end_to_end(fields)
+                if name.lower() not in _NOT_STORED
+            ),
+            confirmed_s=now,
+            lifetime_s=lifetime,
+        )
+        self.store.put_meta(meta)  # a new ETag drops the old version's slices here
+        return meta, body_start
+
+    def _take_slices(self, fill: Fill, meta: ObjectMeta, body_start: int, *, whole: bool) -> None:
+        """Take on every slice from the body's start to the fill's stop (to the end for a
+        ``whole`` object: an origin that ignores Range is read once, all of it) that is
+        neither stored nor being filled by another fill."""
+        fill.meta = meta
+        count = self.store.slice_count(meta)
+        first = body_start // self.settings.slice_bytes
+        stop = count if fill.stop is None or whole else fill.stop
+        for index in range(first, min(stop, count)):
+            if self.store.has_slice(meta, index) or (meta.key, meta.etag, index) in self._filling:
+                continue
+            fill.writers[index] = self.store.begin_slice(meta, index)
+            self._filling[(meta.key, meta.etag, index)] = fill
+
+    def _write(self, fill: Fill, meta: ObjectMeta, position: int, chunk: bytes) -> int:
+        slice_bytes = self.settings.slice_bytes
+        view = memoryview(chunk)
+        while view:
+            index = position // slice_bytes
+            room = (index + 1) * slice_bytes - position
+            part, view = view[:room], view[room:]
+            writer = fill.writers.get(index)
+            if writer is not None:
+                writer.write(part)
+                if writer.written == writer.length:
+                    del fill.writers[index]
+                    self._filling.pop((meta.key, meta.etag, index), None)
+                    writer.commit()
+                    if not fill.users:
+                        fill.notify()
+                        raise _Enough  # nobody reads on: stop at this slice's end
+            position += len(part)
+        fill.notify()
+        return position
+
+    # -- the response -----------------------------------------------------------------------
+
+    async def _serve(
+        self, exchange: Exchange, meta: ObjectMeta, state: str, joined: set[Fill]
+    ) -> None:
+        request = exchange.request
+        validators = Validators(meta.etag, _last_modified(meta))
+        headers = [
+            *meta.fields,
+            ("Accept-Ranges", "bytes"),
+            ("Age", str(meta.age_s(time.time()))),
+        ]
+        outcome = evaluate(request.method, request.headers, validators)
+        if outcome is Outcome.PRECONDITION_FAILED:
+            raise PreconditionFailed(f"precondition failed for {meta.key}")
+        range_header = request.headers.get("Range")
+        if range_header and not if_range_allows_partial(
+            request.headers.get("If-Range"), validators
+        ):
+            range_header = None
+        selection = parse_range(range_header, meta.size)
+        if isinstance(selection, NotSatisfiable):
+            raise RangeNotSatisfiable(selection.content_range())
+        ranges = (
+            selection.ranges
+            if isinstance(selection, PartialContent)
+            else (ByteRange(0, meta.size),)
+        )
+        if state == HIT and not all(self._stored(meta, r) for r in ranges):
+            state = MISS
+        {HIT: self._count_hit, MISS: self._count_miss, REVALIDATED: _no_count}[state]()
+        headers += self._x_cache(state)
+        if outcome is Outcome.NOT_MODIFIED:
+            exchange.start(304, headers)
+            return
+        content_type = next((v for n, v in meta.fields if n.lower() == "content-type"), "")
+        if not isinstance(selection, PartialContent):
+            exchange.start(200, headers + [("Content-Length", str(meta.size))])
+            await self._send(exchange, meta, ranges[0], joined)
+        elif len(ranges) == 1:
+            exchange.start(
+                206,
+                headers
+                + [
+                    ("Content-Length", str(ranges[0].length)),
+                    ("Content-Range", ranges[0].content_range(meta.size)),
+                ],
+            )
+            await self._send(exchange, meta, ranges[0], joined)
+        else:
+            plan = plan_multipart(ranges, meta.size, content_type, secrets.token_hex(16))
+            kept = [(n, v) for n, v in headers if n.lower() != "content-type"]
+            exchange.start(
+                206,
+                kept
+                + [
+                    ("Content-Type", plan.content_type),
+                    ("Content-Length", str(plan.content_length)),
+                ],
+            )
+            exchange.content_range = selection.summary(meta.size)
+            for part_header, byte_range in plan.parts:
+                await exchange.send(part_header)
+                await self._send(exchange, meta, byte_range, joined)
+            await exchange.send(plan.epilogue)
+
+    def _count_hit(self) -> None:
+        self.stats.hits += 1
+
+    def _count_miss(self) -> None:
+        self.stats.misses += 1
+
+    def _stored(self, meta: ObjectMeta, byte_range: ByteRange) -> bool:
+        size = self.settings.slice_bytes
+        return all(
+            self.store.has_slice(meta, index)
+            for index in range(byte_range.start // size, -(-byte_range.stop // size))
+        )
+
+    async def _send(
+        self, exchange: Exchange, meta: ObjectMeta, byte_range: ByteRange, joined: set[Fill]
+    ) -> None:
+        slice_bytes = self.settings.slice_bytes
+        position = byte_range.start
+        while position < byte_range.stop:
+            index = position // slice_bytes
+            base = index * slice_bytes
+            end = min(byte_range.stop, base + self.store.slice_length(meta, index))
+            fd = self.store.open_slice(meta, index)
+            if fd is not None:
+                try:
+                    await exchange.send_file(fd, position - base, end - position)
+                finally:
+                    os.close(fd)
+                self.stats.bytes_from_cache += end - position
+            else:
+                fill = self._filling.get((meta.key, meta.etag, index))
+                if fill is None:
+                    stop = self._fill_stop(meta, index, byte_range.stop)
+                    fill = self._start_fill(meta.key, index, stop, meta, exchange)
+                    self.join(fill, exchange, joined)
+                    verdict = await asyncio.shield(fill.head)
+                    if isinstance(verdict, Bypass) or verdict[0].etag != meta.etag:
+                        raise UpstreamError(f"{meta.key} changed at the origin mid-response")
+                    if fill.written(index) is None and not self.store.has_slice(meta, index):
+                        raise UpstreamError(f"{meta.key}: slice {index} was not fetched")
+                self.join(fill, exchange, joined)
+                sent = await self._send_filling(
+                    exchange, fill, meta, index, position - base, end - base
+                )
+                if not sent:
+                    continue  # committed and then evicted before we read it: look again
+            position = end
+
+    def _fill_stop(self, meta: ObjectMeta, index: int, range_stop: int) -> int:
+        """The slice after the last one a fill from ``index`` should fetch: the end of the
+        client's range, or the next slice already stored or being filled."""
+        stop = -(-range_stop // self.settings.slice_bytes)
+        for later in range(index + 1, stop):
+            if self.store.has_slice(meta, later) or (meta.key, meta.etag, later) in self._filling:
+                return later
+        return stop
+
+    async def _send_filling(
+        self, exchange: Exchange, fill: Fill, meta: ObjectMeta, index: int, start: int, stop: int
+    ) -> bool:
+        """Send bytes ``[start, stop)`` of slice ``index`` as ``fill`` writes them; False if
+        the slice vanished (stored and evicted) before any of it was read."""
+        writer = fill.writers.get(index)
+        fd = os.dup(writer.fd) if writer is not None else self.store.open_slice(meta, index)
+        if fd is None:
+            if fill.error is not None:
+                raise UpstreamError(f"cache fill of {meta.key} failed: {fill.error!r}")
+            return False
+        try:
+            offset = start
+            while offset < stop:
+                written = fill.written(index)
+                available = stop if written is None else min(written, stop)
+                if available > offset:
+                    await exchange.send_file(fd, offset, available - offset)
+                    offset = available
+                elif fill.error is not None or fill.done:
+                    raise UpstreamError(f"cache fill of {meta.key} failed: {fill.error!r}")
+                else:
+                    await fill.changed()
+        finally:
+            os.close(fd)
+        return True
+
+
+def _no_count() -> None:
+    """A revalidation was counted when its 304 arrived."""
+
+
+def _last_modified(meta: ObjectMeta) -> int | None:
+    for name, value in meta.fields:
+        if name.lower() == "last-modified":
+            return parse_http_date(value)
+    return None
+
+
+def _wanted(range_header: str | None, meta: ObjectMeta | None) -> tuple[int, int | None]:
+    """The bytes a probe should fetch for this Range: from its first byte to its last (None:
+    to the end); the size is not known yet, so a range from the end fetches the first slice."""
+    size = meta.size if meta is not None else _UNKNOWN_SIZE
+    selection = parse_range(range_header, size)
+    if not isinstance(selection, PartialContent):
+        return 0, None
+    start, stop = selection.ranges[0].start, selection.ranges[-1].stop
+    if meta is None and start > _UNKNOWN_SIZE // 2:
+        return 0, 1
+    return start, None if meta is None and stop > _UNKNOWN_SIZE // 2 else stop
+
+
+_stores: dict[Path, SliceStore] = {}
+
+
+def _store(settings: CacheSettings) -> SliceStore:
+    """One store per folder in a process, whichever routes share it."""
+    store = _stores.get(settings.directory)
+    if store is None:
+        store = _stores[settings.directory] = SliceStore(
+            settings.directory, max_bytes=settings.max_bytes, slice_bytes=settings.slice_bytes
+        )
+        store.open()
+    return store

@@ -1,0 +1,361 @@
+"""The http_proxy route's disk cache against a real origin that logs what it sent: hits,
+misses, ranges across slice edges, multipart, revalidation (304 and a new ETag), bypasses,
+eviction at the bound, and one origin read shared by concurrent clients."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import hashlib
+import os
+import signal
+import socket
+import struct
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from mediaproxy.server.workers import MIN_UPTIME_S
+from testbed.origin import OriginThread, pattern, pattern_sha256
+
+from .support import GatewayThread, Response, Server, open_fds, request, wait_until
+
+SLICE = 64 * 1024
+
+
+def cache_gateway(
+    make_gateway: Callable[[str], GatewayThread],
+    origin: OriginThread,
+    folder: Path,
+    extra: str = "",
+) -> GatewayThread:
+    return make_gateway(f"""
+        [[routes]]
+        prefix = "/c"
+        integration = "http_proxy"
+        upstream = "{origin.url}"
+        cache_dir = "{folder}"
+        cache_slice_bytes = {SLICE}
+        cache_max_bytes = {64 * SLICE}
+        {extra}
+    """)
+
+
+@pytest.fixture
+def gateway(make_gateway, origin: OriginThread, tmp_path: Path) -> GatewayThread:  # type: ignore[no-untyped-def]
+    return cache_gateway(make_gateway, origin, tmp_path / "cache")
+
+
+def sent(origin: OriginThread) -> int:
+    return origin.origin.body_bytes
+
+
+def get(gateway: GatewayThread, target: str, headers: dict[str, str] | None = None) -> Response:
+    return request(gateway.port, "GET", target, headers=headers)
+
+
+def test_a_miss_then_hits_the_origin_sending_each_byte_once(
+    gateway: GatewayThread, origin: OriginThread
+) -> None:
+    size = 5 * SLICE + 123
+    first = get(gateway, f"/c/bytes?n={size}")
+    assert first.status == 200 and first.headers["x-cache"] == "MISS"
+    assert first.body == pattern(0, size)
+    assert first.headers["content-length"] == str(size)
+    assert first.headers["etag"] == f'"bytes-{size}"'
+    assert sent(origin) == size
+    for _ in range(3):
+        again = get(gateway, f"/c/bytes?n={size}")
+        assert (again.status, again.headers["x-cache"]) == (200, "HIT")
+        assert again.body == pattern(0, size)
+        assert again.headers["etag"] == f'"bytes-{size}"'
+        assert again.headers["content-type"] == "application/octet-stream"
+    assert sent(origin) == size  # never asked again
+
+
+@pytest.mark.parametrize(
+    "first, last",
+    [(0, 0), (SLICE - 1, SLICE), (SLICE - 10, 3 * SLICE + 9), (4 * SLICE, 5 * SLICE + 122)],
+)
+def test_ranges_across_slice_edges_fetch_only_the_slices_they_touch(
+    gateway: GatewayThread, origin: OriginThread, first: int, last: int
+) -> None:
+    size = 5 * SLICE + 123
+    response = get(gateway, f"/c/bytes?n={size}", {"Range": f"bytes={first}-{last}"})
+    assert response.status == 206, response
+    assert response.headers["content-range"] == f"bytes {first}-{last}/{size}"
+    assert response.body == pattern(first, last - first + 1)
+    touched = last // SLICE - first // SLICE + 1
+    assert sent(origin) == sum(
+        min(SLICE, size - index * SLICE)
+        for index in range(first // SLICE, first // SLICE + touched)
+    )
+    whole = get(gateway, f"/c/bytes?n={size}")
+    assert whole.body == pattern(0, size) and whole.headers["x-cache"] == "MISS"
+    assert sent(origin) == size, origin.origin.served  # the slices there were not fetched again
+    suffix = get(gateway, f"/c/bytes?n={size}", {"Range": "bytes=-100"})
+    assert (suffix.status, suffix.headers["x-cache"]) == (206, "HIT")
+    assert suffix.body == pattern(size - 100, 100)
+
+
+def test_multipart_ranges_from_slices(gateway: GatewayThread) -> None:
+    size = 3 * SLICE
+    response = get(
+        gateway, f"/c/bytes?n={size}", {"Range": f"bytes=0-9,{2 * SLICE}-{2 * SLICE + 9}"}
+    )
+    assert response.status == 206
+    assert response.headers["content-type"].startswith("multipart/byteranges; boundary=")
+    assert pattern(0, 10) in response.body and pattern(2 * SLICE, 10) in response.body
+    assert f"Content-Range: bytes {2 * SLICE}-{2 * SLICE + 9}/{size}".encode() in response.body
+    assert len(response.body) == int(response.headers["content-length"])
+
+
+def test_an_origin_that_ignores_range_is_read_once_and_sliced(
+    gateway: GatewayThread, origin: OriginThread
+) -> None:
+    size = 3 * SLICE + 5
+    target = f"/c/bytes?n={size}&ranges=ignore"
+    response = get(gateway, target, {"Range": f"bytes={SLICE}-"})
+    assert response.status == 206 and response.body == pattern(SLICE, size - SLICE)
+    assert sent(origin) == size
+    for first in (0, 2 * SLICE, 3 * SLICE):
+        part = get(gateway, target, {"Range": f"bytes={first}-"})
+        assert (part.status, part.headers["x-cache"]) == (206, "HIT")
+        assert part.body == pattern(first, size - first)
+    assert sent(origin) == size
+
+
+def test_stale_revalidates_with_a_304(
+    make_gateway: Callable[[str], GatewayThread], origin: OriginThread, tmp_path: Path
+) -> None:
+    gateway = cache_gateway(make_gateway, origin, tmp_path / "c", "cache_default_ttl = 0")
+    size = 2 * SLICE
+    assert get(gateway, f"/c/bytes?n={size}").headers["x-cache"] == "MISS"
+    again = get(gateway, f"/c/bytes?n={size}")
+    assert (again.headers["x-cache"], again.body) == ("REVALIDATED", pattern(0, size))
+    assert sent(origin) == size
+    assert [row[2] for row in origin.origin.served] == [206, 304]
+    conditional = get(gateway, f"/c/bytes?n={size}", {"If-None-Match": f'"bytes-{size}"'})
+    assert conditional.status == 304
+
+
+def test_a_new_etag_replaces_every_slice_of_the_old_version(
+    make_gateway: Callable[[str], GatewayThread], origin: OriginThread, tmp_path: Path
+) -> None:
+    gateway = cache_gateway(make_gateway, origin, tmp_path / "c", "cache_default_ttl = 0")
+    size = 3 * SLICE
+    get(gateway, f"/c/bytes?n={size}")
+    origin.origin.version = 1
+    changed = get(gateway, f"/c/bytes?n={size}")
+    assert changed.headers["x-cache"] == "MISS"
+    assert changed.headers["etag"] == f'"bytes-{size}-v1"'
+    assert changed.body == pattern(1, size)
+    hit = get(gateway, f"/c/bytes?n={size}", {"Range": f"bytes={SLICE}-"})
+    assert hit.body == pattern(1 + SLICE, 2 * SLICE)
+    names = [p.name for p in (tmp_path / "c").rglob("*") if p.is_file() and p.name != "meta.json"]
+    assert len(names) == 3 and len({name.split(".")[0] for name in names}) == 1
+
+
+@pytest.mark.parametrize(
+    "query, headers, reason",
+    [
+        ("&cc=no-store", {}, "no-store"),
+        ("&cc=private", {}, "private"),
+        ("&vary=Cookie", {}, "Vary"),
+        ("&etag=weak", {}, "weak ETag"),
+        ("&etag=none", {}, "no ETag"),
+        ("", {"Authorization": "Bearer x"}, "Authorization"),
+        ("", {"Cache-Control": "no-store"}, "request no-store"),
+    ],
+)
+def test_bypass(
+    gateway: GatewayThread, origin: OriginThread, query: str, headers: dict[str, str], reason: str
+) -> None:
+    size = SLICE + 7
+    for _ in range(2):
+        response = get(gateway, f"/c/bytes?n={size}{query}", headers)
+        assert response.status == 200, reason
+        assert response.headers["x-cache"] == "BYPASS", reason
+        assert response.body == pattern(0, size)
+    assert not any(
+        p.is_file() and "." in p.name
+        for p in gateway.config.routes[0].settings.cache.directory.rglob("*.*")
+        if p.name != "meta.json"
+    )
+
+
+def test_vary_accept_encoding_is_cached(gateway: GatewayThread) -> None:
+    get(gateway, "/c/bytes?n=1000&vary=Accept-Encoding")
+    assert get(gateway, "/c/bytes?n=1000&vary=Accept-Encoding").headers["x-cache"] == "HIT"
+
+
+def test_errors_and_head_pass_through(gateway: GatewayThread) -> None:
+    missing = get(gateway, "/c/nothing-here")
+    assert (missing.status, missing.headers["x-cache"]) == (404, "BYPASS")
+    head = request(gateway.port, "HEAD", "/c/bytes?n=100")
+    assert (head.status, head.headers["x-cache"]) == (200, "BYPASS")
+
+
+def test_x_cache_opt_out(
+    make_gateway: Callable[[str], GatewayThread], origin: OriginThread, tmp_path: Path
+) -> None:
+    gateway = cache_gateway(make_gateway, origin, tmp_path / "c", "x_cache = false")
+    assert "x-cache" not in get(gateway, "/c/bytes?n=100").headers
+
+
+def test_eviction_keeps_the_cache_under_its_bound(
+    gateway: GatewayThread, origin: OriginThread, tmp_path: Path
+) -> None:
+    bound = 64 * SLICE
+    for number in range(12):  # 12 objects of 8 slices: 96 slices for room for 64
+        response = get(gateway, f"/c/bytes?n={8 * SLICE}&object={number}")
+        assert response.body == pattern(0, 8 * SLICE)
+        on_disk = sum(
+            p.stat().st_blocks * 512 for p in (tmp_path / "cache").rglob("*") if p.is_file()
+        )
+        assert on_disk <= bound + 16 * 4096  # metas of objects whose slices are going
+    assert get(gateway, f"/c/bytes?n={8 * SLICE}&object=11").headers["x-cache"] == "HIT"
+    assert get(gateway, f"/c/bytes?n={8 * SLICE}&object=0").headers["x-cache"] == "MISS"
+
+
+def test_concurrent_clients_share_one_origin_read(
+    gateway: GatewayThread, origin: OriginThread
+) -> None:
+    size = 20 * SLICE
+    target = f"/c/bytes?n={size}&chunk=16384&interval=0.005"
+    results: list[Response] = []
+    threads = [
+        threading.Thread(target=lambda: results.append(get(gateway, target))) for _ in range(10)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert len(results) == 10
+    digest = hashlib.sha256(pattern(0, size)).hexdigest()
+    assert all(hashlib.sha256(r.body).hexdigest() == digest for r in results)
+    assert sent(origin) == size, origin.origin.served
+
+
+def first_byte_and_digest(port: int, target: str, started: threading.Event) -> tuple[float, str]:
+    """GET ``target`` on a raw socket: when its first body byte came, and the body's SHA-256."""
+    with socket.create_connection(("127.0.0.1", port), timeout=60) as sock:
+        started.wait(10)
+        sock.sendall(f"GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+        data = b""
+        while b"\r\n\r\n" not in data:
+            data += sock.recv(65536)
+        head, _, body = data.partition(b"\r\n\r\n")
+        while not body:
+            body = sock.recv(65536)
+        first_at = time.perf_counter()
+        digest = hashlib.sha256(body)
+        while piece := sock.recv(1 << 20):
+            digest.update(piece)
+        return first_at, digest.hexdigest()
+
+
+@pytest.mark.slow
+def test_fifty_clients_of_a_cold_100_mib_object(
+    make_gateway: Callable[[str], GatewayThread], origin: OriginThread, tmp_path: Path
+) -> None:
+    """The issue's target: the origin sends each byte once, every client gets the same
+    bytes, and every first byte comes within 50 ms of the first one."""
+    gateway = make_gateway(f"""
+        [[routes]]
+        prefix = "/c"
+        integration = "http_proxy"
+        upstream = "{origin.url}"
+        cache_dir = "{tmp_path / "cache"}"
+        cache_max_bytes = {256 * 1024 * 1024}
+        idle_timeout = 60
+    """)
+    size = 100 * 1024 * 1024
+    started = threading.Event()
+    with concurrent.futures.ThreadPoolExecutor(50) as pool:
+        futures = [
+            pool.submit(first_byte_and_digest, gateway.port, f"/c/bytes?n={size}", started)
+            for _ in range(50)
+        ]
+        time.sleep(0.2)  # every client connected, none has asked yet
+        started.set()
+        results = [future.result(120) for future in futures]
+    assert {digest for _, digest in results} == {pattern_sha256(size)}
+    assert sent(origin) == size, origin.origin.served
+    firsts = sorted(at for at, _ in results)
+    assert firsts[-1] - firsts[0] < 0.05, f"first bytes spread over {firsts[-1] - firsts[0]:.3f} s"
+
+
+@pytest.mark.slow
+def test_aborted_clients_leave_no_fill_and_no_descriptor(
+    gateway: GatewayThread, origin: OriginThread
+) -> None:
+    assert gateway.running is not None
+    cache = gateway.running.gateway.integrations[0].cache  # type: ignore[attr-defined]
+    get(gateway, "/c/bytes?n=10")
+    baseline = open_fds()
+    for number in range(1000):
+        with socket.create_connection(("127.0.0.1", gateway.port), timeout=10) as sock:
+            target = f"/c/bytes?n={4 * SLICE}&object={number % 50}&chunk=4096&interval=0.01"
+            sock.sendall(f"GET {target} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            sock.recv(1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+    def settled() -> bool:
+        busy = gateway.call(lambda: len(cache._filling) + len(cache._probes))
+        return busy == 0 and gateway.active_streams() == 0 and origin.open_connections == 0
+
+    wait_until(settled, timeout_s=30)
+    wait_until(lambda: open_fds() <= baseline + 2, timeout_s=10)
+    assert not list(cache.store.directory.rglob(".tmp-*"))
+
+
+def test_a_killed_worker_leaves_no_partial_slice(origin: OriginThread, tmp_path: Path) -> None:
+    folder = tmp_path / "cache"
+    config = tmp_path / "mediaproxy.toml"
+    config.write_text(f"""
+[server]
+port = 0
+processes = 2
+[[routes]]
+prefix = "/c"
+integration = "http_proxy"
+upstream = "{origin.url}"
+cache_dir = "{folder}"
+cache_slice_bytes = {SLICE}
+""")
+    size = 8 * SLICE
+    slow = f"/c/bytes?n={size}&chunk=4096&interval=0.01"
+    server = Server(config)
+    try:
+        # A worker that dies in its first second stops the server instead of a restart.
+        time.sleep(max(0.0, server.started_at + MIN_UPTIME_S + 0.2 - time.monotonic()))
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+            sock.sendall(f"GET {slow} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            sock.recv(65536)
+            wait_until(lambda: bool(list(folder.rglob(".tmp-*"))))
+            for pid in server.worker_pids:
+                os.kill(pid, signal.SIGKILL)
+        # The supervisor starts new workers; they rebuild the index and discard the rest.
+        wait_until(lambda: _answers(server.port), timeout_s=20)
+        for _ in range(4):  # whichever worker answers
+            response = get_port(server.port, f"/c/bytes?n={size}&chunk=4096&interval=0.01")
+            assert response.status == 200 and response.body == pattern(0, size)
+        assert not list(folder.rglob(".tmp-*"))
+        for path in folder.rglob("*.?"):  # the big object's slices, and the 1-byte one's
+            assert path.stat().st_size in (SLICE, 1)
+    finally:
+        server.close()
+
+
+def _answers(port: int) -> bool:
+    try:
+        return request(port, "GET", "/c/bytes?n=1", timeout=2).status == 200
+    except OSError:
+        return False
+
+
+def get_port(port: int, target: str) -> Response:
+    return request(port, "GET", target)
