@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import cache as cache_bench
 import procstat
 import report
 import servers
@@ -49,6 +50,8 @@ CPU_US_PER_REQUEST = Metric("CPU us/request", higher_is_better=False)
 TTFB_MS = Metric("first byte ms", higher_is_better=False)
 ADDED_TTFB_MS = Metric("added first byte ms", higher_is_better=False)
 CLIENT_KIB_PER_S = Metric("KiB/s per client", higher_is_better=True)
+FIRST_BYTE_SPREAD_MS = Metric("first byte spread ms", higher_is_better=False)
+ORIGIN_READS = Metric("origin reads of each byte", higher_is_better=False)
 
 
 @dataclass(frozen=True)
@@ -389,6 +392,44 @@ def csv_export(bench: Bench) -> None:
             bench.results.note("csv_export", line.strip())
 
 
+def cache_hit(bench: Bench) -> None:
+    """The http_proxy cache: the big file from cache hits against nginx serving it from disk
+    (one curl each, interleaved; mediaproxy's cache filled by one untimed download first),
+    then the cold fill: 50 clients at once of an uncached 100 MiB object (bench/cache.py)."""
+    with servers.running(servers.nginx_origin(), bench.workspace) as origin:
+        recipes = [servers.nginx_static(), servers.mediaproxy_cached(origin.port)]
+        with bench.serving("cache_hit", recipes, bench.workspace.big) as running:
+            big = bench.workspace.big
+            cached = running[-1]
+            curl_download(cached.url(big.url_path), big.size_bytes, _TRANSFER_TIMEOUT_S)
+            _measure_downloads(bench, "cache_hit", running)
+    _note_ratios_to(bench, "cache_hit", "nginx", MB_PER_S)
+    test_origin = cache_bench.OriginThread()
+    try:
+        recipe = servers.mediaproxy_cached(test_origin.port, "mediaproxy-cache-cold")
+        with servers.running(recipe, bench.workspace) as gateway:
+            size = min(100 * MiB, bench.settings.big_file_bytes)
+            fill = cache_bench.cold_fill(gateway.port, test_origin, size, clients=50)
+    finally:
+        test_origin.stop()
+    bench.record(
+        "cache_cold_fill",
+        "mediaproxy-cache",
+        1,
+        1,
+        {
+            FIRST_BYTE_SPREAD_MS: fill.first_byte_spread_s * 1e3,
+            ORIGIN_READS: fill.origin_bytes / fill.size_bytes,
+            MB_PER_S: fill.clients * fill.size_bytes / fill.wall_s / 1e6,
+        },
+    )
+    bench.results.note(
+        "cache_cold_fill",
+        f"{fill.clients} clients x {fill.size_bytes // MiB} MiB, identical bytes: "
+        f"{fill.identical}; MB/s is all clients together",
+    )
+
+
 SCENARIOS: dict[str, Callable[[Bench], None]] = {
     "disk": disk,
     "relay": relay,
@@ -399,6 +440,7 @@ SCENARIOS: dict[str, Callable[[Bench], None]] = {
     "slow_clients": slow_clients_scenario,
     "ttfb": ttfb,
     "csv_export": csv_export,
+    "cache_hit": cache_hit,
 }
 
 

@@ -16,6 +16,7 @@ import contextlib
 import http.client
 import importlib.util
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -26,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import procstat
-from workspace import REPO, Workspace
+from workspace import REPO, MiB, Workspace
 
 MEDIAPROXY_BIN = REPO / ".venv" / "bin" / "mediaproxy"
 TORNADO_STATIC = REPO / "bench" / "tornado_static.py"
@@ -243,6 +244,22 @@ def mediaproxy_relay(
         return _mediaproxy_argv(config_dir, port, route, 1, event_loop)
 
     return ServerRecipe(name, f"{name}-relay", configure)
+
+
+def mediaproxy_cached(origin_port: int, name: str = "mediaproxy-cache") -> ServerRecipe:
+    """mediaproxy's http_proxy integration with its disk cache (emptied at every start)."""
+
+    def configure(workspace: Workspace, config_dir: Path, port: int) -> list[str]:
+        cache_dir = config_dir / "cache"
+        shutil.rmtree(cache_dir, ignore_errors=True)
+        route = (
+            f'integration = "http_proxy"\nupstream = "http://127.0.0.1:{origin_port}/"\n'
+            f'cache_dir = "{cache_dir}"\ncache_max_bytes = {4 * 1024 * MiB}\n'
+            "idle_timeout = 120\n"
+        )
+        return _mediaproxy_argv(config_dir, port, route, 1, "auto")
+
+    return ServerRecipe(name, name, configure)
 
 
 def ttfb_origin() -> ServerRecipe:

@@ -57,6 +57,20 @@ class Request:
     content_length: int | None = None
 
 
+@dataclass
+class CacheReport:
+    """What a route's cache did for one exchange; the access log, metrics and status page
+    show it."""
+
+    result: str  # HIT, MISS, REVALIDATED or BYPASS (the X-Cache values)
+    bytes_from_cache: int = 0  # body bytes sent from stored slices; the rest came from fills
+    # The route's cache as the exchange ended: bytes on disk, slices evicted and bytes read
+    # from the origin so far (in this process).
+    size_bytes: int = 0
+    evictions: int = 0
+    origin_bytes: int = 0
+
+
 class Exchange(ABC):
     """One request and its response, as an integration sees them."""
 
@@ -68,6 +82,7 @@ class Exchange(ABC):
     # response's Content-Range by start(), by an integration for a multipart/byteranges body
     # (every part's range). The access log and the status page show it.
     content_range: str | None = None
+    cache: CacheReport | None = None  # set by a route's cache (integrations.cache)
 
     @abstractmethod
     def body(self) -> AsyncIterator[bytes]:

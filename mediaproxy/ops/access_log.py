@@ -21,6 +21,7 @@ from typing import Any
 
 from mediaproxy.config import ACCESS_LOG_OFF, ACCESS_LOG_STDERR
 from mediaproxy.errors import Termination
+from mediaproxy.integrations.base import CacheReport
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,7 @@ class ExchangeRecord:
     # The part of the representation the body carried (Content-Range's form; several ranges
     # of a multipart/byteranges body together), or a 416's "bytes */size"
     content_range: str | None
+    cache: CacheReport | None = None  # what a route's cache did; None: the route has none
 
     def to_json(self) -> str:
         fields: dict[str, Any] = {
@@ -61,6 +63,7 @@ class ExchangeRecord:
             "upstream_status": self.upstream_status,
             "range": bounded_header(self.request_range),
             "content_range": self.content_range,
+            "cache": None if self.cache is None else self.cache.result,
         }
         return json.dumps(fields, separators=(",", ":"))
 

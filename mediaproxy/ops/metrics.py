@@ -34,6 +34,7 @@ from prometheus_client import (
 from prometheus_client.metrics import MetricWrapperBase
 
 from mediaproxy.config import Route
+from mediaproxy.integrations.base import CacheReport
 from mediaproxy.ops.access_log import ExchangeRecord
 from mediaproxy.ops.metrics_dir import MULTIPROCESS_DIR_ENV, multiprocess_dir
 
@@ -159,6 +160,39 @@ class Metrics:
             multiprocess_mode="livemin",
         )
         self.shared_state_up.set(1)
+        self.cache_responses = Counter(
+            "mediaproxy_cache_responses",
+            "Exchanges on cached routes, by X-Cache result: HIT, MISS, REVALIDATED, BYPASS.",
+            LABELS + ("result",),
+            registry=registry,
+        )
+        self.cache_sent_bytes = Counter(
+            "mediaproxy_cache_sent_bytes",
+            "Body bytes sent on cached routes (not BYPASS), by where they came from: cache "
+            "(stored slices) or origin (a fill as it arrived).",
+            LABELS + ("source",),
+            registry=registry,
+        )
+        self.cache_origin_bytes = Counter(
+            "mediaproxy_cache_origin_bytes",
+            "Body bytes the cache's fills read from the origin (however many clients took them).",
+            LABELS,
+            registry=registry,
+        )
+        self.cache_evictions = Counter(
+            "mediaproxy_cache_evictions",
+            "Slices evicted to keep the cache under cache_max_bytes.",
+            LABELS,
+            registry=registry,
+        )
+        self.cache_size = Gauge(
+            "mediaproxy_cache_size_bytes",
+            "Bytes on disk the cache holds (each process counts what it indexed).",
+            LABELS,
+            registry=registry,
+            multiprocess_mode="livemax",
+        )
+        self._cache_seen: dict[str, tuple[int, int]] = {}  # prefix -> origin bytes, evictions
         self._children: dict[tuple[object, ...], MetricWrapperBase] = {}
         self._labels: dict[str, tuple[str, str]] = {}  # route prefix -> its label values
         self.use_routes(routes, reveal_restricted)
@@ -208,6 +242,29 @@ class Metrics:
         if record.ttfb_s is not None:
             self._child(self.ttfb, *route).observe(record.ttfb_s)
         self._child(self.duration, *route).observe(record.duration_s)
+        if record.cache is not None:
+            self._observe_cache(record.route, route, record.cache, record.bytes_sent)
+
+    def _observe_cache(
+        self, prefix: str, labels: tuple[str, str], cache: CacheReport, bytes_sent: int
+    ) -> None:
+        """One exchange's result and bytes, and the cache's totals as it ended: the size
+        gauge, and its counters moved on by what changed since the last exchange."""
+        self._child(self.cache_responses, *labels, cache.result).inc()
+        if cache.result != "BYPASS":
+            from_origin = max(0, bytes_sent - cache.bytes_from_cache)
+            self._child(self.cache_sent_bytes, *labels, "cache").inc(cache.bytes_from_cache)
+            self._child(self.cache_sent_bytes, *labels, "origin").inc(from_origin)
+        self._child(self.cache_size, *labels).set(cache.size_bytes)
+        seen_origin, seen_evictions = self._cache_seen.get(prefix, (0, 0))
+        if cache.origin_bytes > seen_origin:
+            self._child(self.cache_origin_bytes, *labels).inc(cache.origin_bytes - seen_origin)
+        if cache.evictions > seen_evictions:
+            self._child(self.cache_evictions, *labels).inc(cache.evictions - seen_evictions)
+        self._cache_seen[prefix] = (
+            max(seen_origin, cache.origin_bytes),
+            max(seen_evictions, cache.evictions),
+        )
 
     def plan_refused(self, plan: str, reason: str) -> None:
         # Plans hold API keys: a public scrape does not name them.

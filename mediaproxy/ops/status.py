@@ -39,6 +39,9 @@ from mediaproxy import __version__
 from mediaproxy.access_control import AdminAccess
 from mediaproxy.config import Config, Route
 from mediaproxy.errors import ServiceUnavailable, Unauthorized
+from mediaproxy.integrations.base import CacheReport
+from mediaproxy.integrations.cache.serve import stored_bytes
+from mediaproxy.integrations.cache.settings import CacheSettings
 from mediaproxy.integrations.file import FileSettings
 from mediaproxy.ops.access_log import bounded_header
 from mediaproxy.streaming import sniff
@@ -55,12 +58,23 @@ PAGE_FILES = {
 SAMPLE_INTERVAL_S = 1.0
 
 
+def cache_fill(route: Route) -> dict[str, int] | None:
+    """A cached route's bytes on disk (as this process indexed them) and its bound."""
+    settings = getattr(route.settings, "cache", None)
+    if not isinstance(settings, CacheSettings):
+        return None
+    return {"size_bytes": stored_bytes(settings), "max_bytes": settings.max_bytes}
+
+
 class SendCounter(Protocol):
     @property
     def bytes_sent(self) -> int: ...
 
     @property
     def content_range(self) -> str | None: ...
+
+    @property
+    def cache(self) -> CacheReport | None: ...
 
 
 class LiveStream(Protocol):
@@ -218,6 +232,7 @@ class StreamSample:
     age_s: float
     range: str | None  # the request's Range header
     content_range: str | None  # what the body carries (the access log's content_range)
+    cache: str | None  # a cached route's X-Cache result (HIT, MISS, ...); None: no cache
 
 
 def sample_streams(
@@ -254,6 +269,7 @@ def sample_streams(
             age_s=age_s,
             range=bounded_header(handler.request.headers.get("Range")),
             content_range=exchange.content_range,
+            cache=None if exchange.cache is None else exchange.cache.result,
         )
     return current
 
@@ -328,6 +344,7 @@ class OverviewHandler(_StatusHandler):
                     "integration": route.integration,
                     "idle_timeout_s": route.limits.idle_timeout_s,
                     "max_stream_duration_s": route.limits.max_stream_duration_s,
+                    "cache": cache_fill(route),
                 }
                 for route in routes
             ],

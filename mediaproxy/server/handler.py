@@ -330,7 +330,7 @@ class GatewayHandler(RequestHandler):
         """What the access log and the metrics say about this exchange."""
         status = self.get_status()
         bytes_sent, ttfb_s, upstream_status, started = 0, None, None, False
-        content_range = None
+        content_range, cache = None, None
         exchange: HandlerExchange | None = getattr(self, "exchange", None)  # None: no prepare()
         if exchange is not None:
             bytes_sent, upstream_status, started = (
@@ -338,7 +338,7 @@ class GatewayHandler(RequestHandler):
                 exchange.upstream_status,
                 exchange.started,
             )
-            content_range = exchange.content_range
+            content_range, cache = exchange.content_range, exchange.cache
             if exchange.first_byte_at is not None:
                 ttfb_s = exchange.first_byte_at - self.started_at
         # None: finish() ran with nothing wrong, whatever the status (an origin's 404 relayed
@@ -363,6 +363,7 @@ class GatewayHandler(RequestHandler):
             upstream_status=upstream_status,
             request_range=self.request.headers.get("Range"),
             content_range=content_range,
+            cache=cache,
         )
 
 

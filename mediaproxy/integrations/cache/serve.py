@@ -44,7 +44,7 @@ import logging
 import os
 import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -73,10 +73,11 @@ from mediaproxy.http.ranges import (
     parse_range,
     plan_multipart,
 )
-from mediaproxy.integrations.base import Exchange
+from mediaproxy.integrations.base import CacheReport, Exchange
 from mediaproxy.integrations.cache.settings import CacheSettings
 from mediaproxy.integrations.cache.store import DiskFull, ObjectMeta, SliceStore, SliceWriter
 from mediaproxy.integrations.http_proxy.relay import ResponseHead
+from mediaproxy.streaming.zerocopy import ZERO_COPY_MIN_BYTES, ZeroCopySource
 
 log = logging.getLogger("mediaproxy")
 
@@ -114,25 +115,13 @@ class Fetched(Protocol):
 
 
 class Origin(Protocol):
-    """How the cache asks the route's origin for bytes: one GET of the route's object with
-    the given extra fields (Range, If-None-Match), yielding once the head is in; ``fill``
-    hears of the progress (it passes it on to its readers' timers)."""
+    """How the cache asks the route's origin for bytes: one GET of ``fill.target`` with the
+    given extra fields (Range, If-None-Match), yielding once the head is in; ``fill`` hears
+    of the progress (it passes it on to its readers' timers)."""
 
     def fetch(
-        self, fill: Fill, path: str, query: str, fields: list[tuple[str, str]]
+        self, fill: Fill, fields: list[tuple[str, str]]
     ) -> contextlib.AbstractAsyncContextManager[tuple[Fetched, ResponseHead]]: ...
-
-
-@dataclass
-class CacheStats:
-    """Counted since start-up, per route (the metrics read them)."""
-
-    hits: int = 0
-    misses: int = 0
-    revalidated: int = 0
-    bypasses: int = 0
-    bytes_from_cache: int = 0
-    bytes_from_origin: int = 0
 
 
 @dataclass(frozen=True)
@@ -153,6 +142,7 @@ class Fill:
 
     cache: RangeCache
     key: str
+    target: str  # what the origin is asked for (the route's request-target for the object)
     first: int  # the slice the request starts at
     stop: int | None  # the slice after the last one asked for; None: to the end
     meta: ObjectMeta | None  # the version asked about, then the version being written
@@ -196,7 +186,7 @@ class RangeCache:
         self.prefix = prefix
         self.origin = origin
         self.store = _store(settings)
-        self.stats = CacheStats()
+        self.origin_bytes = 0  # read by this route's fills since start-up
         self._filling: dict[tuple[str, str, int], Fill] = {}  # (key, etag, slice) -> fill
         self._probes: dict[str, Fill] = {}  # key -> the probe whose head is awaited
         self._uncacheable: dict[str, float] = {}  # key -> until (loop time)
@@ -216,12 +206,13 @@ class RangeCache:
     async def respond(
         self,
         exchange: Exchange,
-        forward: Callable[[list[tuple[str, str]]], Awaitable[None]],
+        forward: Callable[[Exchange], Awaitable[None]],
         *,
+        target: str,
         restricted: bool,
     ) -> None:
-        """Answer from the cache, or by ``forward`` (the route's own proxying, given the
-        fields to add) when the request or the object may not be cached."""
+        """Answer from the cache (asking the origin for ``target``), or by ``forward`` (the
+        route's uncached path) when the request or the object may not be cached."""
         request = exchange.request
         key = self.prefix + request.path + ("?" + request.query if request.query else "")
         bypass = self._bypass(exchange, key, restricted)
@@ -232,21 +223,27 @@ class RangeCache:
                 state = HIT
                 if meta is None or not meta.fresh(time.time()):
                     wanted = _wanted(request.headers.get("Range"), meta)
-                    verdict = await self._probe(exchange, key, meta, wanted, joined)
+                    verdict = await self._probe(exchange, key, target, meta, wanted, joined)
                     if isinstance(verdict, Bypass):
                         bypass = verdict
                     else:
                         meta, state = verdict
                 if bypass is None:
                     assert meta is not None
-                    await self._serve(exchange, meta, state, joined)
+                    await self._serve(exchange, meta, target, state, joined)
                     return
         finally:
             for fill in joined:
                 self.leave(fill, exchange)
-        self.stats.bypasses += 1
+            if exchange.cache is not None:
+                exchange.cache.size_bytes = self.store.size_bytes
+                exchange.cache.evictions = self.store.evictions
+                exchange.cache.origin_bytes = self.origin_bytes
         log.debug("cache bypass %s: %s", key, bypass.reason)
-        await forward(self._x_cache(BYPASS))
+        exchange.cache = self._report(BYPASS)
+        await forward(
+            _WithField(exchange, ("X-Cache", BYPASS)) if self.settings.x_cache else exchange
+        )
 
     def _bypass(self, exchange: Exchange, key: str, restricted: bool) -> Bypass | None:
         request = exchange.request
@@ -283,6 +280,7 @@ class RangeCache:
         self,
         exchange: Exchange,
         key: str,
+        target: str,
         meta: ObjectMeta | None,
         wanted: tuple[int, int | None],
         joined: set[Fill],
@@ -291,7 +289,7 @@ class RangeCache:
         probe = self._probes.get(key)
         if probe is None:
             first, stop = self._slices_of(wanted)
-            probe = self._start_fill(key, first, stop, meta, exchange)
+            probe = self._start_fill(key, target, first, stop, meta, exchange)
             probe.revalidate = meta is not None
             self._probes[key] = probe
         joined.add(probe)
@@ -306,9 +304,15 @@ class RangeCache:
     # -- fills ------------------------------------------------------------------------------
 
     def _start_fill(
-        self, key: str, first: int, stop: int | None, meta: ObjectMeta | None, user: Exchange
+        self,
+        key: str,
+        target: str,
+        first: int,
+        stop: int | None,
+        meta: ObjectMeta | None,
+        user: Exchange,
     ) -> Fill:
-        fill = Fill(self, key, first, stop, meta)
+        fill = Fill(self, key, target, first, stop, meta)
         fill.users.add(user)
         fill.task = asyncio.ensure_future(self._run(fill))
         return fill
@@ -389,8 +393,7 @@ class RangeCache:
         fields.append(("Range", f"bytes={start}-{end}"))
         if fill.revalidate and fill.meta is not None:
             fields.append(("If-None-Match", fill.meta.etag))
-        path, _, query = fill.key[len(self.prefix) :].partition("?")
-        async with self.origin.fetch(fill, path, query, fields) as (upstream, head):
+        async with self.origin.fetch(fill, fields) as (upstream, head):
             verdict = self._judge(fill, head, start)
             if self._probes.get(fill.key) is fill:
                 del self._probes[fill.key]  # from now on the store tells what the object is
@@ -408,7 +411,7 @@ class RangeCache:
             upstream.set_chunk_size(FILL_CHUNK_BYTES)
             position = body_start
             async for chunk in upstream.relay.body():
-                self.stats.bytes_from_origin += len(chunk)
+                self.origin_bytes += len(chunk)
                 fill.progress()
                 position = self._write(fill, meta, position, chunk)
                 if not fill.writers:
@@ -430,7 +433,6 @@ class RangeCache:
                 return Bypass("304 with another ETag")
             refreshed = fill.meta.confirmed(now, lifetime)
             self.store.put_meta(refreshed)
-            self.stats.revalidated += 1
             return _Revalidated(refreshed)
         if head.status not in (200, 206):
             return Bypass(f"origin status {head.status}")
@@ -504,7 +506,7 @@ class RangeCache:
     # -- the response -----------------------------------------------------------------------
 
     async def _serve(
-        self, exchange: Exchange, meta: ObjectMeta, state: str, joined: set[Fill]
+        self, exchange: Exchange, meta: ObjectMeta, target: str, state: str, joined: set[Fill]
     ) -> None:
         request = exchange.request
         validators = Validators(meta.etag, _last_modified(meta))
@@ -531,7 +533,7 @@ class RangeCache:
         )
         if state == HIT and not all(self._stored(meta, r) for r in ranges):
             state = MISS
-        {HIT: self._count_hit, MISS: self._count_miss, REVALIDATED: _no_count}[state]()
+        exchange.cache = self._report(state)
         headers += self._x_cache(state)
         if outcome is Outcome.NOT_MODIFIED:
             exchange.start(304, headers)
@@ -539,7 +541,7 @@ class RangeCache:
         content_type = next((v for n, v in meta.fields if n.lower() == "content-type"), "")
         if not isinstance(selection, PartialContent):
             exchange.start(200, headers + [("Content-Length", str(meta.size))])
-            await self._send(exchange, meta, ranges[0], joined)
+            await self._send(exchange, meta, target, ranges[0], joined)
         elif len(ranges) == 1:
             exchange.start(
                 206,
@@ -549,7 +551,7 @@ class RangeCache:
                     ("Content-Range", ranges[0].content_range(meta.size)),
                 ],
             )
-            await self._send(exchange, meta, ranges[0], joined)
+            await self._send(exchange, meta, target, ranges[0], joined)
         else:
             plan = plan_multipart(ranges, meta.size, content_type, secrets.token_hex(16))
             kept = [(n, v) for n, v in headers if n.lower() != "content-type"]
@@ -564,14 +566,16 @@ class RangeCache:
             exchange.content_range = selection.summary(meta.size)
             for part_header, byte_range in plan.parts:
                 await exchange.send(part_header)
-                await self._send(exchange, meta, byte_range, joined)
+                await self._send(exchange, meta, target, byte_range, joined)
             await exchange.send(plan.epilogue)
 
-    def _count_hit(self) -> None:
-        self.stats.hits += 1
-
-    def _count_miss(self) -> None:
-        self.stats.misses += 1
+    def _report(self, result: str) -> CacheReport:
+        return CacheReport(
+            result,
+            size_bytes=self.store.size_bytes,
+            evictions=self.store.evictions,
+            origin_bytes=self.origin_bytes,
+        )
 
     def _stored(self, meta: ObjectMeta, byte_range: ByteRange) -> bool:
         size = self.settings.slice_bytes
@@ -581,7 +585,12 @@ class RangeCache:
         )
 
     async def _send(
-        self, exchange: Exchange, meta: ObjectMeta, byte_range: ByteRange, joined: set[Fill]
+        self,
+        exchange: Exchange,
+        meta: ObjectMeta,
+        target: str,
+        byte_range: ByteRange,
+        joined: set[Fill],
     ) -> None:
         slice_bytes = self.settings.slice_bytes
         position = byte_range.start
@@ -595,12 +604,13 @@ class RangeCache:
                     await exchange.send_file(fd, position - base, end - position)
                 finally:
                     os.close(fd)
-                self.stats.bytes_from_cache += end - position
+                if exchange.cache is not None:
+                    exchange.cache.bytes_from_cache += end - position
             else:
                 fill = self._filling.get((meta.key, meta.etag, index))
                 if fill is None:
                     stop = self._fill_stop(meta, index, byte_range.stop)
-                    fill = self._start_fill(meta.key, index, stop, meta, exchange)
+                    fill = self._start_fill(meta.key, target, index, stop, meta, exchange)
                     self.join(fill, exchange, joined)
                     verdict = await asyncio.shield(fill.head)
                     if isinstance(verdict, Bypass) or verdict[0].etag != meta.etag:
@@ -640,9 +650,15 @@ class RangeCache:
             while offset < stop:
                 written = fill.written(index)
                 available = stop if written is None else min(written, stop)
-                if available > offset:
+                if available - offset >= ZERO_COPY_MIN_BYTES:
                     await exchange.send_file(fd, offset, available - offset)
                     offset = available
+                elif available > offset:
+                    # Just written, so in the page cache: a read here costs less than a trip
+                    # to the reader pool, and a fill's first bytes reach every client sooner.
+                    piece = os.pread(fd, available - offset, offset)
+                    await exchange.send(piece)
+                    offset += len(piece)
                 elif fill.error is not None or fill.done:
                     raise UpstreamError(f"cache fill of {meta.key} failed: {fill.error!r}")
                 else:
@@ -652,8 +668,66 @@ class RangeCache:
         return True
 
 
-def _no_count() -> None:
-    """A revalidation was counted when its 304 arrived."""
+class _WithField(Exchange):
+    """An exchange whose response carries one more header field (X-Cache on a bypass): the
+    route's own uncached path runs on it unchanged."""
+
+    def __init__(self, inner: Exchange, field: tuple[str, str]) -> None:
+        self._inner, self._field = inner, field
+        self.request, self.limits = inner.request, inner.limits
+
+    @property
+    def upstream_status(self) -> int | None:
+        return self._inner.upstream_status
+
+    @upstream_status.setter
+    def upstream_status(self, status: int | None) -> None:
+        self._inner.upstream_status = status
+
+    @property
+    def content_range(self) -> str | None:
+        return self._inner.content_range
+
+    @content_range.setter
+    def content_range(self, value: str | None) -> None:
+        self._inner.content_range = value
+
+    def body(self) -> AsyncIterator[bytes]:
+        return self._inner.body()
+
+    def start(
+        self, status: int, headers: Iterable[tuple[str, str]], reason: str | None = None
+    ) -> None:
+        self._inner.start(status, [*headers, self._field], reason)
+
+    @property
+    def started(self) -> bool:
+        return self._inner.started
+
+    async def flush_headers(self) -> None:
+        await self._inner.flush_headers()
+
+    async def send(self, chunk: bytes) -> None:
+        await self._inner.send(chunk)
+
+    @property
+    def last_send_waited(self) -> bool:
+        return self._inner.last_send_waited
+
+    async def send_file(self, fd: int, offset: int, length: int) -> None:
+        await self._inner.send_file(fd, offset, length)
+
+    async def begin_zero_copy(self, length: int) -> bool:
+        return await self._inner.begin_zero_copy(length)
+
+    async def send_zero_copy(self, source: ZeroCopySource) -> None:
+        await self._inner.send_zero_copy(source)
+
+    async def finish(self) -> None:
+        await self._inner.finish()
+
+    def progress(self) -> None:
+        self._inner.progress()
 
 
 def _last_modified(meta: ObjectMeta) -> int | None:
@@ -677,6 +751,12 @@ def _wanted(range_header: str | None, meta: ObjectMeta | None) -> tuple[int, int
 
 
 _stores: dict[Path, SliceStore] = {}
+
+
+def stored_bytes(settings: CacheSettings) -> int:
+    """What a cache folder holds on disk, as this process indexed it (0 before first use)."""
+    store = _stores.get(settings.directory)
+    return 0 if store is None else store.size_bytes
 
 
 def _store(settings: CacheSettings) -> SliceStore:

@@ -267,11 +267,13 @@ class HttpProxyIntegration(Integration):
         if self.settings.transfer_mode == "buffered":
             await self._respond_buffered(exchange)
         elif self.cache is not None:
-
-            async def forward(fields: list[tuple[str, str]]) -> None:
-                await self._respond_streaming(exchange, fields)
-
-            await self.cache.respond(exchange, forward, restricted=self.route.access.restricted)
+            request = exchange.request
+            await self.cache.respond(
+                exchange,
+                self._respond_streaming,
+                target=self.settings.upstream.target(request.path, request.query),
+                restricted=self.route.access.restricted,
+            )
         else:
             await self._respond_streaming(exchange)
 
@@ -280,14 +282,10 @@ class HttpProxyIntegration(Integration):
             self.cache.close()
         self.client.close()
 
-    async def _respond_streaming(
-        self, exchange: Exchange, added: list[tuple[str, str]] | None = None
-    ) -> None:
+    async def _respond_streaming(self, exchange: Exchange) -> None:
         async with self._exchange(exchange) as (upstream, head):
             exchange.start(
-                head.status,
-                self._response_headers(exchange, head) + (added or []),
-                _printable(head.reason),
+                head.status, self._response_headers(exchange, head), _printable(head.reason)
             )
             if not upstream.relay.body_waiting():
                 await exchange.flush_headers()  # a slow body should not hold the headers back
@@ -375,7 +373,7 @@ class _CacheOrigin:
         self._route = route
 
     def fetch(
-        self, fill: Fill, path: str, query: str, fields: list[tuple[str, str]]
+        self, fill: Fill, fields: list[tuple[str, str]]
     ) -> contextlib.AbstractAsyncContextManager[tuple[RoundTrip, ResponseHead]]:
         upstream = self._route.settings.upstream
         headers = HTTPHeaders()
@@ -383,7 +381,7 @@ class _CacheOrigin:
         headers.add("Via", via_entry("HTTP/1.1"))
         for name, value in fields:
             headers.add(name, value)
-        start_line = RequestStartLine("GET", upstream.target(path, query), "HTTP/1.1")
+        start_line = RequestStartLine("GET", fill.target, "HTTP/1.1")
         return self._route.client.exchange(fill, start_line, headers)
 
 

@@ -43,8 +43,14 @@ from mediaproxy.http.conditional import Validators, if_range_allows_partial, par
 from mediaproxy.http.disposition import content_disposition
 from mediaproxy.http.grammar import parse_digits_or_none
 from mediaproxy.integrations.base import Exchange, Integration
+from mediaproxy.integrations.cache.serve import Fill, RangeCache
 from mediaproxy.integrations.http_proxy.relay import ResponseHead
-from mediaproxy.integrations.http_proxy.route import RoundTrip, UpstreamClient, relay_body
+from mediaproxy.integrations.http_proxy.route import (
+    RoundTrip,
+    UpstreamClient,
+    UpstreamUser,
+    relay_body,
+)
 from mediaproxy.integrations.s3.failures import (
     MAX_ERROR_BYTES,
     StoreError,
@@ -126,8 +132,15 @@ class S3Integration(Integration):
         )
         self.signer = Signer(self.settings)
         self.types = SniffedTypes(SNIFFED_TYPES_KEPT)
+        self.cache = (
+            None
+            if self.settings.cache is None
+            else RangeCache(self.settings.cache, route.prefix, _CacheOrigin(self))
+        )
 
     async def close(self) -> None:
+        if self.cache is not None:
+            self.cache.close()
         self.client.close()
 
     async def respond(self, exchange: Exchange) -> None:
@@ -144,7 +157,22 @@ class S3Integration(Integration):
             await self._send_listing(exchange, "".join(f"{s}/" for s in segments))
             return
         key = self.settings.key_prefix + "/".join(segments)
-        if await self._send_object(exchange, key, segments[-1]):
+        if self.cache is None:
+            await self._respond_object(exchange, key, segments[-1])
+            return
+
+        async def uncached(exchange: Exchange) -> None:
+            await self._respond_object(exchange, key, segments[-1])
+
+        await self.cache.respond(
+            exchange,
+            uncached,
+            target=self.settings.object_target(key),
+            restricted=self.route.access.restricted,
+        )
+
+    async def _respond_object(self, exchange: Exchange, key: str, name: str) -> None:
+        if await self._send_object(exchange, key, name):
             return
         # No such object. With listings on, "/media/videos" may name a folder.
         if await self._has_keys_below(exchange, key + "/"):
@@ -400,7 +428,7 @@ class S3Integration(Integration):
     @contextlib.asynccontextmanager
     async def _request(
         self,
-        exchange: Exchange,
+        exchange: UpstreamUser,
         method: str,
         path: str,
         fields: Iterable[tuple[str, str]],
@@ -438,6 +466,18 @@ class S3Integration(Integration):
         except _Cut:
             pass
         return head, bytes(data[:limit_bytes])
+
+
+class _CacheOrigin:
+    """The store as the cache asks it for bytes: a signed GET of the object."""
+
+    def __init__(self, route: S3Integration) -> None:
+        self._route = route
+
+    def fetch(
+        self, fill: Fill, fields: list[tuple[str, str]]
+    ) -> contextlib.AbstractAsyncContextManager[tuple[RoundTrip, ResponseHead]]:
+        return self._route._request(fill, "GET", fill.target, fields)
 
 
 async def _redirect_to_folder(exchange: Exchange) -> None:

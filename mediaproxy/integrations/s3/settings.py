@@ -16,6 +16,7 @@ from urllib.parse import quote
 
 from mediaproxy.config import Table, from_environment
 from mediaproxy.http.upstreams import Upstream
+from mediaproxy.integrations.cache.settings import CacheSettings, read_cache_settings
 
 ADDRESSING_STYLES = ("path", "virtual")
 DEFAULT_REGION = "us-east-1"
@@ -51,6 +52,7 @@ class S3Settings:
     # The proxy's defaults (HttpProxySettings) and for the same reasons.
     max_idle_connections: int = 32
     connect_timeout_s: float = 10.0
+    cache: CacheSettings | None = None  # opt-in: cache_dir and the other cache_* keys
 
     def object_target(self, key: str) -> str:
         """The request-target of an object (or, with key "", of the bucket itself).
@@ -125,6 +127,7 @@ def read_settings(table: Table) -> S3Settings:
             "max_idle_connections", S3Settings.max_idle_connections, maximum=4096
         ),
         connect_timeout_s=table.seconds("connect_timeout", S3Settings.connect_timeout_s),
+        cache=read_cache_settings(table),
     )
 
 

@@ -62,7 +62,9 @@ function showRoutes(routes) {
     const tr = document.createElement("tr");
     tr.append(cell(route.prefix, "path"), cell(route.integration),
               cell(formatSeconds(route.idle_timeout_s), "num"),
-              cell(formatSeconds(route.max_stream_duration_s), "num"));
+              cell(formatSeconds(route.max_stream_duration_s), "num"),
+              cell(route.cache ? `${formatBytes(route.cache.size_bytes)} of ` +
+                   `${formatBytes(route.cache.max_bytes)}` : "", "num"));
     return tr;
   }));
 }
@@ -109,7 +111,7 @@ function showStreams(streams) {
               cell(formatBytes(stream.bytes_sent), "num"),
               cell(formatBytes(stream.sent_per_s) + "/s", "num"),
               cell(formatBytes(stream.bytes_received), "num"),
-              cell(formatSeconds(stream.age_s), "num"));
+              cell(formatSeconds(stream.age_s), "num"), cell(stream.cache || ""));
     return tr;
   });
   fillTable(document.querySelector("#streams tbody"), rows);
