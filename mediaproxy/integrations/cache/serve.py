@@ -424,7 +424,7 @@ class RangeCache:
     ) -> tuple[ObjectMeta, int] | _Revalidated | Bypass:
         """What the probe's head means: the version and where its body starts, a refreshed
         version (304), or why the origin must answer the client itself."""
-        fields = list(head.headers.get_all())
+        fields = head.fields
         now = time.time()
         lifetime = freshness_lifetime_s(fields, default_s=self.settings.default_ttl_s)
         if head.status == 304 and fill.revalidate and fill.meta is not None:

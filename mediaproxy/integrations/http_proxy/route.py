@@ -376,13 +376,9 @@ class _CacheOrigin:
         self, fill: Fill, fields: list[tuple[str, str]]
     ) -> contextlib.AbstractAsyncContextManager[tuple[RoundTrip, ResponseHead]]:
         upstream = self._route.settings.upstream
-        headers = HTTPHeaders()
-        headers.add("Host", upstream.authority)
-        headers.add("Via", via_entry("HTTP/1.1"))
-        for name, value in fields:
-            headers.add(name, value)
+        sent = [("Host", upstream.authority), ("Via", via_entry("HTTP/1.1")), *fields]
         start_line = RequestStartLine("GET", fill.target, "HTTP/1.1")
-        return self._route.client.exchange(fill, start_line, headers)
+        return self._route.client.exchange(fill, start_line, sent)
 
 
 def _printable(reason: str) -> str | None:
