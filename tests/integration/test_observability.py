@@ -35,6 +35,7 @@ LOG_KEYS = {
     "upstream_status",
     "range",
     "content_range",
+    "cache",
 }
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]

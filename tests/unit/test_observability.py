@@ -125,7 +125,7 @@ def fake_handler(
     sent: int, received: int, started_at: float, restricted: bool = False
 ) -> SimpleNamespace:
     return SimpleNamespace(
-        exchange=SimpleNamespace(bytes_sent=sent, content_range="bytes 100-199/1000"),
+        exchange=SimpleNamespace(bytes_sent=sent, content_range="bytes 100-199/1000", cache=None),
         bytes_received=received,
         started_at=started_at,
         route=SimpleNamespace(
