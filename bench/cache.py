@@ -50,12 +50,13 @@ def _fetch(port: int, target: str, go: threading.Event) -> tuple[float, str]:
 
 
 def cold_fill(port: int, origin: OriginThread, size_bytes: int, clients: int) -> ColdFill:
-    """``clients`` GETs of ``/files/bytes?n=size`` at once through the gateway on ``port``."""
+    """``clients`` GETs of ``/files/cold.bin?n=size`` at once through the gateway on ``port``
+    (routed to the origin's ``/bytes/``)."""
     before = origin.origin.body_bytes
     go = threading.Event()
     with ThreadPoolExecutor(clients) as pool:
         futures = [
-            pool.submit(_fetch, port, f"/files/bytes?n={size_bytes}", go) for _ in range(clients)
+            pool.submit(_fetch, port, f"/files/cold.bin?n={size_bytes}", go) for _ in range(clients)
         ]
         time.sleep(0.5)  # every client connected
         started = time.perf_counter()

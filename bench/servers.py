@@ -246,14 +246,18 @@ def mediaproxy_relay(
     return ServerRecipe(name, f"{name}-relay", configure)
 
 
-def mediaproxy_cached(origin_port: int, name: str = "mediaproxy-cache") -> ServerRecipe:
-    """mediaproxy's http_proxy integration with its disk cache (emptied at every start)."""
+def mediaproxy_cached(
+    origin_port: int, name: str = "mediaproxy-cache", origin_path: str = "/"
+) -> ServerRecipe:
+    """mediaproxy's http_proxy integration with its disk cache (emptied at every start), in
+    front of the origin's ``origin_path``."""
 
     def configure(workspace: Workspace, config_dir: Path, port: int) -> list[str]:
         cache_dir = config_dir / "cache"
         shutil.rmtree(cache_dir, ignore_errors=True)
         route = (
-            f'integration = "http_proxy"\nupstream = "http://127.0.0.1:{origin_port}/"\n'
+            f'integration = "http_proxy"\n'
+            f'upstream = "http://127.0.0.1:{origin_port}{origin_path}"\n'
             f'cache_dir = "{cache_dir}"\ncache_max_bytes = {4 * 1024 * MiB}\n'
             "idle_timeout = 120\n"
         )
