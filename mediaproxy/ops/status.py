@@ -4,7 +4,8 @@ Three files of plain HTML, CSS and JavaScript from the package (no build step), 
 overview, and one server-sent-events stream that samples the running exchanges once a second.
 Sampling reads the ``bytes_sent`` counters the exchanges keep anyway, so watching costs the
 streams nothing per chunk. With several worker processes the live table shows every worker's
-streams (``SiblingStreams``), each with the pid of the worker running it.
+streams (``SiblingStreams``), each with the pid of the worker running it; with Redis shared by
+the fleet, every instance's (``server.fleet_view``), each with its host.
 
 What it shows depends on who may look (``AdminAccess``): with no admin key configured the page
 is public, so routes that take API keys or signed URLs, their files and their streams are left
@@ -23,12 +24,13 @@ import asyncio
 import json
 import os
 import re
+import socket
 import stat
 import time
 from collections.abc import Collection, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 from urllib.parse import quote
 
 from tornado.httputil import HTTPServerRequest
@@ -56,6 +58,7 @@ PAGE_FILES = {
     "status.css": ("status.css", "text/css; charset=utf-8"),
 }
 SAMPLE_INTERVAL_S = 1.0
+HOST = socket.gethostname()
 
 
 def cache_fill(route: Route) -> dict[str, int] | None:
@@ -355,38 +358,64 @@ class OverviewHandler(_StatusHandler):
 
 
 STREAMS_FILE = "streams-{pid}.json"
-# A worker's file older than this is one with no streams left (it writes none then), or gone.
+# A worker's post older than this is one with no streams left (it posts none then), or gone.
 STALE_AFTER_S = 3 * SAMPLE_INTERVAL_S
+
+
+def stream_rows(streams: Iterable[StreamSample]) -> list[dict[str, Any]]:
+    """Streams as the page's rows, each saying where it runs."""
+    pid = os.getpid()
+    return [{**asdict(sample), "pid": pid, "host": HOST} for sample in streams]
+
+
+class OtherStreams(NamedTuple):
+    rows: list[dict[str, Any]]
+    fleet: bool  # every instance's (through Redis), or this instance's other workers' only
+
+
+class StreamBoard(Protocol):
+    """Where a worker posts its streams for the pages other workers serve, and reads theirs."""
+
+    async def post(self, rows: list[dict[str, Any]]) -> None: ...
+
+    async def others(self) -> OtherStreams: ...
+
+    async def close(self) -> None: ...
+
+
+async def publish(board: StreamBoard, active: Collection[LiveStream], admin: AdminAccess) -> None:
+    """Post this worker's streams once per sample interval while it has any; the last post of
+    a busy spell says "none left"."""
+    streams: dict[int, StreamSample] = {}
+    try:
+        while True:
+            had_streams = bool(streams)
+            streams = sample_streams(active, streams, time.perf_counter(), admin)
+            if streams or had_streams:
+                await board.post(stream_rows(streams.values()))
+            await asyncio.sleep(SAMPLE_INTERVAL_S)
+    finally:
+        await board.close()
 
 
 class SiblingStreams:
     """The live streams of every worker process of this instance, through small files in the
-    folder the workers already share for their metrics: each worker writes its own streams
-    once per sample interval while it has any (``publish``), and the page's events add the
-    other workers' files to this one's streams (``others``). The parent removes a worker's file
-    when it reaps it (``forget_worker``)."""
+    folder the workers already share for their metrics: each worker writes its own, and the
+    page's events add the other workers' files to this one's streams. The parent removes a
+    worker's file when it reaps it (``forget_worker``)."""
 
-    def __init__(self, folder: str, active: Collection[LiveStream], admin: AdminAccess) -> None:
+    def __init__(self, folder: str) -> None:
         self.folder = Path(folder)
-        self.active = active
-        self.admin = admin
-        self.pid = os.getpid()
-        self._path = self.folder / STREAMS_FILE.format(pid=self.pid)
+        self._path = self.folder / STREAMS_FILE.format(pid=os.getpid())
 
-    async def publish(self) -> None:
-        streams: dict[int, StreamSample] = {}
-        while True:
-            had_streams = bool(streams)
-            streams = sample_streams(self.active, streams, time.perf_counter(), self.admin)
-            if streams or had_streams:  # the last write of a busy spell says "none left"
-                rows = [{**asdict(sample), "pid": self.pid} for sample in streams.values()]
-                temporary = self._path.with_suffix(".tmp")
-                temporary.write_text(json.dumps(rows))
-                temporary.replace(self._path)  # a reader sees the old file or the new
-            await asyncio.sleep(SAMPLE_INTERVAL_S)
+    async def post(self, rows: list[dict[str, Any]]) -> None:
+        temporary = self._path.with_suffix(".tmp")
+        temporary.write_text(json.dumps(rows))
+        temporary.replace(self._path)  # a reader sees the old file or the new
 
-    def others(self, now_s: float) -> list[dict[str, Any]]:
+    async def others(self) -> OtherStreams:
         rows: list[dict[str, Any]] = []
+        now_s = time.time()
         for path in self.folder.glob(STREAMS_FILE.format(pid="*")):
             if path == self._path:
                 continue
@@ -396,7 +425,10 @@ class SiblingStreams:
                 rows += json.loads(path.read_text())
             except (OSError, ValueError):
                 continue  # its worker is just gone, or mid-replace
-        return rows
+        return OtherStreams(rows, False)
+
+    async def close(self) -> None:
+        pass  # the parent removes the file once this worker is gone
 
 
 def forget_worker(folder: str, pid: int) -> None:
@@ -417,7 +449,8 @@ class StreamCap(Protocol):
 
 class EventsHandler(_StatusHandler):
     """Server-sent events: every second, the running exchanges of this process, and with
-    several workers every other worker's too (``SiblingStreams``).
+    several workers every other worker's too (``SiblingStreams``), or with Redis every
+    instance's (``server.fleet_view``).
 
     Each stream lasts as long as its page is open, so it takes a stream slot like any other
     (a 503 when the gateway runs max_concurrent_streams already): otherwise anyone could hold
@@ -429,7 +462,7 @@ class EventsHandler(_StatusHandler):
         config: Config,
         admin: AdminAccess,
         active: Collection[LiveStream],
-        siblings: SiblingStreams | None,
+        siblings: StreamBoard | None,
         streams: StreamCap,
     ) -> None:
         super().initialize(config, admin)
@@ -459,10 +492,13 @@ class EventsHandler(_StatusHandler):
         self.write(f"retry: {int(SAMPLE_INTERVAL_S * 2000)}\n\n")
         while True:
             streams = sample_streams(self.active, streams, time.perf_counter(), self.admin)
-            rows = [{**asdict(s), "pid": os.getpid()} for s in streams.values()]
+            rows = stream_rows(streams.values())
+            fleet = False
             if self.siblings is not None:
-                rows += self.siblings.others(time.time())
-            event = {**self.process(), "streams": rows}
+                others = await self.siblings.others()
+                rows += others.rows
+                fleet = others.fleet
+            event = {**self.process(), "host": HOST, "fleet": fleet, "streams": rows}
             self.write(f"data: {json.dumps(event)}\n\n")
             try:
                 await self.flush()
@@ -476,7 +512,7 @@ def rules(
     active: Collection[LiveStream],
     admin: AdminAccess,
     streams: StreamCap,
-    siblings: SiblingStreams | None = None,
+    siblings: StreamBoard | None = None,
 ) -> list[Any]:
     """The status page's URL rules, for the application."""
     settings = {"config": config, "admin": admin}

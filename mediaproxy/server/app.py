@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import logging
 import re
@@ -32,6 +33,7 @@ from mediaproxy.ops.metrics_dir import multiprocess_dir
 from mediaproxy.server import eventloop
 from mediaproxy.server.admission import Admission, StreamSlots
 from mediaproxy.server.connections import GatewayServer
+from mediaproxy.server.fleet_view import FleetStreams
 from mediaproxy.server.handler import GatewayHandler, body_framing, handler_class_for
 from mediaproxy.server.shared_table import SharedTable
 from mediaproxy.server.usage import LocalStore, PlanGuard, UsageStore
@@ -187,6 +189,8 @@ class Gateway:
             await integration.close()
         if self.publishing is not None:
             self.publishing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.publishing  # its board closes its connection
         if self.plans is not None:
             await self.plans.close()
         if self.access_log is not None and (
@@ -239,10 +243,13 @@ def make_gateway(
     publishing = None
     if config.server.status_page:
         folder = multiprocess_dir()
-        siblings = None if folder is None else status.SiblingStreams(folder, active, admin)
-        rules += status.rules(config, active, admin, slots, siblings)
-        if siblings is not None:
-            publishing = asyncio.ensure_future(siblings.publish())
+        board: status.StreamBoard | None = None if folder is None else status.SiblingStreams(folder)
+        shared = config.shared_state
+        if shared.redis_url is not None:
+            board = FleetStreams(shared.redis_url, shared.timeout_s, shared.key_prefix, board)
+        rules += status.rules(config, active, admin, slots, board)
+        if board is not None:
+            publishing = asyncio.ensure_future(status.publish(board, active, admin))
     else:
         rules.append((re.escape(status.PREFIX) + "(?:/.*)?", NotFoundHandler))
     routes: dict[str, dict[str, Any]] = {}

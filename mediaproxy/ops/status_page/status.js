@@ -50,7 +50,10 @@ function fillTable(tbody, rows) {
 }
 
 function showProcess(info) {
-  const text = info.processes > 1
+  const text = info.fleet
+    ? `Served by process ${info.pid} on ${info.host}: the live table shows the streams of ` +
+      "every instance sharing this Redis; /metrics counts this instance's."
+    : info.processes > 1
     ? `Served by process ${info.pid}, one of ${info.processes} worker processes: the live ` +
       "table shows every worker's streams; /metrics sums them all."
     : `Served by process ${info.pid}.`;
@@ -111,7 +114,8 @@ function showStreams(streams) {
               cell(formatBytes(stream.bytes_sent), "num"),
               cell(formatBytes(stream.sent_per_s) + "/s", "num"),
               cell(formatBytes(stream.bytes_received), "num"),
-              cell(formatSeconds(stream.age_s), "num"), cell(stream.cache || ""));
+              cell(formatSeconds(stream.age_s), "num"), cell(stream.cache || ""),
+              cell(`${stream.host} ${stream.pid}`));
     return tr;
   });
   fillTable(document.querySelector("#streams tbody"), rows);
