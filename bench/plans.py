@@ -103,7 +103,7 @@ def main() -> int:
             timed_gets(gateway.port, "planned", 200)  # connections up, scripts loaded
             planned: list[float] = []
             unplanned: list[float] = []
-            block = 200
+            block = 50  # small blocks: a change of load meanwhile falls on both alike
             load_before = os.getloadavg()[0]
             calls_before = redis_calls(redis.port)
             for _ in range(args.requests // block):
