@@ -410,8 +410,11 @@ class SiblingStreams:
 
     async def post(self, rows: list[dict[str, Any]]) -> None:
         temporary = self._path.with_suffix(".tmp")
-        temporary.write_text(json.dumps(rows))
-        temporary.replace(self._path)  # a reader sees the old file or the new
+        try:
+            temporary.write_text(json.dumps(rows))
+            temporary.replace(self._path)  # a reader sees the old file or the new
+        except OSError:
+            pass  # the folder is gone (the parent is stopping): nobody is left to read it
 
     async def others(self) -> OtherStreams:
         rows: list[dict[str, Any]] = []

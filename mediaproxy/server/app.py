@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import errno
 import logging
 import re
@@ -189,8 +188,7 @@ class Gateway:
             await integration.close()
         if self.publishing is not None:
             self.publishing.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.publishing  # its board closes its connection
+            await asyncio.wait([self.publishing])  # its board closes; its end never raises here
         if self.plans is not None:
             await self.plans.close()
         if self.access_log is not None and (
