@@ -114,8 +114,8 @@ function showStreams(streams) {
               cell(formatBytes(stream.bytes_sent), "num"),
               cell(formatBytes(stream.sent_per_s) + "/s", "num"),
               cell(formatBytes(stream.bytes_received), "num"),
-              cell(formatSeconds(stream.age_s), "num"), cell(stream.cache || ""),
-              cell(`${stream.host} ${stream.pid}`));
+              cell(formatSeconds(stream.age_s), "num"), cell(stream.cache || ""));
+    tr.title = `process ${stream.pid} on ${stream.host}`;  // where it runs, in a fleet too
     return tr;
   });
   fillTable(document.querySelector("#streams tbody"), rows);
