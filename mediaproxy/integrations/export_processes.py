@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
+import gc
 import importlib
 import logging
 import os
@@ -282,7 +283,14 @@ def serve(control: socket.socket) -> None:
 
 
 def run(sock: socket.socket, produce: Callable[[Any], tuple[Producer, str, Any]]) -> None:
-    """One export process: read the job, stream its frames, stop when the gateway leaves."""
+    """One export process: read the job, stream its frames, stop when the gateway leaves.
+
+    The cycle collector is off: each batch's rows are freed by reference counting as it
+    leaves, and the collector would only walk them again and again, costing a PostgreSQL
+    export about as much CPU as the COPY itself (bench/RESULTS.md). The process lives for one
+    export, so anything cyclic it leaves is freed when it exits.
+    """
+    gc.disable()
     (length,) = _JOB_LENGTH.unpack(_receive_exactly(sock, _JOB_LENGTH.size))
     job = pickle.loads(_receive_exactly(sock, length))
     producer, query, params = produce(job)
