@@ -16,7 +16,8 @@ in one run, so that the ratios compare like with like on a shared, noisy machine
    header"`.
 3. Concurrency: one, two and four exports at once; rows/s together.
 4. The same gateway's small-file service (`wrk` on a 4 KiB file) idle, and while two exports
-   run back to back: requests/s and p99.
+   run back to back: requests/s and p99; the exports at the routes' default scheduling, then
+   with `scheduling = "idle"`.
 
 Reported per export: first byte (curl's time_starttransfer), rows/s (median and range), the
 peak RSS of the export's own process (VmHWM, which counts the pages it still shares with the
@@ -329,6 +330,13 @@ database = "{database}"
 query = "{ORDERS.format(since=":since")}"
 params = {{ since = "date" }}
 niceness = {niceness}
+[[routes]]
+prefix = "/sqlite-idle"
+integration = "csv_export"
+database = "{database}"
+query = "{ORDERS.format(since=":since")}"
+params = {{ since = "date" }}
+scheduling = "idle"
 """
     if arrow:
         text += f"""
@@ -401,28 +409,33 @@ def measure_concurrency(
             ratios[f"{label}: {count} at once / one"] = statistics.median(rates) / one
 
 
-def measure_small_files(port: int, export_url: str, reps: int, ratios: dict[str, float]) -> None:
+def measure_small_files(
+    port: int, exports: dict[str, str], reps: int, ratios: dict[str, float]
+) -> None:
+    """wrk on a small file idle, then while two exports of each of ``exports`` (label: URL)
+    run: requests/s and p99, each against idle."""
     url = f"http://127.0.0.1:{port}/files/small.bin"
-    idle: list[tuple[float, float]] = []
-    busy: list[tuple[float, float]] = []
+    runs: dict[str, list[tuple[float, float]]] = {"idle": []}
     for _ in range(reps):
         run = run_wrk(url, 1, 8, WRK_SECONDS)
-        idle.append((run.requests_per_s, run.p99_s * 1e3))
-        with exports_running(export_url, 2):
-            run = run_wrk(url, 1, 8, WRK_SECONDS)
-        busy.append((run.requests_per_s, run.p99_s * 1e3))
-    for name, runs in (("idle", idle), ("two exports running", busy)):
+        runs["idle"].append((run.requests_per_s, run.p99_s * 1e3))
+        for label, export_url in exports.items():
+            with exports_running(export_url, 2):
+                run = run_wrk(url, 1, 8, WRK_SECONDS)
+            runs.setdefault(label, []).append((run.requests_per_s, run.p99_s * 1e3))
+    medians = {
+        name: (statistics.median(r for r, _ in taken), statistics.median(p for _, p in taken))
+        for name, taken in runs.items()
+    }
+    for name, (requests_per_s, p99_ms) in medians.items():
         print(
-            f"small files, {name}: {statistics.median(r for r, _ in runs):,.0f} requests/s, "
-            f"p99 {statistics.median(p for _, p in runs):.2f} ms",
+            f"small files, {name}: {requests_per_s:,.0f} requests/s, p99 {p99_ms:.2f} ms",
             flush=True,
         )
-    ratios["small files requests/s: two exports running / idle"] = statistics.median(
-        r for r, _ in busy
-    ) / statistics.median(r for r, _ in idle)
-    ratios["small files p99: two exports running / idle"] = statistics.median(
-        p for _, p in busy
-    ) / statistics.median(p for _, p in idle)
+    idle_requests_per_s, idle_p99_ms = medians.pop("idle")
+    for name, (requests_per_s, p99_ms) in medians.items():
+        ratios[f"small files requests/s: {name} / idle"] = requests_per_s / idle_requests_per_s
+        ratios[f"small files p99: {name} / idle"] = p99_ms / idle_p99_ms
 
 
 def main() -> None:
@@ -514,7 +527,15 @@ def main() -> None:
         measure_concurrency("SQLite", f"{base}/sqlite{query}", rows, args.reps, ratios)
         if postgres_url is not None:
             measure_concurrency("PostgreSQL", f"{base}/postgres{query}", rows, args.reps, ratios)
-        measure_small_files(port, f"{base}/sqlite{query}", args.reps, ratios)
+        measure_small_files(
+            port,
+            {
+                "two exports running": f"{base}/sqlite{query}",
+                'two exports running, scheduling = "idle"': f"{base}/sqlite-idle{query}",
+            },
+            args.reps,
+            ratios,
+        )
     print("\nratios (one run):")
     for name, ratio in ratios.items():
         print(f"  ratio {name}: {ratio:.2f}")

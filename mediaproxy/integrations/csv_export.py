@@ -92,6 +92,10 @@ class CsvExportSettings:
     # The export process's niceness (added to the gateway's): on short cores the gateway's own
     # requests go first and bulk exports take what is left; 0 makes them equals.
     niceness: int = 10
+    # How the kernel schedules the export process (SCHEDULERS): "idle" runs it only on CPU
+    # time nothing else wants; "batch" shares the CPU by niceness but never preempts the
+    # gateway when it wakes.
+    scheduling: str = "batch"
 
     @property
     def is_postgres(self) -> bool:
@@ -111,6 +115,8 @@ POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 DEFAULT_BATCH_ROWS = 5000
 LINE_TERMINATORS = {"crlf": "\r\n", "lf": "\n"}
 ENGINES = ("default", "arrow")
+# Linux's policies for CPU-bound work that nobody waits for interactively (sched(7)).
+SCHEDULERS = {"idle": os.SCHED_IDLE, "batch": os.SCHED_BATCH}
 
 
 def read_settings(table: Table) -> CsvExportSettings:
@@ -160,6 +166,7 @@ def read_settings(table: Table) -> CsvExportSettings:
         ],
         engine=table.choice("engine", ENGINES, "default"),
         niceness=table.integer("niceness", CsvExportSettings.niceness, minimum=0, maximum=19),
+        scheduling=table.choice("scheduling", tuple(SCHEDULERS), CsvExportSettings.scheduling),
     )
     if settings.is_postgres and settings.engine != "default":
         raise table.error(
@@ -193,6 +200,7 @@ class ExportJob:
     postgres: bool
     engine: str  # SQLite's: "default" or "arrow"
     niceness: int  # the export process's, added to the gateway's
+    scheduling: str  # a SCHEDULERS key
     query: str
     params: Mapping[str, Value]
     batch_rows: int
@@ -203,6 +211,7 @@ class ExportJob:
 def produce(job: ExportJob) -> tuple[CsvChunks, str, Mapping[str, Value]]:
     """In the export process: the job's CSV producer, and its query and parameters."""
     os.nice(job.niceness)
+    os.sched_setscheduler(0, SCHEDULERS[job.scheduling], os.sched_param(0))
     chunks: CsvChunks
     if job.postgres:
         chunks = PostgresCopy(
@@ -786,6 +795,7 @@ class CsvExportIntegration(Integration):
             query=settings.query,
             params=params,
             niceness=settings.niceness,
+            scheduling=settings.scheduling,
             batch_rows=settings.batch_rows,
             line_terminator=settings.line_terminator,
             escape_formulas=settings.escape_formulas,

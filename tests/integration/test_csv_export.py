@@ -199,6 +199,12 @@ def gateway(make_gateway, db: ExportDatabase) -> GatewayThread:  # type: ignore[
         database = "{db.database}"
         query = "{fat_rows}"
         [[routes]]
+        prefix = "/endless-idle"
+        integration = "csv_export"
+        database = "{db.database}"
+        query = "{fat_rows}"
+        scheduling = "idle"
+        [[routes]]
         prefix = "/never"
         integration = "csv_export"
         database = "{db.database}"
@@ -542,8 +548,13 @@ def running_postgres_queries(url: str) -> int:
     return int(row[0])
 
 
-def test_the_rows_are_produced_in_another_process(gateway: GatewayThread) -> None:
-    sock = open_stalled_download(gateway.port, "/endless")
+@pytest.mark.parametrize(
+    ("path", "policy"), [("/endless", os.SCHED_BATCH), ("/endless-idle", os.SCHED_IDLE)]
+)
+def test_the_rows_are_produced_in_another_process(
+    gateway: GatewayThread, path: str, policy: int
+) -> None:
+    sock = open_stalled_download(gateway.port, path)
     try:
         wait_until(lambda: len(export_processes()) == 1)
         (pid,) = export_processes()
@@ -556,6 +567,9 @@ def test_the_rows_are_produced_in_another_process(gateway: GatewayThread) -> Non
         # Below the gateway's priority (the route's default niceness, 10), once it has its job.
         wanted = os.getpriority(os.PRIO_PROCESS, 0) + 10
         wait_until(lambda: os.getpriority(os.PRIO_PROCESS, pid) == wanted)
+        # Bulk work to the kernel: it never preempts the gateway when it wakes ("batch", the
+        # default), or it runs only on CPU time nothing else wants ("idle").
+        wait_until(lambda: os.sched_getscheduler(pid) == policy)
     finally:
         sock.close()
     wait_until(lambda: not export_processes(), timeout_s=3)

@@ -133,6 +133,11 @@ def test_postgres_url_is_kept_and_not_opened(folder: Path) -> None:
             "between 0 and 19",
         ),
         (
+            'database = "shop.sqlite"\nquery = "SELECT 1"\nscheduling = "fifo"',
+            "routes[0].scheduling",
+            "must be one of idle, batch",
+        ),
+        (
             'database = "postgresql://db/shop"\nquery = "SELECT 1"\nengine = "arrow"',
             "routes[0].engine",
             "only SQLite routes",
