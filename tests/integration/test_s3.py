@@ -8,6 +8,8 @@ import hashlib
 import http.server
 import json
 import logging
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -301,6 +303,37 @@ def test_metrics_label_the_route(gateway: GatewayThread) -> None:
     request(gateway.port, "GET", "/s3/clip.bin")
     metrics = request(gateway.port, "GET", "/metrics").body.decode()
     assert 'mediaproxy_requests_total{integration="s3",route="/s3",status="200"}' in metrics
+
+
+def test_a_route_with_its_own_keys_serves_without_loading_botocore(
+    objects: S3Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """botocore is the credential chain's: a route whose keys it names does without it (a
+    gateway process then holds none of botocore's modules and data)."""
+    config = tmp_path / "mediaproxy.toml"
+    config.write_text(
+        '[server]\nport = 0\naccess_log = "off"\n' + route(objects, objects.reader, monkeypatch)
+    )
+    script = f"""
+import asyncio, sys, urllib.request
+from mediaproxy.config import load
+from mediaproxy.server.app import start
+
+async def main() -> None:
+    running = start(load({str(config)!r}))
+    url = f"http://127.0.0.1:{{running.port}}/s3/videos/typed.mp4"
+    body = await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=10).read())
+    assert len(body) == 5000, len(body)
+    await running.shutdown()
+    print(sorted(name for name in sys.modules if name.split(".")[0] == "botocore"))
+
+asyncio.run(main())
+"""
+    finished = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+    )
+    assert finished.returncode == 0, finished.stderr
+    assert finished.stdout.strip() == "[]"
 
 
 # --- the standard AWS credential chain -------------------------------------------------------

@@ -66,7 +66,7 @@ def test_virtual_addressing_on_an_endpoint(tmp_path: Path) -> None:
         tmp_path, 'endpoint = "http://store.lan:9000"\naddressing_style = "virtual"\n'
     )
     assert settings.store == Upstream("http", "media-bucket.store.lan", 9000, "/")
-    assert settings.url_base == "http://media-bucket.store.lan:9000"
+    assert settings.object_target("a b.mp4") == "/a%20b.mp4"
 
 
 def test_credentials_from_the_environment_never_in_repr(

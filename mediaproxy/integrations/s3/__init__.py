@@ -5,8 +5,9 @@ mapped: the connection pool, the flow-controlled relay, both timers and the 502/
 are the proxy's (``http_proxy.UpstreamClient``). What this package adds:
 
     settings      the route's keys (bucket, endpoint, region, key_prefix, credentials)
-    signer        SigV4 and the credential chain, from botocore (imported only when a route
-                  needs it: the ``s3`` extra)
+    sigv4         AWS Signature Version 4 (S3's flavour), the derived key kept for the day
+    signer        the route's credentials: its own keys, or botocore's chain (imported only
+                  when a route needs it: the ``s3`` extra)
     failures      the store's error codes as statuses for people, and what to fix for operators
     listing       ListObjectsV2 pages rendered as an HTML or JSON folder listing
     integration   GET and HEAD of one object, or one folder

@@ -68,11 +68,6 @@ class S3Settings:
         """The request-target of the bucket (for listings)."""
         return "/" if self.addressing_style == "virtual" else f"/{self.bucket}"
 
-    @property
-    def url_base(self) -> str:
-        """'http://host:port' of the store, as botocore's request wants it."""
-        return f"{self.store.scheme}://{self.store.authority}"
-
 
 def read_settings(table: Table) -> S3Settings:
     if importlib.util.find_spec("botocore") is None:

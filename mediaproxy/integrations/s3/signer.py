@@ -1,9 +1,9 @@
-"""SigV4 signatures and the credentials behind them, from botocore.
+"""SigV4 signatures (``sigv4``) and the credentials behind them, from botocore's chain.
 
-botocore is what the AWS CLI and boto3 sign with, so its ``S3SigV4Auth`` and its credential
-chain (environment, shared credentials and config files, container and instance metadata,
-SSO and assume-role profiles) are the well-trodden path; nothing here is hand-written crypto.
-It is imported when the first s3 route is built, never by a gateway without one.
+botocore's credential chain (environment, shared credentials and config files, container and
+instance metadata, SSO and assume-role profiles) is what the AWS CLI and boto3 use: the
+well-trodden path. It is imported when a route without keys of its own is built; a route whose
+keys come from the variables it names signs without it.
 
 Credentials that expire (an instance role, an assumed role) are ``RefreshableCredentials``:
 botocore refreshes them ahead of expiry, but does so by blocking on the network. That is
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -22,6 +23,7 @@ from tornado.httputil import HTTPHeaders
 
 from mediaproxy.errors import UpstreamError
 from mediaproxy.integrations.s3.settings import S3Settings
+from mediaproxy.integrations.s3.sigv4 import EMPTY_PAYLOAD_SHA256, Credentials, SigV4, amz_date
 from mediaproxy.streaming.threads import LazyPool
 
 log = logging.getLogger("mediaproxy")
@@ -35,26 +37,23 @@ class Signer:
     """Signs requests to one route's store with the route's credentials."""
 
     def __init__(self, settings: S3Settings) -> None:
-        # botocore is imported here, when an s3 route is built, not with this module's caller.
-        from botocore.auth import S3SigV4Auth
-        from botocore.awsrequest import AWSRequest
-        from botocore.credentials import Credentials, RefreshableCredentials
-
-        self._auth_class = S3SigV4Auth
-        self._request_class = AWSRequest
-        self._refreshable_class = RefreshableCredentials
         self._settings = settings
-        self._credentials: Any = None  # botocore Credentials, once resolved
+        self._sigv4 = SigV4(settings.region, "s3")
+        self._static: Credentials | None = None
+        self._chain: Any = None  # botocore Credentials, once resolved
+        self._refreshable_class: Any = None
         self._pending: dict[str, asyncio.Future[Any]] = {}  # "resolve" or "refresh"
         keys = settings.keys
         self.source = keys.source if keys is not None else CHAIN
         if keys is not None:
-            self._credentials = Credentials(
-                keys.access_key_id,
-                keys.secret_access_key,
-                keys.session_token,
-                method="mediaproxy-route",
+            self._static = Credentials(
+                keys.access_key_id, keys.secret_access_key, keys.session_token
             )
+        else:
+            # botocore is imported here, when a route needs its chain, not with this module.
+            from botocore.credentials import RefreshableCredentials
+
+            self._refreshable_class = RefreshableCredentials
 
     async def sign(self, method: str, target: str, headers: HTTPHeaders) -> None:
         """Add X-Amz-Date, X-Amz-Content-SHA256, the security token and Authorization.
@@ -62,22 +61,24 @@ class Signer:
         Every header already in ``headers`` is signed, Host included, exactly as it will be
         sent; a body-less request signs the empty body's hash.
         """
-        credentials = await self._frozen_credentials()
-        request = self._request_class(
-            method, self._settings.url_base + target, headers=dict(headers.get_all())
+        credentials = self._static or await self._chain_credentials()
+        date_time = amz_date(time.time())
+        headers["X-Amz-Date"] = date_time
+        headers["X-Amz-Content-SHA256"] = EMPTY_PAYLOAD_SHA256
+        if credentials.session_token:
+            headers["X-Amz-Security-Token"] = credentials.session_token
+        path, _, query = target.partition("?")
+        headers["Authorization"] = self._sigv4.authorization(
+            credentials, method, path, query, headers.get_all(), EMPTY_PAYLOAD_SHA256, date_time
         )
-        self._auth_class(credentials, "s3", self._settings.region).add_auth(request)
-        for name in ("X-Amz-Date", "X-Amz-Content-SHA256", "X-Amz-Security-Token", "Authorization"):
-            if name in request.headers:
-                headers[name] = request.headers[name]
 
-    async def _frozen_credentials(self) -> Any:
-        credentials = self._credentials
-        if credentials is None:
-            credentials = await self._resolve()
-        if isinstance(credentials, self._refreshable_class) and credentials.refresh_needed():
+    async def _chain_credentials(self) -> Credentials:
+        chain = self._chain
+        if chain is None:
+            chain = await self._resolve()
+        if isinstance(chain, self._refreshable_class) and chain.refresh_needed():
             try:
-                return await self._on_pool("refresh", credentials.get_frozen_credentials)
+                frozen = await self._on_pool("refresh", chain.get_frozen_credentials)
             except Exception as error:  # botocore's refresh may fail in any way
                 log.warning(
                     "s3 bucket %s: refreshing the credentials from %s failed: %s",
@@ -86,7 +87,9 @@ class Signer:
                     error,
                 )
                 raise UpstreamError(f"credential refresh failed: {error}") from error
-        return credentials.get_frozen_credentials()
+        else:
+            frozen = chain.get_frozen_credentials()
+        return Credentials(frozen.access_key, frozen.secret_key, frozen.token)
 
     async def _resolve(self) -> Any:
         """The chain's credentials (a failure is tried again by the next request)."""
@@ -105,7 +108,7 @@ class Signer:
                 CHAIN,
             )
             raise UpstreamError("no AWS credentials")
-        self._credentials = credentials
+        self._chain = credentials
         return credentials
 
     async def _on_pool(self, kind: str, function: Callable[[], Any]) -> Any:
