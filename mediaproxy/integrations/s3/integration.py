@@ -286,7 +286,10 @@ class S3Integration(Integration):
         exchange.start(head.status, headers)
         if request.method == "HEAD":
             return
-        await exchange.send(b"".join(held))  # the headers now: a slow body should not hold them
+        if held:
+            await exchange.send(b"".join(held))
+        elif not upstream.relay.body_waiting():
+            await exchange.flush_headers()  # a slow body should not hold the headers back
         await relay_body(exchange, upstream, body)
 
     async def _sniff_body(
