@@ -439,13 +439,10 @@ class S3Integration(Integration):
     ) -> AsyncIterator[tuple[RoundTrip, ResponseHead]]:
         """A signed request for ``path`` (and ``query``, both encoded), sent as the proxy's."""
         target = path + (f"?{query}" if query else "")
-        headers = HTTPHeaders()
-        headers["Host"] = self.settings.store.authority
-        for name, value in fields:
-            headers.add(name, value)
-        await self.signer.sign(method, target, headers)
+        signed = [("Host", self.settings.store.authority), *fields]
+        await self.signer.sign(method, target, signed)
         async with self.client.exchange(
-            exchange, RequestStartLine(method, target, "HTTP/1.1"), list(headers.get_all())
+            exchange, RequestStartLine(method, target, "HTTP/1.1"), signed
         ) as pair:
             yield pair
 

@@ -19,8 +19,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from tornado.httputil import HTTPHeaders
-
 from mediaproxy.errors import UpstreamError
 from mediaproxy.integrations.s3.settings import S3Settings
 from mediaproxy.integrations.s3.sigv4 import EMPTY_PAYLOAD_SHA256, Credentials, SigV4, amz_date
@@ -55,22 +53,23 @@ class Signer:
 
             self._refreshable_class = RefreshableCredentials
 
-    async def sign(self, method: str, target: str, headers: HTTPHeaders) -> None:
-        """Add X-Amz-Date, X-Amz-Content-SHA256, the security token and Authorization.
+    async def sign(self, method: str, target: str, fields: list[tuple[str, str]]) -> None:
+        """Append X-Amz-Date, X-Amz-Content-SHA256, the security token and Authorization.
 
-        Every header already in ``headers`` is signed, Host included, exactly as it will be
+        Every field already in ``fields`` is signed, Host included, exactly as it will be
         sent; a body-less request signs the empty body's hash.
         """
         credentials = self._static or await self._chain_credentials()
         date_time = amz_date(time.time())
-        headers["X-Amz-Date"] = date_time
-        headers["X-Amz-Content-SHA256"] = EMPTY_PAYLOAD_SHA256
+        fields.append(("X-Amz-Date", date_time))
+        fields.append(("X-Amz-Content-SHA256", EMPTY_PAYLOAD_SHA256))
         if credentials.session_token:
-            headers["X-Amz-Security-Token"] = credentials.session_token
+            fields.append(("X-Amz-Security-Token", credentials.session_token))
         path, _, query = target.partition("?")
-        headers["Authorization"] = self._sigv4.authorization(
-            credentials, method, path, query, headers.get_all(), EMPTY_PAYLOAD_SHA256, date_time
+        authorization = self._sigv4.authorization(
+            credentials, method, path, query, fields, EMPTY_PAYLOAD_SHA256, date_time
         )
+        fields.append(("Authorization", authorization))
 
     async def _chain_credentials(self) -> Credentials:
         chain = self._chain
