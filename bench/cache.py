@@ -8,8 +8,6 @@ its first body byte came and hashes the whole body.
 
 from __future__ import annotations
 
-import hashlib
-import socket
 import sys
 import threading
 import time
@@ -19,6 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from testbed.clients import first_byte_and_digest  # noqa: E402
 from testbed.origin import OriginThread, pattern_sha256  # noqa: E402
 
 
@@ -32,23 +31,6 @@ class ColdFill:
     identical: bool  # every client got the origin's bytes
 
 
-def _fetch(port: int, target: str, go: threading.Event) -> tuple[float, str]:
-    with socket.create_connection(("127.0.0.1", port), timeout=120) as sock:
-        go.wait(30)
-        sock.sendall(f"GET {target} HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n".encode())
-        data = b""
-        while b"\r\n\r\n" not in data:
-            data += sock.recv(65536)
-        body = data.partition(b"\r\n\r\n")[2]
-        while not body:
-            body = sock.recv(65536)
-        first_at = time.perf_counter()
-        digest = hashlib.sha256(body)
-        while piece := sock.recv(1 << 20):
-            digest.update(piece)
-        return first_at, digest.hexdigest()
-
-
 def cold_fill(port: int, origin: OriginThread, size_bytes: int, clients: int) -> ColdFill:
     """``clients`` GETs of ``/files/cold.bin?n=size`` at once through the gateway on ``port``
     (routed to the origin's ``/bytes/``)."""
@@ -56,7 +38,8 @@ def cold_fill(port: int, origin: OriginThread, size_bytes: int, clients: int) ->
     go = threading.Event()
     with ThreadPoolExecutor(clients) as pool:
         futures = [
-            pool.submit(_fetch, port, f"/files/cold.bin?n={size_bytes}", go) for _ in range(clients)
+            pool.submit(first_byte_and_digest, port, f"/files/cold.bin?n={size_bytes}", go, 120)
+            for _ in range(clients)
         ]
         time.sleep(0.5)  # every client connected
         started = time.perf_counter()

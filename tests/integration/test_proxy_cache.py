@@ -22,6 +22,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from mediaproxy.server.workers import MIN_UPTIME_S
+from testbed.clients import first_byte_and_digest
 from testbed.origin import OriginThread, pattern, pattern_sha256
 from testbed.s3store import S3Store
 
@@ -253,24 +254,6 @@ def test_concurrent_clients_share_one_origin_read(
     digest = hashlib.sha256(pattern(0, size)).hexdigest()
     assert all(hashlib.sha256(r.body).hexdigest() == digest for r in results)
     assert sent(origin) == size, origin.origin.served
-
-
-def first_byte_and_digest(port: int, target: str, started: threading.Event) -> tuple[float, str]:
-    """GET ``target`` on a raw socket: when its first body byte came, and the body's SHA-256."""
-    with socket.create_connection(("127.0.0.1", port), timeout=60) as sock:
-        started.wait(10)
-        sock.sendall(f"GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
-        data = b""
-        while b"\r\n\r\n" not in data:
-            data += sock.recv(65536)
-        head, _, body = data.partition(b"\r\n\r\n")
-        while not body:
-            body = sock.recv(65536)
-        first_at = time.perf_counter()
-        digest = hashlib.sha256(body)
-        while piece := sock.recv(1 << 20):
-            digest.update(piece)
-        return first_at, digest.hexdigest()
 
 
 @pytest.mark.slow
