@@ -103,6 +103,18 @@ def read_cut_response(port: int, path: str, timeout: float = 30) -> bytes:
         connection.close()
 
 
+def start_slow_download(url: str, rate_bytes_per_s: int, out: Path) -> subprocess.Popen[str]:
+    """curl downloading ``url`` into ``out`` at ``rate_bytes_per_s``, in the background; its
+    stdout is the status code once ``communicate()`` returns."""
+    return subprocess.Popen(
+        ["curl", "-sS", "--limit-rate", str(rate_bytes_per_s), "-o", str(out)]
+        + ["-w", "%{http_code}", url],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
 def wait_until(condition: Callable[[], bool], timeout_s: float = 10) -> None:
     """Poll until ``condition()``: the server counts an exchange just after its last byte."""
     deadline = time.monotonic() + timeout_s

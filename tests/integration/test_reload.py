@@ -15,7 +15,15 @@ from pathlib import Path
 
 import pytest
 
-from .support import Server, drain, make_sparse_file, read_access_log, request, wait_until
+from .support import (
+    Server,
+    drain,
+    make_sparse_file,
+    read_access_log,
+    request,
+    start_slow_download,
+    wait_until,
+)
 
 BIG_BYTES = 24 * 1024 * 1024
 
@@ -136,21 +144,8 @@ def test_reload_under_load_with_workers_fails_no_request(tmp_path: Path) -> None
                 failures.append(repr(error))
 
     try:
-        download = subprocess.Popen(
-            [
-                "curl",
-                "-sS",
-                "--limit-rate",
-                str(6 * 1024 * 1024),
-                "-o",
-                str(tmp_path / "out.bin"),
-                "-w",
-                "%{http_code}",
-                f"http://127.0.0.1:{server.port}/files/big.bin",
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
+        download = start_slow_download(
+            f"http://127.0.0.1:{server.port}/files/big.bin", 6 * 1024 * 1024, tmp_path / "out.bin"
         )
         threads = [threading.Thread(target=load) for _ in range(4)]
         for thread in threads:

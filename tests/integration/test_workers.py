@@ -10,7 +10,6 @@ import re
 import shutil
 import signal
 import socket
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,6 +26,7 @@ from .support import (
     open_stalled_download,
     read_access_log,
     request,
+    start_slow_download,
     wait_until,
 )
 
@@ -83,21 +83,8 @@ def test_two_workers_share_the_port_sum_their_metrics_and_drain_on_sigterm(
         assert request(server.port, "GET", "/files/small.txt").body == b"small\n"
     wait_until(lambda: scrape(server.port)[("mediaproxy_requests_total", "200")] == 10)
 
-    download = subprocess.Popen(
-        [
-            "curl",
-            "-sS",
-            "--limit-rate",
-            str(RATE_BYTES_PER_S),
-            "-o",
-            str(tmp_path / "out.bin"),
-            "-w",
-            "%{http_code}",
-            f"http://127.0.0.1:{server.port}/files/big.bin",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    download = start_slow_download(
+        f"http://127.0.0.1:{server.port}/files/big.bin", RATE_BYTES_PER_S, tmp_path / "out.bin"
     )
     wait_until(lambda: scrape(server.port).get(("mediaproxy_active_streams", "")) == 1)
 
