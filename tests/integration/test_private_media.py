@@ -100,23 +100,19 @@ def test_api_keys_from_the_file_and_the_environment(
         assert secret not in logged
 
 
-def mint(config_path: Path, path: str, *extra: str) -> str:
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "mediaproxy",
-            "sign",
-            "--config",
-            str(config_path),
-            "--path",
-            path,
-            *extra,
-        ],
+def run_sign(config_path: Path, path: str, *extra: str) -> subprocess.CompletedProcess[str]:
+    """`mediaproxy sign` for ``path``, as an operator runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "mediaproxy", "sign", "--config", str(config_path)]
+        + ["--path", path, *extra],
         capture_output=True,
         text=True,
         timeout=30,
     )
+
+
+def mint(config_path: Path, path: str, *extra: str) -> str:
+    result = run_sign(config_path, path, *extra)
     assert result.returncode == 0, result.stderr
     return result.stdout.strip()
 
@@ -186,21 +182,7 @@ def test_expired_malformed_and_missing_signatures(gateway: GatewayThread) -> Non
 
 
 def test_sign_refuses_a_route_without_a_secret(gateway: GatewayThread) -> None:
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "mediaproxy",
-            "sign",
-            "--config",
-            str(gateway.config.path),
-            "--path",
-            "/public/talk.mp4",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    result = run_sign(gateway.config.path, "/public/talk.mp4")
     assert result.returncode == 2
     assert "route /public" in result.stderr and "no signing_secret" in result.stderr
     assert result.stdout == ""
@@ -245,21 +227,7 @@ def test_a_signed_url_signs_the_path_the_gateway_reads(gateway: GatewayThread) -
     assert request(gateway.port, "GET", url.removeprefix(gateway.base_url)).status == 200
     query = url.partition("?")[2]
     assert request(gateway.port, "GET", f"/private/talk%2Emp4?{query}").status == 200
-    refused = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "mediaproxy",
-            "sign",
-            "--config",
-            str(gateway.config.path),
-            "--path",
-            "/public/../private/talk.mp4",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    refused = run_sign(gateway.config.path, "/public/../private/talk.mp4")
     assert refused.returncode == 2 and "would refuse it" in refused.stderr
 
 
