@@ -5,9 +5,11 @@ eviction at the bound, and one origin read shared by concurrent clients."""
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import hashlib
 import json
 import os
+import resource
 import signal
 import socket
 import struct
@@ -15,7 +17,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -256,12 +259,19 @@ def test_concurrent_clients_share_one_origin_read(
     assert sent(origin) == size, origin.origin.served
 
 
-@pytest.mark.slow
-def test_fifty_clients_of_a_cold_100_mib_object(origin: OriginThread, tmp_path: Path) -> None:
-    """The issue's target: the origin sends each byte once, every client gets the same
-    bytes, and every first byte comes within 50 ms of the first one."""
-    # The gateway in a process of its own: the clients' threads here must not share its GIL.
-    port = closed_port()
+@dataclass
+class CacheProcess:
+    port: int
+    stderr: str = ""  # what it logged, once it has stopped
+
+
+@contextlib.contextmanager
+def cache_process(
+    origin: OriginThread, tmp_path: Path, route: str, *, file_size_limit: int | None = None
+) -> Iterator[CacheProcess]:
+    """The gateway in a process of its own with one cached route ``/c``; ``file_size_limit``:
+    once it has started, no file it writes may grow past that many bytes (RLIMIT_FSIZE with
+    SIGXFSZ ignored: a write past it fails with EFBIG, as when a disk fills up)."""
     config = tmp_path / "gateway.toml"
     config.write_text(f"""
 [server]
@@ -271,28 +281,86 @@ prefix = "/c"
 integration = "http_proxy"
 upstream = "{origin.url}"
 cache_dir = "{tmp_path / "cache"}"
-cache_max_bytes = {256 * 1024 * 1024}
-idle_timeout = 60
+{route}
 """)
+    running = CacheProcess(closed_port())
     gateway = subprocess.Popen(
-        [sys.executable, "-m", "mediaproxy", "--config", str(config), "--port", str(port)],
-        stderr=subprocess.DEVNULL,
+        [sys.executable, "-m", "mediaproxy", "--config", str(config), "--port", str(running.port)],
+        stderr=subprocess.PIPE,  # a pipe: the size limit does not apply to it
+        preexec_fn=lambda: signal.signal(signal.SIGXFSZ, signal.SIG_IGN),
     )
-    size = 100 * 1024 * 1024
     try:
-        wait_until(lambda: _answers(port), timeout_s=20)
+        wait_until(lambda: _answers(running.port), timeout_s=20)
+        if file_size_limit is not None:  # its start-up writes files of its own
+            limit = (file_size_limit, file_size_limit)
+            resource.prlimit(gateway.pid, resource.RLIMIT_FSIZE, limit)
+        yield running
+    finally:
+        gateway.terminate()
+        running.stderr = gateway.communicate(timeout=30)[1].decode(errors="replace")
+
+
+@pytest.mark.slow
+def test_fifty_clients_of_a_cold_100_mib_object(origin: OriginThread, tmp_path: Path) -> None:
+    """The issue's target: the origin sends each byte once, every client gets the same
+    bytes, and every first byte comes within 50 ms of the first one."""
+    # The gateway in a process of its own: the clients' threads here must not share its GIL.
+    size = 100 * 1024 * 1024
+    route = f"cache_max_bytes = {256 * 1024 * 1024}\nidle_timeout = 60"
+    with cache_process(origin, tmp_path, route) as gateway:
+        port = gateway.port
         before = sent(origin)
         results = fifty_at_once(port, f"/c/bytes?n={size}")  # cold: one fill for all
         assert sent(origin) - before == size, origin.origin.served
         hits = fifty_at_once(port, f"/c/bytes?n={size}")  # the same from the cache
-    finally:
-        gateway.terminate()
-        gateway.wait(30)
     assert {digest for _, digest in results + hits} == {pattern_sha256(size)}
     spread, hit_spread = first_byte_spread_s(results), first_byte_spread_s(hits)
     # The target is 50 ms; on a machine too loaded for 50 hits to start within it, no more
     # than the hits' own spread: a fill makes nobody wait for anybody else's slice.
     assert spread < max(0.05, 2 * hit_spread), f"cold {spread:.3f} s, hits {hit_spread:.3f} s"
+
+
+@pytest.mark.parametrize(
+    "file_size_limit, query",
+    [
+        (SLICE // 2, ""),  # the disk fills in the middle of a slice
+        (SLICE // 2, "&ranges=ignore"),  # the same, the rest coming in the origin's 200
+        (64, ""),  # not even the meta fits
+    ],
+)
+def test_a_full_disk_serves_every_client_uncached_and_logs_once(
+    origin: OriginThread, tmp_path: Path, file_size_limit: int, query: str
+) -> None:
+    size = 3 * SLICE
+    # Slow enough that the clients share one fill, and some have their first bytes from it
+    # when it fails.
+    target = f"/c/bytes?n={size}&chunk=4096&interval=0.002{query}"
+    route = f"cache_slice_bytes = {SLICE}"
+    with cache_process(origin, tmp_path, route, file_size_limit=file_size_limit) as gateway:
+        port = gateway.port
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            futures = [pool.submit(get_port, port, target) for _ in range(4)]
+            time.sleep(0.05)
+            futures += [pool.submit(get_port, port, target) for _ in range(2)]
+            results = [future.result(30) for future in futures]
+        for response in results:
+            assert response.status == 200, response
+            assert response.body == pattern(0, size)
+        after = get_port(port, target)
+        assert (after.status, after.headers["x-cache"]) == (200, "BYPASS")
+        assert after.body == pattern(0, size)
+        states = {r.headers["x-cache"] for r in results}
+        if file_size_limit < 100:  # the meta did not fit: nobody had a response from the cache
+            assert states == {"BYPASS"}
+        else:  # the fill's first client had its first bytes from the fill, the rest not
+            assert "MISS" in states
+    log = gateway.stderr
+    assert log.count("disk full") == 1, log
+    assert "Traceback" not in log, log
+    folder = tmp_path / "cache"
+    assert not list(folder.rglob(".tmp-*"))
+    slices = [p for p in folder.rglob("*.*") if p.name != "meta.json"]
+    assert {p.stat().st_size for p in slices} == {1}  # /c/bytes?n=1's, from before the limit
 
 
 def fifty_at_once(port: int, target: str) -> list[tuple[float, str]]:

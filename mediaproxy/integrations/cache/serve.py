@@ -31,8 +31,12 @@ A fill whose origin answers with another ETag than the version a client is readi
 old version and fails that client's response (its connection is cut, as after any failure
 once the headers are out): no response ever mixes two versions.
 
-Disk full: the fill fails, the failure is logged once, and the cache answers nothing but
-BYPASS for ``DISK_FULL_PAUSE_S`` before it tries again.
+Disk full (no room, a quota, or the largest file the process may write): the fill stops and
+deletes its half-written slices, the failure is logged once, and the cache answers nothing but
+BYPASS for ``DISK_FULL_PAUSE_S`` before it tries again. Nobody sharing that fill gets an
+error: a client still waiting for its head is answered by the origin itself (BYPASS), and a
+client whose response has started gets the rest of its range from the origin with a ranged
+GET of the same version (If-Match, its ETag checked), stored nowhere.
 """
 
 from __future__ import annotations
@@ -114,13 +118,22 @@ class Fetched(Protocol):
     def set_chunk_size(self, size_bytes: int) -> None: ...
 
 
+class OriginUser(Protocol):
+    """Who hears of an origin response's progress (a fill, which passes it on to its
+    readers' timers, or one client) and of its status."""
+
+    upstream_status: int | None
+
+    def progress(self) -> None: ...
+
+
 class Origin(Protocol):
-    """How the cache asks the route's origin for bytes: one GET of ``fill.target`` with the
-    given extra fields (Range, If-None-Match), yielding once the head is in; ``fill`` hears
-    of the progress (it passes it on to its readers' timers)."""
+    """How the cache asks the route's origin for bytes: one GET of ``target`` (the route's
+    request-target for the object) with the given extra fields (Range, If-None-Match),
+    yielding once the head is in."""
 
     def fetch(
-        self, fill: Fill, fields: list[tuple[str, str]]
+        self, user: OriginUser, target: str, fields: list[tuple[str, str]]
     ) -> contextlib.AbstractAsyncContextManager[tuple[Fetched, ResponseHead]]: ...
 
 
@@ -133,6 +146,21 @@ class _Revalidated:
 
 class _Enough(Exception):
     """Every slice the fill took on is written: the rest of the origin's body is not needed."""
+
+
+_DISK_FULL = Bypass("the cache's disk is full")
+
+
+@dataclass
+class _ClientProgress:
+    """One client as the user of an origin response of its own: its timers hear of the
+    progress; the status is not its response's."""
+
+    exchange: Exchange
+    upstream_status: int | None = None
+
+    def progress(self) -> None:
+        self.exchange.progress()
 
 
 @dataclass(eq=False)
@@ -255,9 +283,9 @@ class RangeCache:
             return bypass
         if restricted and not self.settings.private:
             return Bypass("a private route (cache_private = false)")
+        if self._disk_full_now():
+            return _DISK_FULL
         loop_now = asyncio.get_running_loop().time()
-        if loop_now < self._disk_full_until:
-            return Bypass("the cache's disk is full")
         until = self._uncacheable.get(key)
         if until is not None:
             if loop_now < until:
@@ -355,6 +383,8 @@ class RangeCache:
             fill.error = error
             if isinstance(error, DiskFull):
                 self._disk_full(error)
+                if not fill.head.done():
+                    fill.head.set_result(_DISK_FULL)  # its clients ask the origin themselves
             if not fill.head.done():
                 fill.head.set_exception(
                     error
@@ -393,7 +423,7 @@ class RangeCache:
         fields.append(("Range", f"bytes={start}-{end}"))
         if fill.revalidate and fill.meta is not None:
             fields.append(("If-None-Match", fill.meta.etag))
-        async with self.origin.fetch(fill, fields) as (upstream, head):
+        async with self.origin.fetch(fill, fill.target, fields) as (upstream, head):
             verdict = self._judge(fill, head, start)
             if self._probes.get(fill.key) is fill:
                 del self._probes[fill.key]  # from now on the store tells what the object is
@@ -609,21 +639,71 @@ class RangeCache:
             else:
                 fill = self._filling.get((meta.key, meta.etag, index))
                 if fill is None:
+                    if self._disk_full_now():
+                        await self._send_uncached(exchange, meta, target, position, byte_range)
+                        return
                     stop = self._fill_stop(meta, index, byte_range.stop)
                     fill = self._start_fill(meta.key, target, index, stop, meta, exchange)
                     self.join(fill, exchange, joined)
                     verdict = await asyncio.shield(fill.head)
+                    if verdict is _DISK_FULL:
+                        await self._send_uncached(exchange, meta, target, position, byte_range)
+                        return
                     if isinstance(verdict, Bypass) or verdict[0].etag != meta.etag:
                         raise UpstreamError(f"{meta.key} changed at the origin mid-response")
                     if fill.written(index) is None and not self.store.has_slice(meta, index):
                         raise UpstreamError(f"{meta.key}: slice {index} was not fetched")
                 self.join(fill, exchange, joined)
-                sent = await self._send_filling(
+                reached = await self._send_filling(
                     exchange, fill, meta, index, position - base, end - base
                 )
-                if not sent:
+                if reached is None:
                     continue  # committed and then evicted before we read it: look again
+                if base + reached < end:  # the fill's disk is full: the rest from the origin
+                    await self._send_uncached(exchange, meta, target, base + reached, byte_range)
+                    return
             position = end
+
+    async def _send_uncached(
+        self, exchange: Exchange, meta: ObjectMeta, target: str, start: int, byte_range: ByteRange
+    ) -> None:
+        """Bytes ``[start, byte_range.stop)`` of ``meta``'s version straight from the origin,
+        stored nowhere: the rest of a response the cache's disk could not take."""
+        stop = byte_range.stop
+        fields = [
+            ("Accept-Encoding", "identity"),
+            ("Range", f"bytes={start}-{stop - 1}"),
+            ("If-Match", meta.etag),
+        ]
+        user = _ClientProgress(exchange)
+        async with self.origin.fetch(user, target, fields) as (upstream, head):
+            placed = parse_content_range(head.headers.get("Content-Range", ""))
+            if strong_etag(head.fields) != meta.etag:
+                skip = -1
+            elif head.status == 206 and placed is not None and placed[1] == meta.size:
+                skip = start - placed[0].start if placed[0].stop >= stop else -1
+            elif head.status == 200 and head.content_length == meta.size:
+                skip = start  # an origin that ignores Range: its body from the first byte
+            else:
+                skip = -1
+            if skip < 0:
+                raise UpstreamError(f"{meta.key} changed at the origin mid-response")
+            upstream.set_chunk_size(FILL_CHUNK_BYTES)
+            position = start - skip  # the object's byte the origin's next one is
+            async for chunk in upstream.relay.body():
+                self.origin_bytes += len(chunk)
+                piece = chunk[max(0, start - position) : stop - position]
+                position += len(chunk)
+                if piece:
+                    await exchange.send(piece)
+                    start += len(piece)
+                if start >= stop:
+                    break
+            if start < stop:
+                raise UpstreamError(f"origin body of {meta.key} ended at byte {start}")
+
+    def _disk_full_now(self) -> bool:
+        return asyncio.get_running_loop().time() < self._disk_full_until
 
     def _fill_stop(self, meta: ObjectMeta, index: int, range_stop: int) -> int:
         """The slice after the last one a fill from ``index`` should fetch: the end of the
@@ -636,15 +716,22 @@ class RangeCache:
 
     async def _send_filling(
         self, exchange: Exchange, fill: Fill, meta: ObjectMeta, index: int, start: int, stop: int
-    ) -> bool:
-        """Send bytes ``[start, stop)`` of slice ``index`` as ``fill`` writes them; False if
-        the slice vanished (stored and evicted) before any of it was read."""
+    ) -> int | None:
+        """Send bytes ``[start, stop)`` of slice ``index`` as ``fill`` writes them: where in
+        the slice it got to, short of ``stop`` only when the fill found the disk full; None
+        if the slice vanished (stored and evicted) before any of it was read."""
         writer = fill.writers.get(index)
-        fd = os.dup(writer.fd) if writer is not None else self.store.open_slice(meta, index)
+        fd = (
+            os.dup(writer.fd)
+            if writer is not None and writer.fd >= 0
+            else self.store.open_slice(meta, index)
+        )
         if fd is None:
+            if isinstance(fill.error, DiskFull):
+                return start
             if fill.error is not None:
                 raise UpstreamError(f"cache fill of {meta.key} failed: {fill.error!r}")
-            return False
+            return None
         try:
             offset = start
             while offset < stop:
@@ -659,13 +746,15 @@ class RangeCache:
                     piece = os.pread(fd, available - offset, offset)
                     await exchange.send(piece)
                     offset += len(piece)
+                elif isinstance(fill.error, DiskFull):
+                    break
                 elif fill.error is not None or fill.done:
                     raise UpstreamError(f"cache fill of {meta.key} failed: {fill.error!r}")
                 else:
                     await fill.changed()
         finally:
             os.close(fd)
-        return True
+        return offset
 
 
 class _WithField(Exchange):

@@ -32,6 +32,7 @@ import logging
 import os
 import secrets
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -115,6 +116,22 @@ class DiskFull(OSError):
     """The cache's file system took no more bytes: serve uncached."""
 
 
+# Out of room: the file system's, a quota's, or the largest file this process may write
+# (RLIMIT_FSIZE, with SIGXFSZ ignored).
+_FULL = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+
+
+@contextlib.contextmanager
+def _full_is_disk_full() -> Iterator[None]:
+    """Raise an out-of-room OSError as DiskFull, any other as it is."""
+    try:
+        yield
+    except OSError as error:
+        if error.errno in _FULL and not isinstance(error, DiskFull):
+            raise DiskFull(error.errno, error.strerror) from error
+        raise
+
+
 class SliceWriter:
     """One slice being written under a temporary name; ``commit`` makes it visible."""
 
@@ -122,21 +139,19 @@ class SliceWriter:
         self._store, self.meta, self.index = store, meta, index
         self.length = store.slice_length(meta, index)
         folder = store.folder(meta.key)
-        folder.mkdir(parents=True, exist_ok=True)
         self.path = folder / f"{_TEMPORARY}{meta.version}.{index}.{secrets.token_hex(4)}"
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        with _full_is_disk_full():
+            folder.mkdir(parents=True, exist_ok=True)
+            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         self.written = 0
 
     def write(self, data: bytes | memoryview) -> None:
-        """Append ``data``; DiskFull when the file system is out of room."""
+        """Append ``data``; DiskFull when the file system is out of room (``written`` then
+        counts the bytes that did fit)."""
         view = memoryview(data)
         while view:
-            try:
+            with _full_is_disk_full():
                 done = os.pwrite(self.fd, view, self.written)
-            except OSError as error:
-                if error.errno in (errno.ENOSPC, errno.EDQUOT):
-                    raise DiskFull(error.errno, error.strerror) from error
-                raise
             self.written += done
             view = view[done:]
 
@@ -147,7 +162,11 @@ class SliceWriter:
         if self.written != self.length or os.path.getsize(self.path) != self.length:
             self.path.unlink(missing_ok=True)
             return False
-        return self._store._commit(self)
+        try:
+            return self._store._commit(self)
+        except BaseException:
+            self.path.unlink(missing_ok=True)
+            raise
 
     def abort(self) -> None:
         if self.fd >= 0:
@@ -252,16 +271,15 @@ class SliceStore:
         if old is not None and old.etag != meta.etag:
             self._drop_slices(old)
         folder = self.folder(meta.key)
-        folder.mkdir(parents=True, exist_ok=True)
         temporary = folder / f"{_TEMPORARY}meta.{secrets.token_hex(4)}"
         data = meta.to_json()
         try:
-            temporary.write_bytes(data)
-            os.replace(temporary, folder / _META)
-        except OSError as error:
+            with _full_is_disk_full():
+                folder.mkdir(parents=True, exist_ok=True)
+                temporary.write_bytes(data)
+                os.replace(temporary, folder / _META)
+        except OSError:
             temporary.unlink(missing_ok=True)
-            if error.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise DiskFull(error.errno, error.strerror) from error
             raise
         self._metas[meta.key] = meta
         self.size_bytes += self._on_disk(len(data)) - self._meta_bytes.get(meta.key, 0)
@@ -329,7 +347,8 @@ class SliceStore:
             return False
         if current is None:  # its other slices were evicted meanwhile, and the meta with them
             self.put_meta(meta)
-        os.replace(writer.path, self._slice_path(meta, writer.index))
+        with _full_is_disk_full():
+            os.replace(writer.path, self._slice_path(meta, writer.index))
         self._add(meta.key, writer.index, self._on_disk(writer.length))
         self._evict()
         return True

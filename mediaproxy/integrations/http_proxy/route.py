@@ -43,7 +43,7 @@ from mediaproxy.http.headers import (
 from mediaproxy.http.statuses import is_bodyless
 from mediaproxy.http.upstreams import Upstream, public_base
 from mediaproxy.integrations.base import Exchange, Integration
-from mediaproxy.integrations.cache.serve import Fill, RangeCache
+from mediaproxy.integrations.cache.serve import OriginUser, RangeCache
 from mediaproxy.integrations.http_proxy.pool import ConnectionPool
 from mediaproxy.integrations.http_proxy.relay import (
     LAST_CHUNK,
@@ -373,12 +373,12 @@ class _CacheOrigin:
         self._route = route
 
     def fetch(
-        self, fill: Fill, fields: list[tuple[str, str]]
+        self, user: OriginUser, target: str, fields: list[tuple[str, str]]
     ) -> contextlib.AbstractAsyncContextManager[tuple[RoundTrip, ResponseHead]]:
         upstream = self._route.settings.upstream
         sent = [("Host", upstream.authority), ("Via", via_entry("HTTP/1.1")), *fields]
-        start_line = RequestStartLine("GET", fill.target, "HTTP/1.1")
-        return self._route.client.exchange(fill, start_line, sent)
+        start_line = RequestStartLine("GET", target, "HTTP/1.1")
+        return self._route.client.exchange(user, start_line, sent)
 
 
 def _printable(reason: str) -> str | None:

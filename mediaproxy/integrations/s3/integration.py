@@ -43,7 +43,7 @@ from mediaproxy.http.conditional import Validators, if_range_allows_partial, par
 from mediaproxy.http.disposition import content_disposition
 from mediaproxy.http.grammar import parse_digits_or_none
 from mediaproxy.integrations.base import Exchange, Integration
-from mediaproxy.integrations.cache.serve import Fill, RangeCache
+from mediaproxy.integrations.cache.serve import OriginUser, RangeCache
 from mediaproxy.integrations.http_proxy.relay import ResponseHead
 from mediaproxy.integrations.http_proxy.route import (
     RoundTrip,
@@ -475,9 +475,9 @@ class _CacheOrigin:
         self._route = route
 
     def fetch(
-        self, fill: Fill, fields: list[tuple[str, str]]
+        self, user: OriginUser, target: str, fields: list[tuple[str, str]]
     ) -> contextlib.AbstractAsyncContextManager[tuple[RoundTrip, ResponseHead]]:
-        return self._route._request(fill, "GET", fill.target, fields)
+        return self._route._request(user, "GET", target, fields)
 
 
 async def _redirect_to_folder(exchange: Exchange) -> None:
