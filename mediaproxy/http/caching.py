@@ -103,11 +103,14 @@ class Bypass:
 def request_bypass(method: str, fields: Fields, *, authorization_allowed: bool) -> Bypass | None:
     """Whether the request must go straight to the origin (None: the cache may answer it).
 
-    §3.5: a shared cache does not store a response to a request with Authorization unless
-    the response says it may; here the gateway's own credentials count (a route with API keys
-    or signed URLs and ``cache_private = true``: ``authorization_allowed``).
+    Only GET responses are stored; a HEAD may be answered from a stored GET's head (RFC 9110
+    §9.3.2: "The HEAD method is identical to GET except that the server MUST NOT send content
+    in the response"). §3.5: a shared cache does not store a response to a request with
+    Authorization unless the response says it may; here the gateway's own credentials count
+    (a route with API keys or signed URLs and ``cache_private = true``:
+    ``authorization_allowed``).
     """
-    if method != "GET":
+    if method not in ("GET", "HEAD"):
         return Bypass(f"method {method}")
     fields = list(fields)
     if _values(fields, "Authorization") and not authorization_allowed:

@@ -218,6 +218,28 @@ def test_errors_and_head_pass_through(gateway: GatewayThread) -> None:
     assert (head.status, head.headers["x-cache"]) == (200, "BYPASS")
 
 
+def test_a_head_of_a_stored_object_is_answered_from_the_cache(
+    gateway: GatewayThread, origin: OriginThread
+) -> None:
+    size = 2 * SLICE + 5
+    target = f"/c/bytes?n={size}"
+    get(gateway, target)
+    hit = get(gateway, target)
+    asked = len(origin.origin.served)
+    head = request(gateway.port, "HEAD", target)
+    assert (head.status, head.headers["x-cache"], head.body) == (200, "HIT", b"")
+    assert {k: v for k, v in head.headers.items() if k not in ("date", "age")} == {
+        k: v for k, v in hit.headers.items() if k not in ("date", "age")
+    }
+    # Range is defined for GET only (RFC 9110 §14.2): a HEAD's is ignored.
+    ranged = request(gateway.port, "HEAD", target, {"Range": "bytes=0-9"})
+    assert (ranged.status, ranged.headers["content-length"]) == (200, str(size))
+    etag = head.headers["etag"]
+    conditional = request(gateway.port, "HEAD", target, {"If-None-Match": etag})
+    assert (conditional.status, conditional.headers["x-cache"]) == (304, "HIT")
+    assert len(origin.origin.served) == asked, origin.origin.served[asked:]
+
+
 def test_x_cache_opt_out(
     make_gateway: Callable[[str], GatewayThread], origin: OriginThread, tmp_path: Path
 ) -> None:

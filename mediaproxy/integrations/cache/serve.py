@@ -3,7 +3,9 @@
 How a GET on a cached route is answered:
 
 1. ``request_bypass`` and the route's own rules (a route with API keys or signed URLs is
-   private unless ``cache_private = true``) may send it straight to the origin: BYPASS.
+   private unless ``cache_private = true``) may send it straight to the origin: BYPASS. A
+   HEAD is answered from a stored version's head while it is fresh (HIT), and otherwise
+   proxied (BYPASS): it never starts a probe or a fill.
 2. With no stored version, or a stale one, the request starts a *probe* or joins the one
    running for the same object: a ranged GET for the slices the client wants (conditional on
    the stored ETag when there is one). Its head decides: a 304 refreshes the stored version
@@ -283,6 +285,11 @@ class RangeCache:
             return bypass
         if restricted and not self.settings.private:
             return Bypass("a private route (cache_private = false)")
+        if request.method == "HEAD":
+            meta = self.store.meta(key)
+            if meta is None or not meta.fresh(time.time()):
+                return Bypass("HEAD of an object not stored, or stale")
+            return None  # the stored head answers it; not a use: it sends no byte
         if self._disk_full_now():
             return _DISK_FULL
         loop_now = asyncio.get_running_loop().time()
@@ -548,7 +555,8 @@ class RangeCache:
         outcome = evaluate(request.method, request.headers, validators)
         if outcome is Outcome.PRECONDITION_FAILED:
             raise PreconditionFailed(f"precondition failed for {meta.key}")
-        range_header = request.headers.get("Range")
+        # RFC 9110 §14.2: Range is defined for GET only; a HEAD's is ignored.
+        range_header = request.headers.get("Range") if request.method == "GET" else None
         if range_header and not if_range_allows_partial(
             request.headers.get("If-Range"), validators
         ):
@@ -561,12 +569,20 @@ class RangeCache:
             if isinstance(selection, PartialContent)
             else (ByteRange(0, meta.size),)
         )
-        if state == HIT and not all(self._stored(meta, r) for r in ranges):
+        if (
+            state == HIT
+            and request.method == "GET"
+            and not all(self._stored(meta, r) for r in ranges)
+        ):
             state = MISS
         exchange.cache = self._report(state)
         headers += self._x_cache(state)
         if outcome is Outcome.NOT_MODIFIED:
             exchange.start(304, headers)
+            return
+        if request.method == "HEAD":
+            exchange.start(200, headers + [("Content-Length", str(meta.size))])
+            await exchange.finish()
             return
         content_type = next((v for n, v in meta.fields if n.lower() == "content-type"), "")
         if not isinstance(selection, PartialContent):
