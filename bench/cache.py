@@ -3,22 +3,20 @@
 The origin is the test origin (testbed/origin.py), run in this process so that the bytes it
 sent can be read from it afterwards: the issue's proof that each byte left the origin once.
 Each client opens its connection first; then all ask at the same moment; each records when
-its first body byte came and hashes the whole body.
+its first body byte came and compares the whole body with the origin's bytes, all from one
+thread (testbed/clients.py: threads hashing their bodies delayed each other's timestamps).
 """
 
 from __future__ import annotations
 
 import sys
-import threading
-import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from testbed.clients import first_byte_and_digest  # noqa: E402
-from testbed.origin import OriginThread, pattern_sha256  # noqa: E402
+from testbed.clients import first_bytes_at_once  # noqa: E402
+from testbed.origin import OriginThread, pattern  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -35,24 +33,14 @@ def cold_fill(port: int, origin: OriginThread, size_bytes: int, clients: int) ->
     """``clients`` GETs of ``/files/cold.bin?n=size`` at once through the gateway on ``port``
     (routed to the origin's ``/bytes/``)."""
     before = origin.origin.body_bytes
-    go = threading.Event()
-    with ThreadPoolExecutor(clients) as pool:
-        futures = [
-            pool.submit(first_byte_and_digest, port, f"/files/cold.bin?n={size_bytes}", go, 120)
-            for _ in range(clients)
-        ]
-        time.sleep(0.5)  # every client connected
-        started = time.perf_counter()
-        go.set()
-        results = [future.result() for future in futures]
-    wall_s = time.perf_counter() - started
-    firsts = sorted(at for at, _ in results)
-    expected = pattern_sha256(size_bytes)
+    batch = first_bytes_at_once(
+        port, f"/files/cold.bin?n={size_bytes}", clients, pattern(0, size_bytes)
+    )
     return ColdFill(
         clients=clients,
         size_bytes=size_bytes,
         origin_bytes=origin.origin.body_bytes - before,
-        first_byte_spread_s=firsts[-1] - firsts[0],
-        wall_s=wall_s,
-        identical=all(digest == expected for _, digest in results),
+        first_byte_spread_s=batch.first_byte_spread_s,
+        wall_s=batch.done_at - batch.asked_at,
+        identical=batch.identical,
     )
