@@ -8,11 +8,13 @@ so tests can prove reuse and prove that the gateway closed what it should have.
 Endpoints (GET and HEAD unless noted; numbers are query parameters; the first path segment
 picks the endpoint, so /echo/a/b is /echo):
     /bytes?n=N[&framing=length|chunked|close][&chunk=K][&interval=S][&type=T]
-           [&cc=CACHE_CONTROL][&vary=V][&etag=none|weak][&ranges=ignore]
+           [&cc=CACHE_CONTROL][&vary=V][&etag=none|weak][&ranges=ignore][&lm=EPOCH_S]
         N bytes of ``pattern`` (deterministic, never all in memory); honours one-range Range
         (206/416, unless ranges=ignore) and If-None-Match on its ETag (304); cc and vary set
-        Cache-Control and Vary; etag=none sends no ETag, etag=weak a weak one. The body and
-        ETag follow ``Origin.version`` (a test bumps it: the object changed at the origin)
+        Cache-Control and Vary; etag=none sends no ETag, etag=weak a weak one; lm sends
+        Last-Modified (EPOCH_S + version) and honours If-Modified-Since (304). The body,
+        ETag and Last-Modified follow ``Origin.version`` (a test bumps it: the object changed
+        at the origin)
     /endless[?chunk=K][&interval=S]          chunked, forever
     /stall?after=N                           headers (Content-Length N+1), N bytes, silence
     /stall?headers=0                         silence before any header
@@ -47,6 +49,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import email.utils
 import gzip
 import hashlib
 import json
@@ -90,6 +93,13 @@ HOP_RESPONSE_HEADERS = [
 
 
 _CACHE_FIELDS = (("cc", "Cache-Control"), ("vary", "Vary"))
+
+
+def _not_modified_since(since: str, modified_s: int) -> bool:
+    try:
+        return modified_s <= email.utils.parsedate_to_datetime(since).timestamp()
+    except (TypeError, ValueError):
+        return False
 
 
 def pattern(offset: int, length: int) -> bytes:
@@ -295,7 +305,15 @@ class Origin:
         headers += [
             (name, request.query[key]) for key, name in _CACHE_FIELDS if key in request.query
         ]
-        if request.header("If-None-Match") == etag:
+        modified_s = int(request.number("lm", -1))
+        if modified_s >= 0:
+            modified_s += version
+            headers.append(("Last-Modified", email.utils.formatdate(modified_s, usegmt=True)))
+        if request.header("If-None-Match") == etag or (
+            modified_s >= 0
+            and not request.header("If-None-Match")
+            and _not_modified_since(request.header("If-Modified-Since"), modified_s)
+        ):
             self.served.append([request.target, request.header("Range"), 304, 0])
             await _send_simple(request, writer, 304, b"", headers)
             return

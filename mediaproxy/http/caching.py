@@ -1,11 +1,12 @@
 """What a shared cache may store and for how long (RFC 9111), as pure functions over fields.
 
-Strategy: a response is stored only when every rule below allows it, and then only in the
-one shape the gateway's cache knows (byte slices of a representation named by a strong
-entity-tag); anything else is a ``bypass`` with the reason for the log. The request's side and
-the response's side are separate functions because the request is seen before any origin is
-asked. Freshness follows §4.2.1 in order: ``s-maxage``, ``max-age``, ``Expires`` minus
-``Date``, else the route's default (heuristic freshness, §4.2.2, chosen by the operator).
+Strategy: a response is stored only when every rule below allows it, and then only in the one
+shape the gateway's cache knows (byte slices of a representation named by a strong entity-tag,
+or by its Last-Modified when it was read whole in one response); anything else is a ``bypass``
+with the reason for the log. The request's side and the response's side are separate functions
+because the request is seen before any origin is asked. Freshness follows §4.2.1 in order:
+``s-maxage``, ``max-age``, ``Expires`` minus ``Date``, else the route's default (heuristic
+freshness, §4.2.2, chosen by the operator).
 """
 
 from __future__ import annotations
@@ -120,12 +121,17 @@ def request_bypass(method: str, fields: Fields, *, authorization_allowed: bool) 
     return None
 
 
-def response_bypass(fields: Fields) -> Bypass | None:
-    """Whether a 200/206 response may be stored in slices (None: it may).
+def response_bypass(fields: Fields, *, whole: bool) -> Bypass | None:
+    """Whether a 200/206 response may be stored in slices (None: it may); ``whole``: the
+    response carries the whole object (a 200), not a part of it.
 
     §3: no ``no-store``, not ``private`` (a shared cache), a strong validator, and no Vary
     but ``Accept-Encoding`` (the cache asks the origin for the identity encoding only, so that
-    one variant is all it ever holds).
+    one variant is all it ever holds). The validator is a strong ETag, or Last-Modified for a
+    whole object: parts of several responses may be joined only when a strong validator says
+    they are of one representation (§3.4), and a Last-Modified date is weak in general (RFC
+    9110 §8.8.2.2: the resource may change twice within its second), but a whole object read
+    in one response is one representation, which If-Modified-Since can revalidate.
     """
     fields = list(fields)
     directives = cache_directives(fields)
@@ -139,7 +145,11 @@ def response_bypass(fields: Fields) -> Bypass | None:
             if name and name != "accept-encoding":
                 return Bypass(f"Vary: {member.strip()}")
     if strong_etag(fields) is None:
-        return Bypass("no strong ETag")
+        modified = _values(fields, "Last-Modified")
+        if not modified or parse_http_date(modified[0]) is None:
+            return Bypass("no strong ETag")
+        if not whole:
+            return Bypass("part of an object with no ETag (Last-Modified validates whole ones)")
     return None
 
 

@@ -206,6 +206,72 @@ def test_bypass(
     )
 
 
+# An object the origin gives no ETag, only a Last-Modified (1700000000 + its version).
+LAST_MODIFIED_ONLY = "&etag=none&lm=1700000000"
+
+
+def test_an_object_with_only_last_modified_is_cached_whole(
+    gateway: GatewayThread, origin: OriginThread
+) -> None:
+    size = 3 * SLICE + 9
+    target = f"/c/bytes?n={size}{LAST_MODIFIED_ONLY}"
+    first = get(gateway, target)
+    assert (first.status, first.headers["x-cache"]) == (200, "MISS")
+    assert first.body == pattern(0, size) and "etag" not in first.headers
+    modified = first.headers["last-modified"]
+    assert modified == "Tue, 14 Nov 2023 22:13:20 GMT"
+    part = get(gateway, target, {"Range": f"bytes={SLICE}-"})
+    assert (part.status, part.headers["x-cache"]) == (206, "HIT")
+    assert part.body == pattern(SLICE, size - SLICE)
+    assert get(gateway, target, {"If-Modified-Since": modified}).status == 304
+    assert sent(origin) == size
+
+
+def test_a_part_of_an_object_with_only_last_modified_is_not_cached(
+    gateway: GatewayThread, origin: OriginThread
+) -> None:
+    size = 3 * SLICE
+    target = f"/c/bytes?n={size}{LAST_MODIFIED_ONLY}"
+    part = get(gateway, target, {"Range": f"bytes={SLICE}-"})
+    assert (part.status, part.headers["x-cache"]) == (206, "BYPASS")
+    assert part.body == pattern(SLICE, 2 * SLICE)
+    whole = get(gateway, target, {"Range": "bytes=0-"})  # what a player asks first
+    assert (whole.status, whole.headers["x-cache"]) == (206, "MISS")
+    again = get(gateway, target, {"Range": f"bytes={SLICE}-"})
+    assert (again.headers["x-cache"], again.body) == ("HIT", pattern(SLICE, 2 * SLICE))
+
+
+def test_an_object_with_only_last_modified_missing_a_slice_is_read_whole_again(
+    gateway: GatewayThread, origin: OriginThread
+) -> None:
+    size = 8 * SLICE
+    target = f"/c/bytes?n={size}{LAST_MODIFIED_ONLY}"
+    get(gateway, target)
+    get(gateway, f"/c/bytes?n={60 * SLICE}")  # the bound is 64 slices: the oldest go
+    before = sent(origin)
+    again = get(gateway, target)
+    assert (again.status, again.headers["x-cache"]) == (200, "MISS")
+    assert again.body == pattern(0, size)
+    assert sent(origin) - before == size  # not a range of it: another response's bytes
+    assert get(gateway, target).headers["x-cache"] == "HIT"
+
+
+def test_last_modified_only_revalidates_with_if_modified_since(
+    make_gateway: Callable[[str], GatewayThread], origin: OriginThread, tmp_path: Path
+) -> None:
+    gateway = cache_gateway(make_gateway, origin, tmp_path / "c", "cache_default_ttl = 0")
+    size = 2 * SLICE
+    target = f"/c/bytes?n={size}{LAST_MODIFIED_ONLY}"
+    assert get(gateway, target).headers["x-cache"] == "MISS"
+    again = get(gateway, target)
+    assert (again.headers["x-cache"], again.body) == ("REVALIDATED", pattern(0, size))
+    assert [row[2] for row in origin.origin.served] == [206, 304]
+    origin.origin.version = 1  # modified a second later
+    changed = get(gateway, target)
+    assert (changed.headers["x-cache"], changed.body) == ("MISS", pattern(1, size))
+    assert changed.headers["last-modified"] == "Tue, 14 Nov 2023 22:13:21 GMT"
+
+
 def test_vary_accept_encoding_is_cached(gateway: GatewayThread) -> None:
     get(gateway, "/c/bytes?n=1000&vary=Accept-Encoding")
     assert get(gateway, "/c/bytes?n=1000&vary=Accept-Encoding").headers["x-cache"] == "HIT"

@@ -68,6 +68,10 @@ def test_request_bypass(
     assert (bypass.reason if bypass else None) == reason
 
 
+LAST_MODIFIED = ("Last-Modified", "Thu, 01 Jan 2015 00:00:00 GMT")
+PART_WITHOUT_ETAG = "part of an object with no ETag (Last-Modified validates whole ones)"
+
+
 @pytest.mark.parametrize(
     "fields, reason",
     [
@@ -78,12 +82,31 @@ def test_request_bypass(
         ([ETAG, ("Cache-Control", "no-store")], "no-store"),
         ([ETAG, ("Cache-Control", "private, max-age=60")], "private"),
         ([("ETag", 'W/"v1"')], "no strong ETag"),
-        ([("Last-Modified", "Thu, 01 Jan 2015 00:00:00 GMT")], "no strong ETag"),
+        ([LAST_MODIFIED], PART_WITHOUT_ETAG),
+        ([("ETag", 'W/"v1"'), LAST_MODIFIED], PART_WITHOUT_ETAG),
+        ([("Last-Modified", "yesterday")], "no strong ETag"),
         ([ETAG, ("Cache-Control", "no-cache")], None),  # stored, revalidated on every use
     ],
 )
 def test_response_bypass(fields: list[tuple[str, str]], reason: str | None) -> None:
-    bypass = response_bypass(fields)
+    bypass = response_bypass(fields, whole=False)
+    assert (bypass.reason if bypass else None) == reason
+
+
+@pytest.mark.parametrize(
+    "fields, reason",
+    [
+        ([ETAG], None),
+        ([LAST_MODIFIED], None),  # a whole object read in one response
+        ([LAST_MODIFIED, ("Cache-Control", "no-store")], "no-store"),
+        ([("Last-Modified", "yesterday")], "no strong ETag"),
+        ([("ETag", 'W/"v1"')], "no strong ETag"),
+    ],
+)
+def test_response_bypass_of_a_whole_object(
+    fields: list[tuple[str, str]], reason: str | None
+) -> None:
+    bypass = response_bypass(fields, whole=True)
     assert (bypass.reason if bypass else None) == reason
 
 

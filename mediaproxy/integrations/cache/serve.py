@@ -13,7 +13,10 @@ How a GET on a cached route is answered:
    object, sliced as it streams) becomes the version's slices (MISS), a new ETag dropping
    every slice of the old one; anything else (an error, no-store, private, Vary, no strong
    ETag) is answered by the origin itself, and an uncacheable object is remembered as such
-   for ``cache_default_ttl``.
+   for ``cache_default_ttl``. An object with no ETag but a Last-Modified is stored only from
+   a response that holds all of it (a 200, or a 206 of "bytes=0-"), revalidated with
+   If-Modified-Since, and read whole again when a slice of it is missing: a Last-Modified
+   date cannot tell whether parts of two responses belong together.
 3. The client's Range (none, one, or several: multipart/byteranges) is answered slice by
    slice: a stored slice goes out of its file with ``Exchange.send_file`` (sendfile where the
    connection allows it); a slice some fill is writing is read from that fill's file as its
@@ -81,7 +84,13 @@ from mediaproxy.http.ranges import (
 )
 from mediaproxy.integrations.base import CacheReport, Exchange
 from mediaproxy.integrations.cache.settings import CacheSettings
-from mediaproxy.integrations.cache.store import DiskFull, ObjectMeta, SliceStore, SliceWriter
+from mediaproxy.integrations.cache.store import (
+    LAST_MODIFIED_TAG,
+    DiskFull,
+    ObjectMeta,
+    SliceStore,
+    SliceWriter,
+)
 from mediaproxy.integrations.http_proxy.relay import ResponseHead
 from mediaproxy.streaming.zerocopy import ZERO_COPY_MIN_BYTES, ZeroCopySource
 
@@ -250,6 +259,11 @@ class RangeCache:
         try:
             if bypass is None:
                 meta = self.store.meta(key)
+                if meta is not None and meta.entity_tag is None and not self._complete(meta):
+                    # A version known by Last-Modified only is read whole in one response: a
+                    # slice of it evicted cannot come from another one. Read it all again.
+                    self.store.drop(key)
+                    meta = None
                 state = HIT
                 if meta is None or not meta.fresh(time.time()):
                     wanted = _wanted(request.headers.get("Range"), meta)
@@ -330,6 +344,13 @@ class RangeCache:
         joined.add(probe)
         self.join(probe, exchange, joined)
         return await asyncio.shield(probe.head)
+
+    def _complete(self, meta: ObjectMeta) -> bool:
+        """Every slice of the version stored or being filled."""
+        return all(
+            self.store.has_slice(meta, index) or (meta.key, meta.etag, index) in self._filling
+            for index in range(self.store.slice_count(meta))
+        )
 
     def _slices_of(self, wanted: tuple[int, int | None]) -> tuple[int, int | None]:
         size = self.settings.slice_bytes
@@ -429,7 +450,11 @@ class RangeCache:
         end = "" if fill.stop is None else str(fill.stop * slice_bytes - 1)
         fields.append(("Range", f"bytes={start}-{end}"))
         if fill.revalidate and fill.meta is not None:
-            fields.append(("If-None-Match", fill.meta.etag))
+            etag = fill.meta.entity_tag
+            if etag is not None:
+                fields.append(("If-None-Match", etag))
+            else:
+                fields.append(("If-Modified-Since", fill.meta.etag[len(LAST_MODIFIED_TAG) :]))
         async with self.origin.fetch(fill, fill.target, fields) as (upstream, head):
             verdict = self._judge(fill, head, start)
             if self._probes.get(fill.key) is fill:
@@ -473,14 +498,23 @@ class RangeCache:
             return _Revalidated(refreshed)
         if head.status not in (200, 206):
             return Bypass(f"origin status {head.status}")
-        bypass = response_bypass(fields)
+        placed = (
+            parse_content_range(head.headers.get("Content-Range", ""))
+            if head.status == 206
+            else None
+        )
+        # In one response, all of it: a 200, or a 206 of every byte (a Range "bytes=0-").
+        whole = head.status == 200 or (
+            placed is not None and placed[0].start == 0 and placed[0].stop == placed[1]
+        )
+        bypass = response_bypass(fields, whole=whole)
         if bypass is not None:
-            self._uncacheable[fill.key] = (
-                asyncio.get_running_loop().time() + self.settings.default_ttl_s
-            )
+            if response_bypass(fields, whole=True) is not None:  # not even a whole GET would do
+                self._uncacheable[fill.key] = (
+                    asyncio.get_running_loop().time() + self.settings.default_ttl_s
+                )
             return bypass
         if head.status == 206:
-            placed = parse_content_range(head.headers.get("Content-Range", ""))
             if placed is None or placed[0].start != start:
                 return Bypass("a 206 that is not the range asked for")
             body_start, size = placed[0].start, placed[1]
@@ -488,8 +522,8 @@ class RangeCache:
             return Bypass("a 200 without Content-Length")
         else:
             body_start, size = 0, head.content_length
-        etag = strong_etag(fields)
-        assert etag is not None  # response_bypass checked it
+        modified = next((value for name, value in fields if name.lower() == "last-modified"), "")
+        etag = strong_etag(fields) or LAST_MODIFIED_TAG + modified  # response_bypass checked
         meta = ObjectMeta(
             key=fill.key,
             etag=etag,
@@ -546,7 +580,7 @@ class RangeCache:
         self, exchange: Exchange, meta: ObjectMeta, target: str, state: str, joined: set[Fill]
     ) -> None:
         request = exchange.request
-        validators = Validators(meta.etag, _last_modified(meta))
+        validators = Validators(meta.entity_tag, _last_modified(meta))
         headers = [
             *meta.fields,
             ("Accept-Ranges", "bytes"),
@@ -686,10 +720,12 @@ class RangeCache:
         """Bytes ``[start, byte_range.stop)`` of ``meta``'s version straight from the origin,
         stored nowhere: the rest of a response the cache's disk could not take."""
         stop = byte_range.stop
+        if meta.entity_tag is None:  # no strong validator to join two responses with
+            raise UpstreamError(f"{meta.key}: the cache's disk is full mid-response")
         fields = [
             ("Accept-Encoding", "identity"),
             ("Range", f"bytes={start}-{stop - 1}"),
-            ("If-Match", meta.etag),
+            ("If-Match", meta.entity_tag),
         ]
         user = _ClientProgress(exchange)
         async with self.origin.fetch(user, target, fields) as (upstream, head):

@@ -39,6 +39,9 @@ from pathlib import Path
 log = logging.getLogger("mediaproxy")
 
 _META = "meta.json"
+# Starts the name of a version known by Last-Modified only: an entity-tag starts with '"' or
+# 'W/', so the two never meet.
+LAST_MODIFIED_TAG = "lm:"
 _TEMPORARY = ".tmp-"
 
 
@@ -47,6 +50,8 @@ class ObjectMeta:
     """One stored object version: what a response from slices needs besides the bytes."""
 
     key: str
+    # What names the version: its strong ETag, or for an object the origin gives none,
+    # LAST_MODIFIED_TAG + its Last-Modified (then every slice comes from one whole response).
     etag: str
     size: int
     # The origin's end-to-end response fields worth repeating (Content-Type, Last-Modified,
@@ -56,6 +61,11 @@ class ObjectMeta:
     # it stays fresh (RFC 9111 §4.2).
     confirmed_s: float
     lifetime_s: float
+
+    @property
+    def entity_tag(self) -> str | None:
+        """The origin's ETag, None for a version named by its Last-Modified."""
+        return None if self.etag.startswith(LAST_MODIFIED_TAG) else self.etag
 
     @property
     def version(self) -> str:
