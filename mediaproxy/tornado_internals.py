@@ -9,10 +9,6 @@ the package touches an underscore name of Tornado's.
 - ``RequestHandler._reason``: the reason phrase ``set_status`` chose, for plain-text errors.
 - ``RequestHandler._stream_request_body``: what ``@stream_request_body`` sets; a subclass of a
   streaming handler turns it off to have Tornado read a body-less request in one step.
-- ``HTTP1Connection._chunking_output``: whether Tornado frames the body it writes as chunked
-  (it chunks POST, PUT and PATCH bodies of its own accord).
-- ``HTTP1Connection._expected_content_remaining``: the Content-Length bytes Tornado still
-  expects; bytes sent around it (``sendfile``) must be counted there, or ``finish()`` refuses.
 - ``IOStream._read_buffer_size``: bytes already read from the socket and not yet consumed; an
   idle pooled connection holding any belongs to no request.
 - ``IOStream._read_buffer`` (with ``_read_buffer_size``): unread input, served to reads first.
@@ -33,7 +29,7 @@ from __future__ import annotations
 import re
 from typing import Any, TypeVar
 
-from tornado.http1connection import HTTP1Connection, HTTP1ServerConnection
+from tornado.http1connection import HTTP1ServerConnection
 from tornado.httpserver import HTTPServer, _HTTPRequestContext
 from tornado.iostream import IOStream
 from tornado.web import RequestHandler
@@ -55,23 +51,6 @@ def not_streaming_body(handler_class: H) -> H:
     """The opposite of Tornado's ``@stream_request_body``, for a subclass of a streaming one."""
     handler_class._stream_request_body = False
     return handler_class
-
-
-def chunking_output(connection: HTTP1Connection) -> bool:
-    return connection._chunking_output
-
-
-def content_remaining(connection: HTTP1Connection) -> int | None:
-    """The body bytes a Content-Length response still owes, or None when it has none."""
-    remaining = getattr(connection, "_expected_content_remaining", None)
-    return remaining if isinstance(remaining, int) else None
-
-
-def count_body_bytes(connection: HTTP1Connection, sent: int) -> None:
-    """Count ``sent`` body bytes written past Tornado against the Content-Length it checks."""
-    remaining = content_remaining(connection)
-    assert remaining is not None, "only a Content-Length body is counted"
-    connection._expected_content_remaining = remaining - sent
 
 
 def open_connections(server: HTTPServer) -> int:

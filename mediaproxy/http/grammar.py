@@ -95,3 +95,18 @@ _FIELD_VALUE = re.compile(FIELD_VALUE)
 def is_field_value(text: str) -> bool:
     """Whether ``text`` is an RFC 9110 field-value (each character one octet on the wire)."""
     return _FIELD_VALUE.fullmatch(text) is not None
+
+
+_HEX_DIGITS = re.compile(r"[0-9A-Fa-f]+")
+_MAX_INT64_HEX_DIGITS = len(f"{MAX_INT64:x}")
+
+
+def parse_hex_digits(text: str, *, maximum: int = MAX_INT64) -> int:
+    """The value of ``1*HEXDIG`` (a chunk size, RFC 9112 §7.1); GrammarError for anything
+    else or a value over ``maximum``. ``int(text, 16)`` would take "0x1f", " 1f", "1_f"."""
+    if _HEX_DIGITS.fullmatch(text) is None:
+        raise GrammarError(f"not 1*HEXDIG: {text[:40]!r}")
+    significant = text.lstrip("0") or "0"
+    if len(significant) > _MAX_INT64_HEX_DIGITS or int(significant, 16) > maximum:
+        raise GrammarError(f"{text[:40]} is over {maximum:x}")
+    return int(significant, 16)

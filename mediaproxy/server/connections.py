@@ -19,8 +19,9 @@ large it may be, and TLS handshakes that fail.
   connection is closed as soon as it is accepted, without a response, as a full accept queue
   would; a line says so at most once a minute.
 
-The loop reads the header block itself, checks it, and puts the bytes back into the stream's
-read buffer for Tornado's HTTP1Connection, which then parses the request as always.
+The loop reads the header block itself, checks it, and hands it to a ``RequestConnection``
+(``server.http1``), which parses it, reads the body and writes the response; bytes past the
+block (a pipelined request, a body) go back into the stream's read buffer.
 
 Tornado logs a WARNING for every TLS handshake that fails (``SSLIOStream._do_ssl_handshake``:
 "SSL Error on FD PEER: ERROR"): plain HTTP sent to the TLS port, scanners, clients with no
@@ -30,7 +31,7 @@ each into a debug line of our own, and at most one info line per interval says t
 happen and where the rest went.
 
 The Tornado internals this relies on (putting bytes back into a stream's read buffer, the
-request context, where a header block ends, the handshake WARNING) are in
+request context, the handshake WARNING) are in
 ``mediaproxy.tornado_internals``.
 """
 
@@ -44,11 +45,12 @@ from collections.abc import Callable
 from typing import Any
 
 from tornado import gen
-from tornado.http1connection import HTTP1Connection, HTTP1ServerConnection
+from tornado.http1connection import HTTP1ServerConnection
 from tornado.httpserver import HTTPServer
 from tornado.httputil import HTTPServerConnectionDelegate
 from tornado.iostream import IOStream, StreamClosedError, UnsatisfiableReadError
 
+from mediaproxy.server.http1 import RequestConnection
 from mediaproxy.tornado_internals import (
     HANDSHAKE_FAILURE_FORMAT,
     HANDSHAKE_FAILURE_LOGGER,
@@ -135,14 +137,23 @@ class _HeadTooLarge(Exception):
 
 
 class ClientConnection(HTTP1ServerConnection):
-    """One client connection: each request's header block read and checked here first."""
+    """One client connection: each request's header block read and checked here, then served
+    by a ``RequestConnection``."""
 
     def __init__(self, stream: IOStream, server: GatewayServer, context: object) -> None:
         super().__init__(stream, server.conn_params, context)
         self._server = server
         self._serving: asyncio.Future[None] | None = None
+        self._request: RequestConnection | None = None  # the one being served
+        self._head_late = False  # the head's timer closed the stream
 
     def start_serving(self, delegate: HTTPServerConnectionDelegate) -> None:
+        # Every write is awaited before the next: Nagle's algorithm could only hold back the
+        # last segment of each response.
+        self.stream.set_nodelay(True)
+        # One close callback for the connection's life, passed to the request awaiting its
+        # response: registering one per request changes the socket's event registration.
+        self.stream.set_close_callback(self._stream_closed)
         self._serving = asyncio.ensure_future(self._serve(delegate))
 
     async def close(self) -> None:
@@ -150,71 +161,86 @@ class ClientConnection(HTTP1ServerConnection):
         if self._serving is not None:
             await asyncio.wait([self._serving])
 
+    def _stream_closed(self) -> None:
+        if self._request is not None:
+            self._request.stream_closed()
+
     async def _serve(self, delegate: HTTPServerConnectionDelegate) -> None:
         """Tornado's request loop (HTTP1ServerConnection), a checked header block first."""
         try:
             first = True
-            while await self._await_head(first):
+            while (head := await self._await_head(first)) is not None:
                 first = False
-                connection = HTTP1Connection(self.stream, False, self.params, self.context)
-                request = delegate.start_request(self, connection)
+                request = RequestConnection(self.stream, self.params, self.context)
+                self._request = request
                 try:
-                    if not await connection.read_response(request):
+                    if not await request.serve(head, delegate.start_request(self, request)):
                         return
                 except (StreamClosedError, UnsatisfiableReadError, asyncio.CancelledError):
                     return
                 except Exception:
                     log.exception("reading a request failed")
-                    connection.close()
+                    request.close()
                     return
+                finally:
+                    self._request = None
                 await asyncio.sleep(0)
         finally:
             delegate.on_close(self)
 
-    async def _await_head(self, first: bool) -> bool:
-        """Wait for one complete header block within the timers; False: the connection ends."""
+    async def _await_head(self, first: bool) -> bytes | None:
+        """One complete header block, within the timers; what follows it stays in the
+        stream. None: the connection ends."""
         server = self._server
-        # Tornado's clock, which gen.with_timeout uses: not always the asyncio loop's (uvloop).
-        clock = self.stream.io_loop.time
-        deadline = clock() + (server.header_timeout_s if first else server.idle_timeout_s)
+        stream = self.stream
+        loop = asyncio.get_running_loop()
+        # One timer that closes the stream: cheaper than a timeout around every read.
+        timer = loop.call_later(
+            server.header_timeout_s if first else server.idle_timeout_s, self._head_too_late
+        )
         data = bytearray()
         try:
             while True:
-                piece = await gen.with_timeout(
-                    deadline,
-                    self.stream.read_bytes(READ_BYTES, partial=True),
-                    quiet_exceptions=StreamClosedError,
-                )
-                if not data and not first:
-                    deadline = clock() + server.header_timeout_s  # the request has begun
+                piece = await stream.read_bytes(READ_BYTES, partial=True)
                 searched_from = max(0, len(data) - 3)
                 data += piece
-                if self._head_complete(data, searched_from):
+                end = self._head_end(data, searched_from)
+                if end is not None:
                     break
+                if len(data) == len(piece) and not first:  # the request has begun
+                    timer.cancel()
+                    timer = loop.call_later(server.header_timeout_s, self._head_too_late)
         except StreamClosedError:
-            return False
-        except TimeoutError:
-            log.debug(
-                "%s: no complete request header within %s",
-                self.context,
-                "header_timeout" if data or first else "idle_timeout",
-            )
-            self.stream.close()
-            return False
+            if self._head_late:
+                log.debug(
+                    "%s: no complete request header within %s",
+                    self.context,
+                    "header_timeout" if data or first else "idle_timeout",
+                )
+            return None
         except _HeadTooLarge as refusal:
+            timer.cancel()
             await self._refuse(refusal)
-            return False
-        unread(self.stream, bytes(data))
-        return True
+            return None
+        finally:
+            timer.cancel()  # a pending timer would hold the connection until it fires
+        if end < len(data):
+            unread(stream, bytes(data[end:]))
+        return bytes(data[:end])
 
-    def _head_complete(self, data: bytearray, searched_from: int) -> bool:
-        """Whether ``data`` holds a whole header block; _HeadTooLarge if it cannot fit."""
+    def _head_too_late(self) -> None:
+        self._head_late = True
+        self.stream.close()
+
+    def _head_end(self, data: bytearray, searched_from: int) -> int | None:
+        """Where the header block in ``data`` ends, if it is whole; _HeadTooLarge if it
+        cannot fit."""
         limit = self._server.max_header_bytes
         found = HEADER_BLOCK_END.search(data, searched_from)
         if found is not None and found.end() <= limit:
-            return True
+            return found.end()
         if found is None and len(data) < limit:
-            return False
+            return None
         if data.find(b"\n", 0, limit) < 0:
             raise _HeadTooLarge(414, "URI Too Long")
         raise _HeadTooLarge(431, "Request Header Fields Too Large")
@@ -274,7 +300,6 @@ class GatewayServer(HTTPServer):
             max_header_size=max_header_bytes,
             ssl_options=ssl_options,
         )
-        self.conn_params.header_timeout = None  # the header is complete before Tornado reads it
         self.header_timeout_s = header_timeout_s
         self.idle_timeout_s = idle_timeout_s
         self.max_header_bytes = max_header_bytes

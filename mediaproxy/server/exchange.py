@@ -17,13 +17,13 @@ import logging
 import time
 from collections.abc import AsyncIterator, Iterable
 
-from tornado.http1connection import HTTP1Connection
 from tornado.iostream import IOStream, StreamClosedError
 from tornado.web import RequestHandler
 
 from mediaproxy.config import Limits
 from mediaproxy.http.statuses import is_bodyless
 from mediaproxy.integrations.base import Exchange, Request
+from mediaproxy.server.http1 import RequestConnection
 from mediaproxy.server.usage import KeyUsage
 from mediaproxy.streaming import compression
 from mediaproxy.streaming.pacing import Pacer
@@ -33,11 +33,6 @@ from mediaproxy.streaming.zerocopy import (
     ZERO_COPY_MIN_BYTES,
     ZERO_COPY_WAIT_PIECE_BYTES,
     ZeroCopySource,
-)
-from mediaproxy.tornado_internals import (
-    chunking_output,
-    content_remaining,
-    count_body_bytes,
 )
 
 log = logging.getLogger("mediaproxy")
@@ -217,7 +212,7 @@ class HandlerExchange(Exchange):
 
     async def send_zero_copy(self, source: ZeroCopySource) -> None:
         connection = self._handler.request.connection
-        assert isinstance(connection, HTTP1Connection)
+        assert isinstance(connection, RequestConnection)
         stream = connection.stream
         loop = asyncio.get_running_loop()
         pacer = self._pacer
@@ -234,7 +229,7 @@ class HandlerExchange(Exchange):
                 wanted = min(wanted, self.meter.step_bytes)
                 await self.meter.cover(wanted)  # before the check below: it may wait
             if stream.closed():
-                # A failed write closed the socket, and HTTP1Connection resolves the flush of
+                # A failed write closed the socket, and the connection resolves the flush of
                 # a closed stream without an error: the descriptor may already be another
                 # connection's.
                 raise StreamClosedError(real_error=stream.error)
@@ -245,9 +240,9 @@ class HandlerExchange(Exchange):
             if self.meter is not None:
                 self.meter.give_back(wanted - sent)
             if sent:
-                # Tornado counts the body bytes it writes against Content-Length; these it
-                # never saw. (Checked present by _zero_copy_possible.)
-                count_body_bytes(connection, sent)
+                # The connection counts the body bytes it writes against Content-Length;
+                # these it never saw. (Checked present by _zero_copy_possible.)
+                connection.count_body_bytes(sent)
                 self._sent(sent)
                 if pacer is not None:
                     pacer.record(sent)
@@ -281,10 +276,11 @@ class HandlerExchange(Exchange):
 
 
 def _zero_copy_possible(connection: object) -> bool:
-    """The kernel's copy needs a plain TCP socket and a Content-Length body Tornado accounts."""
+    """The kernel's copy needs a plain TCP socket and a Content-Length body the connection
+    accounts."""
     return (
-        isinstance(connection, HTTP1Connection)
+        isinstance(connection, RequestConnection)
         and type(connection.stream) is IOStream
-        and not chunking_output(connection)
-        and content_remaining(connection) is not None
+        and not connection.chunking
+        and connection.content_remaining is not None
     )

@@ -1,4 +1,4 @@
-"""The 1*DIGIT and token rules: ASCII only, whatever Python's int() and str.isdigit() allow."""
+"""The 1*DIGIT, 1*HEXDIG and token rules: ASCII only, whatever int() and str.isdigit() allow."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from mediaproxy.http.grammar import (
     is_token,
     parse_digits,
     parse_digits_capped,
+    parse_hex_digits,
 )
 
 
@@ -159,3 +160,52 @@ def test_a_field_value_is_one_latin_1_octet_per_character_without_controls(text:
     if is_field_value(text):
         assert text == text.strip(" \t")
         assert all(c == "\t" or " " <= c <= "~" or "\x80" <= c <= "\xff" for c in text)
+
+
+@pytest.mark.parametrize(
+    "text, value",
+    [
+        ("0", 0),
+        ("a", 10),
+        ("1F", 31),
+        ("00ff", 255),
+        ("0" * 5000 + "1", 1),
+        (f"{MAX_INT64:x}", MAX_INT64),
+    ],
+)
+def test_hex_digits(text: str, value: int) -> None:
+    assert parse_hex_digits(text) == value
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "0x1f",
+        "+1",
+        "-1",
+        " 1",
+        "1 ",
+        "1_f",
+        "g",
+        "1\n",
+        "\uff11",
+        "\u0663",
+        f"{MAX_INT64 + 1:x}",
+    ],
+)
+def test_not_hex_digits(text: str) -> None:
+    with pytest.raises(GrammarError):
+        parse_hex_digits(text)
+
+
+@given(st.text(max_size=30))
+def test_parse_hex_digits_returns_or_raises_its_own_error(text: str) -> None:
+    try:
+        value = parse_hex_digits(text)
+    except GrammarError:
+        assert not (text and all(c in "0123456789abcdefABCDEF" for c in text)) or (
+            int(text, 16) > MAX_INT64
+        )
+    else:
+        assert value == int(text, 16)

@@ -38,34 +38,6 @@ def test_an_iostream_counts_its_buffered_bytes() -> None:
     asyncio.run(check())
 
 
-def test_a_connection_accounts_a_content_length_body() -> None:
-    async def check() -> None:
-        connection, theirs = await _with_connection(is_client=True)
-        assert not internals.chunking_output(connection)
-        headers = HTTPHeaders({"Content-Length": "5"})
-        await connection.write_headers(RequestStartLine("PUT", "/", "HTTP/1.1"), headers)
-        assert not internals.chunking_output(connection)
-        assert internals.content_remaining(connection) == 5
-        internals.count_body_bytes(connection, 2)
-        assert internals.content_remaining(connection) == 3
-        connection.close()
-        theirs.close()
-
-    asyncio.run(check())
-
-
-def test_a_connection_says_when_it_chunks() -> None:
-    async def check() -> None:
-        connection, theirs = await _with_connection(is_client=True)
-        await connection.write_headers(RequestStartLine("POST", "/", "HTTP/1.1"), HTTPHeaders())
-        assert internals.chunking_output(connection)
-        assert internals.content_remaining(connection) is None
-        connection.close()
-        theirs.close()
-
-    asyncio.run(check())
-
-
 def test_a_handler_keeps_its_reason_and_whether_it_finished() -> None:
     async def check() -> None:
         connection, theirs = await _with_connection(is_client=False)
