@@ -41,7 +41,7 @@ import asyncio
 import logging
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from tornado import gen
@@ -130,6 +130,11 @@ class _Once:
         return True
 
 
+def _retrieve(future: asyncio.Future[bytes]) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
 class _HeadTooLarge(Exception):
     def __init__(self, status: int, phrase: str) -> None:
         super().__init__(phrase)
@@ -145,6 +150,7 @@ class ClientConnection(HTTP1ServerConnection):
         self._server = server
         self._serving: asyncio.Future[None] | None = None
         self._request: RequestConnection | None = None  # the one being served
+        self._next_read: Awaitable[bytes] | None = None  # begun as a response ended
         self._head_late = False  # the head's timer closed the stream
 
     def start_serving(self, delegate: HTTPServerConnectionDelegate) -> None:
@@ -171,7 +177,10 @@ class ClientConnection(HTTP1ServerConnection):
             first = True
             while (head := await self._await_head(first)) is not None:
                 first = False
-                request = RequestConnection(self.stream, self.params, self.context)
+                await asyncio.sleep(0)  # Tornado's turn for other connections between requests
+                request = RequestConnection(
+                    self.stream, self.params, self.context, self._read_ahead
+                )
                 self._request = request
                 try:
                     if not await request.serve(head, delegate.start_request(self, request)):
@@ -184,9 +193,19 @@ class ClientConnection(HTTP1ServerConnection):
                     return
                 finally:
                     self._request = None
-                await asyncio.sleep(0)
         finally:
+            if isinstance(self._next_read, asyncio.Future):  # its failure: the close, seen
+                self._next_read.add_done_callback(_retrieve)
             delegate.on_close(self)
+
+    def _read_ahead(self) -> None:
+        """Begin reading the next request the moment a response is out: a stream nobody
+        reads from when the next request arrives drops its interest in reading, and takes it
+        up again once read from (two changes of the socket's registration per request)."""
+        try:
+            self._next_read = self.stream.read_bytes(READ_BYTES, partial=True)
+        except StreamClosedError:
+            self._next_read = None
 
     async def _await_head(self, first: bool) -> bytes | None:
         """One complete header block, within the timers; what follows it stays in the
@@ -201,7 +220,8 @@ class ClientConnection(HTTP1ServerConnection):
         data = bytearray()
         try:
             while True:
-                piece = await stream.read_bytes(READ_BYTES, partial=True)
+                reading, self._next_read = self._next_read, None
+                piece = await (reading or stream.read_bytes(READ_BYTES, partial=True))
                 searched_from = max(0, len(data) - 3)
                 data += piece
                 end = self._head_end(data, searched_from)

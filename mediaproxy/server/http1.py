@@ -93,10 +93,17 @@ def _closed() -> asyncio.Future[None]:
 class RequestConnection(httputil.HTTPConnection):
     """One request read from ``stream`` and the response written to it."""
 
-    def __init__(self, stream: IOStream, params: Any, context: object) -> None:
+    def __init__(
+        self,
+        stream: IOStream,
+        params: Any,
+        context: object,
+        on_reusable: Callable[[], None] | None = None,
+    ) -> None:
         self.stream = stream
         self.params = params
         self.context = context
+        self._on_reusable = on_reusable  # the response is out and the connection stays open
         self._max_body_size: int = (
             params.max_body_size if params.max_body_size is not None else stream.max_buffer_size
         )
@@ -370,6 +377,8 @@ class RequestConnection(httputil.HTTPConnection):
         if self._disconnect_on_finish:
             self.close()
             return
+        if self._on_reusable is not None:
+            self._on_reusable()
         if self._waiting is not None and not self._waiting.done():
             self._waiting.set_result(None)
 
