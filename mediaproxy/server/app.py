@@ -34,7 +34,7 @@ from mediaproxy.server.admission import Admission, StreamSlots
 from mediaproxy.server.connections import GatewayServer
 from mediaproxy.server.fleet_view import FleetStreams
 from mediaproxy.server.handler import GatewayHandler, body_framing, handler_class_for
-from mediaproxy.server.shared_table import SharedTable
+from mediaproxy.server.shared_table import PrivateTable, SharedTable
 from mediaproxy.server.usage import LocalStore, PlanGuard, UsageStore
 from mediaproxy.tornado_internals import open_connections, reason_phrase
 
@@ -213,7 +213,7 @@ def make_gateway(
         metrics = Metrics(config.routes, reveal_restricted=admin.protected)
         access_log = open_access_log(config.server.access_log)
         owns_table = table is None
-        table = table or SharedTable(columns=1)
+        table = table or PrivateTable(columns=1)
         lifecycle = Lifecycle()
     else:
         active, metrics, lifecycle = previous.active, previous.metrics, previous.lifecycle

@@ -23,12 +23,14 @@ treats as any shared-state failure.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import mmap
 import struct
 import tempfile
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 
 from mediaproxy.streaming.usage import Quota, Rate, Refusal, gcra, period_end_s, period_number
 
@@ -165,7 +167,7 @@ class SharedTable:
 
     # --- the table ----------------------------------------------------------------------------
 
-    def _locked(self) -> _Lock:
+    def _locked(self) -> AbstractContextManager[None]:
         return _Lock(self._fd)
 
     def _offset(self, name: str) -> int:
@@ -199,6 +201,15 @@ class SharedTable:
         at = offset + _HEAD.size + column * _COUNT.size
         (count,) = _COUNT.unpack_from(self._map, at)
         _COUNT.pack_into(self._map, at, count + delta)
+
+
+class PrivateTable(SharedTable):
+    """The table of an instance that is one process: no other process to exclude, so no lock
+    (each operation runs on the event loop's thread and never awaits). A stream's admission
+    and its end each take the lock: two system calls apiece that one process does not need."""
+
+    def _locked(self) -> AbstractContextManager[None]:
+        return contextlib.nullcontext()
 
 
 def key_streams(key: str) -> str:

@@ -7,7 +7,7 @@ import signal
 
 import pytest
 
-from mediaproxy.server.shared_table import SharedTable, TableFull
+from mediaproxy.server.shared_table import PrivateTable, SharedTable, TableFull
 from mediaproxy.streaming.usage import Rate
 
 
@@ -50,6 +50,15 @@ def check_columns(table: SharedTable) -> None:
 def test_a_rate_and_a_quota_are_shared_by_name() -> None:
     with SharedTable(columns=1, entries=16) as table:
         check_rate_and_quota(table)
+
+
+def test_a_one_process_table_counts_as_the_shared_one() -> None:
+    with PrivateTable(columns=1, entries=16) as table:
+        check_rate_and_quota(table)
+        assert table.acquire([("streams", 1)]) is None
+        assert table.acquire([("streams", 1)]) == 0
+        table.release(["streams"])
+        assert table.running("streams") == 0
 
 
 def check_rate_and_quota(table: SharedTable) -> None:
