@@ -37,8 +37,10 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import functools
 import io
 import logging
+import operator
 import os
 import re
 import select
@@ -48,6 +50,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
+from itertools import repeat
 from pathlib import Path
 from typing import Any
 
@@ -607,6 +610,10 @@ COPY_STATEMENT = "COPY (\n{query}\n) TO STDOUT (FORMAT csv, HEADER)"
 CLIENT_CHECK_INTERVAL = "1s"
 # A cancel request is a new connection to the server; past this the process exits anyway.
 CANCEL_TIMEOUT_S = 3.0
+# What get_copy_data answers when libpq holds no whole message; a message is its second item.
+_NOTHING_BUFFERED = (0, b"")
+_MESSAGE = operator.itemgetter(1)
+_ALL_BUT_LF = slice(None, -1)
 
 
 class PostgresCopy(CsvChunks):
@@ -670,33 +677,44 @@ class PostgresCopy(CsvChunks):
             raise QueryFailed(f"PostgreSQL: {error}") from error
 
     def _batch(self, header: bool) -> bytes:
-        """The next ``_next_rows`` rows (after the header, when asked), as one chunk."""
+        """The next ``_next_rows`` rows or more (after the header, when asked), as one chunk."""
         want = self._next_rows + header
         self._next_rows = min(self._next_rows * 2, self._batch_rows)
         messages: list[Any] = []
-        append = messages.append
-        receive = self._connection.pgconn.get_copy_data
-        while len(messages) < want:
-            size, data = receive(1)
-            if size > 0:
-                append(data)
-            elif size == 0:  # nothing buffered: wait for the server
-                self._wait()
-            else:  # -1: the COPY is over; its result says whether it succeeded
+        receive = functools.partial(self._connection.pgconn.get_copy_data, 1)
+        while not self._done:
+            try:
+                # Every row libpq has buffered, without a line of Python per row: the
+                # iterator calls get_copy_data until it answers "nothing buffered", and
+                # only the message is kept.
+                messages.extend(map(_MESSAGE, iter(receive, _NOTHING_BUFFERED)))
+            except self._psycopg.OperationalError:
+                # The COPY's end (-1) reads as an empty message, and libpq refuses the call
+                # after it; any other refusal (a lost connection) is the query's failure.
+                if not messages or messages[-1]:
+                    raise
+                messages.pop()
                 self._done = True
                 result = self._result()
                 if result.status != self._psycopg.pq.ExecStatus.COMMAND_OK:
-                    raise QueryFailed(f"PostgreSQL: {_error_message(result)}")
+                    raise QueryFailed(f"PostgreSQL: {_error_message(result)}") from None
                 break
+            if len(messages) >= want:
+                break
+            self._wait()
         self.rows += len(messages) - header
-        chunk = b"".join(messages)
         if not self._crlf or not messages:
-            return chunk
-        # Each message ends in its record's LF. Without other LFs (no quoted line break in
-        # the batch) one replace converts them all; otherwise each record's last byte.
-        if chunk.count(b"\n") == len(messages):
-            return chunk.replace(b"\n", b"\r\n")
-        return b"\r\n".join([message[:-1] for message in messages]) + b"\r\n"
+            return b"".join(messages)
+        # Each message ends in its record's LF, which becomes CRLF; a quoted line break
+        # inside a field stays as it was. A CR after every message puts LF CR at the records'
+        # ends, where one replace swaps them, unless a field holds LF CR itself.
+        count = len(messages)
+        messages.append(b"")
+        joined = b"\r".join(messages)
+        if joined.count(b"\n\r") == count:
+            return joined.replace(b"\n\r", b"\r\n")
+        del messages[count:]
+        return b"\r\n".join(map(operator.getitem, messages, repeat(_ALL_BUT_LF))) + b"\r\n"
 
     def _result(self) -> Any:
         pgconn = self._connection.pgconn

@@ -495,6 +495,45 @@ def test_an_interrupt_stops_a_running_postgres_copy(postgres_url: str) -> None:
     assert time.monotonic() - started < 5
 
 
+@pytest.mark.parametrize("line_terminator", ["\r\n", "\n"])
+def test_postgres_line_ends_change_only_between_records_in_every_batch(
+    postgres_url: str, line_terminator: str
+) -> None:
+    """Records end in the route's terminator across many batches, while line breaks inside
+    fields (LF, CRLF, and LF CR, which looks like a record's end once a CR follows each
+    record) keep their bytes. Early batches hold no line break in a field or only LFs; later
+    ones every kind."""
+    texts = ["a\nb", "c\r\nd", "e\n\rf", "g\n", "\rh"]
+    literals = ", ".join(
+        "'" + text.replace("\n", "' || chr(10) || '").replace("\r", "' || chr(13) || '") + "'"
+        for text in texts
+    )
+    query = (
+        # %% is a percent sign for psycopg, which reads the query for placeholders.
+        f"SELECT i, CASE WHEN i %% 1000 = 0 THEN {literals.split(', ')[0]} "
+        f"WHEN i > 10000 AND i %% 7 = 0 THEN (ARRAY[{literals}])[1 + (i / 7) %% 5] "
+        "ELSE 'plain' END AS t FROM generate_series(1, 30000) AS i"
+    )
+
+    def text(i: int) -> str:
+        if i % 1000 == 0:
+            return texts[0]
+        return texts[(i // 7) % 5] if i > 10000 and i % 7 == 0 else "plain"
+
+    chunks = PostgresCopy(postgres_url, 700, line_terminator)
+    try:
+        body = chunks.first(query, {})
+        while chunk := chunks.next():
+            body += chunk
+    finally:
+        chunks.close()
+    records = ["i,t"] + [
+        f"{i},{text(i)}" if text(i) == "plain" else f'{i},"{text(i)}"' for i in range(1, 30001)
+    ]
+    assert body == "".join(record + line_terminator for record in records).encode()
+    assert chunks.rows == 30000
+
+
 def test_postgres_escapes_formulas_in_sql_keeping_names_types_and_nulls(
     make_gateway, postgres_url: str
 ) -> None:  # type: ignore[no-untyped-def]
