@@ -496,6 +496,42 @@ def test_an_interrupt_stops_a_running_postgres_copy(postgres_url: str) -> None:
 
 
 @pytest.mark.parametrize("line_terminator", ["\r\n", "\n"])
+def test_sqlite_rows_have_the_csv_modules_bytes_whatever_they_hold(
+    tmp_path: Path, line_terminator: str
+) -> None:
+    """The default engine's bytes are those of one csv.writer with the route's terminator, for
+    values that make it quote or not (CR alone, LF alone, both, the delimiter, quotes), NULL
+    and empty cells, a row whose only cell is empty, non-text values, across batches."""
+    values: list[object] = [
+        "plain", "a,b", 'say "hi"', "cr\ronly", "lf\nonly", "both\r\n", "\n", "\r", "",
+        None, 7, -2.5, 1e20, b"by,tes", "Zoë 📦", " spaced ",
+    ]  # fmt: skip
+    rows = [(i, values[i % len(values)], values[(i * 7) % len(values)]) for i in range(3000)]
+    singles = [(values[i % len(values)],) for i in range(200)]
+    path = tmp_path / "values.sqlite"
+    with contextlib.closing(sqlite3.connect(path)) as connection, connection:
+        connection.execute("CREATE TABLE t (i, a, b)")
+        connection.executemany("INSERT INTO t VALUES (?, ?, ?)", rows)
+        connection.execute("CREATE TABLE single (a)")
+        connection.executemany("INSERT INTO single VALUES (?)", singles)
+    uri = path.as_uri() + "?mode=ro"
+    for query, expected_rows in [
+        ("SELECT i, a, b AS [b,\r\nc] FROM t ORDER BY i", [["i", "a", "b,\r\nc"], *rows]),
+        ("SELECT a FROM single ORDER BY rowid", [["a"], *singles]),
+    ]:
+        chunks = csv_export.SqliteCsv(csv_export.SqliteRows(uri), 700, line_terminator)
+        try:
+            body = chunks.first(query, {})
+            while chunk := chunks.next():
+                body += chunk
+        finally:
+            chunks.close()
+        expected = io.StringIO()
+        csv.writer(expected, lineterminator=line_terminator).writerows(expected_rows)
+        assert body == expected.getvalue().encode()
+
+
+@pytest.mark.parametrize("line_terminator", ["\r\n", "\n"])
 def test_postgres_line_ends_change_only_between_records_in_every_batch(
     postgres_url: str, line_terminator: str
 ) -> None:
