@@ -22,8 +22,12 @@ in one run, so that the ratios compare like with like on a shared, noisy machine
 Reported per export: first byte (curl's time_starttransfer), rows/s (median and range), the
 peak RSS of the export's own process (VmHWM, which counts the pages it still shares with the
 fork server it was forked from, and the largest PSS seen, which shares them out), and the
-gateway's own CPU time per export (relaying only: the rows are the export process's). The closing
-"ratios" block is what the targets in bench/TARGETS.md are checked against.
+gateway's own CPU time per export (relaying only: the rows are the export process's). Then the
+CPU each party spent per export (the export process, sampled from /proc while it runs; the
+gateway; curl; PostgreSQL's server processes) against the reference tool's and its server's,
+and what that allows two exports at once on two cores: at most twice one export's time over
+its CPU. The closing "ratios" block is what the targets in bench/TARGETS.md are checked
+against.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -41,7 +46,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -156,6 +161,7 @@ class ExportMemory:
         self._gateway_pid = gateway_pid
         self.peak_hwm_kib = 0
         self.peak_pss_kib = 0
+        self.cpu_s: dict[int, float] = {}  # each export process's CPU time, last seen
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
 
@@ -168,10 +174,11 @@ class ExportMemory:
         self._thread.join()
 
     def _sample(self) -> None:
-        while not self._stop.wait(0.05):
+        while not self._stop.wait(0.02):
             for pid in _children(self._gateway_pid):
                 for export in _children(pid):
                     with contextlib.suppress(OSError, ValueError):
+                        self.cpu_s[export] = cpu_seconds(export)
                         self.peak_hwm_kib = max(self.peak_hwm_kib, _status_kib(export, "VmHWM"))
                         self.peak_pss_kib = max(self.peak_pss_kib, _pss_kib(export))
 
@@ -182,10 +189,35 @@ class ExportMemory:
         )
 
 
-def cpu_seconds(pid: int) -> float:
-    """The process's own CPU time (user + system), not its children's."""
+def cpu_seconds(pid: int, reaped_children: bool = False) -> float:
+    """The process's own CPU time (user + system), and its reaped children's if asked."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    ticks = int(fields[11]) + int(fields[12])
+    if reaped_children:
+        ticks += int(fields[13]) + int(fields[14])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu_seconds() -> float:
+    """CPU time of this process's waited-for children (curl, psql, sqlite3)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def postgres_cpu(url: str) -> Callable[[], float]:
+    """A reading of the cluster's CPU time so far: the postmaster's, its exited backends' (it
+    reaps them) and its live processes'."""
+    data = Path(url.split("host=", 1)[1].split("&", 1)[0]) / "data"
+
+    def read() -> float:
+        postmaster = int((data / "postmaster.pid").read_text().split()[0])
+        total = cpu_seconds(postmaster, reaped_children=True)
+        for child in _children(postmaster):
+            with contextlib.suppress(OSError):
+                total += cpu_seconds(child)
+        return total
+
+    return read
 
 
 def _children(pid: int) -> list[int]:
@@ -375,18 +407,45 @@ def measure_single(
     gateway_pid: int,
     ratios: dict[str, float],
     first_bytes: dict[str, float],
+    server_cpu: Callable[[], float] | None = None,
 ) -> None:
-    """The export interleaved with the database's own tool; one ratio."""
+    """The export interleaved with the database's own tool; one ratio. With ``server_cpu``
+    (a database server's CPU time so far), the CPU each party spent per export."""
     ours, theirs = Series(f"mediaproxy {label}", rows), Series(reference[0], rows)
-    gateway_cpu_s = 0.0
+    ours_cpu = {"gateway": 0.0, "curl": 0.0, "server": 0.0}
+    theirs_cpu = {"tool": 0.0, "server": 0.0}
     with ExportMemory(gateway_pid) as memory:
         for _ in range(reps):
-            before = cpu_seconds(gateway_pid)
+            gateway, client = cpu_seconds(gateway_pid), children_cpu_seconds()
+            server = server_cpu() if server_cpu else 0.0
             ours.runs.append(curl_run(url))
-            gateway_cpu_s += cpu_seconds(gateway_pid) - before
+            ours_cpu["gateway"] += cpu_seconds(gateway_pid) - gateway
+            ours_cpu["curl"] += children_cpu_seconds() - client
+            ours_cpu["server"] += (server_cpu() - server) if server_cpu else 0.0
+            client, server = children_cpu_seconds(), server_cpu() if server_cpu else 0.0
             theirs.runs.append(timed_command(reference[1]))
-    ours.report(f"{memory.describe()}; gateway CPU {gateway_cpu_s / reps:.2f} s per export")
+            theirs_cpu["tool"] += children_cpu_seconds() - client
+            theirs_cpu["server"] += (server_cpu() - server) if server_cpu else 0.0
+    export_cpu = sum(memory.cpu_s.values()) / reps
+    ours.report(f"{memory.describe()}; gateway CPU {ours_cpu['gateway'] / reps:.2f} s per export")
     theirs.report()
+    # Where the CPU goes, per export: two at once on two cores cannot beat one by more than
+    # twice one's time over one's CPU (each needs its CPU again, and the cores give two
+    # seconds of CPU per second).
+    parts = {"export process": export_cpu, **{k: v / reps for k, v in ours_cpu.items()}}
+    if server_cpu is None:
+        del parts["server"]
+    total = sum(parts.values())
+    one_s = statistics.median(run.seconds for run in ours.runs)
+    print(
+        f"  CPU per export: {', '.join(f'{k} {v:.2f} s' for k, v in parts.items())}; "
+        f"total {total:.2f} s in {one_s:.2f} s: two at once at most {2 * one_s / total:.2f}x one",
+        flush=True,
+    )
+    tool = f"{reference[0]} {theirs_cpu['tool'] / reps:.2f} s"
+    if server_cpu is not None:
+        tool += f", server {theirs_cpu['server'] / reps:.2f} s"
+    print(f"  CPU per {reference[0]} run: {tool}", flush=True)
     ratios[f"{label} / {reference[0]}"] = ours.rows_per_s() / theirs.rows_per_s()
     first_bytes[label] = statistics.median(run.first_byte_ms for run in ours.runs)
 
@@ -521,6 +580,7 @@ def main() -> None:
                 pid,
                 ratios,
                 first_bytes,
+                postgres_cpu(postgres_url),
             )
         else:
             print("PostgreSQL: server not installed (or --skip-postgres), skipped")
