@@ -62,7 +62,7 @@ ENDINGS = {
     "malformed": Ending("/o/malformed", status(b"502")),
     "refused": Ending("/refused/x", status(b"502")),
     "idle_before_headers": Ending("/timed/stall?headers=0", status(b"504")),
-    "idle_after_headers": Ending("/timed/stall?after=1000", cut_200(1001)),
+    "idle_after_headers": Ending("/patient/stall?after=1000", cut_200(1001)),
 }
 
 
@@ -130,12 +130,19 @@ def test_a_thousand_failed_streams_leak_nothing(
         integration = "http_proxy"
         upstream = "{origin.url}"
         [[routes]]
-        # Only the stalls meet this short timer: on a loaded machine a malformed response
-        # could take longer than it to arrive, and be a 504 instead of its 502.
+        # Only the stall before any header meets this short timer: on a loaded machine a
+        # malformed response could take longer than it to arrive, and be a 504, not its 502.
         prefix = "/timed"
         integration = "http_proxy"
         upstream = "{origin.url}"
         idle_timeout = 0.3
+        [[routes]]
+        # A stall after the headers needs them to come first: on a loaded machine they took
+        # longer than the short timer above (a 504 where the cut 200 is expected).
+        prefix = "/patient"
+        integration = "http_proxy"
+        upstream = "{origin.url}"
+        idle_timeout = 1
         [[routes]]
         prefix = "/refused"
         integration = "http_proxy"
