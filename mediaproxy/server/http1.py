@@ -349,7 +349,7 @@ class RequestConnection(httputil.HTTPConnection):
         data = self._framed(chunk)
         if not data:  # nothing to send: done when what was sent before is
             last = self._last_write
-            return _resolved() if last is None or last.done() else _settled(last)
+            return _resolved() if last is None else _settled(last)
         return self._write(data)
 
     def finish(self) -> None:
