@@ -8,6 +8,7 @@ socket sends small writes at once (TCP_NODELAY).
 from __future__ import annotations
 
 import asyncio
+import resource
 import socket
 import threading
 import time
@@ -118,3 +119,29 @@ def test_a_refused_connection_is_an_upstream_error() -> None:
 
     with pytest.raises(UpstreamError, match="cannot connect"):
         asyncio.run(main())
+
+
+def test_a_socket_numbered_past_select_s_limit_connects(listener: socket.socket) -> None:
+    """A busy gateway holds more than FD_SETSIZE (1024) descriptors; select() cannot take a
+    socket numbered past that, so the pool's check must not use it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 2048 <= hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (2048, hard))
+    filler = [socket.socket() for _ in range(1100)]
+
+    async def main() -> bool:
+        pool = pool_for(listener.getsockname()[1])
+        stream, _ = await pool.acquire()
+        try:
+            stream.write(b"x")  # connected: the write goes out
+            return stream.socket.fileno() > 1024
+        finally:
+            stream.close()
+            pool.close()
+
+    try:
+        assert asyncio.run(main()), "the test did not reach a socket number past 1024"
+    finally:
+        for sock in filler:
+            sock.close()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

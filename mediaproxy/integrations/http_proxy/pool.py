@@ -140,14 +140,18 @@ def _address_family(host: str) -> socket.AddressFamily | None:
 def _connected_at_once(sock: socket.socket) -> bool:
     """Whether a connection begun without blocking is already up; OSError (the socket closed)
     if it has already failed."""
+    # poll, not select: select cannot take a descriptor numbered past FD_SETSIZE, and a
+    # gateway with many clients holds more descriptors than that.
+    poller = select.poll()
+    poller.register(sock, select.POLLOUT)
     try:
-        _, writable, _ = select.select((), (sock,), (), 0)
-        if writable:
+        ready = bool(poller.poll(0))  # writable, or failed (POLLERR and POLLHUP always count)
+        if ready:
             _raise_connect_error(sock)
     except BaseException:
         sock.close()
         raise
-    return bool(writable)
+    return ready
 
 
 def _raise_connect_error(sock: socket.socket) -> None:
