@@ -56,6 +56,11 @@ def request(
         connection.close()
 
 
+def connect(gateway: GatewayThread) -> socket.socket:
+    """A raw client connection to ``gateway``."""
+    return socket.create_connection(("127.0.0.1", gateway.port), timeout=10)
+
+
 def open_stalled_download(port: int, path: str, headers: str = "") -> socket.socket:
     """A GET whose client never reads: the stream stays running (small buffers fill fast).
     ``headers``: more header lines, each ending in CRLF."""

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from .support import GatewayThread, request
+from .support import GatewayThread, connect, request
 
 
 @pytest.fixture
@@ -33,10 +33,6 @@ def file_gateway(
         integration = "file"
         root = "{root}"
     """)
-
-
-def connect(gateway: GatewayThread) -> socket.socket:
-    return socket.create_connection(("127.0.0.1", gateway.port), timeout=10)
 
 
 def read_all(sock: socket.socket) -> bytes:

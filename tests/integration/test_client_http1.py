@@ -12,7 +12,7 @@ import pytest
 
 from testbed.origin import OriginThread
 
-from .support import GatewayThread
+from .support import GatewayThread, connect
 
 
 @pytest.fixture
@@ -25,10 +25,6 @@ def gateway(
         integration = "http_proxy"
         upstream = "{origin.url}"
     """)
-
-
-def connect(gateway: GatewayThread) -> socket.socket:
-    return socket.create_connection(("127.0.0.1", gateway.port), timeout=10)
 
 
 class Reader:

@@ -99,6 +99,17 @@ class ExportDatabase:
     fails_at_row: Callable[[int], str]  # SELECT whose row n raises an error
 
 
+def every_chunk(chunks: csv_export.CsvChunks, query: str) -> bytes:
+    """The whole CSV that ``chunks`` produce for ``query``, batch after batch, then closed."""
+    try:
+        body = chunks.first(query, {})
+        while chunk := chunks.next():
+            body += chunk
+    finally:
+        chunks.close()
+    return body
+
+
 def sqlite_database(tmp_path: Path) -> ExportDatabase:
     path = tmp_path / "export.sqlite"
     with sqlite3.connect(path) as connection:
@@ -520,12 +531,7 @@ def test_sqlite_rows_have_the_csv_modules_bytes_whatever_they_hold(
         ("SELECT a FROM single ORDER BY rowid", [["a"], *singles]),
     ]:
         chunks = csv_export.SqliteCsv(csv_export.SqliteRows(uri), 700, line_terminator)
-        try:
-            body = chunks.first(query, {})
-            while chunk := chunks.next():
-                body += chunk
-        finally:
-            chunks.close()
+        body = every_chunk(chunks, query)
         expected = io.StringIO()
         csv.writer(expected, lineterminator=line_terminator).writerows(expected_rows)
         assert body == expected.getvalue().encode()
@@ -557,12 +563,7 @@ def test_postgres_line_ends_change_only_between_records_in_every_batch(
         return texts[(i // 7) % 5] if i > 10000 and i % 7 == 0 else "plain"
 
     chunks = PostgresCopy(postgres_url, 700, line_terminator)
-    try:
-        body = chunks.first(query, {})
-        while chunk := chunks.next():
-            body += chunk
-    finally:
-        chunks.close()
+    body = every_chunk(chunks, query)
     records = ["i,t"] + [
         f"{i},{text(i)}" if text(i) == "plain" else f'{i},"{text(i)}"' for i in range(1, 30001)
     ]
