@@ -4,6 +4,7 @@ slices evicted at the byte bound, a new version dropping every slice of the old.
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 from pathlib import Path
 
@@ -102,6 +103,53 @@ def test_the_index_is_rebuilt_and_broken_files_discarded(tmp_path: Path) -> None
     )
     assert not broken.exists()
     assert again.size_bytes == store.size_bytes - SLICE  # slice 2 went
+
+
+def test_a_starting_store_leaves_the_files_of_live_writers_alone(tmp_path: Path) -> None:
+    """A worker (re)starting while another fills: it deletes abandoned temporary files only."""
+    store = make_store(tmp_path)
+    version, fresh = meta(), meta("/o/new.mp4")
+    store.put_meta(version)
+    writing = store.begin_slice(version, 0)
+    writing.write(b"a" * 100)
+    first_of_its_object = store.begin_slice(fresh, 0)  # its folder has no meta.json yet
+    abandoned = store.folder(version.key) / f".tmp-{version.version}.1.dead"
+    abandoned.write_bytes(b"half")
+
+    again = make_store(tmp_path)
+    assert not abandoned.exists()
+    writing.write(b"a" * (SLICE - 100))
+    first_of_its_object.write(b"b" * SLICE)
+    assert writing.commit() and first_of_its_object.commit()
+    assert read_slice(store, version, 0) == b"a" * SLICE
+    assert read_slice(store, fresh, 0) == b"b" * SLICE
+    assert again.discarded == 1
+
+
+def _open_store(folder: Path, start: multiprocessing.synchronize.Barrier) -> None:
+    start.wait()
+    make_store(folder)
+
+
+def test_stores_opening_one_folder_at_once_all_start(tmp_path: Path) -> None:
+    """Workers starting together each rebuild their index while the others delete the same
+    abandoned files: a file gone between listing and reading is no error."""
+    store = make_store(tmp_path)
+    for number in range(40):
+        version = meta(f"/o/{number}")
+        store.put_meta(version)
+        fill(store, version, 0)
+        for dead in range(25):
+            (store.folder(version.key) / f".tmp-{version.version}.{dead}.dead").write_bytes(b"h")
+    context = multiprocessing.get_context("fork")
+    start = context.Barrier(6)
+    workers = [context.Process(target=_open_store, args=(tmp_path, start)) for _ in range(6)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(30)
+    assert [worker.exitcode for worker in workers] == [0] * 6
+    assert not list(tmp_path.rglob(".tmp-*"))
 
 
 def test_least_recently_used_slices_go_first_at_the_bound(tmp_path: Path) -> None:

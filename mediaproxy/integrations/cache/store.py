@@ -14,11 +14,19 @@ deletes any slice whose length is not its index's (truncated by a crash of the f
 or by hand), any slice of another version than its object's, and any object whose meta does
 not parse. Nothing is journalled: the folder is the index.
 
+A writer holds an exclusive ``flock`` on its temporary file until the file is renamed or
+removed, and ``open`` deletes only temporary files whose lock it can take: a worker that
+(re)starts, or a new generation after a reload, leaves the files other workers are writing
+alone. Several stores opening at once delete the same abandoned files; a file gone between
+listing and reading is no error.
+
 Size: what the slices and metas take on disk (lengths rounded up to the file system's block)
 stays under ``max_bytes``; committing a slice evicts the least recently used slices until it
 does. Several worker processes share the folder safely (every change is a rename or an
 unlink, and an open descriptor outlives an unlink), each with its own index and its own
-share of the bound: ``max_bytes`` is divided by the number of processes by the caller.
+share of the bound: ``max_bytes`` is divided by the number of processes by the caller. When
+one worker evicts an object another is filling, that fill's slice is simply not stored
+(``commit`` answers False); its readers, on their own descriptors, still get every byte.
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import errno
+import fcntl
 import hashlib
 import json
 import logging
@@ -142,17 +151,83 @@ def _full_is_disk_full() -> Iterator[None]:
         raise
 
 
+def _create_temporary(folder: Path, stem: str) -> tuple[Path, int]:
+    """A new file under a temporary name in ``folder`` (created if need be), locked for as
+    long as the returned descriptor is open."""
+    while True:
+        path = folder / f"{_TEMPORARY}{stem}.{secrets.token_hex(4)}"
+        try:
+            with _full_is_disk_full():
+                folder.mkdir(parents=True, exist_ok=True)
+                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        except FileNotFoundError:  # another process removed the folder since the mkdir
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                return path, fd
+        except (BlockingIOError, FileNotFoundError):
+            pass  # a starting store took it for abandoned in the instant before the lock
+        os.close(fd)
+
+
+def _remove_if_abandoned(path: Path) -> bool:
+    """Delete a temporary file nobody writes any more (its lock is free); True if this call
+    deleted it."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return False  # renamed into place, or deleted by another store
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False  # being written
+    else:
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            return False
+        return True
+    finally:
+        os.close(fd)
+
+
+def _write_whole(folder: Path, name: str, data: bytes) -> None:
+    """``folder/name`` holding ``data``, replaced at once: written under a temporary name
+    first."""
+    while True:
+        path, fd = _create_temporary(folder, name)
+        try:
+            with _full_is_disk_full():
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+                os.replace(path, folder / name)
+            return
+        except FileNotFoundError:  # the folder went (another process dropped the object)
+            continue
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
+        finally:
+            os.close(fd)
+
+
+def _names(folder: Path) -> list[str]:
+    """What ``folder`` holds; nothing if another process removed it."""
+    try:
+        return sorted(os.listdir(folder))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+
+
 class SliceWriter:
     """One slice being written under a temporary name; ``commit`` makes it visible."""
 
     def __init__(self, store: SliceStore, meta: ObjectMeta, index: int) -> None:
         self._store, self.meta, self.index = store, meta, index
         self.length = store.slice_length(meta, index)
-        folder = store.folder(meta.key)
-        self.path = folder / f"{_TEMPORARY}{meta.version}.{index}.{secrets.token_hex(4)}"
-        with _full_is_disk_full():
-            folder.mkdir(parents=True, exist_ok=True)
-            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        self.path, self.fd = _create_temporary(store.folder(meta.key), f"{meta.version}.{index}")
         self.written = 0
 
     def write(self, data: bytes | memoryview) -> None:
@@ -166,23 +241,27 @@ class SliceWriter:
             view = view[done:]
 
     def commit(self) -> bool:
-        """Rename into place if the slice has exactly its length; True if it is now stored."""
-        os.close(self.fd)
-        self.fd = -1
-        if self.written != self.length or os.path.getsize(self.path) != self.length:
+        """Rename into place if the slice has exactly its length; True if it is now stored.
+        The lock is held until the rename, so no starting store takes the file for abandoned."""
+        try:
+            if self.written == self.length and os.fstat(self.fd).st_size == self.length:
+                return self._store._commit(self)
             self.path.unlink(missing_ok=True)
             return False
-        try:
-            return self._store._commit(self)
+        except FileNotFoundError:  # another process evicted the object meanwhile
+            return False
         except BaseException:
             self.path.unlink(missing_ok=True)
             raise
+        finally:
+            os.close(self.fd)
+            self.fd = -1
 
     def abort(self) -> None:
         if self.fd >= 0:
+            self.path.unlink(missing_ok=True)
             os.close(self.fd)
             self.fd = -1
-        self.path.unlink(missing_ok=True)
 
 
 class SliceStore:
@@ -210,40 +289,61 @@ class SliceStore:
         with contextlib.suppress(OSError):
             self.block_bytes = max(512, os.statvfs(self.directory).f_frsize)
         found: list[tuple[float, str, int, int]] = []
-        for outer in sorted(self.directory.iterdir()):
-            if not outer.is_dir() or len(outer.name) != 2:
-                continue
-            for folder in sorted(outer.iterdir()):
-                found += self._load_object(folder)
+        for outer in _names(self.directory):
+            if len(outer) == 2:
+                for name in _names(self.directory / outer):
+                    found += self._load_object(self.directory / outer / name)
         for _, key, index, size in sorted(found):  # oldest first: least recently used
             self._add(key, index, size)
         self._evict()
 
     def _load_object(self, folder: Path) -> list[tuple[float, str, int, int]]:
+        names = _names(folder)
+        for name in names:
+            if name.startswith(_TEMPORARY) and _remove_if_abandoned(folder / name):
+                self.discarded += 1
+        slices = [name for name in names if name != _META and not name.startswith(_TEMPORARY)]
         try:
-            meta = ObjectMeta.from_json((folder / _META).read_bytes())
+            data = (folder / _META).read_bytes()
+            meta = ObjectMeta.from_json(data)
             if self.folder(meta.key) != folder:
                 raise ValueError("meta of another object")
+        except FileNotFoundError:
+            # An object's first slice being written before its meta, or an object another
+            # process is removing: nothing to index, and slices without a meta are no use.
+            self._remove_object(folder, slices)
+            return []
         except (OSError, ValueError, KeyError, TypeError):
             self.discarded += 1
-            shutil.rmtree(folder, ignore_errors=True)
+            (folder / _META).unlink(missing_ok=True)
+            self._remove_object(folder, slices)
             return []
         self._metas[meta.key] = meta
-        meta_bytes = self._on_disk((folder / _META).stat().st_size)
-        self._meta_bytes[meta.key] = meta_bytes
-        self.size_bytes += meta_bytes
+        self._meta_bytes[meta.key] = self._on_disk(len(data))
+        self.size_bytes += self._meta_bytes[meta.key]
         found = []
-        for path in folder.iterdir():
-            if path.name == _META:
+        for name in slices:
+            path = folder / name
+            index = self._slice_index(meta, name)
+            try:
+                info = path.stat()
+            except FileNotFoundError:  # another store discarded it, or another worker evicted it
                 continue
-            index = self._slice_index(meta, path.name)
-            info = path.stat()
             if index is None or info.st_size != self.slice_length(meta, index):
                 self.discarded += 1
                 path.unlink(missing_ok=True)
                 continue
             found.append((info.st_mtime, meta.key, index, self._on_disk(info.st_size)))
         return found
+
+    @staticmethod
+    def _remove_object(folder: Path, slices: list[str]) -> None:
+        """Delete the slices of an object without a meta, and its folder once empty (a live
+        writer's temporary file keeps it)."""
+        for name in slices:
+            (folder / name).unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            folder.rmdir()
 
     def _slice_index(self, meta: ObjectMeta, name: str) -> int | None:
         version, dot, digits = name.partition(".")
@@ -280,17 +380,8 @@ class SliceStore:
         old = self._metas.get(meta.key)
         if old is not None and old.etag != meta.etag:
             self._drop_slices(old)
-        folder = self.folder(meta.key)
-        temporary = folder / f"{_TEMPORARY}meta.{secrets.token_hex(4)}"
         data = meta.to_json()
-        try:
-            with _full_is_disk_full():
-                folder.mkdir(parents=True, exist_ok=True)
-                temporary.write_bytes(data)
-                os.replace(temporary, folder / _META)
-        except OSError:
-            temporary.unlink(missing_ok=True)
-            raise
+        _write_whole(self.folder(meta.key), _META, data)
         self._metas[meta.key] = meta
         self.size_bytes += self._on_disk(len(data)) - self._meta_bytes.get(meta.key, 0)
         self._meta_bytes[meta.key] = self._on_disk(len(data))
