@@ -36,6 +36,7 @@ from mediaproxy.server.fleet_view import FleetStreams
 from mediaproxy.server.handler import GatewayHandler, body_framing, handler_class_for
 from mediaproxy.server.shared_table import PrivateTable, SharedTable
 from mediaproxy.server.usage import LocalStore, PlanGuard, UsageStore
+from mediaproxy.streaming.precedence import FirstBytes
 from mediaproxy.tornado_internals import open_connections, reason_phrase
 
 log = logging.getLogger("mediaproxy")
@@ -175,6 +176,7 @@ class Gateway:
     owns_table: bool = False  # made for this gateway alone (one process), not a worker's
     plans: PlanGuard | None = None
     publishing: asyncio.Task[None] | None = None  # this worker's streams, for its siblings' page
+    first_bytes: FirstBytes = field(default_factory=FirstBytes)  # every stream of the process
 
     @property
     def active(self) -> set[GatewayHandler]:
@@ -215,8 +217,10 @@ def make_gateway(
         owns_table = table is None
         table = table or PrivateTable(columns=1)
         lifecycle = Lifecycle()
+        first_bytes = FirstBytes()
     else:
         active, metrics, lifecycle = previous.active, previous.metrics, previous.lifecycle
+        first_bytes = previous.first_bytes  # the old generation's streams still give way
         metrics.use_routes(config.routes, reveal_restricted=admin.protected)
         same_log = previous.config.server.access_log == config.server.access_log
         access_log = previous.access_log if same_log else open_access_log(config.server.access_log)
@@ -261,6 +265,7 @@ def make_gateway(
             "metrics": metrics,
             "access_log": access_log,
             "public_url": config.server.public_url,
+            "first_bytes": first_bytes,
         }
     application = GatewayApplication(
         rules, routes, log_function=lambda handler: None
@@ -278,6 +283,7 @@ def make_gateway(
         owns_table,
         plans,
         publishing,
+        first_bytes,
     )
 
 

@@ -27,6 +27,7 @@ from mediaproxy.server.http1 import RequestConnection
 from mediaproxy.server.usage import KeyUsage
 from mediaproxy.streaming import compression
 from mediaproxy.streaming.pacing import Pacer
+from mediaproxy.streaming.precedence import FirstBytes
 from mediaproxy.streaming.timers import StreamTimers
 from mediaproxy.streaming.zerocopy import (
     ZERO_COPY_MAX_BYTES,
@@ -88,6 +89,7 @@ class HandlerExchange(Exchange):
         limits: Limits,
         body: BodyChannel,
         timers: StreamTimers,
+        first_bytes: FirstBytes,
         compress: bool = False,
         compress_min_bytes: int = 0,
     ) -> None:
@@ -111,6 +113,8 @@ class HandlerExchange(Exchange):
         )
         self.upstream_status: int | None = None
         self.meter: KeyUsage | None = None  # the key's quotas, charged before bytes go out
+        self._first_bytes = first_bytes
+        first_bytes.waiting(self)
 
     def body(self) -> AsyncIterator[bytes]:
         return self._body.chunks()
@@ -199,6 +203,7 @@ class HandlerExchange(Exchange):
         """Account body bytes the socket took; an empty send (the headers alone) is none."""
         if length and self.first_byte_at is None:
             self.first_byte_at = time.perf_counter()
+            self._first_bytes.started(self)
         self.bytes_sent += length
         self._timers.progress()
 
@@ -217,7 +222,7 @@ class HandlerExchange(Exchange):
         loop = asyncio.get_running_loop()
         pacer = self._pacer
         while source.remaining:
-            wanted = min(source.remaining, ZERO_COPY_MAX_BYTES)
+            wanted = self._first_bytes.send_bytes(min(source.remaining, ZERO_COPY_MAX_BYTES))
             if pacer is not None:
                 wait_s = pacer.wait_s(loop.time())
                 if wait_s > 0:
@@ -246,6 +251,7 @@ class HandlerExchange(Exchange):
                 self._sent(sent)
                 if pacer is not None:
                     pacer.record(sent)
+                await asyncio.sleep(0)  # a turn of the loop for everyone else (precedence)
             else:
                 # The client's socket is full or the source has nothing yet. Tornado knows how
                 # to wait for either: give it a small copied piece and go on once that is out.

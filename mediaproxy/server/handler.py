@@ -46,6 +46,7 @@ from mediaproxy.ops.metrics import Metrics
 from mediaproxy.server.admission import Admission, Slot
 from mediaproxy.server.exchange import BodyChannel, HandlerExchange
 from mediaproxy.server.usage import KeyUsage, QuotaExhausted
+from mediaproxy.streaming.precedence import FirstBytes
 from mediaproxy.streaming.timers import StreamTimers
 from mediaproxy.tornado_internals import (
     handler_finished,
@@ -75,9 +76,11 @@ class GatewayHandler(RequestHandler):
         access_log: AccessLog | None,
         path: RequestPath,
         framing: BodyFraming,
+        first_bytes: FirstBytes,
         public_url: PublicUrl | None = None,
     ) -> None:
         self.route = route
+        self.first_bytes = first_bytes
         self.framing = framing  # read once by the application, which chose the class by it
         self.public_url = public_url
         self.path = path  # read once by the application, which routed by it
@@ -145,6 +148,7 @@ class GatewayHandler(RequestHandler):
             limits,
             self._body,
             self._timers,
+            self.first_bytes,
             compress=self.route.compress,
             compress_min_bytes=self.route.compress_min_bytes,
         )
@@ -315,6 +319,9 @@ class GatewayHandler(RequestHandler):
 
     def on_finish(self) -> None:
         self.application.active.discard(self)  # type: ignore[attr-defined]
+        exchange: HandlerExchange | None = getattr(self, "exchange", None)  # None: no prepare()
+        if exchange is not None:
+            self.first_bytes.started(exchange)  # or ended without a body byte
         if self._slot is not None:
             self._slot.release()
         if self.usage is not None:

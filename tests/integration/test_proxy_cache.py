@@ -347,6 +347,25 @@ def test_concurrent_clients_share_one_origin_read(
     assert sent(origin) == size, origin.origin.served
 
 
+def test_a_fill_holds_one_slice_file_open_at_a_time(
+    gateway: GatewayThread, origin: OriginThread, tmp_path: Path
+) -> None:
+    """A slice's file is begun when the body reaches it: a fill of a long object does not
+    open one file per slice up front (a 10 GiB object in 1 MiB slices would take 10,240)."""
+    size = 32 * SLICE
+    target = f"/c/bytes?n={size}&chunk=16384&interval=0.002"
+    folder = tmp_path / "cache"
+    most = 0
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        answer = pool.submit(get, gateway, target)
+        while not answer.done():
+            most = max(most, len(list(folder.rglob(".tmp-*"))))
+            time.sleep(0.005)
+        assert answer.result().body == pattern(0, size)
+    assert 1 <= most <= 2  # at a slice's end, the next may begin before the last is renamed
+    assert sent(origin) == size
+
+
 @dataclass
 class CacheProcess:
     port: int
@@ -391,22 +410,27 @@ cache_dir = "{tmp_path / "cache"}"
 @pytest.mark.slow
 def test_fifty_clients_of_a_cold_100_mib_object(origin: OriginThread, tmp_path: Path) -> None:
     """The issue's target: the origin sends each byte once, every client gets the same
-    bytes, and every first byte comes within 50 ms of the first one."""
+    bytes, and every first byte comes within 50 ms of the first one; from the cache too."""
     # The gateway in a process of its own: the client here must not share its interpreter.
     size = 100 * 1024 * 1024
     route = f"cache_max_bytes = {256 * 1024 * 1024}\nidle_timeout = 60"
     expected = pattern(0, size)
     with cache_process(origin, tmp_path, route) as gateway:
+        get_port(gateway.port, "/c/bytes?n=1")
+        # What fifty requests cost this process with no body to send: the machine's floor.
+        floor = first_bytes_at_once(gateway.port, "/c/bytes?n=1", 50, pattern(0, 1))
         before = sent(origin)
         target = f"/c/bytes?n={size}"
         cold = first_bytes_at_once(gateway.port, target, 50, expected)  # one fill for all
         assert sent(origin) - before == size, origin.origin.served
         hits = first_bytes_at_once(gateway.port, target, 50, expected)  # from the cache
     assert cold.identical and hits.identical
-    spread, hit_spread = cold.first_byte_spread_s, hits.first_byte_spread_s
-    # The target is 50 ms; on a machine too loaded for 50 hits to start within it, no more
-    # than the hits' own spread: a fill makes nobody wait for anybody else's slice.
-    assert spread < max(0.05, 2 * hit_spread), f"cold {spread:.3f} s, hits {hit_spread:.3f} s"
+    # The target is 50 ms; on a machine too loaded for fifty small answers to start within a
+    # third of that, three times their spread. A stream that kept the loop while its client
+    # drained (a fill, or a hit sending slice after slice) held the others back far longer.
+    limit = max(0.05, 3 * floor.first_byte_spread_s)
+    spreads = f"cold {cold.first_byte_spread_s:.3f} s, hits {hits.first_byte_spread_s:.3f} s"
+    assert cold.first_byte_spread_s < limit and hits.first_byte_spread_s < limit, spreads
 
 
 @pytest.mark.parametrize(

@@ -192,6 +192,9 @@ class Fill:
     head: asyncio.Future[tuple[ObjectMeta, str] | Bypass] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
+    # The slices this fill has taken on and not yet committed, and the writer of each one
+    # begun: a slice is begun when the body reaches it, so a long object holds one open file.
+    claims: set[int] = field(default_factory=set)
     writers: dict[int, SliceWriter] = field(default_factory=dict)
     done: bool = False
     error: BaseException | None = None
@@ -213,8 +216,14 @@ class Fill:
 
     def written(self, index: int) -> int | None:
         """Bytes of slice ``index`` written so far; None if this fill does not hold it."""
+        if index not in self.claims:
+            return None
         writer = self.writers.get(index)
-        return None if writer is None else writer.written
+        return 0 if writer is None else writer.written
+
+    def begun(self, index: int) -> bool:
+        """Whether slice ``index`` has a writer, or never will from this fill."""
+        return index in self.writers or index not in self.claims or self.done
 
 
 class RangeCache:
@@ -398,7 +407,7 @@ class RangeCache:
         if self._probes.get(fill.key) is fill:
             del self._probes[fill.key]
         if fill.meta is not None:
-            for index in list(fill.writers):
+            for index in fill.claims:
                 if self._filling.get((fill.key, fill.meta.etag, index)) is fill:
                     del self._filling[(fill.key, fill.meta.etag, index)]
 
@@ -468,7 +477,7 @@ class RangeCache:
             meta, body_start = verdict
             self._take_slices(fill, meta, body_start, whole=head.status == 200)
             fill.head.set_result((meta, MISS))
-            if not fill.writers:
+            if not fill.claims:
                 raise _Enough
             upstream.set_chunk_size(FILL_CHUNK_BYTES)
             position = body_start
@@ -476,9 +485,12 @@ class RangeCache:
                 self.origin_bytes += len(chunk)
                 fill.progress()
                 position = self._write(fill, meta, position, chunk)
-                if not fill.writers:
+                if not fill.claims:
                     raise _Enough
-            if fill.writers:
+                # The body comes faster than the loop turns: let the readers of what was just
+                # written, and every other stream, have a turn (streaming/precedence.py).
+                await asyncio.sleep(0)
+            if fill.claims:
                 raise UpstreamError(f"origin body of {fill.key} ended at byte {position}")
 
     def _judge(
@@ -550,7 +562,7 @@ class RangeCache:
         for index in range(first, min(stop, count)):
             if self.store.has_slice(meta, index) or (meta.key, meta.etag, index) in self._filling:
                 continue
-            fill.writers[index] = self.store.begin_slice(meta, index)
+            fill.claims.add(index)
             self._filling[(meta.key, meta.etag, index)] = fill
 
     def _write(self, fill: Fill, meta: ObjectMeta, position: int, chunk: bytes) -> int:
@@ -560,11 +572,14 @@ class RangeCache:
             index = position // slice_bytes
             room = (index + 1) * slice_bytes - position
             part, view = view[:room], view[room:]
-            writer = fill.writers.get(index)
-            if writer is not None:
+            if index in fill.claims:
+                writer = fill.writers.get(index)
+                if writer is None:
+                    writer = fill.writers[index] = self.store.begin_slice(meta, index)
                 writer.write(part)
                 if writer.written == writer.length:
                     del fill.writers[index]
+                    fill.claims.discard(index)
                     self._filling.pop((meta.key, meta.etag, index), None)
                     writer.commit()
                     if not fill.users:
@@ -772,6 +787,8 @@ class RangeCache:
         """Send bytes ``[start, stop)`` of slice ``index`` as ``fill`` writes them: where in
         the slice it got to, short of ``stop`` only when the fill found the disk full; None
         if the slice vanished (stored and evicted) before any of it was read."""
+        while not fill.begun(index):  # the fill's body has not reached this slice yet
+            await fill.changed()
         writer = fill.writers.get(index)
         fd = (
             os.dup(writer.fd)
