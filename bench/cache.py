@@ -1,4 +1,5 @@
-"""The cache's cold fill: many clients of one uncached object at once, through mediaproxy.
+"""The cache's cold fill: many clients of one uncached object at once, through mediaproxy;
+then as many again of the same object, now cached.
 
 The origin is the test origin (testbed/origin.py) in a process of its own, as a real origin
 would be: in this process it would take the interpreter lock from the client's thread and
@@ -53,7 +54,7 @@ def origin_body_bytes(origin_port: int) -> int:
 
 
 @dataclass(frozen=True)
-class ColdFill:
+class AtOnce:
     clients: int
     size_bytes: int
     origin_bytes: int  # what the origin sent in all
@@ -62,15 +63,14 @@ class ColdFill:
     identical: bool  # every client got the origin's bytes
 
 
-def cold_fill(port: int, origin_port: int, name: str, size_bytes: int, clients: int) -> ColdFill:
+def at_once(port: int, origin_port: int, name: str, size_bytes: int, clients: int) -> AtOnce:
     """``clients`` GETs of ``/files/<name>?n=size`` at once through the gateway on ``port``
-    (routed to the ``/bytes/`` of the test origin on ``origin_port``); ``name`` not yet
-    cached."""
+    (routed to the ``/bytes/`` of the test origin on ``origin_port``)."""
     before = origin_body_bytes(origin_port)
     batch = first_bytes_at_once(
         port, f"/files/{name}?n={size_bytes}", clients, pattern(0, size_bytes)
     )
-    return ColdFill(
+    return AtOnce(
         clients=clients,
         size_bytes=size_bytes,
         origin_bytes=origin_body_bytes(origin_port) - before,

@@ -395,7 +395,8 @@ def csv_export(bench: Bench) -> None:
 def cache_hit(bench: Bench) -> None:
     """The http_proxy cache: the big file from cache hits against nginx serving it from disk
     (one curl each, interleaved; mediaproxy's cache filled by one untimed download first),
-    then the cold fill: 50 clients at once of an uncached 100 MiB object (bench/cache.py)."""
+    then the cold fill: 50 clients at once of an uncached 100 MiB object, and 50 again of the
+    same object from the cache (bench/cache.py)."""
     with servers.running(servers.nginx_origin(), bench.workspace) as origin:
         recipes = [servers.nginx_static(), servers.mediaproxy_cached(origin.port)]
         with bench.serving("cache_hit", recipes, bench.workspace.big) as running:
@@ -414,7 +415,7 @@ def cache_hit(bench: Bench) -> None:
         with servers.running(recipe, bench.workspace) as gateway:
             for rep in range(1, reps + 1):
                 name = f"cold-{rep}.bin"  # a new object each time: every repetition is cold
-                fill = cache_bench.cold_fill(gateway.port, origin_port, name, size, clients=50)
+                fill = cache_bench.at_once(gateway.port, origin_port, name, size, clients=50)
                 bench.record(
                     "cache_cold_fill",
                     "mediaproxy-cache",
@@ -426,12 +427,29 @@ def cache_hit(bench: Bench) -> None:
                         MB_PER_S: fill.clients * fill.size_bytes / fill.wall_s / 1e6,
                     },
                 )
-                identical.append(fill.identical)
+                hits = cache_bench.at_once(gateway.port, origin_port, name, size, clients=50)
+                bench.record(
+                    "cache_hits_at_once",
+                    "mediaproxy-cache",
+                    rep,
+                    reps,
+                    {
+                        FIRST_BYTE_SPREAD_MS: hits.first_byte_spread_s * 1e3,
+                        ORIGIN_READS: hits.origin_bytes / hits.size_bytes,
+                        MB_PER_S: hits.clients * hits.size_bytes / hits.wall_s / 1e6,
+                    },
+                )
+                identical += [fill.identical, hits.identical]
     bench.results.note(
         "cache_cold_fill",
         f"50 clients x {size // MiB} MiB of a new object, n = {reps}; identical bytes in every "
         f"repetition: {all(identical)}; MB/s is all clients together; the origin is its own "
         "process",
+    )
+    bench.results.note(
+        "cache_hits_at_once",
+        "the same 50 clients again, each repetition's object now cached: first bytes while "
+        "other responses stream",
     )
 
 
