@@ -44,13 +44,12 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from tornado import gen
 from tornado.http1connection import HTTP1ServerConnection
 from tornado.httpserver import HTTPServer
 from tornado.httputil import HTTPServerConnectionDelegate
 from tornado.iostream import IOStream, StreamClosedError, UnsatisfiableReadError
 
-from mediaproxy.server.http1 import RequestConnection
+from mediaproxy.server.http1 import READ_BYTES, RequestConnection, refuse
 from mediaproxy.tornado_internals import (
     HANDSHAKE_FAILURE_FORMAT,
     HANDSHAKE_FAILURE_LOGGER,
@@ -63,12 +62,6 @@ from mediaproxy.tornado_internals import (
 
 log = logging.getLogger("mediaproxy")
 
-READ_BYTES = 64 * 1024
-# After a 414 or 431, what the client still sends is read and dropped for this long (at most
-# LINGER_BYTES), so that closing does not reset the connection before it has read the status
-# (nginx's lingering_close does the same, for up to lingering_time).
-LINGER_S = 1.0
-LINGER_BYTES = 1024 * 1024
 # One line a minute says connections are being refused without letting clients flood the log.
 REFUSAL_LOG_INTERVAL_S = 60.0
 
@@ -273,29 +266,7 @@ class ClientConnection(HTTP1ServerConnection):
             self._server.max_header_bytes,
             refusal.status,
         )
-        body = f"{refusal.status} {refusal.phrase}\n".encode()
-        head = (
-            f"HTTP/1.1 {refusal.status} {refusal.phrase}\r\n"
-            f"Content-Type: text/plain; charset=utf-8\r\nContent-Length: {len(body)}\r\n"
-            f"Connection: close\r\n\r\n"
-        ).encode()
-        stream = self.stream
-        try:
-            await stream.write(head + body)
-            deadline = stream.io_loop.time() + LINGER_S
-            dropped = 0
-            while dropped < LINGER_BYTES:
-                dropped += len(
-                    await gen.with_timeout(
-                        deadline,
-                        stream.read_bytes(READ_BYTES, partial=True),
-                        quiet_exceptions=StreamClosedError,
-                    )
-                )
-        except (StreamClosedError, TimeoutError):
-            pass
-        finally:
-            stream.close()
+        await refuse(self.stream, refusal.status, refusal.phrase)
 
 
 class GatewayServer(HTTPServer):

@@ -22,6 +22,12 @@ framed as Tornado frames it (chunked for an HTTP/1.1 response of unknown length;
 HEAD, 1xx, 204 and 304). The body's framing is read by the gateway's one strict parser
 (``http.framing.request_body_framing``), and a chunk size by ``grammar.parse_hex_digits``.
 
+Unlike Tornado, the 400 (like the connection loop's 414 and 431, ``refuse``) has a body and
+``Connection: close``, and the connection closes after a lingering read, not with the client's
+bytes unread (a reset, which can discard the status before the client reads it: RFC 9112
+§9.6); and a body found malformed after the response has begun cuts the response instead of
+writing a status line into its body.
+
 The response's framing is public here (``chunking``, ``content_remaining``,
 ``count_body_bytes``): the zero-copy paths (``server.exchange``) send body bytes around the
 IOStream and account for them, which with Tornado's class meant touching its privates.
@@ -47,7 +53,12 @@ CHUNK_COST_BYTES = 1024
 # A chunk-size line (RFC 9112 §7.1) longer than this is refused, as Tornado refuses it.
 CHUNK_LINE_MAX_BYTES = 64
 _CONTINUE = b"HTTP/1.1 100 (Continue)\r\n\r\n"
-_BAD_REQUEST = b"HTTP/1.1 400 Bad Request\r\n\r\n"
+READ_BYTES = 64 * 1024  # Tornado's read chunk
+# After a refusal, what the client still sends is read and dropped for this long (at most
+# LINGER_BYTES), so that closing does not reset the connection before it has read the status
+# (RFC 9112 §9.6; nginx's lingering_close does the same, for up to lingering_time).
+LINGER_S = 1.0
+LINGER_BYTES = 1024 * 1024
 
 
 class _DelegateFailed(Exception):
@@ -111,6 +122,7 @@ class RequestConnection(httputil.HTTPConnection):
         self._request: httputil.RequestStartLine | None = None
         self._headers: httputil.HTTPHeaders | None = None
         self._read_finished = False
+        self._response_begun = False  # its status line handed to the stream
         self._write_finished = False
         self._response_done = False  # finished and written out
         self._disconnect_on_finish = False
@@ -155,7 +167,8 @@ class RequestConnection(httputil.HTTPConnection):
             return not self.stream.closed()
         except httputil.HTTPInputError as error:
             gen_log.info("Malformed HTTP message from %s: %s", self.context, error)
-            await self.stream.write(_BAD_REQUEST)
+            if not self._response_begun:  # a response begun cannot become a 400
+                await refuse(self.stream, 400, "Bad Request")
             self.stream.close()
             return False
         except _DelegateFailed:
@@ -309,6 +322,7 @@ class RequestConnection(httputil.HTTPConnection):
     ) -> asyncio.Future[None]:
         """The status line and fields, and ``chunk`` if any, in one write."""
         assert isinstance(start_line, httputil.ResponseStartLine)
+        self._response_begun = True
         request, request_headers = self._request, self._headers
         assert request is not None and request_headers is not None
         code = start_line.code
@@ -425,3 +439,29 @@ def _body_framing(headers: httputil.HTTPHeaders) -> tuple[bool, int | None]:
     if framing is None:
         raise httputil.HTTPInputError("the body's framing is not one Content-Length or chunked")
     return framing
+
+
+async def refuse(stream: IOStream, status: int, phrase: str) -> None:
+    """Answer ``status`` in plain text and close the connection, after a lingering read."""
+    body = f"{status} {phrase}\n".encode()
+    head = (
+        f"HTTP/1.1 {status} {phrase}\r\n"
+        f"Content-Type: text/plain; charset=utf-8\r\nContent-Length: {len(body)}\r\n"
+        "Connection: close\r\n\r\n"
+    ).encode()
+    try:
+        await stream.write(head + body)
+        deadline = stream.io_loop.time() + LINGER_S
+        dropped = 0
+        while dropped < LINGER_BYTES:
+            dropped += len(
+                await gen.with_timeout(
+                    deadline,
+                    stream.read_bytes(READ_BYTES, partial=True),
+                    quiet_exceptions=StreamClosedError,
+                )
+            )
+    except (StreamClosedError, TimeoutError):
+        pass
+    finally:
+        stream.close()

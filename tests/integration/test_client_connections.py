@@ -80,6 +80,29 @@ def is_closed(sock: socket.socket) -> bool:
 GET = b"GET /files/hello.txt HTTP/1.1\r\nHost: x\r\n"
 
 
+# --- 400 ---------------------------------------------------------------------------------------
+
+
+def test_a_body_that_turns_malformed_after_the_response_began_cuts_the_response(
+    make_gateway: Callable[[str], GatewayThread], root: Path
+) -> None:
+    """A 400 cannot follow a status line already sent: the response is cut instead."""
+    size = 8 * 1024 * 1024
+    (root / "big.bin").write_bytes(bytes(size))
+    gateway = file_gateway(make_gateway, root)
+    with connect(gateway) as sock:
+        sock.sendall(
+            b"GET /files/big.bin HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+        )
+        answer = sock.recv(65536)
+        assert answer.startswith(b"HTTP/1.1 200 OK\r\n")
+        sock.sendall(b"zz\r\n")  # not a chunk size
+        time.sleep(0.3)
+        answer += read_all(sock)
+    assert b"400 Bad Request" not in answer
+    assert len(answer) < size
+
+
 # --- 431 and 414 --------------------------------------------------------------------------------
 
 
