@@ -131,8 +131,10 @@ def test_a_chunk_size_that_is_not_hexdig_is_a_400(gateway: GatewayThread, size_l
             + b"\r\nabc\r\n0\r\n\r\n"
         )
         reader = Reader(sock)
-        status, _, body = reader.response()
+        status, fields, body = reader.response()
         assert status.startswith(b"HTTP/1.1 400") and body == b"400 Bad Request\n"
+        assert fields["connection"] == "close"
+        sock.shutdown(socket.SHUT_WR)  # as a client told "close" does: the lingering read ends
         assert reader.closed()
 
 
@@ -153,8 +155,10 @@ def test_a_body_of_undecidable_length_is_a_400_and_a_close(
     with connect(gateway) as sock:
         sock.sendall(b"POST /nowhere HTTP/1.1\r\nHost: x\r\n" + framing + b"\r\nhello")
         reader = Reader(sock)
-        status, _, body = reader.response()
+        status, fields, body = reader.response()
         assert status.startswith(b"HTTP/1.1 400") and body == b"400 Bad Request\n"
+        assert fields["connection"] == "close"
+        sock.shutdown(socket.SHUT_WR)  # as a client told "close" does: the lingering read ends
         assert reader.closed()
 
 

@@ -23,8 +23,9 @@ listing and reading is no error.
 Size: what the slices and metas take on disk (lengths rounded up to the file system's block)
 stays under ``max_bytes``; committing a slice evicts the least recently used slices until it
 does. Several worker processes share the folder safely (every change is a rename or an
-unlink, and an open descriptor outlives an unlink), each with its own index and its own
-share of the bound: ``max_bytes`` is divided by the number of processes by the caller. When
+unlink, and an open descriptor outlives an unlink), each with its own index (what it found
+at start-up, and what it stored since) bounded by ``max_bytes``: N processes may keep up to
+N times that in the folder. When
 one worker evicts an object another is filling, that fill's slice is simply not stored
 (``commit`` answers False); its readers, on their own descriptors, still get every byte.
 """
