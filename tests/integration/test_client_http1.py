@@ -87,6 +87,15 @@ class Reader:
         return self.buffer == b"" and not self._fill()
 
 
+def assert_400_then_closed(sock: socket.socket) -> None:
+    reader = Reader(sock)
+    status, fields, body = reader.response()
+    assert status.startswith(b"HTTP/1.1 400") and body == b"400 Bad Request\n"
+    assert fields["connection"] == "close"
+    sock.shutdown(socket.SHUT_WR)  # as a client told "close" does: the lingering read ends
+    assert reader.closed()
+
+
 def test_pipelined_requests_with_bodies_are_answered_in_order(gateway: GatewayThread) -> None:
     with connect(gateway) as sock:
         sock.sendall(
@@ -130,12 +139,7 @@ def test_a_chunk_size_that_is_not_hexdig_is_a_400(gateway: GatewayThread, size_l
             + size_line
             + b"\r\nabc\r\n0\r\n\r\n"
         )
-        reader = Reader(sock)
-        status, fields, body = reader.response()
-        assert status.startswith(b"HTTP/1.1 400") and body == b"400 Bad Request\n"
-        assert fields["connection"] == "close"
-        sock.shutdown(socket.SHUT_WR)  # as a client told "close" does: the lingering read ends
-        assert reader.closed()
+        assert_400_then_closed(sock)
 
 
 @pytest.mark.parametrize(
@@ -154,12 +158,7 @@ def test_a_body_of_undecidable_length_is_a_400_and_a_close(
 ) -> None:
     with connect(gateway) as sock:
         sock.sendall(b"POST /nowhere HTTP/1.1\r\nHost: x\r\n" + framing + b"\r\nhello")
-        reader = Reader(sock)
-        status, fields, body = reader.response()
-        assert status.startswith(b"HTTP/1.1 400") and body == b"400 Bad Request\n"
-        assert fields["connection"] == "close"
-        sock.shutdown(socket.SHUT_WR)  # as a client told "close" does: the lingering read ends
-        assert reader.closed()
+        assert_400_then_closed(sock)
 
 
 def test_a_400_closes_after_a_lingering_read_not_with_a_reset(gateway: GatewayThread) -> None:
