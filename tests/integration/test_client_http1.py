@@ -213,7 +213,7 @@ def test_connection_close_is_answered_in_kind_then_closed(gateway: GatewayThread
         sock.sendall(b"GET /o/bytes?n=3 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         reader = Reader(sock)
         _, fields, body = reader.response()
-        # assert fields["connection"] == "close" and len(body) == 3
+        assert fields["connection"] == "close" and len(body) == 3
         assert reader.closed()
 
 
